@@ -1,0 +1,137 @@
+//! The scalar functions of the spec language, as generated steps call them.
+//!
+//! Each function of the spec (`sigmoid`, `tanh`, `hard_sigmoid`, …) is one `#[inline(always)]`
+//! function here; derivatives are not here: the macro derives them symbolically from the
+//! spec and expresses them with these same functions and the comparison helpers below.
+//!
+//! Conventions where a function has no derivative everywhere follow PyTorch (see the macro's
+//! documentation of the spec language): `relu'(0) = 0`, `clip` passes the gradient where
+//! `lo <= x <= hi`, `hard_sigmoid` passes it where `-3 < x < 3`, and `min`/`max` split it
+//! equally between tied arguments.
+
+use crate::Float;
+
+/// Logistic sigmoid, `1 / (1 + exp(-x))`.
+#[inline(always)]
+pub fn sigmoid<F: Float>(x: F) -> F {
+    F::one() / (F::one() + (-x).exp())
+}
+
+/// Hyperbolic tangent.
+#[inline(always)]
+pub fn tanh<F: Float>(x: F) -> F {
+    x.tanh()
+}
+
+/// Hard sigmoid as Keras 3 and PyTorch define it: `relu6(x + 3) / 6`.
+#[inline(always)]
+pub fn hard_sigmoid<F: Float>(x: F) -> F {
+    clip(x / F::of(6.0) + F::of(0.5), F::zero(), F::one())
+}
+
+/// Hard sigmoid as Keras 2 defined it: `clip(0.2 x + 0.5, 0, 1)`.
+#[inline(always)]
+pub fn hard_sigmoid_keras2<F: Float>(x: F) -> F {
+    clip(F::of(0.2) * x + F::of(0.5), F::zero(), F::one())
+}
+
+/// Rectified linear unit, `max(x, 0)`.
+#[inline(always)]
+pub fn relu<F: Float>(x: F) -> F {
+    if x > F::zero() { x } else { F::zero() }
+}
+
+/// Softsign, `x / (1 + |x|)`.
+#[inline(always)]
+pub fn softsign<F: Float>(x: F) -> F {
+    x / (F::one() + x.abs())
+}
+
+/// Exponential.
+#[inline(always)]
+pub fn exp<F: Float>(x: F) -> F {
+    x.exp()
+}
+
+/// Smaller of two values.
+#[inline(always)]
+pub fn min<F: Float>(a: F, b: F) -> F {
+    if b < a { b } else { a }
+}
+
+/// Larger of two values.
+#[inline(always)]
+pub fn max<F: Float>(a: F, b: F) -> F {
+    if b > a { b } else { a }
+}
+
+/// `x` clamped to `[lo, hi]`.
+#[inline(always)]
+pub fn clip<F: Float>(x: F, lo: F, hi: F) -> F {
+    min(max(x, lo), hi)
+}
+
+/// Absolute value.
+#[inline(always)]
+pub fn abs<F: Float>(x: F) -> F {
+    x.abs()
+}
+
+/// Square root (layer normalisation).
+#[inline(always)]
+pub fn sqrt<F: Float>(x: F) -> F {
+    x.sqrt()
+}
+
+/// `1` where `a < b`, else `0` (derivatives of piecewise functions).
+#[inline(always)]
+pub fn lt<F: Float>(a: F, b: F) -> F {
+    if a < b { F::one() } else { F::zero() }
+}
+
+/// `1` where `a <= b`, else `0` (derivatives of piecewise functions).
+#[inline(always)]
+pub fn le<F: Float>(a: F, b: F) -> F {
+    if a <= b { F::one() } else { F::zero() }
+}
+
+/// `1` where `a == b`, else `0` (ties of `min`/`max`).
+#[inline(always)]
+pub fn eq<F: Float>(a: F, b: F) -> F {
+    if a == b { F::one() } else { F::zero() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_sigmoids_match_their_definitions() {
+        for &x in &[-4.0f64, -3.0, -2.5, -1.0, 0.0, 0.7, 2.5, 3.0, 9.0] {
+            let relu6 = (x + 3.0f64).clamp(0.0, 6.0);
+            assert_eq!(hard_sigmoid(x), relu6 / 6.0);
+            assert_eq!(hard_sigmoid_keras2(x), (0.2 * x + 0.5).clamp(0.0, 1.0));
+        }
+    }
+
+    #[test]
+    fn sigmoid_is_symmetric_and_bounded() {
+        for &x in &[-30.0f64, -2.0, 0.0, 1.5, 30.0] {
+            let s = sigmoid(x);
+            assert!((s + sigmoid(-x) - 1.0).abs() < 1e-15);
+            assert!((0.0..=1.0).contains(&s));
+        }
+        assert_eq!(sigmoid(0.0f32), 0.5);
+    }
+
+    #[test]
+    fn piecewise_helpers() {
+        assert_eq!(relu(-1.0f64), 0.0);
+        assert_eq!(relu(2.0f64), 2.0);
+        assert_eq!(softsign(1.0f64), 0.5);
+        assert_eq!(clip(5.0f64, -1.0, 1.0), 1.0);
+        assert_eq!(min(1.0f64, 2.0), 1.0);
+        assert_eq!(max(1.0f64, 2.0), 2.0);
+        assert_eq!(lt(1.0f64, 2.0) + le(2.0f64, 2.0) + eq(3.0f64, 3.0), 3.0);
+    }
+}
