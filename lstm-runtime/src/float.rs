@@ -14,8 +14,12 @@ use num_traits::{Float as NumFloat, FromPrimitive, NumAssign};
 /// A floating-point element type for weights, activations and gradients.
 ///
 /// Implemented for `f32` and `f64`. Gradient checks run in `f64`; training usually in `f32`.
+///
+/// The trait is sealed: the matrix products ([`crate::linalg`]) run on the `gemm` crate, which
+/// has kernels for exactly these two real types, so no other type could be multiplied.
 pub trait Float:
-    NumFloat
+    sealed::Sealed
+    + NumFloat
     + NumAssign
     + FromPrimitive
     + LinalgScalar
@@ -36,6 +40,14 @@ pub trait Float:
 
     /// Converts to `f64` (for reports and reference comparisons).
     fn to_f64_lossy(self) -> f64;
+}
+
+mod sealed {
+    /// Restricts [`super::Float`] to the types the GEMM backend supports.
+    pub trait Sealed {}
+
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
 }
 
 impl Float for f32 {

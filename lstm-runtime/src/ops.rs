@@ -26,7 +26,9 @@ pub fn tanh<F: Float>(x: F) -> F {
 /// Hard sigmoid as Keras 3 and PyTorch define it: `relu6(x + 3) / 6`.
 #[inline(always)]
 pub fn hard_sigmoid<F: Float>(x: F) -> F {
-    clip(x / F::of(6.0) + F::of(0.5), F::zero(), F::one())
+    // In the definition's own order of operations, so results match both frameworks bit for
+    // bit (`x / 6 + 0.5` rounds differently).
+    clip(x + F::of(3.0), F::zero(), F::of(6.0)) / F::of(6.0)
 }
 
 /// Hard sigmoid as Keras 2 defined it: `clip(0.2 x + 0.5, 0, 1)`.

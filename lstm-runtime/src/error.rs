@@ -1,0 +1,79 @@
+//! The crate's one error type. Every fallible runtime call (layer forward passes, the GEMM
+//! wrappers) reports bad input through [`Error`] instead of panicking, naming the offending
+//! tensor or option and what was expected of it.
+
+/// Everything that can go wrong in the runtime.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A tensor has the wrong shape.
+    ///
+    /// `what` names the tensor the way the caller knows it (`input`, `h0`, `weight_ih`, …).
+    #[error("`{what}` has shape {found:?}; expected {expected:?}")]
+    ShapeMismatch {
+        /// Name of the offending tensor.
+        what: String,
+        /// The shape it must have.
+        expected: Vec<usize>,
+        /// The shape it has.
+        found: Vec<usize>,
+    },
+    /// A combination of sizes or options the operation does not support.
+    #[error("invalid `{option}`: {reason}")]
+    Config {
+        /// Name of the offending option or size (`recurrent_size`).
+        option: String,
+        /// Why the value is rejected and what would be accepted.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A [`Error::ShapeMismatch`] for the tensor `what`.
+    pub fn shape_mismatch(what: impl Into<String>, expected: &[usize], found: &[usize]) -> Self {
+        Error::ShapeMismatch {
+            what: what.into(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        }
+    }
+}
+
+/// Result of fallible runtime operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `Ok` if `found` equals `expected`, else a [`Error::ShapeMismatch`] naming `what`.
+pub(crate) fn expect_shape(what: &str, expected: &[usize], found: &[usize]) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::shape_mismatch(what, expected, found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_tensor_and_the_expected_shape() {
+        let err = Error::shape_mismatch("h0", &[3, 8], &[2, 8]);
+        assert_eq!(err.to_string(), "`h0` has shape [2, 8]; expected [3, 8]");
+        let err = Error::Config {
+            option: "recurrent_size".into(),
+            reason: "expected 8 (the hidden size), found 4".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "invalid `recurrent_size`: expected 8 (the hidden size), found 4"
+        );
+    }
+
+    #[test]
+    fn expect_shape_accepts_equal_shapes_only() {
+        assert_eq!(expect_shape("x", &[1, 2], &[1, 2]), Ok(()));
+        assert_eq!(
+            expect_shape("x", &[1, 2], &[2, 1]),
+            Err(Error::shape_mismatch("x", &[1, 2], &[2, 1]))
+        );
+    }
+}

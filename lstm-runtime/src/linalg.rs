@@ -1,0 +1,369 @@
+//! The matrix products of the runtime. Every GEMM a layer runs (the input projection of all
+//! time steps, the recurrent projection of each step, and later the weight gradients of
+//! backpropagation through time) goes through the three functions here, which wrap the pure
+//! Rust [`gemm`] crate.
+//!
+//! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
+//! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views
+//! of any strides, so transposed or sliced operands need no copy. Products too small to gain
+//! from threads run on the calling thread; larger ones on [`num_threads`] Rayon threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gemm::Parallelism;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::Float;
+use crate::error::{Result, expect_shape as check};
+
+/// Multiply-adds below which a product runs single-threaded: handing work to other threads
+/// costs more than it saves there. The `gemm` crate's own default threading threshold.
+const PARALLEL_MIN_WORK: usize = 48 * 48 * 256;
+
+/// Threads requested with [`set_num_threads`]; `0` means "not set".
+static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many threads large matrix products use (PyTorch `torch.set_num_threads`).
+///
+/// `0` restores the default, the machine's available parallelism.
+pub fn set_num_threads(threads: usize) {
+    NUM_THREADS.store(threads, Ordering::Relaxed);
+}
+
+/// How many threads large matrix products use: the value given to [`set_num_threads`], or by
+/// default [`std::thread::available_parallelism`] (1 if that is unknown).
+pub fn num_threads() -> usize {
+    match NUM_THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
+    }
+}
+
+/// `c ← beta·c + alpha·a·bᵀ` with `a: m×k`, `b: n×k`, `c: m×n`.
+///
+/// The shape of the input projection `zx = x · W_ihᵀ`. When `beta` is zero `c` is not read
+/// (as in BLAS), so it may hold anything, NaN included.
+///
+/// # Errors
+///
+/// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+pub fn matmul_nt<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+) -> Result<()> {
+    let (m, k) = a.dim();
+    let n = b.nrows();
+    check("matmul_nt: b", &[n, k], b.shape())?;
+    check("matmul_nt: c", &[m, n], c.shape())?;
+    gemm_views(alpha, a, b.t(), beta, c);
+    Ok(())
+}
+
+/// `c ← beta·c + alpha·aᵀ·b` with `a: k×m`, `b: k×n`, `c: m×n`.
+///
+/// The shape of weight gradients summed over rows: `dW_ih = dZᵀ · X`. When `beta` is zero `c`
+/// is not read.
+///
+/// # Errors
+///
+/// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+pub fn matmul_tn<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+) -> Result<()> {
+    let (k, m) = a.dim();
+    let n = b.ncols();
+    check("matmul_tn: b", &[k, n], b.shape())?;
+    check("matmul_tn: c", &[m, n], c.shape())?;
+    gemm_views(alpha, a.t(), b, beta, c);
+    Ok(())
+}
+
+/// `c ← beta·c + alpha·a·b` with `a: m×k`, `b: k×n`, `c: m×n`.
+///
+/// The shape of input gradients: `dX = dZ · W_ih`. When `beta` is zero `c` is not read.
+///
+/// # Errors
+///
+/// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+pub fn matmul_nn<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    c: ArrayViewMut2<'_, F>,
+) -> Result<()> {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    check("matmul_nn: b", &[k, n], b.shape())?;
+    check("matmul_nn: c", &[m, n], c.shape())?;
+    gemm_views(alpha, a, b, beta, c);
+    Ok(())
+}
+
+/// `c ← beta·c + alpha·a·b` for views whose shapes the caller has checked to fit.
+fn gemm_views<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: only the scaling of `c` remains. Handled here so the kernel never sees
+        // a zero depth, and so `beta == 0` clears `c` without reading it.
+        if beta == F::zero() {
+            c.fill(F::zero());
+        } else {
+            c.map_inplace(|value| *value = beta * *value);
+        }
+        return;
+    }
+    let parallelism = if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_WORK {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(num_threads())
+    };
+    let [c_rs, c_cs] = [c.strides()[0], c.strides()[1]];
+    let [a_rs, a_cs] = [a.strides()[0], a.strides()[1]];
+    let [b_rs, b_cs] = [b.strides()[0], b.strides()[1]];
+    // SAFETY: the caller checked `a: m×k`, `b: k×n`, `c: m×n`; every pointer is the first
+    // logical element of its view and every stride is the view's own, so the kernel stays
+    // inside the three views. `c` is a unique mutable view, so it overlaps neither `a` nor
+    // `b`. `F` is `f32` or `f64` (`Float` is sealed), both of which `gemm` supports, so its
+    // type dispatch cannot panic. The `gemm` crate computes `dst ← alpha·dst + beta·lhs·rhs`
+    // and reads `dst` only when `read_dst`: hence the swapped scalars.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs,
+            c_rs,
+            beta != F::zero(),
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, s};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::Error;
+
+    /// `(m, k, n)` triples: single rows and columns, zero sizes, odd sizes, and one product big
+    /// enough to take the threaded path.
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (1, 7, 1),
+        (1, 5, 9),
+        (9, 5, 1),
+        (3, 4, 5),
+        (17, 13, 11),
+        (33, 65, 31),
+        (0, 3, 4),
+        (3, 0, 4),
+        (3, 4, 0),
+        (0, 0, 0),
+        (130, 120, 100),
+    ];
+
+    fn random<F: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<F> {
+        Array2::from_shape_fn((rows, cols), |_| F::of(rng.random_range(-1.0..1.0)))
+    }
+
+    /// `beta·c + alpha·a·b` by the definition, in f64.
+    fn naive<F: Float>(
+        alpha: F,
+        a: &Array2<F>,
+        b: &Array2<F>,
+        beta: F,
+        c: &Array2<F>,
+    ) -> Array2<f64> {
+        let (m, k) = a.dim();
+        let n = b.ncols();
+        let mut out = Array2::zeros((m, n));
+        for i in 0..m {
+            for j in 0..n {
+                let mut sum = 0.0;
+                for p in 0..k {
+                    sum += a[[i, p]].to_f64_lossy() * b[[p, j]].to_f64_lossy();
+                }
+                let scaled_c = if beta == F::zero() {
+                    0.0
+                } else {
+                    beta.to_f64_lossy() * c[[i, j]].to_f64_lossy()
+                };
+                out[[i, j]] = scaled_c + alpha.to_f64_lossy() * sum;
+            }
+        }
+        out
+    }
+
+    fn assert_close<F: Float>(found: &Array2<F>, expected: &Array2<f64>, tolerance: f64) {
+        assert_eq!(found.shape(), expected.shape());
+        for (f, e) in found.iter().zip(expected) {
+            let f = f.to_f64_lossy();
+            assert!(
+                (f - e).abs() <= tolerance * (1.0 + e.abs()),
+                "found {f}, expected {e}"
+            );
+        }
+    }
+
+    /// One of the three wrappers.
+    type Product<F> =
+        fn(F, ArrayView2<'_, F>, ArrayView2<'_, F>, F, ArrayViewMut2<'_, F>) -> Result<()>;
+
+    /// Runs `product` (one of the three wrappers, given its operands in the layout it expects)
+    /// on every shape and scalar pair, against the naive product of the logical operands.
+    fn check_against_naive<F: Float>(
+        tolerance: f64,
+        layout_a: fn(Array2<F>) -> Array2<F>,
+        layout_b: fn(Array2<F>) -> Array2<F>,
+        product: Product<F>,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for &(m, k, n) in SHAPES {
+            for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.5, 2.0), (0.0, 1.5)] {
+                let a = random::<F>(&mut rng, m, k);
+                let b = random::<F>(&mut rng, k, n);
+                let mut c = random::<F>(&mut rng, m, n);
+                let expected = naive(F::of(alpha), &a, &b, F::of(beta), &c);
+                product(
+                    F::of(alpha),
+                    layout_a(a).view(),
+                    layout_b(b).view(),
+                    F::of(beta),
+                    c.view_mut(),
+                )
+                .unwrap();
+                assert_close(&c, &expected, tolerance);
+            }
+        }
+    }
+
+    fn same<F: Float>(x: Array2<F>) -> Array2<F> {
+        x
+    }
+
+    fn transposed<F: Float>(x: Array2<F>) -> Array2<F> {
+        x.t().to_owned()
+    }
+
+    #[test]
+    fn matmul_nt_matches_naive() {
+        check_against_naive::<f64>(1e-12, same, transposed, matmul_nt);
+        check_against_naive::<f32>(1e-5, same, transposed, matmul_nt);
+    }
+
+    #[test]
+    fn matmul_tn_matches_naive() {
+        check_against_naive::<f64>(1e-12, transposed, same, matmul_tn);
+        check_against_naive::<f32>(1e-5, transposed, same, matmul_tn);
+    }
+
+    #[test]
+    fn matmul_nn_matches_naive() {
+        check_against_naive::<f64>(1e-12, same, same, matmul_nn);
+        check_against_naive::<f32>(1e-5, same, same, matmul_nn);
+    }
+
+    #[test]
+    fn zero_beta_does_not_read_c() {
+        let a = Array2::from_elem((2, 3), 1.0f64);
+        let b = Array2::from_elem((4, 3), 2.0f64);
+        for k in [3, 0] {
+            let mut c = Array2::from_elem((2, 4), f64::NAN);
+            matmul_nt(
+                1.0,
+                a.slice(s![.., ..k]),
+                b.slice(s![.., ..k]),
+                0.0,
+                c.view_mut(),
+            )
+            .unwrap();
+            assert!(c.iter().all(|&v| v == 2.0 * k as f64));
+        }
+    }
+
+    #[test]
+    fn strided_views_need_no_copy() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let a = random::<f64>(&mut rng, 6, 8);
+        let b = random::<f64>(&mut rng, 8, 10);
+        let a_view = a.slice(s![..;2, 1..;2]);
+        let b_view = b.slice(s![1..5;-1, ..;3]);
+        let mut c = Array2::zeros((6, 8));
+        let mut c_view = c.slice_mut(s![..3, 1..;2]);
+        matmul_nn(1.0, a_view, b_view, 0.0, c_view.view_mut()).unwrap();
+        let expected = naive(
+            1.0,
+            &a_view.to_owned(),
+            &b_view.to_owned(),
+            0.0,
+            &c_view.to_owned(),
+        );
+        assert_close(&c_view.to_owned(), &expected, 1e-12);
+        assert!(c.slice(s![.., ..;2]).iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() {
+        let a = Array2::<f32>::zeros((2, 3));
+        let b = Array2::<f32>::zeros((4, 5));
+        let mut c = Array2::<f32>::zeros((2, 4));
+        assert_eq!(
+            matmul_nt(1.0, a.view(), b.view(), 0.0, c.view_mut()),
+            Err(Error::shape_mismatch("matmul_nt: b", &[4, 3], &[4, 5]))
+        );
+        assert_eq!(
+            matmul_nn(1.0, a.view(), b.view(), 0.0, c.view_mut()),
+            Err(Error::shape_mismatch("matmul_nn: b", &[3, 5], &[4, 5]))
+        );
+        assert_eq!(
+            matmul_tn(1.0, a.view(), b.view(), 0.0, c.view_mut()),
+            Err(Error::shape_mismatch("matmul_tn: b", &[2, 5], &[4, 5]))
+        );
+        let b = Array2::<f32>::zeros((3, 5));
+        assert_eq!(
+            matmul_nn(1.0, a.view(), b.view(), 0.0, c.view_mut()),
+            Err(Error::shape_mismatch("matmul_nn: c", &[2, 5], &[2, 4]))
+        );
+    }
+
+    #[test]
+    fn thread_count_can_be_set_and_reset() {
+        set_num_threads(3);
+        assert_eq!(num_threads(), 3);
+        set_num_threads(0);
+        assert!(num_threads() >= 1);
+    }
+}
