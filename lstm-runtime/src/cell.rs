@@ -199,7 +199,12 @@ pub struct CellDims {
 impl CellDims {
     /// Dims of a plain cell: recurrent size equal to the hidden size, with biases.
     pub fn new(input_size: usize, hidden_size: usize) -> Self {
-        CellDims { input_size, hidden_size, recurrent_size: hidden_size, bias: true }
+        CellDims {
+            input_size,
+            hidden_size,
+            recurrent_size: hidden_size,
+            bias: true,
+        }
     }
 }
 
@@ -238,6 +243,10 @@ pub struct StepIo<'a, F> {
     pub zx: &'a [F],
     /// `W_hh · h_prev`, no bias: `rows × gates·hidden`.
     pub zh: &'a [F],
+    /// `b_ih`, gate-stacked (`gates·hidden`); zeros when the cell has no bias.
+    pub bias_ih: &'a [F],
+    /// `b_hh`, gate-stacked (`gates·hidden`); zeros when the cell has no bias.
+    pub bias_hh: &'a [F],
     /// Previous cell state: `rows × hidden`.
     pub c_prev: &'a [F],
     /// Previous hidden state: `rows × hidden` if the cell reads it, else may be empty.
@@ -265,6 +274,10 @@ pub struct BackwardIo<'a, F> {
     pub c: &'a [F],
     /// The step's previous hidden state: `rows × hidden` if the cell reads it, else empty.
     pub h_prev: &'a [F],
+    /// `b_ih`, gate-stacked (`gates·hidden`); zeros when the cell has no bias.
+    pub bias_ih: &'a [F],
+    /// `b_hh`, gate-stacked (`gates·hidden`); zeros when the cell has no bias.
+    pub bias_hh: &'a [F],
     /// What the training step cached: `rows × spec.cache.len(hidden)`.
     pub cache: &'a [F],
     /// Output `dL/dzx`: `rows × gates·hidden`.
@@ -277,6 +290,11 @@ pub struct BackwardIo<'a, F> {
     /// Output: the part of `dL/dh_prev` that flows through the cell's own elementwise use of
     /// `h_prev` (not through `W_hh`): `rows × hidden` if the cell reads it, else empty.
     pub dh_prev: &'a mut [F],
+    /// Accumulated (`+=`, summed over rows) `dL/db_ih`, gate-stacked (`gates·hidden`); the
+    /// runtime passes a throw-away buffer when the cell has no bias.
+    pub dbias_ih: &'a mut [F],
+    /// Accumulated `dL/db_hh`, gate-stacked (`gates·hidden`).
+    pub dbias_hh: &'a mut [F],
     /// Working memory: `rows × spec.backward_scratch.len(hidden)`.
     pub scratch: &'a mut [F],
 }
@@ -321,6 +339,7 @@ pub trait Cell: Clone + std::fmt::Debug + Send + Sync + 'static {
     fn step_train(&self, io: StepIo<'_, Self::Elem>, cache: &mut [Self::Elem]);
 
     /// Backward step: pre-activation and previous-state gradients from the state gradients;
-    /// accumulates bias and parameter gradients into `grads` (weights are left to the runtime).
+    /// accumulates bias gradients into `io.dbias_*` and the spec's parameter gradients into
+    /// the matching fields of `grads` (the four weights of `grads` are left to the runtime).
     fn step_backward(&self, io: BackwardIo<'_, Self::Elem>, grads: &mut Self);
 }

@@ -1,0 +1,243 @@
+//! Symbolic reverse-mode differentiation over the IR.
+//!
+//! Given the seeds `dL/dh` and `dL/dc` of a step, every forward node's adjoint is built as new
+//! nodes of the same graph, in reverse topological order (node ids are topological: a node's
+//! inputs always have smaller ids). Derivatives reuse forward values: `σ' = σ(1 − σ)` and
+//! `tanh' = 1 − tanh²` are written in terms of the forward node itself, not recomputed.
+//! A per-row value used by per-unit nodes (a layer-norm mean) gets the sum over the units of
+//! its uses' adjoints, so reductions differentiate into reductions.
+//!
+//! Where a function has no derivative everywhere, PyTorch's convention is used:
+//! `relu'(0) = 0`; `clip` passes the gradient where `lo <= x <= hi` (and to `lo`/`hi` where
+//! `x` is outside); `hard_sigmoid` where `-3 < x < 3`; `hard_sigmoid_keras2` where
+//! `-2.5 <= x <= 2.5` (TensorFlow's `clip_by_value`); `abs'(0) = 0`; `min`/`max` split the
+//! gradient equally between tied arguments.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::ir::{Cmp, Forward, Graph, Id, Lane, Leaf, Node, ParamLane, Unary};
+
+/// Adjoints of everything the runtime and the optimizer need.
+pub struct Backward {
+    /// `dL/dzx` per gate slot.
+    pub dzx: Vec<Id>,
+    /// `dL/dzh` per gate slot.
+    pub dzh: Vec<Id>,
+    pub dbias_ih: Vec<Id>,
+    pub dbias_hh: Vec<Id>,
+    pub dc_prev: Id,
+    pub dh_prev: Id,
+    /// Per parameter: one node (PerUnit, Scalar) or one per gate slot (Gates).
+    pub dparams: Vec<Vec<Id>>,
+}
+
+/// Derives the backward step of `forward` into its graph.
+pub fn differentiate(forward: &mut Forward) -> Backward {
+    let graph = &mut forward.graph;
+    let mut contributions: HashMap<Id, Vec<Id>> = HashMap::new();
+    let seed_h = graph.leaf(Leaf::SeedH);
+    let seed_c = graph.leaf(Leaf::SeedC);
+    contributions.entry(forward.h).or_default().push(seed_h);
+    contributions.entry(forward.c).or_default().push(seed_c);
+
+    let reachable = reachable(graph, &[forward.h, forward.c]);
+    let mut totals: HashMap<Id, Id> = HashMap::new();
+    for &id in reachable.iter().rev() {
+        let node = graph.node(id).clone();
+        if matches!(node, Node::Leaf(_)) {
+            continue;
+        }
+        let Some(parts) = contributions.remove(&id) else { continue };
+        let adjoint = total(graph, id, parts);
+        totals.insert(id, adjoint);
+        if let Some(name) = graph.names.get(&id).cloned() {
+            graph.name(adjoint, format!("d_{name}"));
+        }
+        for (input, part) in local_adjoints(graph, id, &node, adjoint) {
+            contributions.entry(input).or_default().push(part);
+        }
+    }
+
+    let leaf_adjoint = |graph: &mut Graph, leaf: Leaf, name: String| -> Id {
+        let id = graph.leaf(leaf);
+        let parts = contributions.get(&id).cloned().unwrap_or_default();
+        let adjoint = total(graph, id, parts);
+        graph.name(adjoint, name);
+        adjoint
+    };
+    let letters = &forward.letters;
+    let per_slot = |graph: &mut Graph, leaf: fn(usize) -> Leaf, stem: &str| -> Vec<Id> {
+        letters
+            .iter()
+            .enumerate()
+            .map(|(s, letter)| leaf_adjoint(graph, leaf(s), format!("d_{stem}_{letter}")))
+            .collect()
+    };
+    let dzx = per_slot(graph, Leaf::Zx, "zx");
+    let dzh = per_slot(graph, Leaf::Zh, "zh");
+    let dbias_ih = per_slot(graph, Leaf::BiasIh, "b_ih");
+    let dbias_hh = per_slot(graph, Leaf::BiasHh, "b_hh");
+    let dc_prev = leaf_adjoint(graph, Leaf::CPrev, "d_c_prev".into());
+    let dh_prev = leaf_adjoint(graph, Leaf::HPrev, "d_h_prev".into());
+    let param_lanes = graph.param_lanes.clone();
+    let dparams = param_lanes
+        .iter()
+        .enumerate()
+        .map(|(p, lane)| {
+            let name = &forward.params[p];
+            match lane {
+                ParamLane::Gates => letters
+                    .iter()
+                    .enumerate()
+                    .map(|(s, l)| leaf_adjoint(graph, Leaf::GateParam(p, s), format!("d_{name}_{l}")))
+                    .collect(),
+                ParamLane::PerUnit | ParamLane::Scalar => {
+                    vec![leaf_adjoint(graph, Leaf::Param(p), format!("d_{name}"))]
+                }
+            }
+        })
+        .collect();
+    Backward { dzx, dzh, dbias_ih, dbias_hh, dc_prev, dh_prev, dparams }
+}
+
+/// Nodes reachable from `roots`, ascending (so topological).
+pub fn reachable(graph: &Graph, roots: &[Id]) -> Vec<Id> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<Id> = roots.to_vec();
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) {
+            stack.extend(graph.node(id).inputs());
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// Sum of the contributions to one node's adjoint. A per-row node used per unit receives the
+/// sum over the units of those uses.
+fn total(graph: &mut Graph, id: Id, parts: Vec<Id>) -> Id {
+    let (unit_parts, row_parts): (Vec<Id>, Vec<Id>) =
+        parts.into_iter().partition(|&p| graph.lane(p) == Lane::Unit);
+    let mut acc = if graph.lane(id) == Lane::Row && !unit_parts.is_empty() {
+        graph.sum(unit_parts)
+    } else {
+        unit_parts.into_iter().fold(graph.lit(0.0), |acc, p| graph.add(acc, p))
+    };
+    for p in row_parts {
+        acc = graph.add(acc, p);
+    }
+    acc
+}
+
+/// The adjoint contributions a node sends to each of its inputs, given its own adjoint `a`.
+fn local_adjoints(graph: &mut Graph, id: Id, node: &Node, a: Id) -> Vec<(Id, Id)> {
+    let g = graph;
+    match *node {
+        Node::Leaf(_) => Vec::new(),
+        Node::Add(x, y) => vec![(x, a), (y, a)],
+        Node::Sub(x, y) => {
+            let minus = g.neg(a);
+            vec![(x, a), (y, minus)]
+        }
+        Node::Mul(x, y) => {
+            let dx = g.mul(a, y);
+            let dy = g.mul(a, x);
+            vec![(x, dx), (y, dy)]
+        }
+        Node::Div(x, y) => {
+            // d(x/y)/dy = -(x/y)/y: reuse the quotient.
+            let dx = g.div(a, y);
+            let q = g.mul(a, id);
+            let q = g.div(q, y);
+            let dy = g.neg(q);
+            vec![(x, dx), (y, dy)]
+        }
+        Node::Neg(x) => {
+            let dx = g.neg(a);
+            vec![(x, dx)]
+        }
+        Node::Unary(op, x) => {
+            let derivative = unary_derivative(g, op, x, id);
+            vec![(x, g.mul(a, derivative))]
+        }
+        Node::Min(x, y) => {
+            let half = g.lit(0.5);
+            let tie = g.cmp(Cmp::Eq, x, y);
+            let half_tie = g.mul(half, tie);
+            let x_wins = g.cmp(Cmp::Lt, x, y);
+            let y_wins = g.cmp(Cmp::Lt, y, x);
+            let wx = g.add(x_wins, half_tie);
+            let wy = g.add(y_wins, half_tie);
+            vec![(x, g.mul(a, wx)), (y, g.mul(a, wy))]
+        }
+        Node::Max(x, y) => {
+            let half = g.lit(0.5);
+            let tie = g.cmp(Cmp::Eq, x, y);
+            let half_tie = g.mul(half, tie);
+            let x_wins = g.cmp(Cmp::Lt, y, x);
+            let y_wins = g.cmp(Cmp::Lt, x, y);
+            let wx = g.add(x_wins, half_tie);
+            let wy = g.add(y_wins, half_tie);
+            vec![(x, g.mul(a, wx)), (y, g.mul(a, wy))]
+        }
+        Node::Clip(x, lo, hi) => {
+            let above_lo = g.cmp(Cmp::Le, lo, x);
+            let below_hi = g.cmp(Cmp::Le, x, hi);
+            let inside = g.mul(above_lo, below_hi);
+            let under = g.cmp(Cmp::Lt, x, lo);
+            let over = g.cmp(Cmp::Lt, hi, x);
+            vec![(x, g.mul(a, inside)), (lo, g.mul(a, under)), (hi, g.mul(a, over))]
+        }
+        Node::Cmp(..) => Vec::new(),
+        Node::Sum(ref items) => items.iter().map(|&item| (item, a)).collect(),
+    }
+}
+
+/// `d op(x) / dx`, written with the forward value `y = op(x)` where that is cheaper.
+fn unary_derivative(g: &mut Graph, op: Unary, x: Id, y: Id) -> Id {
+    let one = g.lit(1.0);
+    match op {
+        Unary::Sigmoid => {
+            let one_minus = g.sub(one, y);
+            g.mul(y, one_minus)
+        }
+        Unary::Tanh => {
+            let square = g.mul(y, y);
+            g.sub(one, square)
+        }
+        Unary::HardSigmoid => window(g, x, 3.0, Cmp::Lt, 1.0 / 6.0),
+        Unary::HardSigmoidKeras2 => window(g, x, 2.5, Cmp::Le, 0.2),
+        Unary::Relu => {
+            let zero = g.lit(0.0);
+            g.cmp(Cmp::Lt, zero, x)
+        }
+        Unary::Softsign => {
+            let magnitude = g.unary(Unary::Abs, x);
+            let denom = g.add(one, magnitude);
+            let square = g.mul(denom, denom);
+            g.div(one, square)
+        }
+        Unary::Exp => y,
+        Unary::Abs => {
+            let zero = g.lit(0.0);
+            let positive = g.cmp(Cmp::Lt, zero, x);
+            let negative = g.cmp(Cmp::Lt, x, zero);
+            g.sub(positive, negative)
+        }
+        Unary::Sqrt => {
+            let two = g.lit(2.0);
+            let twice = g.mul(two, y);
+            g.div(one, twice)
+        }
+    }
+}
+
+/// `slope` where `-edge < x < edge` (or `<=` with `Cmp::Le`), else 0.
+fn window(g: &mut Graph, x: Id, edge: f64, cmp: Cmp, slope: f64) -> Id {
+    let lo = g.lit(-edge);
+    let hi = g.lit(edge);
+    let above = g.cmp(cmp, lo, x);
+    let below = g.cmp(cmp, x, hi);
+    let inside = g.mul(above, below);
+    let slope = g.lit(slope);
+    g.mul(inside, slope)
+}

@@ -1,0 +1,601 @@
+//! The expression graph of one step, for one hidden unit `j` of one batch row.
+//!
+//! Nodes are hash-consed (a subexpression written twice is one node) and built through
+//! simplifying constructors (`x * 1 = x`, literals fold), so the forward step, the symbolic
+//! backward (`grad`) and the generated code all share one small graph. Every node has a
+//! [`Lane`]: a per-unit value, or a per-row value that is the same for every unit (literals,
+//! scalar parameters, and reductions over the units such as layer normalisation's mean).
+//! Reductions are what make a step need more than one loop over the units; `schedule`
+//! splits the work into those loops.
+
+use std::collections::HashMap;
+
+use crate::spec::BinOp;
+use crate::validate::{Checked, Func, GATE_LETTERS, Pre, RExpr, Ref, Target};
+
+/// Index of a node in its [`Graph`].
+pub type Id = usize;
+
+/// Layer normalisation's epsilon, as PyTorch's `nn.LayerNorm` defaults it.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// A value the step reads rather than computes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Leaf {
+    /// `W_ih·x` of gate slot `s` (slot = position among the computed gates).
+    Zx(usize),
+    /// `W_hh·h_prev` of gate slot `s`.
+    Zh(usize),
+    BiasIh(usize),
+    BiasHh(usize),
+    CPrev,
+    HPrev,
+    /// A `PerUnit` or `Scalar` parameter.
+    Param(usize),
+    /// The slice of a `Gates` parameter for gate slot `s`.
+    GateParam(usize, usize),
+    /// A literal, by its bits (so it can be hashed).
+    Lit(u64),
+    /// The number of hidden units, as a float (means over units divide by it).
+    Units,
+    /// Backward seeds: `dL/dh` and `dL/dc` of the step's outputs.
+    SeedH,
+    SeedC,
+}
+
+/// Elementwise functions, including the internal ones derivatives need.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Unary {
+    Sigmoid,
+    Tanh,
+    HardSigmoid,
+    HardSigmoidKeras2,
+    Relu,
+    Softsign,
+    Exp,
+    Abs,
+    Sqrt,
+}
+
+/// Comparisons yielding 1 or 0 (the derivatives of piecewise functions).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Cmp {
+    Lt,
+    Le,
+    Eq,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Node {
+    Leaf(Leaf),
+    Add(Id, Id),
+    Sub(Id, Id),
+    Mul(Id, Id),
+    Div(Id, Id),
+    Neg(Id),
+    Unary(Unary, Id),
+    Min(Id, Id),
+    Max(Id, Id),
+    Clip(Id, Id, Id),
+    Cmp(Cmp, Id, Id),
+    /// Sum over the hidden units of every listed node (a per-row value).
+    Sum(Vec<Id>),
+}
+
+impl Node {
+    pub fn inputs(&self) -> Vec<Id> {
+        match self {
+            Node::Leaf(_) => Vec::new(),
+            Node::Neg(a) | Node::Unary(_, a) => vec![*a],
+            Node::Add(a, b)
+            | Node::Sub(a, b)
+            | Node::Mul(a, b)
+            | Node::Div(a, b)
+            | Node::Min(a, b)
+            | Node::Max(a, b)
+            | Node::Cmp(_, a, b) => vec![*a, *b],
+            Node::Clip(a, b, c) => vec![*a, *b, *c],
+            Node::Sum(items) => items.clone(),
+        }
+    }
+}
+
+/// Whether a value differs across the hidden units of a row.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lane {
+    Unit,
+    Row,
+}
+
+/// What the generated code knows about each parameter's shape.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ParamLane {
+    PerUnit,
+    Scalar,
+    Gates,
+}
+
+#[derive(Default)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    lookup: HashMap<Node, Id>,
+    /// Readable names for the code generator (`z_f`, `i`, `c`), unique.
+    pub names: HashMap<Id, String>,
+    taken: std::collections::HashSet<String>,
+    pub param_lanes: Vec<ParamLane>,
+}
+
+impl Graph {
+    fn intern(&mut self, node: Node) -> Id {
+        if let Some(&id) = self.lookup.get(&node) {
+            return id;
+        }
+        let id = self.nodes.len();
+        self.nodes.push(node.clone());
+        self.lookup.insert(node, id);
+        id
+    }
+
+    pub fn node(&self, id: Id) -> &Node {
+        &self.nodes[id]
+    }
+
+    pub fn lane(&self, id: Id) -> Lane {
+        match &self.nodes[id] {
+            Node::Leaf(Leaf::Lit(_) | Leaf::Units) => Lane::Row,
+            Node::Leaf(Leaf::Param(p)) if self.param_lanes[*p] == ParamLane::Scalar => Lane::Row,
+            Node::Leaf(_) => Lane::Unit,
+            Node::Sum(_) => Lane::Row,
+            node => {
+                if node.inputs().iter().any(|&i| self.lane(i) == Lane::Unit) {
+                    Lane::Unit
+                } else {
+                    Lane::Row
+                }
+            }
+        }
+    }
+
+    pub fn leaf(&mut self, leaf: Leaf) -> Id {
+        self.intern(Node::Leaf(leaf))
+    }
+
+    pub fn lit(&mut self, value: f64) -> Id {
+        // One zero: -0.0 and 0.0 are the same literal for the code we emit.
+        let value = if value == 0.0 { 0.0 } else { value };
+        self.leaf(Leaf::Lit(value.to_bits()))
+    }
+
+    pub fn literal(&self, id: Id) -> Option<f64> {
+        match self.nodes[id] {
+            Node::Leaf(Leaf::Lit(bits)) => Some(f64::from_bits(bits)),
+            _ => None,
+        }
+    }
+
+    fn is_lit(&self, id: Id, value: f64) -> bool {
+        self.literal(id) == Some(value)
+    }
+
+    pub fn add(&mut self, a: Id, b: Id) -> Id {
+        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
+            return self.lit(x + y);
+        }
+        if self.is_lit(a, 0.0) {
+            return b;
+        }
+        if self.is_lit(b, 0.0) {
+            return a;
+        }
+        if let Node::Neg(nb) = self.nodes[b] {
+            return self.sub(a, nb);
+        }
+        if let Node::Neg(na) = self.nodes[a] {
+            return self.sub(b, na);
+        }
+        self.intern(Node::Add(a.min(b), a.max(b)))
+    }
+
+    pub fn sub(&mut self, a: Id, b: Id) -> Id {
+        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
+            return self.lit(x - y);
+        }
+        if self.is_lit(b, 0.0) {
+            return a;
+        }
+        if self.is_lit(a, 0.0) {
+            return self.neg(b);
+        }
+        if let Node::Neg(nb) = self.nodes[b] {
+            return self.add(a, nb);
+        }
+        self.intern(Node::Sub(a, b))
+    }
+
+    pub fn mul(&mut self, a: Id, b: Id) -> Id {
+        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
+            return self.lit(x * y);
+        }
+        if self.is_lit(a, 0.0) || self.is_lit(b, 0.0) {
+            return self.lit(0.0);
+        }
+        if self.is_lit(a, 1.0) {
+            return b;
+        }
+        if self.is_lit(b, 1.0) {
+            return a;
+        }
+        if self.is_lit(a, -1.0) {
+            return self.neg(b);
+        }
+        if self.is_lit(b, -1.0) {
+            return self.neg(a);
+        }
+        match (self.nodes[a].clone(), self.nodes[b].clone()) {
+            (Node::Neg(x), Node::Neg(y)) => self.mul(x, y),
+            (Node::Neg(x), _) => {
+                let m = self.mul(x, b);
+                self.neg(m)
+            }
+            (_, Node::Neg(y)) => {
+                let m = self.mul(a, y);
+                self.neg(m)
+            }
+            _ => self.intern(Node::Mul(a.min(b), a.max(b))),
+        }
+    }
+
+    pub fn div(&mut self, a: Id, b: Id) -> Id {
+        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
+            if y != 0.0 {
+                return self.lit(x / y);
+            }
+        }
+        if self.is_lit(a, 0.0) {
+            return self.lit(0.0);
+        }
+        if self.is_lit(b, 1.0) {
+            return a;
+        }
+        self.intern(Node::Div(a, b))
+    }
+
+    pub fn neg(&mut self, a: Id) -> Id {
+        if let Some(x) = self.literal(a) {
+            return self.lit(-x);
+        }
+        if let Node::Neg(inner) = self.nodes[a] {
+            return inner;
+        }
+        self.intern(Node::Neg(a))
+    }
+
+    pub fn unary(&mut self, op: Unary, a: Id) -> Id {
+        self.intern(Node::Unary(op, a))
+    }
+
+    pub fn min(&mut self, a: Id, b: Id) -> Id {
+        self.intern(Node::Min(a, b))
+    }
+
+    pub fn max(&mut self, a: Id, b: Id) -> Id {
+        self.intern(Node::Max(a, b))
+    }
+
+    pub fn clip(&mut self, x: Id, lo: Id, hi: Id) -> Id {
+        self.intern(Node::Clip(x, lo, hi))
+    }
+
+    pub fn cmp(&mut self, op: Cmp, a: Id, b: Id) -> Id {
+        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
+            let holds = match op {
+                Cmp::Lt => x < y,
+                Cmp::Le => x <= y,
+                Cmp::Eq => x == y,
+            };
+            return self.lit(if holds { 1.0 } else { 0.0 });
+        }
+        self.intern(Node::Cmp(op, a, b))
+    }
+
+    /// Sum over the units of several per-unit nodes (zeros dropped).
+    pub fn sum(&mut self, items: Vec<Id>) -> Id {
+        let items: Vec<Id> = items.into_iter().filter(|&i| !self.is_lit(i, 0.0)).collect();
+        if items.is_empty() {
+            return self.lit(0.0);
+        }
+        self.intern(Node::Sum(items))
+    }
+
+    /// Mean over the units of a group of nodes.
+    pub fn mean(&mut self, items: Vec<Id>) -> Id {
+        let count = items.len() as f64;
+        let total = self.sum(items);
+        let units = self.leaf(Leaf::Units);
+        let count = self.lit(count);
+        let scaled = self.mul(units, count);
+        self.div(total, scaled)
+    }
+
+    /// Gives a computed node a readable name (the first one given wins; a name already taken
+    /// by another node gets a numeric suffix, so generated `let`s never shadow each other).
+    pub fn name(&mut self, id: Id, name: impl Into<String>) {
+        if matches!(self.nodes[id], Node::Leaf(_)) || self.names.contains_key(&id) {
+            return;
+        }
+        let base = name.into();
+        let mut unique = base.clone();
+        let mut k = 2;
+        while self.taken.contains(&unique) {
+            unique = format!("{base}_{k}");
+            k += 1;
+        }
+        self.taken.insert(unique.clone());
+        self.names.insert(id, unique);
+    }
+}
+
+/// The forward step's graph with its outputs.
+pub struct Forward {
+    pub graph: Graph,
+    pub h: Id,
+    pub c: Id,
+    /// Letter of each gate slot (`f`, `g`, `o` for a coupled-gate cell).
+    pub letters: Vec<&'static str>,
+    /// Parameter names, by index.
+    pub params: Vec<String>,
+}
+
+/// Lowers the checked spec to the forward graph.
+pub fn lower(checked: &Checked) -> Forward {
+    let mut graph = Graph {
+        param_lanes: checked
+            .spec
+            .params
+            .iter()
+            .map(|p| match p.shape {
+                crate::spec::ParamShape::PerUnit => ParamLane::PerUnit,
+                crate::spec::ParamShape::Scalar => ParamLane::Scalar,
+                crate::spec::ParamShape::Gates => ParamLane::Gates,
+            })
+            .collect(),
+        ..Graph::default()
+    };
+    let slots = checked.gates.len();
+    let raw_zx: Vec<Id> = (0..slots).map(|s| graph.leaf(Leaf::Zx(s))).collect();
+    let raw_zh: Vec<Id> = (0..slots).map(|s| graph.leaf(Leaf::Zh(s))).collect();
+    let bias_ih: Vec<Id> = (0..slots).map(|s| graph.leaf(Leaf::BiasIh(s))).collect();
+    let bias_hh: Vec<Id> = (0..slots).map(|s| graph.leaf(Leaf::BiasHh(s))).collect();
+
+    let mut lowering = Lowering {
+        graph,
+        slots,
+        zx: raw_zx.clone(),
+        zh: raw_zh.clone(),
+        z: Vec::new(),
+        raw_zx,
+        raw_zh,
+        bias_ih,
+        bias_hh,
+        default_z: Vec::new(),
+        gates: checked.gates.clone(),
+        vars: HashMap::new(),
+    };
+    if let Some(expr) = &checked.zx {
+        lowering.zx = lowering.gatewise(expr);
+    }
+    if let Some(expr) = &checked.zh {
+        lowering.zh = lowering.gatewise(expr);
+    }
+    lowering.default_z = (0..slots)
+        .map(|s| {
+            let g = &mut lowering.graph;
+            let x = g.add(lowering.zx[s], lowering.bias_ih[s]);
+            let x = g.add(x, lowering.zh[s]);
+            g.add(x, lowering.bias_hh[s])
+        })
+        .collect();
+    lowering.z = match &checked.z {
+        Some(expr) => lowering.gatewise(expr),
+        None => lowering.default_z.clone(),
+    };
+    for (s, &k) in checked.gates.iter().enumerate() {
+        let letter = GATE_LETTERS[k];
+        let (z, zx, zh) = (lowering.z[s], lowering.zx[s], lowering.zh[s]);
+        // Leaves keep their slice names (`zx_i`); overridden parts get names of their own.
+        lowering.graph.name(z, format!("z_{letter}"));
+        lowering.graph.name(zx, format!("new_zx_{letter}"));
+        lowering.graph.name(zh, format!("new_zh_{letter}"));
+    }
+    for (target, expr) in &checked.order {
+        let id = lowering.unit(expr);
+        lowering.graph.name(id, target.name());
+        lowering.vars.insert(*target, id);
+    }
+    let h = lowering.vars[&Target::H];
+    let c = lowering.vars[&Target::C];
+    Forward {
+        graph: lowering.graph,
+        h,
+        c,
+        letters: checked.gates.iter().map(|&k| GATE_LETTERS[k]).collect(),
+        params: checked.spec.params.iter().map(|p| p.ident.to_string()).collect(),
+    }
+}
+
+struct Lowering {
+    graph: Graph,
+    slots: usize,
+    gates: Vec<usize>,
+    raw_zx: Vec<Id>,
+    raw_zh: Vec<Id>,
+    zx: Vec<Id>,
+    zh: Vec<Id>,
+    z: Vec<Id>,
+    default_z: Vec<Id>,
+    bias_ih: Vec<Id>,
+    bias_hh: Vec<Id>,
+    vars: HashMap<Target, Id>,
+}
+
+impl Lowering {
+    fn slot(&self, gate: usize) -> usize {
+        // validate made every gate a per-unit equation reads a computed gate.
+        self.gates.iter().position(|&k| k == gate).unwrap_or_default()
+    }
+
+    /// A gate-wise expression, evaluated for every gate slot.
+    fn gatewise(&mut self, expr: &RExpr) -> Vec<Id> {
+        match expr {
+            RExpr::Lit(v) => vec![self.graph.lit(*v); self.slots],
+            RExpr::Ref(r, _) => (0..self.slots).map(|s| self.gatewise_ref(*r, s)).collect(),
+            RExpr::Neg(a) => {
+                let a = self.gatewise(a);
+                a.into_iter().map(|x| self.graph.neg(x)).collect()
+            }
+            RExpr::Binary(op, a, b) => {
+                let a = self.gatewise(a);
+                let b = self.gatewise(b);
+                a.into_iter().zip(b).map(|(x, y)| self.binary(*op, x, y)).collect()
+            }
+            RExpr::Call(func, args) => {
+                let args: Vec<Vec<Id>> = args.iter().map(|a| self.gatewise(a)).collect();
+                (0..self.slots)
+                    .map(|s| {
+                        let slot_args: Vec<Id> = args.iter().map(|a| a[s]).collect();
+                        self.call(*func, &slot_args)
+                    })
+                    .collect()
+            }
+            RExpr::LayerNorm { arg, gain, bias } => {
+                let items = self.gatewise(arg);
+                let gains = gain.map(|p| (0..self.slots).map(|s| self.gate_param(p, s)).collect());
+                let biases = bias.map(|p| (0..self.slots).map(|s| self.gate_param(p, s)).collect());
+                self.layer_norm(items, gains, biases)
+            }
+        }
+    }
+
+    fn gate_param(&mut self, param: usize, slot: usize) -> Id {
+        match self.graph.param_lanes[param] {
+            ParamLane::Gates => self.graph.leaf(Leaf::GateParam(param, slot)),
+            ParamLane::PerUnit | ParamLane::Scalar => self.graph.leaf(Leaf::Param(param)),
+        }
+    }
+
+    fn gatewise_ref(&mut self, r: Ref, slot: usize) -> Id {
+        match r {
+            Ref::Pre(Pre::Z) => self.z[slot],
+            Ref::Pre(Pre::Zx) => self.zx[slot],
+            Ref::Pre(Pre::Zh) => self.zh[slot],
+            Ref::Pre(Pre::RawZx) => self.raw_zx[slot],
+            Ref::Pre(Pre::RawZh) => self.raw_zh[slot],
+            Ref::Pre(Pre::DefaultZ) => self.default_z[slot],
+            Ref::Pre(Pre::BiasIh) => self.bias_ih[slot],
+            Ref::Pre(Pre::BiasHh) => self.bias_hh[slot],
+            Ref::Param(p) => self.gate_param(p, slot),
+            Ref::CPrev => self.graph.leaf(Leaf::CPrev),
+            Ref::HPrev => self.graph.leaf(Leaf::HPrev),
+            // validate keeps per-unit names out of gate-wise equations.
+            Ref::Var(_) | Ref::GatePre(..) => self.graph.lit(0.0),
+        }
+    }
+
+    /// A per-unit expression.
+    fn unit(&mut self, expr: &RExpr) -> Id {
+        match expr {
+            RExpr::Lit(v) => self.graph.lit(*v),
+            RExpr::Ref(r, _) => match *r {
+                Ref::Var(t) => self.vars[&t],
+                Ref::CPrev => self.graph.leaf(Leaf::CPrev),
+                Ref::HPrev => self.graph.leaf(Leaf::HPrev),
+                Ref::GatePre(pre, k) => {
+                    let s = self.slot(k);
+                    match pre {
+                        Pre::Zx => self.zx[s],
+                        Pre::Zh => self.zh[s],
+                        _ => self.z[s],
+                    }
+                }
+                Ref::Param(p) => self.graph.leaf(Leaf::Param(p)),
+                // validate keeps gate-wise names out of per-unit equations.
+                Ref::Pre(_) => self.graph.lit(0.0),
+            },
+            RExpr::Neg(a) => {
+                let a = self.unit(a);
+                self.graph.neg(a)
+            }
+            RExpr::Binary(op, a, b) => {
+                let a = self.unit(a);
+                let b = self.unit(b);
+                self.binary(*op, a, b)
+            }
+            RExpr::Call(func, args) => {
+                let args: Vec<Id> = args.iter().map(|a| self.unit(a)).collect();
+                self.call(*func, &args)
+            }
+            RExpr::LayerNorm { arg, gain, bias } => {
+                let item = self.unit(arg);
+                let gain = gain.map(|p| vec![self.graph.leaf(Leaf::Param(p))]);
+                let bias = bias.map(|p| vec![self.graph.leaf(Leaf::Param(p))]);
+                self.layer_norm(vec![item], gain, bias)[0]
+            }
+        }
+    }
+
+    fn binary(&mut self, op: BinOp, a: Id, b: Id) -> Id {
+        match op {
+            BinOp::Add => self.graph.add(a, b),
+            BinOp::Sub => self.graph.sub(a, b),
+            BinOp::Mul => self.graph.mul(a, b),
+            BinOp::Div => self.graph.div(a, b),
+        }
+    }
+
+    fn call(&mut self, func: Func, args: &[Id]) -> Id {
+        let g = &mut self.graph;
+        match func {
+            Func::Sigmoid => g.unary(Unary::Sigmoid, args[0]),
+            Func::Tanh => g.unary(Unary::Tanh, args[0]),
+            Func::HardSigmoid => g.unary(Unary::HardSigmoid, args[0]),
+            Func::HardSigmoidKeras2 => g.unary(Unary::HardSigmoidKeras2, args[0]),
+            Func::Relu => g.unary(Unary::Relu, args[0]),
+            Func::Softsign => g.unary(Unary::Softsign, args[0]),
+            Func::Exp => g.unary(Unary::Exp, args[0]),
+            Func::Min => g.min(args[0], args[1]),
+            Func::Max => g.max(args[0], args[1]),
+            Func::Clip => g.clip(args[0], args[1], args[2]),
+        }
+    }
+
+    /// `(x - mean) / sqrt(var + eps) * gain + bias` over the units of every item together,
+    /// the biased variance as PyTorch's `nn.LayerNorm` computes it.
+    fn layer_norm(&mut self, items: Vec<Id>, gains: Option<Vec<Id>>, biases: Option<Vec<Id>>) -> Vec<Id> {
+        let g = &mut self.graph;
+        let mean = g.mean(items.clone());
+        let centred: Vec<Id> = items.iter().map(|&x| g.sub(x, mean)).collect();
+        let squares: Vec<Id> = centred.iter().map(|&d| g.mul(d, d)).collect();
+        let var = g.mean(squares);
+        let eps = g.lit(LAYER_NORM_EPS);
+        let var_eps = g.add(var, eps);
+        let std = g.unary(Unary::Sqrt, var_eps);
+        let one = g.lit(1.0);
+        let inv_std = g.div(one, std);
+        g.name(mean, "ln_mean");
+        g.name(inv_std, "ln_inv_std");
+        centred
+            .into_iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let mut y = g.mul(d, inv_std);
+                if let Some(gains) = &gains {
+                    y = g.mul(y, gains[k]);
+                }
+                if let Some(biases) = &biases {
+                    y = g.add(y, biases[k]);
+                }
+                y
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,343 @@
+//! Turns a set of wanted values of the graph into the code of one batch row: loops over the
+//! hidden units, as few as the reductions allow.
+//!
+//! Every needed node gets a *stage*: leaves and loaded values are at stage 0, an elementwise
+//! node is at the latest stage of its inputs, and a sum over the units is available one stage
+//! after its items. Per-unit nodes of stage `s` are computed in loop `s`; per-row nodes of
+//! stage `s` just before it. A per-unit value needed in a later loop is spilled to scratch.
+//! The standard LSTM has no reduction, so its whole step is one fused loop.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::ir::{Cmp, Graph, Id, Lane, Leaf, Node, Unary};
+
+/// Where a wanted value goes.
+pub struct Sink {
+    pub id: Id,
+    pub target: SinkTarget,
+}
+
+pub enum SinkTarget {
+    /// `slice[j] = value` (or `+=` when accumulating), one value per unit.
+    Unit { slice: Ident, accumulate: bool },
+    /// `slice[index] = value` (or `+=`), one value per row.
+    Row { slice: Ident, index: usize, accumulate: bool },
+}
+
+/// A value that is loaded (from a cache or a state buffer) instead of computed.
+pub enum Source {
+    /// Per-unit: `slice[j]`.
+    Unit(Ident),
+    /// Per-row: `slice[index]`.
+    Row(Ident, usize),
+}
+
+/// Names the per-unit and per-row leaves of a graph the way the generated code binds them.
+pub struct Naming {
+    pub letters: Vec<&'static str>,
+    pub params: Vec<String>,
+}
+
+impl Naming {
+    pub fn leaf(&self, leaf: Leaf) -> TokenStream {
+        match leaf {
+            Leaf::Zx(s) => ident_tokens(format!("zx_{}", self.letters[s])),
+            Leaf::Zh(s) => ident_tokens(format!("zh_{}", self.letters[s])),
+            Leaf::BiasIh(s) => ident_tokens(format!("b_ih_{}", self.letters[s])),
+            Leaf::BiasHh(s) => ident_tokens(format!("b_hh_{}", self.letters[s])),
+            Leaf::CPrev => quote!(c_prev),
+            Leaf::HPrev => quote!(h_prev),
+            Leaf::Param(p) => ident_tokens(self.params[p].clone()),
+            Leaf::GateParam(p, s) => ident_tokens(format!("{}_{}", self.params[p], self.letters[s])),
+            Leaf::Lit(bits) => literal(f64::from_bits(bits)),
+            Leaf::Units => quote!(units),
+            Leaf::SeedH => quote!(dh),
+            Leaf::SeedC => quote!(dc),
+        }
+    }
+}
+
+fn ident_tokens(name: String) -> TokenStream {
+    let ident = format_ident!("{}", name);
+    quote!(#ident)
+}
+
+pub fn literal(value: f64) -> TokenStream {
+    if value == 0.0 {
+        quote!(F::zero())
+    } else if value == 1.0 {
+        quote!(F::one())
+    } else {
+        let lit = proc_macro2::Literal::f64_unsuffixed(value);
+        quote!(F::of(#lit))
+    }
+}
+
+/// The code of one row, and what it used.
+pub struct RowCode {
+    pub body: TokenStream,
+    /// Leaves the body reads (the caller binds their slices or values).
+    pub leaves: BTreeSet<Leaf>,
+    /// Per-unit values spilled between loops (scratch slices `spill0`, `spill1`, …).
+    pub spills: usize,
+}
+
+pub fn emit_row(graph: &Graph, naming: &Naming, sinks: &[Sink], sources: &HashMap<Id, Source>) -> RowCode {
+    let roots: Vec<Id> = sinks.iter().map(|s| s.id).collect();
+    let needed = needed(graph, &roots, sources);
+    let stage = stages(graph, &needed, sources);
+    let computed = |id: &Id| !sources.contains_key(id) && !matches!(graph.node(*id), Node::Leaf(_));
+
+    // Loop in which each per-unit node or sum accumulation happens.
+    let loop_of = |id: Id| -> usize {
+        match graph.node(id) {
+            Node::Sum(_) => stage[&id] - 1,
+            _ => stage[&id],
+        }
+    };
+    let mut spilled: BTreeMap<Id, usize> = BTreeMap::new();
+    for &id in &needed {
+        if !computed(&id) || graph.lane(id) != Lane::Unit {
+            continue;
+        }
+        let later_use = needed.iter().any(|&user| {
+            computed(&user)
+                && graph.node(user).inputs().contains(&id)
+                && (graph.lane(user) == Lane::Unit || matches!(graph.node(user), Node::Sum(_)))
+                && loop_of(user) > stage[&id]
+        });
+        if later_use {
+            let k = spilled.len();
+            spilled.insert(id, k);
+        }
+    }
+
+    let mut leaves = BTreeSet::new();
+    let max_stage = needed.iter().map(|id| stage[id]).max().unwrap_or(0);
+    let mut body = TokenStream::new();
+    for s in 0..=max_stage {
+        // Per-row values of this stage (sums finished in the previous loop are already bound).
+        for &id in &needed {
+            if computed(&id)
+                && graph.lane(id) == Lane::Row
+                && !matches!(graph.node(id), Node::Sum(_))
+                && stage[&id] == s
+            {
+                let var = var(graph, id);
+                let value = expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
+                body.extend(quote!(let #var = #value;));
+            }
+        }
+        let mut inner = TokenStream::new();
+        let mut accumulators = TokenStream::new();
+        for &id in &needed {
+            if !computed(&id) {
+                continue;
+            }
+            match graph.node(id) {
+                Node::Sum(items) if loop_of(id) == s => {
+                    let acc = var(graph, id);
+                    accumulators.extend(quote!(let mut #acc = F::zero();));
+                    for &item in items {
+                        let value = operand(graph, naming, item, s, &stage, sources, &spilled, &mut leaves);
+                        inner.extend(quote!(#acc += #value;));
+                    }
+                }
+                _ if graph.lane(id) == Lane::Unit && stage[&id] == s => {
+                    let var = var(graph, id);
+                    let value = expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
+                    inner.extend(quote!(let #var = #value;));
+                    if let Some(k) = spilled.get(&id) {
+                        let spill = format_ident!("spill{}", k);
+                        inner.extend(quote!(#spill[j] = #var;));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for sink in sinks {
+            if let SinkTarget::Unit { slice, accumulate } = &sink.target {
+                let sink_loop = stage.get(&sink.id).copied().unwrap_or(0);
+                if sink_loop == s {
+                    let value = operand(graph, naming, sink.id, s, &stage, sources, &spilled, &mut leaves);
+                    inner.extend(if *accumulate {
+                        quote!(#slice[j] += #value;)
+                    } else {
+                        quote!(#slice[j] = #value;)
+                    });
+                }
+            }
+        }
+        if !inner.is_empty() {
+            body.extend(accumulators);
+            body.extend(quote!(for j in 0..hidden { #inner }));
+        }
+    }
+    for sink in sinks {
+        if let SinkTarget::Row { slice, index, accumulate } = &sink.target {
+            let value = operand(graph, naming, sink.id, max_stage, &stage, sources, &spilled, &mut leaves);
+            body.extend(if *accumulate {
+                quote!(#slice[#index] += #value;)
+            } else {
+                quote!(#slice[#index] = #value;)
+            });
+        }
+    }
+    RowCode { body, leaves, spills: spilled.len() }
+}
+
+/// Nodes the sinks need, ascending, not looking through loaded values.
+fn needed(graph: &Graph, roots: &[Id], sources: &HashMap<Id, Source>) -> Vec<Id> {
+    let mut seen = BTreeSet::new();
+    let mut stack = roots.to_vec();
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) && !sources.contains_key(&id) {
+            stack.extend(graph.node(id).inputs());
+        }
+    }
+    seen.into_iter().collect()
+}
+
+fn stages(graph: &Graph, needed: &[Id], sources: &HashMap<Id, Source>) -> HashMap<Id, usize> {
+    let mut stage = HashMap::new();
+    for &id in needed {
+        let s = if sources.contains_key(&id) {
+            0
+        } else {
+            let inputs = graph.node(id).inputs().iter().map(|i| stage[i]).max().unwrap_or(0);
+            match graph.node(id) {
+                Node::Sum(_) => inputs + 1,
+                _ => inputs,
+            }
+        };
+        stage.insert(id, s);
+    }
+    stage
+}
+
+fn var(graph: &Graph, id: Id) -> Ident {
+    match graph.names.get(&id) {
+        Some(name) => format_ident!("{}", name),
+        None => format_ident!("t{}", id),
+    }
+}
+
+/// How an input is referred to from code running in loop (or row stage) `s`.
+#[allow(clippy::too_many_arguments)]
+fn operand(
+    graph: &Graph,
+    naming: &Naming,
+    id: Id,
+    s: usize,
+    stage: &HashMap<Id, usize>,
+    sources: &HashMap<Id, Source>,
+    spilled: &BTreeMap<Id, usize>,
+    leaves: &mut BTreeSet<Leaf>,
+) -> TokenStream {
+    if let Some(source) = sources.get(&id) {
+        return match source {
+            Source::Unit(slice) => quote!(#slice[j]),
+            Source::Row(slice, index) => quote!(#slice[#index]),
+        };
+    }
+    if let Node::Leaf(leaf) = graph.node(id) {
+        let name = naming.leaf(*leaf);
+        if !matches!(leaf, Leaf::Lit(_)) {
+            leaves.insert(*leaf);
+        }
+        return if graph.lane(id) == Lane::Unit { quote!(#name[j]) } else { name };
+    }
+    if graph.lane(id) == Lane::Unit && stage[&id] < s {
+        if let Some(k) = spilled.get(&id) {
+            let spill = format_ident!("spill{}", k);
+            return quote!(#spill[j]);
+        }
+    }
+    let v = var(graph, id);
+    quote!(#v)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn expression(
+    graph: &Graph,
+    naming: &Naming,
+    id: Id,
+    s: usize,
+    stage: &HashMap<Id, usize>,
+    sources: &HashMap<Id, Source>,
+    spilled: &BTreeMap<Id, usize>,
+    leaves: &mut BTreeSet<Leaf>,
+) -> TokenStream {
+    // Every input is a name, a load or a literal, so no parentheses are ever needed.
+    let mut op = |i: Id| operand(graph, naming, i, s, stage, sources, spilled, leaves);
+    match graph.node(id).clone() {
+        Node::Leaf(_) => op(id),
+        Node::Add(a, b) => {
+            let (a, b) = (op(a), op(b));
+            quote!(#a + #b)
+        }
+        Node::Sub(a, b) => {
+            let (a, b) = (op(a), op(b));
+            quote!(#a - #b)
+        }
+        Node::Mul(a, b) => {
+            let (a, b) = (op(a), op(b));
+            quote!(#a * #b)
+        }
+        Node::Div(a, b) => {
+            let (a, b) = (op(a), op(b));
+            quote!(#a / #b)
+        }
+        Node::Neg(a) => {
+            let a = op(a);
+            quote!(-#a)
+        }
+        Node::Unary(f, a) => {
+            let a = op(a);
+            let func = format_ident!(
+                "{}",
+                match f {
+                    Unary::Sigmoid => "sigmoid",
+                    Unary::Tanh => "tanh",
+                    Unary::HardSigmoid => "hard_sigmoid",
+                    Unary::HardSigmoidKeras2 => "hard_sigmoid_keras2",
+                    Unary::Relu => "relu",
+                    Unary::Softsign => "softsign",
+                    Unary::Exp => "exp",
+                    Unary::Abs => "abs",
+                    Unary::Sqrt => "sqrt",
+                }
+            );
+            quote!(ops::#func(#a))
+        }
+        Node::Min(a, b) => {
+            let (a, b) = (op(a), op(b));
+            quote!(ops::min(#a, #b))
+        }
+        Node::Max(a, b) => {
+            let (a, b) = (op(a), op(b));
+            quote!(ops::max(#a, #b))
+        }
+        Node::Clip(x, lo, hi) => {
+            let (x, lo, hi) = (op(x), op(lo), op(hi));
+            quote!(ops::clip(#x, #lo, #hi))
+        }
+        Node::Cmp(c, a, b) => {
+            let (a, b) = (op(a), op(b));
+            let func = match c {
+                Cmp::Lt => quote!(lt),
+                Cmp::Le => quote!(le),
+                Cmp::Eq => quote!(eq),
+            };
+            quote!(ops::#func(#a, #b))
+        }
+        Node::Sum(_) => {
+            // Sums are accumulated by `emit_row`, never written as one expression.
+            let v = var(graph, id);
+            quote!(#v)
+        }
+    }
+}

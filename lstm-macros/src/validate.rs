@@ -1,0 +1,628 @@
+//! Checks on the parsed spec: name resolution in each equation's context, arity, duplicate
+//! and unknown equations, cycles (reading the new `c` before it exists), unused definitions
+//! and parameters, and which gates the cell really computes. Produces the [`Checked`] model
+//! with every name resolved; all errors are collected and reported together.
+
+use std::collections::BTreeSet;
+
+use proc_macro2::Span;
+use syn::Ident;
+
+use crate::errors::Errors;
+use crate::spec::{BinOp, Expr, Param, ParamShape, Spec};
+
+/// The four gates in PyTorch order; a gate is referred to by its index here.
+pub const GATE_LETTERS: [&str; 4] = ["i", "f", "g", "o"];
+
+/// Something an equation defines.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub enum Target {
+    /// Gate-wise overrides (evaluated once per computed gate).
+    Zx,
+    Zh,
+    Z,
+    /// Per-unit values: the gates (by index 0..4), then the states.
+    Gate(usize),
+    C,
+    H,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Zx => "zx",
+            Target::Zh => "zh",
+            Target::Z => "z",
+            Target::Gate(k) => GATE_LETTERS[k],
+            Target::C => "c",
+            Target::H => "h",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Target> {
+        Some(match name {
+            "zx" => Target::Zx,
+            "zh" => Target::Zh,
+            "z" => Target::Z,
+            "c" => Target::C,
+            "h" => Target::H,
+            other => Target::Gate(GATE_LETTERS.iter().position(|g| *g == other)?),
+        })
+    }
+
+    fn is_gatewise(self) -> bool {
+        matches!(self, Target::Zx | Target::Zh | Target::Z)
+    }
+
+    /// The standard PyTorch LSTM's definition, in the spec language.
+    fn default_text(self) -> &'static str {
+        match self {
+            Target::Zx => "zx",
+            Target::Zh => "zh",
+            Target::Z => "zx + b_ih + zh + b_hh",
+            Target::Gate(0) => "sigmoid(z_i)",
+            Target::Gate(1) => "sigmoid(z_f)",
+            Target::Gate(2) => "tanh(z_g)",
+            Target::Gate(_) => "sigmoid(z_o)",
+            Target::C => "f * c_prev + i * g",
+            Target::H => "o * tanh(c)",
+        }
+    }
+}
+
+/// Which pre-activation part a name refers to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Pre {
+    /// `z`: the whole pre-activation (after any `z` override).
+    Z,
+    /// `zx`: the input part (after any `zx` override).
+    Zx,
+    /// `zh`: the recurrent part (after any `zh` override).
+    Zh,
+    /// Inside the `zx`/`zh` overrides: the raw product `W_ih·x` / `W_hh·h_prev`.
+    RawZx,
+    RawZh,
+    /// Inside the `z` override, `z` itself: the default sum.
+    DefaultZ,
+    BiasIh,
+    BiasHh,
+}
+
+/// A resolved name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ref {
+    /// A per-unit definition (a gate or the new `c`).
+    Var(Target),
+    CPrev,
+    HPrev,
+    /// A pre-activation part of one gate (`z_f`), in a per-unit equation.
+    GatePre(Pre, usize),
+    /// A pre-activation part of whichever gate a gate-wise equation is evaluated for.
+    Pre(Pre),
+    Param(usize),
+}
+
+/// The functions of the spec language.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Func {
+    Sigmoid,
+    Tanh,
+    HardSigmoid,
+    HardSigmoidKeras2,
+    Relu,
+    Softsign,
+    Exp,
+    Min,
+    Max,
+    Clip,
+}
+
+const FUNCS: [(&str, Func, usize); 10] = [
+    ("sigmoid", Func::Sigmoid, 1),
+    ("tanh", Func::Tanh, 1),
+    ("hard_sigmoid", Func::HardSigmoid, 1),
+    ("hard_sigmoid_keras2", Func::HardSigmoidKeras2, 1),
+    ("relu", Func::Relu, 1),
+    ("softsign", Func::Softsign, 1),
+    ("exp", Func::Exp, 1),
+    ("min", Func::Min, 2),
+    ("max", Func::Max, 2),
+    ("clip", Func::Clip, 3),
+];
+
+/// A resolved expression.
+#[derive(Clone, Debug)]
+pub enum RExpr {
+    Lit(f64),
+    Ref(Ref, Span),
+    Neg(Box<RExpr>),
+    Binary(BinOp, Box<RExpr>, Box<RExpr>),
+    Call(Func, Vec<RExpr>),
+    /// Layer normalisation across the hidden units (across gates and units in a gate-wise
+    /// equation), with optional learned gain and bias parameters.
+    LayerNorm { arg: Box<RExpr>, gain: Option<usize>, bias: Option<usize> },
+}
+
+impl RExpr {
+    fn visit_refs(&self, visit: &mut impl FnMut(Ref, Span)) {
+        match self {
+            RExpr::Lit(_) => {}
+            RExpr::Ref(r, span) => visit(*r, *span),
+            RExpr::Neg(a) => a.visit_refs(visit),
+            RExpr::Binary(_, a, b) => {
+                a.visit_refs(visit);
+                b.visit_refs(visit);
+            }
+            RExpr::Call(_, args) => args.iter().for_each(|a| a.visit_refs(visit)),
+            RExpr::LayerNorm { arg, gain, bias } => {
+                arg.visit_refs(visit);
+                for p in gain.iter().chain(bias) {
+                    visit(Ref::Param(*p), Span::call_site());
+                }
+            }
+        }
+    }
+}
+
+/// One equation of the checked cell, for documentation.
+pub struct DocEquation {
+    pub name: &'static str,
+    pub rhs: String,
+    pub written: bool,
+}
+
+/// The spec with every name resolved and every check passed.
+pub struct Checked {
+    pub spec: Spec,
+    /// Gates computed from the weights, as indices into i, f, g, o, ascending.
+    pub gates: Vec<usize>,
+    /// Gate-wise overrides (`zx`, `zh`, `z`), if written.
+    pub zx: Option<RExpr>,
+    pub zh: Option<RExpr>,
+    pub z: Option<RExpr>,
+    /// Per-unit definitions needed for `c` and `h`, in evaluation order.
+    pub order: Vec<(Target, RExpr)>,
+    pub reads_h_prev: bool,
+    pub equations: Vec<DocEquation>,
+}
+
+const RESERVED_PARAMS: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];
+
+pub fn check(spec: Spec) -> syn::Result<Checked> {
+    let mut errors = Errors::default();
+    for param in &spec.params {
+        let name = param.ident.to_string();
+        let builtin = Target::parse(&name).is_some()
+            || resolve_builtin(&name, Context::PerUnit(Target::H)).is_some()
+            || resolve_builtin(&name, Context::Gatewise(Target::Z)).is_some()
+            || RESERVED_PARAMS.contains(&name.as_str())
+            || FUNCS.iter().any(|(f, ..)| *f == name)
+            || name == "layer_norm";
+        if builtin {
+            errors.push(syn::Error::new_spanned(
+                &param.ident,
+                format!("parameter name `{name}` is reserved by the spec language; rename it"),
+            ));
+        }
+    }
+
+    // Resolve each written equation in its context.
+    let mut written: Vec<(Target, RExpr, String)> = Vec::new();
+    for def in &spec.defs {
+        let Some(target) = Target::parse(&def.name.to_string()) else {
+            errors.push(syn::Error::new_spanned(
+                &def.name,
+                format!(
+                    "unknown equation `{}`; expected one of i, f, g, o, c, h, z, zx, zh (or `crate`)",
+                    def.name
+                ),
+            ));
+            continue;
+        };
+        if written.iter().any(|(t, ..)| *t == target) {
+            errors.push(syn::Error::new_spanned(
+                &def.name,
+                format!("`{}` is defined twice", def.name),
+            ));
+            continue;
+        }
+        let context = if target.is_gatewise() {
+            Context::Gatewise(target)
+        } else {
+            Context::PerUnit(target)
+        };
+        if let Some(expr) = resolve(&def.expr, context, &spec.params, &mut errors) {
+            written.push((target, expr, def.expr.to_string()));
+        }
+    }
+    errors.finish()?;
+    let mut errors = Errors::default();
+
+    let definition = |target: Target| -> Option<(RExpr, bool)> {
+        written
+            .iter()
+            .find(|(t, ..)| *t == target)
+            .map(|(_, e, _)| (e.clone(), true))
+            .or_else(|| default_expr(target).map(|e| (e, false)))
+    };
+
+    // Depth-first from the outputs: evaluation order, cycles and reachability.
+    let mut order: Vec<(Target, RExpr)> = Vec::new();
+    let mut visiting: Vec<Target> = Vec::new();
+    for root in [Target::C, Target::H] {
+        visit_def(root, &definition, &mut order, &mut visiting, &mut errors);
+    }
+    errors.finish()?;
+    let mut errors = Errors::default();
+
+    let mut gates = BTreeSet::new();
+    let mut used_params = BTreeSet::new();
+    let mut reads_h_prev = false;
+    let mut note = |r: Ref| match r {
+        Ref::GatePre(_, k) => {
+            gates.insert(k);
+        }
+        Ref::Param(p) => {
+            used_params.insert(p);
+        }
+        Ref::HPrev => reads_h_prev = true,
+        _ => {}
+    };
+    for (_, expr) in &order {
+        expr.visit_refs(&mut |r, _| note(r));
+    }
+    for (target, expr, _) in &written {
+        if target.is_gatewise() {
+            expr.visit_refs(&mut |r, _| note(r));
+        }
+    }
+    for (target, _, _) in &written {
+        if !target.is_gatewise() && !order.iter().any(|(t, _)| t == target) {
+            let def = spec.defs.iter().find(|d| d.name == target.name());
+            if let Some(def) = def {
+                errors.push(syn::Error::new_spanned(
+                    &def.name,
+                    format!("`{}` is defined but neither `c` nor `h` uses it", target.name()),
+                ));
+            }
+        }
+    }
+    if gates.is_empty() {
+        errors.push(syn::Error::new(
+            Span::call_site(),
+            "the cell reads no gate pre-activation (z_i, z_f, z_g, z_o, or their zx_/zh_ parts), \
+             so its weights would have no rows",
+        ));
+    }
+    for (k, param) in spec.params.iter().enumerate() {
+        if !used_params.contains(&k) {
+            errors.push(syn::Error::new_spanned(
+                &param.ident,
+                format!("parameter `{}` is declared but no equation uses it", param.ident),
+            ));
+        }
+    }
+    errors.finish()?;
+
+    let take = |target: Target| written.iter().find(|(t, ..)| *t == target).map(|(_, e, _)| e.clone());
+    let mut equations = Vec::new();
+    for target in [Target::Zx, Target::Zh, Target::Z] {
+        if let Some((_, _, text)) = written.iter().find(|(t, ..)| *t == target) {
+            equations.push(DocEquation { name: target.name(), rhs: text.clone(), written: true });
+        } else if target == Target::Z {
+            equations.push(DocEquation {
+                name: "z",
+                rhs: target.default_text().to_string(),
+                written: false,
+            });
+        }
+    }
+    for (target, _) in &order {
+        let text = written.iter().find(|(t, ..)| t == target).map(|(_, _, text)| text.clone());
+        equations.push(DocEquation {
+            name: target.name(),
+            written: text.is_some(),
+            rhs: text.unwrap_or_else(|| target.default_text().to_string()),
+        });
+    }
+
+    Ok(Checked {
+        gates: gates.into_iter().collect(),
+        zx: take(Target::Zx),
+        zh: take(Target::Zh),
+        z: take(Target::Z),
+        order,
+        reads_h_prev,
+        equations,
+        spec,
+    })
+}
+
+fn visit_def(
+    target: Target,
+    definition: &impl Fn(Target) -> Option<(RExpr, bool)>,
+    order: &mut Vec<(Target, RExpr)>,
+    visiting: &mut Vec<Target>,
+    errors: &mut Errors,
+) {
+    if order.iter().any(|(t, _)| *t == target) {
+        return;
+    }
+    let Some((expr, _)) = definition(target) else { return };
+    visiting.push(target);
+    let mut deps: Vec<(Target, Span)> = Vec::new();
+    expr.visit_refs(&mut |r, span| {
+        if let Ref::Var(dep) = r {
+            deps.push((dep, span));
+        }
+    });
+    for (dep, span) in deps {
+        if let Some(pos) = visiting.iter().position(|t| *t == dep) {
+            let cycle: Vec<&str> = visiting[pos..].iter().map(|t| t.name()).collect();
+            let message = if dep == Target::C {
+                format!(
+                    "the new `c` is not yet defined here: it is computed from {}; \
+                     read `c_prev` for the previous cell state",
+                    cycle[1..].join(", ")
+                )
+            } else {
+                format!(
+                    "`{}` depends on itself through {} -> {}",
+                    dep.name(),
+                    cycle.join(" -> "),
+                    dep.name()
+                )
+            };
+            errors.push(syn::Error::new(span, message));
+            continue;
+        }
+        visit_def(dep, definition, order, visiting, errors);
+    }
+    visiting.pop();
+    order.push((target, expr));
+}
+
+/// The standard LSTM's per-unit definitions, resolved.
+fn default_expr(target: Target) -> Option<RExpr> {
+    let span = Span::call_site();
+    let var = |t| Box::new(RExpr::Ref(Ref::Var(t), span));
+    let gate = |func, k| RExpr::Call(func, vec![RExpr::Ref(Ref::GatePre(Pre::Z, k), span)]);
+    Some(match target {
+        Target::Gate(2) => gate(Func::Tanh, 2),
+        Target::Gate(k) => gate(Func::Sigmoid, k),
+        Target::C => RExpr::Binary(
+            BinOp::Add,
+            Box::new(RExpr::Binary(
+                BinOp::Mul,
+                var(Target::Gate(1)),
+                Box::new(RExpr::Ref(Ref::CPrev, span)),
+            )),
+            Box::new(RExpr::Binary(BinOp::Mul, var(Target::Gate(0)), var(Target::Gate(2)))),
+        ),
+        Target::H => RExpr::Binary(
+            BinOp::Mul,
+            var(Target::Gate(3)),
+            Box::new(RExpr::Call(Func::Tanh, vec![RExpr::Ref(Ref::Var(Target::C), span)])),
+        ),
+        Target::Zx | Target::Zh | Target::Z => return None,
+    })
+}
+
+/// Where an expression is evaluated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// A per-unit equation (i, f, g, o, c, h).
+    PerUnit(Target),
+    /// A gate-wise equation (z, zx, zh), evaluated once per gate.
+    Gatewise(Target),
+}
+
+impl Context {
+    fn target(self) -> Target {
+        match self {
+            Context::PerUnit(t) | Context::Gatewise(t) => t,
+        }
+    }
+}
+
+/// Names of the spec language other than parameters, as seen from `context`.
+fn resolve_builtin(name: &str, context: Context) -> Option<Ref> {
+    match name {
+        "c_prev" => return Some(Ref::CPrev),
+        "h_prev" => return Some(Ref::HPrev),
+        _ => {}
+    }
+    match context {
+        Context::PerUnit(_) => {
+            if let Some(t @ (Target::Gate(_) | Target::C)) = Target::parse(name) {
+                return Some(Ref::Var(t));
+            }
+            let (part, letter) = name.rsplit_once('_')?;
+            let k = GATE_LETTERS.iter().position(|g| *g == letter)?;
+            let pre = match part {
+                "z" => Pre::Z,
+                "zx" => Pre::Zx,
+                "zh" => Pre::Zh,
+                _ => return None,
+            };
+            Some(Ref::GatePre(pre, k))
+        }
+        Context::Gatewise(target) => Some(Ref::Pre(match (name, target) {
+            ("zx", Target::Zx) => Pre::RawZx,
+            ("zh", Target::Zh) => Pre::RawZh,
+            ("z", Target::Z) => Pre::DefaultZ,
+            ("zx", Target::Z) => Pre::Zx,
+            ("zh", Target::Z) => Pre::Zh,
+            ("b_ih", _) => Pre::BiasIh,
+            ("b_hh", _) => Pre::BiasHh,
+            _ => return None,
+        })),
+    }
+}
+
+fn expected_names(context: Context) -> &'static str {
+    match context {
+        Context::PerUnit(_) => {
+            "z_i, z_f, z_g, z_o, zx_i…, zh_i…, i, f, g, o, c (in o and h), c_prev, h_prev or a parameter"
+        }
+        Context::Gatewise(Target::Zx) => "zx, b_ih, b_hh, c_prev, h_prev or a parameter",
+        Context::Gatewise(Target::Zh) => "zh, b_ih, b_hh, c_prev, h_prev or a parameter",
+        Context::Gatewise(_) => "z, zx, zh, b_ih, b_hh, c_prev, h_prev or a parameter",
+    }
+}
+
+fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors) -> Option<RExpr> {
+    match expr {
+        Expr::Lit(v) => Some(RExpr::Lit(*v)),
+        Expr::Name(ident) => resolve_name(ident, context, params, errors),
+        Expr::Neg(inner) => Some(RExpr::Neg(Box::new(resolve(inner, context, params, errors)?))),
+        Expr::Binary(op, a, b) => {
+            let a = resolve(a, context, params, errors);
+            let b = resolve(b, context, params, errors);
+            Some(RExpr::Binary(*op, Box::new(a?), Box::new(b?)))
+        }
+        Expr::Call(func, args) if func == "layer_norm" => {
+            resolve_layer_norm(func, args, context, params, errors)
+        }
+        Expr::Call(func, args) => {
+            let found = FUNCS.iter().find(|(name, ..)| func == name);
+            let resolved: Vec<Option<RExpr>> =
+                args.iter().map(|a| resolve(a, context, params, errors)).collect();
+            let Some((name, func_kind, arity)) = found else {
+                let names: Vec<&str> = FUNCS.iter().map(|(n, ..)| *n).collect();
+                errors.push(syn::Error::new_spanned(
+                    func,
+                    format!(
+                        "unknown function `{func}`; expected one of {}, layer_norm",
+                        names.join(", ")
+                    ),
+                ));
+                return None;
+            };
+            if args.len() != *arity {
+                let signature = match arity {
+                    1 => "(x)",
+                    2 => "(a, b)",
+                    _ => "(x, low, high)",
+                };
+                errors.push(syn::Error::new_spanned(
+                    func,
+                    format!(
+                        "`{name}` takes {arity} argument{} {name}{signature}, found {}",
+                        if *arity == 1 { "" } else { "s" },
+                        args.len()
+                    ),
+                ));
+                return None;
+            }
+            let args: Option<Vec<RExpr>> = resolved.into_iter().collect();
+            Some(RExpr::Call(*func_kind, args?))
+        }
+    }
+}
+
+fn resolve_name(ident: &Ident, context: Context, params: &[Param], errors: &mut Errors) -> Option<RExpr> {
+    let name = ident.to_string();
+    let span = ident.span();
+    if let Some(k) = params.iter().position(|p| p.ident == name) {
+        if params[k].shape == ParamShape::Gates && matches!(context, Context::PerUnit(_)) {
+            errors.push(syn::Error::new_spanned(
+                ident,
+                format!(
+                    "`{name}` is a `Gates` parameter (one value per gate and unit): use it in a \
+                     gate-wise equation (z, zx, zh), or declare it `PerUnit`"
+                ),
+            ));
+            return None;
+        }
+        return Some(RExpr::Ref(Ref::Param(k), span));
+    }
+    if name == context.target().name() && matches!(context, Context::PerUnit(_)) {
+        errors.push(syn::Error::new_spanned(
+            ident,
+            format!("`{name}` cannot read itself; its default is {}", context.target().default_text()),
+        ));
+        return None;
+    }
+    if let Some(r) = resolve_builtin(&name, context) {
+        return Some(RExpr::Ref(r, span));
+    }
+    let message = match (name.as_str(), context) {
+        ("h", _) => "`h` is the step's output and cannot be read; use `h_prev` for the previous \
+                     hidden state"
+            .to_string(),
+        (_, Context::Gatewise(_)) if resolve_builtin(&name, Context::PerUnit(Target::H)).is_some() => {
+            format!(
+                "`{name}` is a per-unit name and cannot appear in the gate-wise equation `{}`; \
+                 expected {}",
+                context.target().name(),
+                expected_names(context)
+            )
+        }
+        (_, Context::PerUnit(_)) if resolve_builtin(&name, Context::Gatewise(Target::Z)).is_some() => {
+            format!(
+                "`{name}` names all gates at once and belongs in a gate-wise equation (z, zx, zh); \
+                 here name one gate, like `{name}_f`"
+            )
+        }
+        _ => format!("unknown name `{name}`; expected {}", expected_names(context)),
+    };
+    errors.push(syn::Error::new(span, message));
+    None
+}
+
+fn resolve_layer_norm(
+    func: &Ident,
+    args: &[Expr],
+    context: Context,
+    params: &[Param],
+    errors: &mut Errors,
+) -> Option<RExpr> {
+    if args.is_empty() || args.len() > 3 {
+        errors.push(syn::Error::new_spanned(
+            func,
+            format!(
+                "`layer_norm` takes 1 to 3 arguments layer_norm(x, gain, bias), found {}",
+                args.len()
+            ),
+        ));
+        return None;
+    }
+    let arg = resolve(&args[0], context, params, errors);
+    let wanted = match context {
+        Context::PerUnit(_) => ParamShape::PerUnit,
+        Context::Gatewise(_) => ParamShape::Gates,
+    };
+    let mut affine = args[1..].iter().map(|a| {
+        let Expr::Name(ident) = a else {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                "layer_norm's gain and bias are parameter names",
+            ));
+            return None;
+        };
+        let Some(k) = params.iter().position(|p| p.ident == *ident) else {
+            errors.push(syn::Error::new_spanned(
+                ident,
+                format!("layer_norm's gain and bias are parameters; `{ident}` is not declared"),
+            ));
+            return None;
+        };
+        if params[k].shape != wanted {
+            errors.push(syn::Error::new_spanned(
+                ident,
+                format!(
+                    "`{ident}` must be declared `{}` to scale or shift this layer_norm",
+                    wanted.variant()
+                ),
+            ));
+            return None;
+        }
+        Some(k)
+    });
+    let gain = affine.next().map(|g| g.ok_or(()));
+    let bias = affine.next().map(|b| b.ok_or(()));
+    let gain = gain.transpose().ok()?;
+    let bias = bias.transpose().ok()?;
+    Some(RExpr::LayerNorm { arg: Box::new(arg?), gain, bias })
+}
