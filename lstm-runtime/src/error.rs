@@ -17,6 +17,16 @@ pub enum Error {
         /// The shape it has.
         found: Vec<usize>,
     },
+    /// A tensor is not stored contiguously in row-major order, which fused steps require of
+    /// weights.
+    #[error(
+        "`{what}` is not a contiguous row-major array; expected standard layout \
+         (`.as_standard_layout().into_owned()` makes one)"
+    )]
+    NotContiguous {
+        /// Name of the offending tensor.
+        what: String,
+    },
     /// A combination of sizes or options the operation does not support.
     #[error("invalid `{option}`: {reason}")]
     Config {
