@@ -1,0 +1,6 @@
+use lstm::lstm_cell;
+
+#[lstm_cell(f = sigmoid(zx))]
+pub struct Cell;
+
+fn main() {}

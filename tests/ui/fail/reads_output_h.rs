@@ -1,0 +1,6 @@
+use lstm::lstm_cell;
+
+#[lstm_cell(o = sigmoid(z_o + h))]
+pub struct Cell;
+
+fn main() {}

@@ -1,0 +1,6 @@
+use lstm::lstm_cell;
+
+#[lstm_cell]
+pub struct Cell(PerUnit);
+
+fn main() {}

@@ -1,0 +1,8 @@
+use lstm::lstm_cell;
+
+#[lstm_cell(f = sigmoid(z_f + forget_bias))]
+pub struct Cell {
+    forget_bias: Vec<f32>,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use lstm::lstm_cell;
+
+#[lstm_cell(f = sigmoid(if true { z_f } else { z_i }))]
+pub struct Cell;
+
+fn main() {}

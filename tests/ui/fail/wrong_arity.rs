@@ -1,0 +1,6 @@
+use lstm::lstm_cell;
+
+#[lstm_cell(f = clip(z_f, 0.0))]
+pub struct Cell;
+
+fn main() {}
