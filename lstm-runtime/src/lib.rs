@@ -14,6 +14,7 @@ mod float;
 mod layer;
 pub mod linalg;
 pub mod ops;
+pub mod zoo;
 
 pub use cell::{
     BackwardIo, Cell, CellDims, CellSpec, Equation, Gate, Init, ParamShape, ParamSpec, StepIo,
@@ -25,3 +26,31 @@ pub use layer::{InitialState, Rnn, RnnOutput};
 pub use lstm_macros::lstm_cell;
 pub use ndarray;
 pub use rand;
+
+/// Helpers the generated code calls; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use ndarray::{Array1, Array2};
+
+    /// The values of a 1-D weight. Cell weights are always contiguous: they are created by
+    /// `Cell::zeros`/`init` or checked by the runtime before a step runs.
+    pub fn slice<F>(values: &Array1<F>) -> &[F] {
+        values
+            .as_slice()
+            .expect("cell weights are contiguous arrays")
+    }
+
+    /// The values of a 1-D weight, mutably.
+    pub fn slice_mut<F>(values: &mut Array1<F>) -> &mut [F] {
+        values
+            .as_slice_mut()
+            .expect("cell weights are contiguous arrays")
+    }
+
+    /// The values of a 2-D weight, mutably, in row-major order.
+    pub fn slice2_mut<F>(values: &mut Array2<F>) -> &mut [F] {
+        values
+            .as_slice_mut()
+            .expect("cell weights are contiguous arrays")
+    }
+}
