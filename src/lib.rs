@@ -1,6 +1,9 @@
 //! `lstm`: custom LSTM cells from declarative gate equations.
 //!
-//! This facade re-exports the runtime ([`lstm_runtime`]) and the `#[lstm_cell]` macro.
+//! This facade re-exports the runtime ([`lstm_runtime`]) and the `#[lstm_cell]` macro. The
+//! README below is its documentation; its Rust examples are doctests, so every cell it shows
+//! compiles in a crate that depends on `lstm` alone.
+#![doc = include_str!("../README.md")]
 
 // Lets cells defined inside this crate use the same `::lstm::…` paths as user crates.
 extern crate self as lstm;

@@ -47,7 +47,9 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
         if matches!(node, Node::Leaf(_)) {
             continue;
         }
-        let Some(parts) = contributions.remove(&id) else { continue };
+        let Some(parts) = contributions.remove(&id) else {
+            continue;
+        };
         let adjoint = total(graph, id, parts);
         totals.insert(id, adjoint);
         if let Some(name) = graph.names.get(&id).cloned() {
@@ -89,7 +91,9 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
                 ParamLane::Gates => letters
                     .iter()
                     .enumerate()
-                    .map(|(s, l)| leaf_adjoint(graph, Leaf::GateParam(p, s), format!("d_{name}_{l}")))
+                    .map(|(s, l)| {
+                        leaf_adjoint(graph, Leaf::GateParam(p, s), format!("d_{name}_{l}"))
+                    })
                     .collect(),
                 ParamLane::PerUnit | ParamLane::Scalar => {
                     vec![leaf_adjoint(graph, Leaf::Param(p), format!("d_{name}"))]
@@ -97,7 +101,15 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
             }
         })
         .collect();
-    Backward { dzx, dzh, dbias_ih, dbias_hh, dc_prev, dh_prev, dparams }
+    Backward {
+        dzx,
+        dzh,
+        dbias_ih,
+        dbias_hh,
+        dc_prev,
+        dh_prev,
+        dparams,
+    }
 }
 
 /// Nodes reachable from `roots`, ascending (so topological).
@@ -115,12 +127,15 @@ pub fn reachable(graph: &Graph, roots: &[Id]) -> Vec<Id> {
 /// Sum of the contributions to one node's adjoint. A per-row node used per unit receives the
 /// sum over the units of those uses.
 fn total(graph: &mut Graph, id: Id, parts: Vec<Id>) -> Id {
-    let (unit_parts, row_parts): (Vec<Id>, Vec<Id>) =
-        parts.into_iter().partition(|&p| graph.lane(p) == Lane::Unit);
+    let (unit_parts, row_parts): (Vec<Id>, Vec<Id>) = parts
+        .into_iter()
+        .partition(|&p| graph.lane(p) == Lane::Unit);
     let mut acc = if graph.lane(id) == Lane::Row && !unit_parts.is_empty() {
         graph.sum(unit_parts)
     } else {
-        unit_parts.into_iter().fold(graph.lit(0.0), |acc, p| graph.add(acc, p))
+        unit_parts
+            .into_iter()
+            .fold(graph.lit(0.0), |acc, p| graph.add(acc, p))
     };
     for p in row_parts {
         acc = graph.add(acc, p);
@@ -185,7 +200,11 @@ fn local_adjoints(graph: &mut Graph, id: Id, node: &Node, a: Id) -> Vec<(Id, Id)
             let inside = g.mul(above_lo, below_hi);
             let under = g.cmp(Cmp::Lt, x, lo);
             let over = g.cmp(Cmp::Lt, hi, x);
-            vec![(x, g.mul(a, inside)), (lo, g.mul(a, under)), (hi, g.mul(a, over))]
+            vec![
+                (x, g.mul(a, inside)),
+                (lo, g.mul(a, under)),
+                (hi, g.mul(a, over)),
+            ]
         }
         Node::Cmp(..) => Vec::new(),
         Node::Sum(ref items) => items.iter().map(|&item| (item, a)).collect(),

@@ -246,10 +246,10 @@ impl Graph {
     }
 
     pub fn div(&mut self, a: Id, b: Id) -> Id {
-        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
-            if y != 0.0 {
-                return self.lit(x / y);
-            }
+        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b))
+            && y != 0.0
+        {
+            return self.lit(x / y);
         }
         if self.is_lit(a, 0.0) {
             return self.lit(0.0);
@@ -300,7 +300,10 @@ impl Graph {
 
     /// Sum over the units of several per-unit nodes (zeros dropped).
     pub fn sum(&mut self, items: Vec<Id>) -> Id {
-        let items: Vec<Id> = items.into_iter().filter(|&i| !self.is_lit(i, 0.0)).collect();
+        let items: Vec<Id> = items
+            .into_iter()
+            .filter(|&i| !self.is_lit(i, 0.0))
+            .collect();
         if items.is_empty() {
             return self.lit(0.0);
         }
@@ -419,7 +422,12 @@ pub fn lower(checked: &Checked) -> Forward {
         h,
         c,
         letters: checked.gates.iter().map(|&k| GATE_LETTERS[k]).collect(),
-        params: checked.spec.params.iter().map(|p| p.ident.to_string()).collect(),
+        params: checked
+            .spec
+            .params
+            .iter()
+            .map(|p| p.ident.to_string())
+            .collect(),
     }
 }
 
@@ -441,7 +449,10 @@ struct Lowering {
 impl Lowering {
     fn slot(&self, gate: usize) -> usize {
         // validate made every gate a per-unit equation reads a computed gate.
-        self.gates.iter().position(|&k| k == gate).unwrap_or_default()
+        self.gates
+            .iter()
+            .position(|&k| k == gate)
+            .unwrap_or_default()
     }
 
     /// A gate-wise expression, evaluated for every gate slot.
@@ -456,7 +467,10 @@ impl Lowering {
             RExpr::Binary(op, a, b) => {
                 let a = self.gatewise(a);
                 let b = self.gatewise(b);
-                a.into_iter().zip(b).map(|(x, y)| self.binary(*op, x, y)).collect()
+                a.into_iter()
+                    .zip(b)
+                    .map(|(x, y)| self.binary(*op, x, y))
+                    .collect()
             }
             RExpr::Call(func, args) => {
                 let args: Vec<Vec<Id>> = args.iter().map(|a| self.gatewise(a)).collect();
@@ -570,7 +584,12 @@ impl Lowering {
 
     /// `(x - mean) / sqrt(var + eps) * gain + bias` over the units of every item together,
     /// the biased variance as PyTorch's `nn.LayerNorm` computes it.
-    fn layer_norm(&mut self, items: Vec<Id>, gains: Option<Vec<Id>>, biases: Option<Vec<Id>>) -> Vec<Id> {
+    fn layer_norm(
+        &mut self,
+        items: Vec<Id>,
+        gains: Option<Vec<Id>>,
+        biases: Option<Vec<Id>>,
+    ) -> Vec<Id> {
         let g = &mut self.graph;
         let mean = g.mean(items.clone());
         let centred: Vec<Id> = items.iter().map(|&x| g.sub(x, mean)).collect();

@@ -40,7 +40,10 @@ pub fn lstm_cell(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// The whole pipeline on `proc_macro2` tokens (what the snapshot tests call).
-fn expand_cell(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+fn expand_cell(
+    args: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
     parse::spec(args, item)
         .and_then(validate::check)
         .map(|checked| expand::cell(&checked))

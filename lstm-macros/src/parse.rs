@@ -33,7 +33,11 @@ pub fn spec(args: TokenStream, item: TokenStream) -> syn::Result<Spec> {
     let (defs, krate) = attribute_args(args, &mut errors);
     let params = match &item.fields {
         Fields::Unit => Vec::new(),
-        Fields::Named(named) => named.named.iter().filter_map(|f| param(f, &mut errors)).collect(),
+        Fields::Named(named) => named
+            .named
+            .iter()
+            .filter_map(|f| param(f, &mut errors))
+            .collect(),
         Fields::Unnamed(unnamed) => {
             errors.push(syn::Error::new_spanned(
                 unnamed,
@@ -43,7 +47,14 @@ pub fn spec(args: TokenStream, item: TokenStream) -> syn::Result<Spec> {
         }
     };
     errors.finish()?;
-    Ok(Spec { attrs: item.attrs, vis: item.vis, ident: item.ident, defs, params, krate })
+    Ok(Spec {
+        attrs: item.attrs,
+        vis: item.vis,
+        ident: item.ident,
+        defs,
+        params,
+        krate,
+    })
 }
 
 fn item_keyword_span(item: &Item) -> Span {
@@ -225,7 +236,12 @@ fn param(field: &syn::Field, errors: &mut Errors) -> Option<Param> {
             attrs.push(attr.clone());
         }
     }
-    Some(Param { attrs, ident, shape: shape?, init })
+    Some(Param {
+        attrs,
+        ident,
+        shape: shape?,
+        init,
+    })
 }
 
 const INIT_HELP: &str =
@@ -235,7 +251,10 @@ fn init_attr(attr: &Attribute, errors: &mut Errors) -> Option<Init> {
     let syntax: syn::Expr = match attr.parse_args() {
         Ok(e) => e,
         Err(_) => {
-            errors.push(syn::Error::new_spanned(attr, format!("bad init; {INIT_HELP}")));
+            errors.push(syn::Error::new_spanned(
+                attr,
+                format!("bad init; {INIT_HELP}"),
+            ));
             return None;
         }
     };
@@ -248,7 +267,10 @@ fn init_attr(attr: &Attribute, errors: &mut Errors) -> Option<Init> {
         _ => (None, Vec::new()),
     };
     let Some(name) = name else {
-        errors.push(syn::Error::new_spanned(&syntax, format!("bad init; {INIT_HELP}")));
+        errors.push(syn::Error::new_spanned(
+            &syntax,
+            format!("bad init; {INIT_HELP}"),
+        ));
         return None;
     };
     let values: Vec<f64> = args.iter().filter_map(|a| init_number(a, errors)).collect();
@@ -296,9 +318,19 @@ fn init_attr(attr: &Attribute, errors: &mut Errors) -> Option<Init> {
 
 fn init_number(syntax: &syn::Expr, errors: &mut Errors) -> Option<f64> {
     let parsed = match syntax {
-        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Float(f), .. }) => f.base10_parse().ok(),
-        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(i), .. }) => i.base10_parse().ok(),
-        syn::Expr::Unary(syn::ExprUnary { op: syn::UnOp::Neg(_), expr, .. }) => {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Float(f),
+            ..
+        }) => f.base10_parse().ok(),
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(i),
+            ..
+        }) => i.base10_parse().ok(),
+        syn::Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            expr,
+            ..
+        }) => {
             return init_number(expr, errors).map(|v| -v);
         }
         _ => None,

@@ -24,7 +24,11 @@ pub enum SinkTarget {
     /// `slice[j] = value` (or `+=` when accumulating), one value per unit.
     Unit { slice: Ident, accumulate: bool },
     /// `slice[index] = value` (or `+=`), one value per row.
-    Row { slice: Ident, index: usize, accumulate: bool },
+    Row {
+        slice: Ident,
+        index: usize,
+        accumulate: bool,
+    },
 }
 
 /// A value that is loaded (from a cache or a state buffer) instead of computed.
@@ -51,7 +55,9 @@ impl Naming {
             Leaf::CPrev => quote!(c_prev),
             Leaf::HPrev => quote!(h_prev),
             Leaf::Param(p) => ident_tokens(self.params[p].clone()),
-            Leaf::GateParam(p, s) => ident_tokens(format!("{}_{}", self.params[p], self.letters[s])),
+            Leaf::GateParam(p, s) => {
+                ident_tokens(format!("{}_{}", self.params[p], self.letters[s]))
+            }
             Leaf::Lit(bits) => literal(f64::from_bits(bits)),
             Leaf::Units => quote!(units),
             Leaf::SeedH => quote!(dh),
@@ -85,7 +91,12 @@ pub struct RowCode {
     pub spills: usize,
 }
 
-pub fn emit_row(graph: &Graph, naming: &Naming, sinks: &[Sink], sources: &HashMap<Id, Source>) -> RowCode {
+pub fn emit_row(
+    graph: &Graph,
+    naming: &Naming,
+    sinks: &[Sink],
+    sources: &HashMap<Id, Source>,
+) -> RowCode {
     let roots: Vec<Id> = sinks.iter().map(|s| s.id).collect();
     let needed = needed(graph, &roots, sources);
     let stage = stages(graph, &needed, sources);
@@ -127,7 +138,8 @@ pub fn emit_row(graph: &Graph, naming: &Naming, sinks: &[Sink], sources: &HashMa
                 && stage[&id] == s
             {
                 let var = var(graph, id);
-                let value = expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
+                let value =
+                    expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
                 body.extend(quote!(let #var = #value;));
             }
         }
@@ -142,13 +154,23 @@ pub fn emit_row(graph: &Graph, naming: &Naming, sinks: &[Sink], sources: &HashMa
                     let acc = var(graph, id);
                     accumulators.extend(quote!(let mut #acc = F::zero();));
                     for &item in items {
-                        let value = operand(graph, naming, item, s, &stage, sources, &spilled, &mut leaves);
+                        let value = operand(
+                            graph,
+                            naming,
+                            item,
+                            s,
+                            &stage,
+                            sources,
+                            &spilled,
+                            &mut leaves,
+                        );
                         inner.extend(quote!(#acc += #value;));
                     }
                 }
                 _ if graph.lane(id) == Lane::Unit && stage[&id] == s => {
                     let var = var(graph, id);
-                    let value = expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
+                    let value =
+                        expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
                     inner.extend(quote!(let #var = #value;));
                     if let Some(k) = spilled.get(&id) {
                         let spill = format_ident!("spill{}", k);
@@ -162,7 +184,16 @@ pub fn emit_row(graph: &Graph, naming: &Naming, sinks: &[Sink], sources: &HashMa
             if let SinkTarget::Unit { slice, accumulate } = &sink.target {
                 let sink_loop = stage.get(&sink.id).copied().unwrap_or(0);
                 if sink_loop == s {
-                    let value = operand(graph, naming, sink.id, s, &stage, sources, &spilled, &mut leaves);
+                    let value = operand(
+                        graph,
+                        naming,
+                        sink.id,
+                        s,
+                        &stage,
+                        sources,
+                        &spilled,
+                        &mut leaves,
+                    );
                     inner.extend(if *accumulate {
                         quote!(#slice[j] += #value;)
                     } else {
@@ -177,8 +208,22 @@ pub fn emit_row(graph: &Graph, naming: &Naming, sinks: &[Sink], sources: &HashMa
         }
     }
     for sink in sinks {
-        if let SinkTarget::Row { slice, index, accumulate } = &sink.target {
-            let value = operand(graph, naming, sink.id, max_stage, &stage, sources, &spilled, &mut leaves);
+        if let SinkTarget::Row {
+            slice,
+            index,
+            accumulate,
+        } = &sink.target
+        {
+            let value = operand(
+                graph,
+                naming,
+                sink.id,
+                max_stage,
+                &stage,
+                sources,
+                &spilled,
+                &mut leaves,
+            );
             body.extend(if *accumulate {
                 quote!(#slice[#index] += #value;)
             } else {
@@ -186,7 +231,11 @@ pub fn emit_row(graph: &Graph, naming: &Naming, sinks: &[Sink], sources: &HashMa
             });
         }
     }
-    RowCode { body, leaves, spills: spilled.len() }
+    RowCode {
+        body,
+        leaves,
+        spills: spilled.len(),
+    }
 }
 
 /// Nodes the sinks need, ascending, not looking through loaded values.
@@ -207,7 +256,13 @@ fn stages(graph: &Graph, needed: &[Id], sources: &HashMap<Id, Source>) -> HashMa
         let s = if sources.contains_key(&id) {
             0
         } else {
-            let inputs = graph.node(id).inputs().iter().map(|i| stage[i]).max().unwrap_or(0);
+            let inputs = graph
+                .node(id)
+                .inputs()
+                .iter()
+                .map(|i| stage[i])
+                .max()
+                .unwrap_or(0);
             match graph.node(id) {
                 Node::Sum(_) => inputs + 1,
                 _ => inputs,
@@ -248,13 +303,18 @@ fn operand(
         if !matches!(leaf, Leaf::Lit(_)) {
             leaves.insert(*leaf);
         }
-        return if graph.lane(id) == Lane::Unit { quote!(#name[j]) } else { name };
+        return if graph.lane(id) == Lane::Unit {
+            quote!(#name[j])
+        } else {
+            name
+        };
     }
-    if graph.lane(id) == Lane::Unit && stage[&id] < s {
-        if let Some(k) = spilled.get(&id) {
-            let spill = format_ident!("spill{}", k);
-            return quote!(#spill[j]);
-        }
+    if graph.lane(id) == Lane::Unit
+        && stage[&id] < s
+        && let Some(k) = spilled.get(&id)
+    {
+        let spill = format_ident!("spill{}", k);
+        return quote!(#spill[j]);
     }
     let v = var(graph, id);
     quote!(#v)

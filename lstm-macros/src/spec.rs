@@ -89,7 +89,11 @@ impl Expr {
 impl std::fmt::Display for Expr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let operand = |f: &mut std::fmt::Formatter<'_>, e: &Expr, min: u8| {
-            if e.precedence() < min { write!(f, "({e})") } else { write!(f, "{e}") }
+            if e.precedence() < min {
+                write!(f, "({e})")
+            } else {
+                write!(f, "{e}")
+            }
         };
         match self {
             Expr::Lit(v) => write!(f, "{v:?}"),
@@ -108,7 +112,11 @@ impl std::fmt::Display for Expr {
                 operand(f, left, prec)?;
                 write!(f, " {symbol} ")?;
                 // Right operands of - and / bind tighter: a - (b - c) keeps its parentheses.
-                let right_min = if matches!(op, BinOp::Sub | BinOp::Div) { prec + 1 } else { prec };
+                let right_min = if matches!(op, BinOp::Sub | BinOp::Div) {
+                    prec + 1
+                } else {
+                    prec
+                };
                 operand(f, right, right_min)
             }
             Expr::Call(func, args) => {

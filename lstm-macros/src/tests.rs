@@ -12,8 +12,13 @@ fn zoo_cells() -> Vec<(String, proc_macro2::TokenStream, proc_macro2::TokenStrea
     file.items
         .into_iter()
         .filter_map(|item| {
-            let syn::Item::Struct(mut item) = item else { return None };
-            let position = item.attrs.iter().position(|a| a.path().is_ident("lstm_cell"))?;
+            let syn::Item::Struct(mut item) = item else {
+                return None;
+            };
+            let position = item
+                .attrs
+                .iter()
+                .position(|a| a.path().is_ident("lstm_cell"))?;
             let attr = item.attrs.remove(position);
             let args = match attr.meta {
                 syn::Meta::List(list) => list.tokens,
@@ -27,8 +32,18 @@ fn zoo_cells() -> Vec<(String, proc_macro2::TokenStream, proc_macro2::TokenStrea
 #[test]
 fn zoo_has_every_cell_of_the_foundation() {
     let names: Vec<String> = zoo_cells().into_iter().map(|(n, ..)| n).collect();
-    for expected in ["Lstm", "ForgetBias", "ScaledForget", "Peephole", "Cifg", "HardSigmoid"] {
-        assert!(names.iter().any(|n| n == expected), "zoo lacks {expected}: {names:?}");
+    for expected in [
+        "Lstm",
+        "ForgetBias",
+        "ScaledForget",
+        "Peephole",
+        "Cifg",
+        "HardSigmoid",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "zoo lacks {expected}: {names:?}"
+        );
     }
 }
 

@@ -140,7 +140,11 @@ pub enum RExpr {
     Call(Func, Vec<RExpr>),
     /// Layer normalisation across the hidden units (across gates and units in a gate-wise
     /// equation), with optional learned gain and bias parameters.
-    LayerNorm { arg: Box<RExpr>, gain: Option<usize>, bias: Option<usize> },
+    LayerNorm {
+        arg: Box<RExpr>,
+        gain: Option<usize>,
+        bias: Option<usize>,
+    },
 }
 
 impl RExpr {
@@ -282,7 +286,10 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
             if let Some(def) = def {
                 errors.push(syn::Error::new_spanned(
                     &def.name,
-                    format!("`{}` is defined but neither `c` nor `h` uses it", target.name()),
+                    format!(
+                        "`{}` is defined but neither `c` nor `h` uses it",
+                        target.name()
+                    ),
                 ));
             }
         }
@@ -298,17 +305,29 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
         if !used_params.contains(&k) {
             errors.push(syn::Error::new_spanned(
                 &param.ident,
-                format!("parameter `{}` is declared but no equation uses it", param.ident),
+                format!(
+                    "parameter `{}` is declared but no equation uses it",
+                    param.ident
+                ),
             ));
         }
     }
     errors.finish()?;
 
-    let take = |target: Target| written.iter().find(|(t, ..)| *t == target).map(|(_, e, _)| e.clone());
+    let take = |target: Target| {
+        written
+            .iter()
+            .find(|(t, ..)| *t == target)
+            .map(|(_, e, _)| e.clone())
+    };
     let mut equations = Vec::new();
     for target in [Target::Zx, Target::Zh, Target::Z] {
         if let Some((_, _, text)) = written.iter().find(|(t, ..)| *t == target) {
-            equations.push(DocEquation { name: target.name(), rhs: text.clone(), written: true });
+            equations.push(DocEquation {
+                name: target.name(),
+                rhs: text.clone(),
+                written: true,
+            });
         } else if target == Target::Z {
             equations.push(DocEquation {
                 name: "z",
@@ -318,7 +337,10 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
         }
     }
     for (target, _) in &order {
-        let text = written.iter().find(|(t, ..)| t == target).map(|(_, _, text)| text.clone());
+        let text = written
+            .iter()
+            .find(|(t, ..)| t == target)
+            .map(|(_, _, text)| text.clone());
         equations.push(DocEquation {
             name: target.name(),
             written: text.is_some(),
@@ -348,7 +370,9 @@ fn visit_def(
     if order.iter().any(|(t, _)| *t == target) {
         return;
     }
-    let Some((expr, _)) = definition(target) else { return };
+    let Some((expr, _)) = definition(target) else {
+        return;
+    };
     visiting.push(target);
     let mut deps: Vec<(Target, Span)> = Vec::new();
     expr.visit_refs(&mut |r, span| {
@@ -397,12 +421,19 @@ fn default_expr(target: Target) -> Option<RExpr> {
                 var(Target::Gate(1)),
                 Box::new(RExpr::Ref(Ref::CPrev, span)),
             )),
-            Box::new(RExpr::Binary(BinOp::Mul, var(Target::Gate(0)), var(Target::Gate(2)))),
+            Box::new(RExpr::Binary(
+                BinOp::Mul,
+                var(Target::Gate(0)),
+                var(Target::Gate(2)),
+            )),
         ),
         Target::H => RExpr::Binary(
             BinOp::Mul,
             var(Target::Gate(3)),
-            Box::new(RExpr::Call(Func::Tanh, vec![RExpr::Ref(Ref::Var(Target::C), span)])),
+            Box::new(RExpr::Call(
+                Func::Tanh,
+                vec![RExpr::Ref(Ref::Var(Target::C), span)],
+            )),
         ),
         Target::Zx | Target::Zh | Target::Z => return None,
     })
@@ -475,7 +506,9 @@ fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors)
     match expr {
         Expr::Lit(v) => Some(RExpr::Lit(*v)),
         Expr::Name(ident) => resolve_name(ident, context, params, errors),
-        Expr::Neg(inner) => Some(RExpr::Neg(Box::new(resolve(inner, context, params, errors)?))),
+        Expr::Neg(inner) => Some(RExpr::Neg(Box::new(resolve(
+            inner, context, params, errors,
+        )?))),
         Expr::Binary(op, a, b) => {
             let a = resolve(a, context, params, errors);
             let b = resolve(b, context, params, errors);
@@ -486,8 +519,10 @@ fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors)
         }
         Expr::Call(func, args) => {
             let found = FUNCS.iter().find(|(name, ..)| func == name);
-            let resolved: Vec<Option<RExpr>> =
-                args.iter().map(|a| resolve(a, context, params, errors)).collect();
+            let resolved: Vec<Option<RExpr>> = args
+                .iter()
+                .map(|a| resolve(a, context, params, errors))
+                .collect();
             let Some((name, func_kind, arity)) = found else {
                 let names: Vec<&str> = FUNCS.iter().map(|(n, ..)| *n).collect();
                 errors.push(syn::Error::new_spanned(
@@ -521,7 +556,12 @@ fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors)
     }
 }
 
-fn resolve_name(ident: &Ident, context: Context, params: &[Param], errors: &mut Errors) -> Option<RExpr> {
+fn resolve_name(
+    ident: &Ident,
+    context: Context,
+    params: &[Param],
+    errors: &mut Errors,
+) -> Option<RExpr> {
     let name = ident.to_string();
     let span = ident.span();
     if let Some(k) = params.iter().position(|p| p.ident == name) {
@@ -540,7 +580,10 @@ fn resolve_name(ident: &Ident, context: Context, params: &[Param], errors: &mut 
     if name == context.target().name() && matches!(context, Context::PerUnit(_)) {
         errors.push(syn::Error::new_spanned(
             ident,
-            format!("`{name}` cannot read itself; its default is {}", context.target().default_text()),
+            format!(
+                "`{name}` cannot read itself; its default is {}",
+                context.target().default_text()
+            ),
         ));
         return None;
     }
@@ -551,7 +594,9 @@ fn resolve_name(ident: &Ident, context: Context, params: &[Param], errors: &mut 
         ("h", _) => "`h` is the step's output and cannot be read; use `h_prev` for the previous \
                      hidden state"
             .to_string(),
-        (_, Context::Gatewise(_)) if resolve_builtin(&name, Context::PerUnit(Target::H)).is_some() => {
+        (_, Context::Gatewise(_))
+            if resolve_builtin(&name, Context::PerUnit(Target::H)).is_some() =>
+        {
             format!(
                 "`{name}` is a per-unit name and cannot appear in the gate-wise equation `{}`; \
                  expected {}",
@@ -559,13 +604,18 @@ fn resolve_name(ident: &Ident, context: Context, params: &[Param], errors: &mut 
                 expected_names(context)
             )
         }
-        (_, Context::PerUnit(_)) if resolve_builtin(&name, Context::Gatewise(Target::Z)).is_some() => {
+        (_, Context::PerUnit(_))
+            if resolve_builtin(&name, Context::Gatewise(Target::Z)).is_some() =>
+        {
             format!(
                 "`{name}` names all gates at once and belongs in a gate-wise equation (z, zx, zh); \
                  here name one gate, like `{name}_f`"
             )
         }
-        _ => format!("unknown name `{name}`; expected {}", expected_names(context)),
+        _ => format!(
+            "unknown name `{name}`; expected {}",
+            expected_names(context)
+        ),
     };
     errors.push(syn::Error::new(span, message));
     None
@@ -624,5 +674,9 @@ fn resolve_layer_norm(
     let bias = affine.next().map(|b| b.ok_or(()));
     let gain = gain.transpose().ok()?;
     let bias = bias.transpose().ok()?;
-    Some(RExpr::LayerNorm { arg: Box::new(arg?), gain, bias })
+    Some(RExpr::LayerNorm {
+        arg: Box::new(arg?),
+        gain,
+        bias,
+    })
 }

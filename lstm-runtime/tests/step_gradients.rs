@@ -162,9 +162,8 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
         ("c_prev", |x| &mut x.c_prev, &dc_prev),
     ];
     for (name, field, analytic) in fields {
-        let len = field(&mut x.clone()).len();
-        for k in 0..len {
-            let base = field(&mut x.clone())[k];
+        let values = field(&mut x.clone()).clone();
+        for (k, (&base, &expected)) in values.iter().zip(analytic).enumerate() {
             let mut eval = |v: f64| {
                 let mut moved = x.clone();
                 field(&mut moved)[k] = v;
@@ -172,13 +171,13 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
             };
             assert_close(
                 &format!("{} d{name}[{k}]", spec.name),
-                analytic[k],
+                expected,
                 numeric(&mut eval, base),
             );
         }
     }
     if spec.reads_h_prev {
-        for k in 0..ROWS * HIDDEN {
+        for (k, (&base, &expected)) in x.h_prev.iter().zip(&dh_prev).enumerate() {
             let mut eval = |v: f64| {
                 let mut moved = x.clone();
                 moved.h_prev[k] = v;
@@ -186,8 +185,8 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
             };
             assert_close(
                 &format!("{} dh_prev[{k}]", spec.name),
-                dh_prev[k],
-                numeric(&mut eval, x.h_prev[k]),
+                expected,
+                numeric(&mut eval, base),
             );
         }
     }
@@ -208,10 +207,10 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
             let mut eval = |v: f64| {
                 let mut moved = cell.clone();
                 moved.visit_mut(&mut |name, mut values| {
-                    if name == param.name {
-                        if let Some(slot) = values.iter_mut().nth(k) {
-                            *slot = v;
-                        }
+                    if name == param.name
+                        && let Some(slot) = values.iter_mut().nth(k)
+                    {
+                        *slot = v;
                     }
                 });
                 loss(&moved, &x, &dh, &dc)

@@ -11,12 +11,12 @@ use std::collections::{BTreeSet, HashMap};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
+use crate::expand::weights::init_tokens;
 use crate::grad::Backward;
 use crate::ir::{Forward, Graph, Id, Lane, Leaf, Node};
 use crate::schedule::{self, Naming, RowCode, Sink, SinkTarget, Source};
 use crate::spec::ParamShape;
 use crate::validate::Checked;
-use crate::expand::weights::init_tokens;
 
 pub struct Steps {
     inference: RowCode,
@@ -34,33 +34,56 @@ impl Steps {
         let graph = &forward.graph;
         let naming = naming(forward);
         let outputs = vec![
-            Sink { id: forward.h, target: unit_sink("h_out", false) },
-            Sink { id: forward.c, target: unit_sink("c_out", false) },
+            Sink {
+                id: forward.h,
+                target: unit_sink("h_out", false),
+            },
+            Sink {
+                id: forward.c,
+                target: unit_sink("c_out", false),
+            },
         ];
         let inference = schedule::emit_row(graph, &naming, &outputs, &HashMap::new());
 
         let shared_grad = backward.dzx == backward.dzh;
         let mut backward_sinks = Vec::new();
         for (s, letter) in forward.letters.iter().enumerate() {
-            backward_sinks.push(Sink { id: backward.dzx[s], target: unit_sink(&format!("dzx_{letter}"), false) });
+            backward_sinks.push(Sink {
+                id: backward.dzx[s],
+                target: unit_sink(&format!("dzx_{letter}"), false),
+            });
             if !shared_grad {
-                backward_sinks
-                    .push(Sink { id: backward.dzh[s], target: unit_sink(&format!("dzh_{letter}"), false) });
+                backward_sinks.push(Sink {
+                    id: backward.dzh[s],
+                    target: unit_sink(&format!("dzh_{letter}"), false),
+                });
             }
-            backward_sinks
-                .push(Sink { id: backward.dbias_ih[s], target: unit_sink(&format!("db_ih_{letter}"), true) });
-            backward_sinks
-                .push(Sink { id: backward.dbias_hh[s], target: unit_sink(&format!("db_hh_{letter}"), true) });
+            backward_sinks.push(Sink {
+                id: backward.dbias_ih[s],
+                target: unit_sink(&format!("db_ih_{letter}"), true),
+            });
+            backward_sinks.push(Sink {
+                id: backward.dbias_hh[s],
+                target: unit_sink(&format!("db_hh_{letter}"), true),
+            });
         }
-        backward_sinks.push(Sink { id: backward.dc_prev, target: unit_sink("dc_prev_out", false) });
+        backward_sinks.push(Sink {
+            id: backward.dc_prev,
+            target: unit_sink("dc_prev_out", false),
+        });
         if checked.reads_h_prev {
-            backward_sinks.push(Sink { id: backward.dh_prev, target: unit_sink("dh_prev_out", false) });
+            backward_sinks.push(Sink {
+                id: backward.dh_prev,
+                target: unit_sink("dh_prev_out", false),
+            });
         }
         for (p, param) in checked.spec.params.iter().enumerate() {
             let grads = &backward.dparams[p];
             match param.shape {
-                ParamShape::PerUnit => backward_sinks
-                    .push(Sink { id: grads[0], target: unit_sink(&format!("grad_{}", param.ident), true) }),
+                ParamShape::PerUnit => backward_sinks.push(Sink {
+                    id: grads[0],
+                    target: unit_sink(&format!("grad_{}", param.ident), true),
+                }),
                 ParamShape::Scalar => backward_sinks.push(Sink {
                     id: grads[0],
                     target: SinkTarget::Row {
@@ -82,26 +105,48 @@ impl Steps {
 
         let roots: Vec<Id> = backward_sinks.iter().map(|s| s.id).collect();
         let frontier = frontier(graph, &roots, forward.c);
-        let cached_units: Vec<Id> = frontier.iter().copied().filter(|&id| graph.lane(id) == Lane::Unit).collect();
-        let cached_rows: Vec<Id> = frontier.iter().copied().filter(|&id| graph.lane(id) == Lane::Row).collect();
+        let cached_units: Vec<Id> = frontier
+            .iter()
+            .copied()
+            .filter(|&id| graph.lane(id) == Lane::Unit)
+            .collect();
+        let cached_rows: Vec<Id> = frontier
+            .iter()
+            .copied()
+            .filter(|&id| graph.lane(id) == Lane::Row)
+            .collect();
 
         let mut training_sinks = outputs;
         let mut sources = HashMap::new();
         for (k, &id) in cached_units.iter().enumerate() {
-            training_sinks.push(Sink { id, target: unit_sink(&format!("cache{k}"), false) });
+            training_sinks.push(Sink {
+                id,
+                target: unit_sink(&format!("cache{k}"), false),
+            });
             sources.insert(id, Source::Unit(format_ident!("cache{}", k)));
         }
         for (k, &id) in cached_rows.iter().enumerate() {
             training_sinks.push(Sink {
                 id,
-                target: SinkTarget::Row { slice: format_ident!("cache_rows"), index: k, accumulate: false },
+                target: SinkTarget::Row {
+                    slice: format_ident!("cache_rows"),
+                    index: k,
+                    accumulate: false,
+                },
             });
             sources.insert(id, Source::Row(format_ident!("cache_rows"), k));
         }
         let training = schedule::emit_row(graph, &naming, &training_sinks, &HashMap::new());
         sources.insert(forward.c, Source::Unit(format_ident!("c_new")));
         let backward_code = schedule::emit_row(graph, &naming, &backward_sinks, &sources);
-        Steps { inference, training, backward: backward_code, cached_units, cached_rows, shared_grad }
+        Steps {
+            inference,
+            training,
+            backward: backward_code,
+            cached_units,
+            cached_rows,
+            shared_grad,
+        }
     }
 
     /// The `CellSpec` literal.
@@ -148,7 +193,12 @@ impl Steps {
         }
     }
 
-    pub fn functions(&self, checked: &Checked, forward: &Forward, backward: &Backward) -> TokenStream {
+    pub fn functions(
+        &self,
+        checked: &Checked,
+        forward: &Forward,
+        backward: &Backward,
+    ) -> TokenStream {
         let krate = &checked.spec.krate;
         let letters = &forward.letters;
         let gates = n(letters.len());
@@ -157,7 +207,8 @@ impl Steps {
             let hidden = self.weight_ih.nrows() / #gates;
             let gates_len = #gates * hidden;
         };
-        let allow = quote!(#[allow(clippy::needless_range_loop, clippy::too_many_lines, unused_variables)]);
+        let allow =
+            quote!(#[allow(clippy::needless_range_loop, clippy::too_many_lines, unused_variables)]);
 
         // Inference.
         let inference = self.forward_fn(checked, forward, &self.inference, false);
@@ -184,18 +235,32 @@ impl Steps {
         }
     }
 
-    fn forward_fn(&self, checked: &Checked, forward: &Forward, code: &RowCode, train: bool) -> TokenStream {
+    fn forward_fn(
+        &self,
+        checked: &Checked,
+        forward: &Forward,
+        code: &RowCode,
+        train: bool,
+    ) -> TokenStream {
         let krate = &checked.spec.krate;
         let body = &code.body;
         let per_call = per_call_leaves(checked, forward, &code.leaves);
         let per_row = per_row_leaves(forward, &code.leaves, quote!(zx_all), quote!(zh_all));
         let spills = n(code.spills);
-        let spill_slices = split_mut_chain(quote!(scratch[row * scratch_len..]), &(0..code.spills).map(|k| Some(format_ident!("spill{}", k))).collect::<Vec<_>>());
+        let spill_slices = split_mut_chain(
+            quote!(scratch[row * scratch_len..]),
+            &(0..code.spills)
+                .map(|k| Some(format_ident!("spill{}", k)))
+                .collect::<Vec<_>>(),
+        );
         let cache_units = n(self.cached_units.len());
         let cache_rows = n(self.cached_rows.len());
         let (cache_check, cache_bind) = if train {
-            let names: Vec<Option<Ident>> = (0..self.cached_units.len()).map(|k| Some(format_ident!("cache{}", k))).collect();
-            let chain = split_mut_chain_rest(quote!(cache_row), &names, format_ident!("cache_rows"));
+            let names: Vec<Option<Ident>> = (0..self.cached_units.len())
+                .map(|k| Some(format_ident!("cache{}", k)))
+                .collect();
+            let chain =
+                split_mut_chain_rest(quote!(cache_row), &names, format_ident!("cache_rows"));
             (
                 quote! {
                     let cache_len = #cache_units * hidden + #cache_rows;
@@ -235,7 +300,12 @@ impl Steps {
         }
     }
 
-    fn backward_fn(&self, checked: &Checked, forward: &Forward, backward: &Backward) -> TokenStream {
+    fn backward_fn(
+        &self,
+        checked: &Checked,
+        forward: &Forward,
+        backward: &Backward,
+    ) -> TokenStream {
         let krate = &checked.spec.krate;
         let code = &self.backward;
         let body = &code.body;
@@ -243,7 +313,12 @@ impl Steps {
         let per_call = per_call_leaves(checked, forward, &code.leaves);
         let per_row = per_row_leaves(forward, &code.leaves, quote!(zx_unused), quote!(zh_unused));
         let spills = n(code.spills);
-        let spill_slices = split_mut_chain(quote!(scratch[row * scratch_len..]), &(0..code.spills).map(|k| Some(format_ident!("spill{}", k))).collect::<Vec<_>>());
+        let spill_slices = split_mut_chain(
+            quote!(scratch[row * scratch_len..]),
+            &(0..code.spills)
+                .map(|k| Some(format_ident!("spill{}", k)))
+                .collect::<Vec<_>>(),
+        );
         let cache_units = n(self.cached_units.len());
         let cache_rows = n(self.cached_rows.len());
         let cache_slices = (0..self.cached_units.len()).map(|k| {
@@ -252,19 +327,29 @@ impl Steps {
             quote!(let #name = &cache_row[#k * hidden..][..hidden];)
         });
         let gate_slices = |stem: &str, all: TokenStream| {
-            let names: Vec<Option<Ident>> =
-                letters.iter().map(|l| Some(format_ident!("{}_{}", stem, l))).collect();
+            let names: Vec<Option<Ident>> = letters
+                .iter()
+                .map(|l| Some(format_ident!("{}_{}", stem, l)))
+                .collect();
             let chain = split_mut_chain(all.clone(), &names);
             quote! { #chain }
         };
         let dzx = gate_slices("dzx", quote!(dzx_row));
-        let dzh = if self.shared_grad { quote!() } else { gate_slices("dzh", quote!(dzh_row)) };
+        let dzh = if self.shared_grad {
+            quote!()
+        } else {
+            gate_slices("dzh", quote!(dzh_row))
+        };
         let dzh_row = if self.shared_grad {
             quote!()
         } else {
             quote!(let dzh_row = &mut dzh_all[row * gates_len..][..gates_len];)
         };
-        let dzh_check = if self.shared_grad { quote!(true) } else { quote!(dzh_all.len() >= rows * gates_len) };
+        let dzh_check = if self.shared_grad {
+            quote!(true)
+        } else {
+            quote!(dzh_all.len() >= rows * gates_len)
+        };
         let db_ih = gate_slices("db_ih", quote!(dbias_ih));
         let db_hh = gate_slices("db_hh", quote!(dbias_hh));
         let param_grads = checked.spec.params.iter().enumerate().map(|(p, param)| {
@@ -295,7 +380,11 @@ impl Steps {
             quote!()
         };
         let uses_c_new = body.to_string().contains("c_new");
-        let c_new = if uses_c_new { quote!(let c_new = &c_all[row * hidden..][..hidden];) } else { quote!() };
+        let c_new = if uses_c_new {
+            quote!(let c_new = &c_all[row * hidden..][..hidden];)
+        } else {
+            quote!()
+        };
         quote! {
             let #krate::BackwardIo {
                 rows, dh: dh_all, dc: dc_all, c_prev: c_prev_all, c: c_all, h_prev: h_prev_all,
@@ -347,11 +436,17 @@ fn n(value: usize) -> proc_macro2::Literal {
 }
 
 fn unit_sink(name: &str, accumulate: bool) -> SinkTarget {
-    SinkTarget::Unit { slice: format_ident!("{}", name), accumulate }
+    SinkTarget::Unit {
+        slice: format_ident!("{}", name),
+        accumulate,
+    }
 }
 
 pub fn naming(forward: &Forward) -> Naming {
-    Naming { letters: forward.letters.clone(), params: forward.params.clone() }
+    Naming {
+        letters: forward.letters.clone(),
+        params: forward.params.clone(),
+    }
 }
 
 /// Bindings made once per call: bias and parameter slices, the unit count.
@@ -383,7 +478,9 @@ fn per_call_leaves(checked: &Checked, forward: &Forward, leaves: &BTreeSet<Leaf>
             Leaf::GateParam(p, s) => {
                 let field = &checked.spec.params[p].ident;
                 if params_bound.insert(p) {
-                    out.extend(quote!(let #field = &#krate::__private::slice(&self.#field)[..gates_len];));
+                    out.extend(
+                        quote!(let #field = &#krate::__private::slice(&self.#field)[..gates_len];),
+                    );
                 }
                 let s = n(s);
                 out.extend(quote!(let #name = &#field[#s * hidden..][..hidden];));
@@ -395,7 +492,12 @@ fn per_call_leaves(checked: &Checked, forward: &Forward, leaves: &BTreeSet<Leaf>
 }
 
 /// Bindings made per batch row: the row's slices of the step inputs.
-fn per_row_leaves(forward: &Forward, leaves: &BTreeSet<Leaf>, zx_all: TokenStream, zh_all: TokenStream) -> TokenStream {
+fn per_row_leaves(
+    forward: &Forward,
+    leaves: &BTreeSet<Leaf>,
+    zx_all: TokenStream,
+    zh_all: TokenStream,
+) -> TokenStream {
     let naming = naming(forward);
     let mut out = TokenStream::new();
     for leaf in leaves {
@@ -403,11 +505,15 @@ fn per_row_leaves(forward: &Forward, leaves: &BTreeSet<Leaf>, zx_all: TokenStrea
         match *leaf {
             Leaf::Zx(s) => {
                 let s = n(s);
-                out.extend(quote!(let #name = &#zx_all[row * gates_len + #s * hidden..][..hidden];));
+                out.extend(
+                    quote!(let #name = &#zx_all[row * gates_len + #s * hidden..][..hidden];),
+                );
             }
             Leaf::Zh(s) => {
                 let s = n(s);
-                out.extend(quote!(let #name = &#zh_all[row * gates_len + #s * hidden..][..hidden];));
+                out.extend(
+                    quote!(let #name = &#zh_all[row * gates_len + #s * hidden..][..hidden];),
+                );
             }
             Leaf::CPrev => out.extend(quote!(let c_prev = &c_prev_all[row * hidden..][..hidden];)),
             Leaf::HPrev => out.extend(quote!(let h_prev = &h_prev_all[row * hidden..][..hidden];)),
@@ -420,7 +526,9 @@ fn per_row_leaves(forward: &Forward, leaves: &BTreeSet<Leaf>, zx_all: TokenStrea
 /// `let (a, rest) = rest.split_at_mut(hidden); …` binding each named chunk of `hidden` values.
 fn split_mut_chain(base: TokenStream, names: &[Option<Ident>]) -> TokenStream {
     let last_used = names.iter().rposition(Option::is_some);
-    let Some(last) = last_used else { return quote!() };
+    let Some(last) = last_used else {
+        return quote!();
+    };
     let mut out = quote!(let rest = &mut #base[..];);
     if last == 0 && names.len() == 1 {
         let name = &names[0];
@@ -441,7 +549,11 @@ fn split_mut_chain(base: TokenStream, names: &[Option<Ident>]) -> TokenStream {
 }
 
 /// As [`split_mut_chain`], binding what remains after the chunks to `rest_name`.
-fn split_mut_chain_rest(base: TokenStream, names: &[Option<Ident>], rest_name: Ident) -> TokenStream {
+fn split_mut_chain_rest(
+    base: TokenStream,
+    names: &[Option<Ident>],
+    rest_name: Ident,
+) -> TokenStream {
     let mut out = quote!(let rest = &mut #base[..];);
     for name in names {
         let bind = match name {
@@ -506,21 +618,25 @@ fn frontier(graph: &Graph, backward_roots: &[Id], c_new: Id) -> Vec<Id> {
         )
     };
     loop {
-        let replacement = frontier.iter().copied().filter(|&id| cheap(id)).find_map(|id| {
-            let mut base = BTreeSet::new();
-            let mut stack = graph.node(id).inputs();
-            while let Some(input) = stack.pop() {
-                if available(input) || frontier.contains(&input) {
-                    continue;
+        let replacement = frontier
+            .iter()
+            .copied()
+            .filter(|&id| cheap(id))
+            .find_map(|id| {
+                let mut base = BTreeSet::new();
+                let mut stack = graph.node(id).inputs();
+                while let Some(input) = stack.pop() {
+                    if available(input) || frontier.contains(&input) {
+                        continue;
+                    }
+                    if cheap(input) {
+                        stack.extend(graph.node(input).inputs());
+                    } else {
+                        base.insert(input);
+                    }
                 }
-                if cheap(input) {
-                    stack.extend(graph.node(input).inputs());
-                } else {
-                    base.insert(input);
-                }
-            }
-            (base.len() <= 1).then_some((id, base))
-        });
+                (base.len() <= 1).then_some((id, base))
+            });
         match replacement {
             Some((id, base)) => {
                 frontier.remove(&id);

@@ -25,7 +25,11 @@ pub fn structure(checked: &Checked, doc: &str) -> TokenStream {
             },
             init_text(p.init)
         );
-        let separator = if attrs.is_empty() { quote!() } else { quote!(#[doc = ""]) };
+        let separator = if attrs.is_empty() {
+            quote!()
+        } else {
+            quote!(#[doc = ""])
+        };
         quote! {
             #(#attrs)*
             #separator
