@@ -14,6 +14,7 @@ mod float;
 mod layer;
 pub mod linalg;
 pub mod ops;
+mod params;
 pub mod zoo;
 
 pub use cell::{
@@ -25,6 +26,7 @@ pub use float::Float;
 pub use layer::{InitialState, Rnn, RnnOutput};
 pub use lstm_macros::lstm_cell;
 pub use ndarray;
+pub use params::{Gradients, Parameters};
 pub use rand;
 
 /// Helpers the generated code calls; not part of the public API.
