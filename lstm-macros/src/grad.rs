@@ -25,6 +25,8 @@ pub struct Backward {
     pub dzh: Vec<Id>,
     pub dbias_ih: Vec<Id>,
     pub dbias_hh: Vec<Id>,
+    /// `dL/d(constant projection)` per gate slot (empty without a constant).
+    pub dconstant: Vec<Id>,
     pub dc_prev: Id,
     pub dh_prev: Id,
     /// Per parameter: one node (PerUnit, Scalar) or one per gate slot (Gates).
@@ -79,6 +81,10 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
     let dzh = per_slot(graph, Leaf::Zh, "zh");
     let dbias_ih = per_slot(graph, Leaf::BiasIh, "b_ih");
     let dbias_hh = per_slot(graph, Leaf::BiasHh, "b_hh");
+    let dconstant = match &forward.constant {
+        Some(name) => per_slot(graph, Leaf::Constant, name),
+        None => Vec::new(),
+    };
     let dc_prev = leaf_adjoint(graph, Leaf::CPrev, "d_c_prev".into());
     let dh_prev = leaf_adjoint(graph, Leaf::HPrev, "d_h_prev".into());
     let param_lanes = graph.param_lanes.clone();
@@ -98,6 +104,8 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
                 ParamLane::PerUnit | ParamLane::Scalar => {
                     vec![leaf_adjoint(graph, Leaf::Param(p), format!("d_{name}"))]
                 }
+                // Its gradient is `dconstant`; the runtime turns it into the weight's.
+                ParamLane::Constant => Vec::new(),
             }
         })
         .collect();
@@ -106,6 +114,7 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
         dzh,
         dbias_ih,
         dbias_hh,
+        dconstant,
         dc_prev,
         dh_prev,
         dparams,

@@ -34,6 +34,8 @@ pub enum Leaf {
     Param(usize),
     /// The slice of a `Gates` parameter for gate slot `s`.
     GateParam(usize, usize),
+    /// The constant input's projection for gate slot `s`.
+    Constant(usize),
     /// A literal, by its bits (so it can be hashed).
     Lit(u64),
     /// The number of hidden units, as a float (means over units divide by it).
@@ -113,6 +115,8 @@ pub enum ParamLane {
     PerUnit,
     Scalar,
     Gates,
+    /// The constant declaration: never read as a parameter leaf (see [`Leaf::Constant`]).
+    Constant,
 }
 
 #[derive(Default)]
@@ -347,6 +351,8 @@ pub struct Forward {
     pub letters: Vec<&'static str>,
     /// Parameter names, by index.
     pub params: Vec<String>,
+    /// Name of the declared constant input, if any.
+    pub constant: Option<String>,
 }
 
 /// Lowers the checked spec to the forward graph.
@@ -360,6 +366,7 @@ pub fn lower(checked: &Checked) -> Forward {
                 crate::spec::ParamShape::PerUnit => ParamLane::PerUnit,
                 crate::spec::ParamShape::Scalar => ParamLane::Scalar,
                 crate::spec::ParamShape::Gates => ParamLane::Gates,
+                crate::spec::ParamShape::Constant => ParamLane::Constant,
             })
             .collect(),
         ..Graph::default()
@@ -428,6 +435,12 @@ pub fn lower(checked: &Checked) -> Forward {
             .iter()
             .map(|p| p.ident.to_string())
             .collect(),
+        constant: checked
+            .spec
+            .params
+            .iter()
+            .find(|p| p.shape == crate::spec::ParamShape::Constant)
+            .map(|p| p.ident.to_string()),
     }
 }
 
@@ -493,6 +506,7 @@ impl Lowering {
     fn gate_param(&mut self, param: usize, slot: usize) -> Id {
         match self.graph.param_lanes[param] {
             ParamLane::Gates => self.graph.leaf(Leaf::GateParam(param, slot)),
+            ParamLane::Constant => self.graph.leaf(Leaf::Constant(slot)),
             ParamLane::PerUnit | ParamLane::Scalar => self.graph.leaf(Leaf::Param(param)),
         }
     }
@@ -508,10 +522,11 @@ impl Lowering {
             Ref::Pre(Pre::BiasIh) => self.bias_ih[slot],
             Ref::Pre(Pre::BiasHh) => self.bias_hh[slot],
             Ref::Param(p) => self.gate_param(p, slot),
+            Ref::Constant => self.graph.leaf(Leaf::Constant(slot)),
             Ref::CPrev => self.graph.leaf(Leaf::CPrev),
             Ref::HPrev => self.graph.leaf(Leaf::HPrev),
             // validate keeps per-unit names out of gate-wise equations.
-            Ref::Var(_) | Ref::GatePre(..) => self.graph.lit(0.0),
+            Ref::Var(_) | Ref::GatePre(..) | Ref::GateConstant(_) => self.graph.lit(0.0),
         }
     }
 
@@ -532,8 +547,12 @@ impl Lowering {
                     }
                 }
                 Ref::Param(p) => self.graph.leaf(Leaf::Param(p)),
+                Ref::GateConstant(k) => {
+                    let s = self.slot(k);
+                    self.graph.leaf(Leaf::Constant(s))
+                }
                 // validate keeps gate-wise names out of per-unit equations.
-                Ref::Pre(_) => self.graph.lit(0.0),
+                Ref::Pre(_) | Ref::Constant => self.graph.lit(0.0),
             },
             RExpr::Neg(a) => {
                 let a = self.unit(a);

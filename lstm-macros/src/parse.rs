@@ -209,6 +209,7 @@ fn param(field: &syn::Field, errors: &mut Errors) -> Option<Param> {
             Some(t) if t == "PerUnit" => Some(ParamShape::PerUnit),
             Some(t) if t == "Scalar" => Some(ParamShape::Scalar),
             Some(t) if t == "Gates" => Some(ParamShape::Gates),
+            Some(t) if t == "Constant" => Some(ParamShape::Constant),
             _ => None,
         },
         _ => None,
@@ -217,7 +218,8 @@ fn param(field: &syn::Field, errors: &mut Errors) -> Option<Param> {
         errors.push(syn::Error::new_spanned(
             &field.ty,
             "unknown parameter type; expected `PerUnit` (one value per hidden unit), \
-             `Scalar` (one value) or `Gates` (one value per gate and unit)",
+             `Scalar` (one value), `Gates` (one value per gate and unit) or `Constant` \
+             (a per-sequence constant input)",
         ));
     }
     let mut init = Init::Default;

@@ -43,6 +43,7 @@ pub enum Source {
 pub struct Naming {
     pub letters: Vec<&'static str>,
     pub params: Vec<String>,
+    pub constant: Option<String>,
 }
 
 impl Naming {
@@ -58,6 +59,11 @@ impl Naming {
             Leaf::GateParam(p, s) => {
                 ident_tokens(format!("{}_{}", self.params[p], self.letters[s]))
             }
+            Leaf::Constant(s) => ident_tokens(format!(
+                "{}_{}",
+                self.constant.as_deref().unwrap_or("constant"),
+                self.letters[s]
+            )),
             Leaf::Lit(bits) => literal(f64::from_bits(bits)),
             Leaf::Units => quote!(units),
             Leaf::SeedH => quote!(dh),

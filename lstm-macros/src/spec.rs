@@ -35,6 +35,9 @@ pub enum ParamShape {
     PerUnit,
     Scalar,
     Gates,
+    /// Not a parameter but the declaration of the per-sequence constant input; its learned
+    /// projection `weight_{name}` is the weight.
+    Constant,
 }
 
 impl ParamShape {
@@ -43,6 +46,7 @@ impl ParamShape {
             ParamShape::PerUnit => "PerUnit",
             ParamShape::Scalar => "Scalar",
             ParamShape::Gates => "Gates",
+            ParamShape::Constant => "Constant",
         }
     }
 }

@@ -100,6 +100,11 @@ pub enum Ref {
     /// A pre-activation part of whichever gate a gate-wise equation is evaluated for.
     Pre(Pre),
     Param(usize),
+    /// The constant input's projection for one gate (`cond_f`), in a per-unit equation.
+    GateConstant(usize),
+    /// The constant input's projection for whichever gate a gate-wise equation is evaluated
+    /// for (`cond`).
+    Constant,
 }
 
 /// The functions of the spec language.
@@ -194,6 +199,17 @@ const RESERVED_PARAMS: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_h
 
 pub fn check(spec: Spec) -> syn::Result<Checked> {
     let mut errors = Errors::default();
+    for extra in spec
+        .params
+        .iter()
+        .filter(|p| p.shape == ParamShape::Constant)
+        .skip(1)
+    {
+        errors.push(syn::Error::new_spanned(
+            &extra.ident,
+            "a cell takes at most one `Constant`; concatenate conditioning inputs into one",
+        ));
+    }
     for param in &spec.params {
         let name = param.ident.to_string();
         let builtin = Target::parse(&name).is_some()
@@ -262,9 +278,20 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
     let mut gates = BTreeSet::new();
     let mut used_params = BTreeSet::new();
     let mut reads_h_prev = false;
+    let constant = spec
+        .params
+        .iter()
+        .position(|p| p.shape == ParamShape::Constant);
     let mut note = |r: Ref| match r {
         Ref::GatePre(_, k) => {
             gates.insert(k);
+        }
+        Ref::GateConstant(k) => {
+            gates.insert(k);
+            used_params.extend(constant);
+        }
+        Ref::Constant => {
+            used_params.extend(constant);
         }
         Ref::Param(p) => {
             used_params.insert(p);
@@ -565,6 +592,19 @@ fn resolve_name(
     let name = ident.to_string();
     let span = ident.span();
     if let Some(k) = params.iter().position(|p| p.ident == name) {
+        if params[k].shape == ParamShape::Constant {
+            if let Context::PerUnit(_) = context {
+                errors.push(syn::Error::new_spanned(
+                    ident,
+                    format!(
+                        "the constant `{name}` names all gates at once and belongs in a gate-wise \
+                         equation (z, zx, zh); here name one gate's projection, like `{name}_f`"
+                    ),
+                ));
+                return None;
+            }
+            return Some(RExpr::Ref(Ref::Constant, span));
+        }
         if params[k].shape == ParamShape::Gates && matches!(context, Context::PerUnit(_)) {
             errors.push(syn::Error::new_spanned(
                 ident,
@@ -589,6 +629,14 @@ fn resolve_name(
     }
     if let Some(r) = resolve_builtin(&name, context) {
         return Some(RExpr::Ref(r, span));
+    }
+    if let (Context::PerUnit(_), Some((stem, letter))) = (context, name.rsplit_once('_'))
+        && let Some(k) = GATE_LETTERS.iter().position(|g| *g == letter)
+        && params
+            .iter()
+            .any(|p| p.shape == ParamShape::Constant && p.ident == stem)
+    {
+        return Some(RExpr::Ref(Ref::GateConstant(k), span));
     }
     let message = match (name.as_str(), context) {
         ("h", _) => "`h` is the step's output and cannot be read; use `h_prev` for the previous \

@@ -145,6 +145,9 @@ pub struct CellSpec {
     pub gates: &'static [Gate],
     /// Extra parameters, in declaration order.
     pub params: &'static [ParamSpec],
+    /// Name of the per-sequence constant input the spec declares (Keras `constants`), if
+    /// any; its projection weight is `weight_{name}`.
+    pub constant: Option<&'static str>,
     /// The equations of one step, as written and as defaulted.
     pub equations: &'static [Equation],
     /// Whether the step reads `h_prev` elementwise (then `proj_size` cannot be used).
@@ -194,6 +197,9 @@ pub struct CellDims {
     pub recurrent_size: usize,
     /// Whether `bias_ih`/`bias_hh` exist (PyTorch `bias`, Keras `use_bias`).
     pub bias: bool,
+    /// Width `C` of the per-sequence constant input (Keras `constants`) the cell declares;
+    /// 0 for a cell without one.
+    pub constant_size: usize,
 }
 
 impl CellDims {
@@ -204,6 +210,7 @@ impl CellDims {
             hidden_size,
             recurrent_size: hidden_size,
             bias: true,
+            constant_size: 0,
         }
     }
 }
@@ -219,6 +226,9 @@ pub struct Weights<'a, F> {
     pub bias_ih: Option<&'a Array1<F>>,
     /// `(gates · hidden,)`, absent when the cell has no bias.
     pub bias_hh: Option<&'a Array1<F>>,
+    /// Projection of the cell's constant input, `(gates · hidden, constant_size)`, named
+    /// `weight_{constant}`; absent when the spec declares no constant.
+    pub weight_constant: Option<&'a Array2<F>>,
 }
 
 /// Mutable view of the four PyTorch weights every cell has.
@@ -232,6 +242,8 @@ pub struct WeightsMut<'a, F> {
     pub bias_ih: Option<&'a mut Array1<F>>,
     /// `(gates · hidden,)`, absent when the cell has no bias.
     pub bias_hh: Option<&'a mut Array1<F>>,
+    /// Projection of the cell's constant input, `(gates · hidden, constant_size)`.
+    pub weight_constant: Option<&'a mut Array2<F>>,
 }
 
 /// Inputs and outputs of one forward step over a block of `rows` batch rows.
@@ -247,6 +259,9 @@ pub struct StepIo<'a, F> {
     pub bias_ih: &'a [F],
     /// `b_hh`, gate-stacked (`gates·hidden`); zeros when the cell has no bias.
     pub bias_hh: &'a [F],
+    /// The constant input's projection `W_c · constant` (computed once per call, the same
+    /// at every step): `rows × gates·hidden`; empty when the spec declares no constant.
+    pub constant: &'a [F],
     /// Previous cell state: `rows × hidden`.
     pub c_prev: &'a [F],
     /// Previous hidden state: `rows × hidden` if the cell reads it, else may be empty.
@@ -278,6 +293,9 @@ pub struct BackwardIo<'a, F> {
     pub bias_ih: &'a [F],
     /// `b_hh`, gate-stacked (`gates·hidden`); zeros when the cell has no bias.
     pub bias_hh: &'a [F],
+    /// The constant input's projection, as the forward step read it: `rows × gates·hidden`,
+    /// empty when the spec declares no constant.
+    pub constant: &'a [F],
     /// What the training step cached: `rows × spec.cache.len(hidden)`.
     pub cache: &'a [F],
     /// Output `dL/dzx`: `rows × gates·hidden`.
@@ -290,6 +308,9 @@ pub struct BackwardIo<'a, F> {
     /// Output: the part of `dL/dh_prev` that flows through the cell's own elementwise use of
     /// `h_prev` (not through `W_hh`): `rows × hidden` if the cell reads it, else empty.
     pub dh_prev: &'a mut [F],
+    /// Accumulated (`+=`, summed over this row's steps) `dL/d(constant projection)`:
+    /// `rows × gates·hidden`, empty when the spec declares no constant.
+    pub dconstant: &'a mut [F],
     /// Accumulated (`+=`, summed over rows) `dL/db_ih`, gate-stacked (`gates·hidden`); the
     /// runtime passes a throw-away buffer when the cell has no bias.
     pub dbias_ih: &'a mut [F],

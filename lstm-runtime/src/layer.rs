@@ -173,6 +173,7 @@ impl<C: Cell> Rnn<C> {
             zh: flat(&buffers.zh),
             bias_ih: &biases.ih,
             bias_hh: &biases.hh,
+            constant: &[],
             c_prev: flat(&state.c),
             h_prev,
             h: flat_mut(&mut buffers.h),
@@ -235,6 +236,15 @@ impl<C: Cell> Rnn<C> {
     /// them.
     fn checked_dims(&self) -> Result<CellDims> {
         let dims = self.cell.dims();
+        if let Some(constant) = C::SPEC.constant {
+            return Err(Error::Config {
+                option: "constants".into(),
+                reason: format!(
+                    "the cell reads the constant input `{constant}`, which `Rnn` does not take; \
+                     run it in a layer that is given constants"
+                ),
+            });
+        }
         if dims.recurrent_size != dims.hidden_size {
             return Err(Error::Config {
                 option: "recurrent_size".into(),

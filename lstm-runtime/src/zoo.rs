@@ -50,6 +50,30 @@ pub struct Cifg;
 #[lstm_cell(i = hard_sigmoid(z_i), f = hard_sigmoid(z_f), o = hard_sigmoid(z_o))]
 pub struct HardSigmoid;
 
+/// The layer-normalised LSTM of Ba et al. (2016) as haste's `LayerNormLSTM` defines it: the
+/// input and recurrent projections are each normalised across all gates and units (with a
+/// learned gain, the biases acting as shift), and the cell state is normalised inside `h`
+/// (`c` itself is carried unnormalised).
+#[lstm_cell(
+    zx = layer_norm(zx, gamma_x),
+    zh = layer_norm(zh, gamma_h),
+    h = o * tanh(layer_norm(c, gamma_c, beta_c))
+)]
+pub struct LayerNorm {
+    /// Gain of the normalised input projection.
+    #[init(ones)]
+    gamma_x: Gates,
+    /// Gain of the normalised recurrent projection.
+    #[init(ones)]
+    gamma_h: Gates,
+    /// Gain of the normalised cell state.
+    #[init(ones)]
+    gamma_c: PerUnit,
+    /// Shift of the normalised cell state.
+    #[init(zeros)]
+    beta_c: PerUnit,
+}
+
 /// Every zoo cell's spec, in the order `lstm cells` lists them.
 pub fn all() -> &'static [&'static CellSpec] {
     const ALL: &[&CellSpec] = &[
@@ -59,6 +83,7 @@ pub fn all() -> &'static [&'static CellSpec] {
         <Peephole as Cell>::SPEC,
         <Cifg as Cell>::SPEC,
         <HardSigmoid as Cell>::SPEC,
+        <LayerNorm as Cell>::SPEC,
     ];
     ALL
 }

@@ -2,8 +2,8 @@
 //! forward step, for every zoo cell, in f64. One step, several batch rows: every input of the
 //! step (zx, zh, c_prev, h_prev, both biases) and every spec parameter is perturbed.
 
-use lstm_runtime::zoo::{Cifg, ForgetBias, HardSigmoid, Lstm, Peephole, ScaledForget};
-use lstm_runtime::{BackwardIo, Cell, CellDims, StepIo};
+use lstm_runtime::zoo::{Cifg, ForgetBias, HardSigmoid, LayerNorm, Lstm, Peephole, ScaledForget};
+use lstm_runtime::{BackwardIo, Cell, CellDims, StepIo, lstm_cell};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -20,6 +20,8 @@ struct Inputs {
     bias_hh: Vec<f64>,
     c_prev: Vec<f64>,
     h_prev: Vec<f64>,
+    /// The constant input's projection (empty for a cell without one).
+    constant: Vec<f64>,
 }
 
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
@@ -38,6 +40,7 @@ fn forward<C: Cell<Elem = f64>>(cell: &C, x: &Inputs) -> (Vec<f64>, Vec<f64>) {
         zh: &x.zh,
         bias_ih: &x.bias_ih,
         bias_hh: &x.bias_hh,
+        constant: &x.constant,
         c_prev: &x.c_prev,
         h_prev: &x.h_prev,
         h: &mut h,
@@ -85,6 +88,10 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
         bias_hh: random(&mut rng, gates, 0.5),
         c_prev: random(&mut rng, ROWS * HIDDEN, 1.0),
         h_prev: random(&mut rng, ROWS * HIDDEN, 1.0),
+        constant: match spec.constant {
+            Some(_) => random(&mut rng, ROWS * gates, 1.0),
+            None => Vec::new(),
+        },
     };
     let dh = random(&mut rng, ROWS * HIDDEN, 1.0);
     let dc = random(&mut rng, ROWS * HIDDEN, 1.0);
@@ -102,6 +109,7 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
             zh: &x.zh,
             bias_ih: &x.bias_ih,
             bias_hh: &x.bias_hh,
+            constant: &x.constant,
             c_prev: &x.c_prev,
             h_prev: &x.h_prev,
             h: &mut h,
@@ -124,6 +132,7 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
     ];
     let mut dc_prev = vec![0.0; ROWS * HIDDEN];
     let mut dh_prev = vec![0.0; if spec.reads_h_prev { ROWS * HIDDEN } else { 0 }];
+    let mut dconstant = vec![0.0; x.constant.len()];
     let mut dbias_ih = vec![0.0; gates];
     let mut dbias_hh = vec![0.0; gates];
     let mut back_scratch = vec![0.0; ROWS * spec.backward_scratch.len(HIDDEN)];
@@ -138,11 +147,13 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
             h_prev: &x.h_prev,
             bias_ih: &x.bias_ih,
             bias_hh: &x.bias_hh,
+            constant: &x.constant,
             cache: &cache,
             dzx: &mut dzx,
             dzh: &mut dzh,
             dc_prev: &mut dc_prev,
             dh_prev: &mut dh_prev,
+            dconstant: &mut dconstant,
             dbias_ih: &mut dbias_ih,
             dbias_hh: &mut dbias_hh,
             scratch: &mut back_scratch,
@@ -154,7 +165,8 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
     }
 
     type Field = fn(&mut Inputs) -> &mut Vec<f64>;
-    let fields: [(&str, Field, &[f64]); 5] = [
+    let fields: [(&str, Field, &[f64]); 6] = [
+        ("constant", |x| &mut x.constant, &dconstant),
         ("zx", |x| &mut x.zx, &dzx),
         ("zh", |x| &mut x.zh, &dzh),
         ("bias_ih", |x| &mut x.bias_ih, &dbias_ih),
@@ -222,6 +234,23 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
             );
         }
     }
+}
+
+/// Every gate conditioned on the constant input, the forget gate twice over.
+#[lstm_cell(crate = "lstm_runtime", z = z + cond, f = sigmoid(z_f + cond_f * c_prev))]
+pub struct Conditioned {
+    cond: Constant,
+}
+
+#[test]
+fn constant_step_gradients() {
+    assert_eq!(Conditioned::<f64>::SPEC.constant, Some("cond"));
+    check::<Conditioned<f64>>(7);
+}
+
+#[test]
+fn layer_norm_step_gradients() {
+    check::<LayerNorm<f64>>(8);
 }
 
 #[test]

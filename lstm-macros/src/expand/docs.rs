@@ -45,6 +45,7 @@ pub fn cell_docs(checked: &Checked) -> String {
                     ParamShape::PerUnit => "per unit",
                     ParamShape::Scalar => "scalar",
                     ParamShape::Gates => "per gate and unit",
+                    ParamShape::Constant => "constant input, projected by a learned weight",
                 };
                 format!("`{}` ({shape})", p.ident)
             })

@@ -24,7 +24,7 @@ pub fn cell(checked: &Checked) -> TokenStream {
     let structure = weights::structure(checked, &doc);
     let constructors = weights::constructors(checked);
     let spec = steps.spec_const(checked);
-    let step_fns = steps.functions(checked, &forward, &backward);
+    let step_fns = steps.functions(checked, &forward);
 
     quote! {
         #structure

@@ -92,6 +92,8 @@ impl Steps {
                         accumulate: true,
                     },
                 }),
+                // The constant's gradient is `dconstant`, sunk below.
+                ParamShape::Constant => {}
                 ParamShape::Gates => {
                     for (s, letter) in forward.letters.iter().enumerate() {
                         backward_sinks.push(Sink {
@@ -103,6 +105,14 @@ impl Steps {
             }
         }
 
+        for (s, letter) in forward.letters.iter().enumerate() {
+            if let Some(&id) = backward.dconstant.get(s) {
+                backward_sinks.push(Sink {
+                    id,
+                    target: unit_sink(&format!("dconst_{letter}"), true),
+                });
+            }
+        }
         let roots: Vec<Id> = backward_sinks.iter().map(|s| s.id).collect();
         let frontier = frontier(graph, &roots, forward.c);
         let cached_units: Vec<Id> = frontier
@@ -161,7 +171,14 @@ impl Steps {
             2 => quote!(#krate::Gate::Cell),
             _ => quote!(#krate::Gate::Output),
         });
-        let params = spec.params.iter().map(|p| {
+        let constant = match spec.params.iter().find(|p| p.shape == ParamShape::Constant) {
+            Some(p) => {
+                let name = p.ident.to_string();
+                quote!(::core::option::Option::Some(#name))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let params = spec.params.iter().filter(|p| p.shape != ParamShape::Constant).map(|p| {
             let name = p.ident.to_string();
             let shape = format_ident!("{}", p.shape.variant());
             let init = init_tokens(krate, p.init);
@@ -183,6 +200,7 @@ impl Steps {
                 type_name: #type_name,
                 gates: &[#(#gates),*],
                 params: &[#(#params),*],
+                constant: #constant,
                 equations: &[#(#equations),*],
                 reads_h_prev: #reads_h_prev,
                 scratch: #krate::Workspace { per_unit: #scratch, per_row: 0 },
@@ -193,12 +211,7 @@ impl Steps {
         }
     }
 
-    pub fn functions(
-        &self,
-        checked: &Checked,
-        forward: &Forward,
-        backward: &Backward,
-    ) -> TokenStream {
+    pub fn functions(&self, checked: &Checked, forward: &Forward) -> TokenStream {
         let krate = &checked.spec.krate;
         let letters = &forward.letters;
         let gates = n(letters.len());
@@ -213,7 +226,7 @@ impl Steps {
         // Inference.
         let inference = self.forward_fn(checked, forward, &self.inference, false);
         let training = self.forward_fn(checked, forward, &self.training, true);
-        let backward_fn = self.backward_fn(checked, forward, backward);
+        let backward_fn = self.backward_fn(checked, forward);
         quote! {
             #allow
             fn step(&self, io: #krate::StepIo<'_, F>) {
@@ -274,14 +287,16 @@ impl Steps {
         } else {
             (quote!(), quote!())
         };
+        let constant_len = n(usize::from(forward.constant.is_some()));
         quote! {
             let #krate::StepIo {
-                rows, zx: zx_all, zh: zh_all, bias_ih, bias_hh, c_prev: c_prev_all,
-                h_prev: h_prev_all, h: h_all, c: c_all, scratch,
+                rows, zx: zx_all, zh: zh_all, bias_ih, bias_hh, constant: constant_all,
+                c_prev: c_prev_all, h_prev: h_prev_all, h: h_all, c: c_all, scratch,
             } = io;
             let scratch_len = #spills * hidden;
             assert!(
                 zx_all.len() >= rows * gates_len && zh_all.len() >= rows * gates_len
+                    && (#constant_len == 0 || constant_all.len() >= rows * gates_len)
                     && bias_ih.len() >= gates_len && bias_hh.len() >= gates_len
                     && c_prev_all.len() >= rows * hidden && h_all.len() >= rows * hidden
                     && c_all.len() >= rows * hidden && scratch.len() >= rows * scratch_len,
@@ -300,12 +315,7 @@ impl Steps {
         }
     }
 
-    fn backward_fn(
-        &self,
-        checked: &Checked,
-        forward: &Forward,
-        backward: &Backward,
-    ) -> TokenStream {
+    fn backward_fn(&self, checked: &Checked, forward: &Forward) -> TokenStream {
         let krate = &checked.spec.krate;
         let code = &self.backward;
         let body = &code.body;
@@ -352,11 +362,12 @@ impl Steps {
         };
         let db_ih = gate_slices("db_ih", quote!(dbias_ih));
         let db_hh = gate_slices("db_hh", quote!(dbias_hh));
-        let param_grads = checked.spec.params.iter().enumerate().map(|(p, param)| {
+        let param_grads = checked.spec.params.iter().map(|param| {
             let field = &param.ident;
             let grad = format_ident!("grad_{}", param.ident);
-            let _ = &backward.dparams[p];
             match param.shape {
+                // The runtime turns the constant's `dconstant` into its weight's gradient.
+                ParamShape::Constant => quote!(),
                 ParamShape::PerUnit => quote! {
                     let #grad = &mut #krate::__private::slice_mut(&mut grads.#field)[..hidden];
                 },
@@ -379,6 +390,16 @@ impl Steps {
         } else {
             quote!()
         };
+        let constant_len = n(usize::from(forward.constant.is_some()));
+        let dconstant = if forward.constant.is_some() {
+            let chain = gate_slices("dconst", quote!(dconst_row));
+            quote! {
+                let dconst_row = &mut dconstant_all[row * gates_len..][..gates_len];
+                #chain
+            }
+        } else {
+            quote!()
+        };
         let uses_c_new = body.to_string().contains("c_new");
         let c_new = if uses_c_new {
             quote!(let c_new = &c_all[row * hidden..][..hidden];)
@@ -388,8 +409,9 @@ impl Steps {
         quote! {
             let #krate::BackwardIo {
                 rows, dh: dh_all, dc: dc_all, c_prev: c_prev_all, c: c_all, h_prev: h_prev_all,
-                bias_ih, bias_hh, cache, dzx: dzx_all, dzh: dzh_all, dc_prev: dc_prev_all,
-                dh_prev: dh_prev_all, dbias_ih, dbias_hh, scratch,
+                bias_ih, bias_hh, constant: constant_all, cache, dzx: dzx_all, dzh: dzh_all,
+                dc_prev: dc_prev_all, dh_prev: dh_prev_all, dconstant: dconstant_all, dbias_ih,
+                dbias_hh, scratch,
             } = io;
             let scratch_len = #spills * hidden;
             let cache_len = #cache_units * hidden + #cache_rows;
@@ -400,7 +422,9 @@ impl Steps {
                     && #dzh_check && dc_prev_all.len() >= rows * hidden
                     && bias_ih.len() >= gates_len && bias_hh.len() >= gates_len
                     && dbias_ih.len() >= gates_len && dbias_hh.len() >= gates_len
-                    && scratch.len() >= rows * scratch_len,
+                    && scratch.len() >= rows * scratch_len
+                    && (#constant_len == 0 || (constant_all.len() >= rows * gates_len
+                        && dconstant_all.len() >= rows * gates_len)),
                 "backward buffers are smaller than the Cell contract requires"
             );
             let dbias_ih = &mut dbias_ih[..gates_len];
@@ -423,6 +447,7 @@ impl Steps {
                 #dzh
                 let dc_prev_out = &mut dc_prev_all[row * hidden..][..hidden];
                 #h_prev_out
+                #dconstant
                 #spill_slices
                 #body
             }
@@ -446,6 +471,7 @@ pub fn naming(forward: &Forward) -> Naming {
     Naming {
         letters: forward.letters.clone(),
         params: forward.params.clone(),
+        constant: forward.constant.clone(),
     }
 }
 
@@ -517,6 +543,12 @@ fn per_row_leaves(
             }
             Leaf::CPrev => out.extend(quote!(let c_prev = &c_prev_all[row * hidden..][..hidden];)),
             Leaf::HPrev => out.extend(quote!(let h_prev = &h_prev_all[row * hidden..][..hidden];)),
+            Leaf::Constant(s) => {
+                let s = n(s);
+                out.extend(
+                    quote!(let #name = &constant_all[row * gates_len + #s * hidden..][..hidden];),
+                );
+            }
             _ => {}
         }
     }
@@ -587,6 +619,7 @@ fn frontier(graph: &Graph, backward_roots: &[Id], c_new: Id) -> Vec<Id> {
                         | Leaf::HPrev
                         | Leaf::Param(_)
                         | Leaf::GateParam(..)
+                        | Leaf::Constant(_)
                         | Leaf::Lit(_)
                         | Leaf::Units
                 )

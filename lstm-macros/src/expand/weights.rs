@@ -15,6 +15,20 @@ pub fn structure(checked: &Checked, doc: &str) -> TokenStream {
     let params = spec.params.iter().map(|p| {
         let name = &p.ident;
         let attrs = &p.attrs;
+        if p.shape == ParamShape::Constant {
+            let weight = format_ident!("weight_{}", name);
+            let line = format!(
+                " Projection of the constant input `{name}`: `(gates · hidden_size, constant_size)`, \
+                 initialised {}. Equations read `{name}` (gate-wise) or `{name}_f` (one gate) as \
+                 `{weight} · {name}`, computed once per call.",
+                init_text(p.init)
+            );
+            return quote! {
+                #(#attrs)*
+                #[doc = #line]
+                pub #weight: #krate::ndarray::Array2<F>,
+            };
+        }
         let line = format!(
             " `{}`: {}, initialised {}.",
             name,
@@ -22,6 +36,7 @@ pub fn structure(checked: &Checked, doc: &str) -> TokenStream {
                 ParamShape::PerUnit => "one value per hidden unit, shape `(hidden_size,)`",
                 ParamShape::Scalar => "a single value, shape `(1,)`",
                 ParamShape::Gates => "one value per gate and unit, shape `(gates · hidden_size,)`",
+                ParamShape::Constant => "",
             },
             init_text(p.init)
         );
@@ -81,14 +96,52 @@ pub fn constructors(checked: &Checked) -> TokenStream {
     let spec = &checked.spec;
     let krate = &spec.krate;
     let gates = checked.gates.len();
-    let names: Vec<_> = spec.params.iter().map(|p| &p.ident).collect();
+    let vectors: Vec<_> = spec
+        .params
+        .iter()
+        .filter(|p| p.shape != ParamShape::Constant)
+        .collect();
+    let names: Vec<_> = vectors.iter().map(|p| &p.ident).collect();
     let name_strs: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let lens = spec.params.iter().map(|p| match p.shape {
+    let constant = spec.params.iter().find(|p| p.shape == ParamShape::Constant);
+    let constant_field = constant.map(|p| format_ident!("weight_{}", p.ident));
+    let constant_key = constant.map(|p| format!("weight_{}", p.ident));
+    let constant_zeros = constant_field
+        .iter()
+        .map(|f| quote!(#f: #krate::ndarray::Array2::zeros((rows, dims.constant_size)),));
+    let constant_init = constant.map(|p| {
+        let field = format_ident!("weight_{}", p.ident);
+        let init = init_tokens(krate, p.init);
+        quote!(#init.fill(#krate::__private::slice2_mut(&mut cell.#field), dims.hidden_size, rng);)
+    });
+    let constant_size = match &constant_field {
+        Some(f) => quote!(self.#f.ncols()),
+        None => quote!(0),
+    };
+    let (constant_ref, constant_mut) = match &constant_field {
+        Some(f) => (
+            quote!(::core::option::Option::Some(&self.#f)),
+            quote!(::core::option::Option::Some(&mut self.#f)),
+        ),
+        None => (
+            quote!(::core::option::Option::None),
+            quote!(::core::option::Option::None),
+        ),
+    };
+    let constant_visit = constant_field
+        .iter()
+        .zip(&constant_key)
+        .map(|(f, key)| quote!(visitor(#key, self.#f.view().into_dyn());));
+    let constant_visit_mut = constant_field
+        .iter()
+        .zip(&constant_key)
+        .map(|(f, key)| quote!(visitor(#key, self.#f.view_mut().into_dyn());));
+    let lens = vectors.iter().map(|p| match p.shape {
         ParamShape::PerUnit => quote!(dims.hidden_size),
         ParamShape::Scalar => quote!(1),
-        ParamShape::Gates => quote!(#gates * dims.hidden_size),
+        ParamShape::Gates | ParamShape::Constant => quote!(#gates * dims.hidden_size),
     });
-    let inits = spec.params.iter().map(|p| {
+    let inits = vectors.iter().map(|p| {
         let name = &p.ident;
         let init = init_tokens(krate, p.init);
         quote!(#init.fill(#krate::__private::slice_mut(&mut cell.#name), dims.hidden_size, rng);)
@@ -108,6 +161,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 #krate::Init::Default.fill(values, dims.hidden_size, rng);
             }
             #(#inits)*
+            #constant_init
             cell
         }
 
@@ -119,6 +173,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 bias_ih: dims.bias.then(|| #krate::ndarray::Array1::zeros(rows)),
                 bias_hh: dims.bias.then(|| #krate::ndarray::Array1::zeros(rows)),
                 #(#names: #krate::ndarray::Array1::zeros(#lens),)*
+                #(#constant_zeros)*
             }
         }
 
@@ -128,6 +183,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 hidden_size: self.weight_ih.nrows() / #gates,
                 recurrent_size: self.weight_hh.ncols(),
                 bias: self.bias_ih.is_some(),
+                constant_size: #constant_size,
             }
         }
 
@@ -137,6 +193,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 weight_hh: &self.weight_hh,
                 bias_ih: self.bias_ih.as_ref(),
                 bias_hh: self.bias_hh.as_ref(),
+                weight_constant: #constant_ref,
             }
         }
 
@@ -146,6 +203,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 weight_hh: &mut self.weight_hh,
                 bias_ih: self.bias_ih.as_mut(),
                 bias_hh: self.bias_hh.as_mut(),
+                weight_constant: #constant_mut,
             }
         }
 
@@ -159,6 +217,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 visitor("bias_hh", bias.view().into_dyn());
             }
             #(visitor(#name_strs, self.#names.view().into_dyn());)*
+            #(#constant_visit)*
         }
 
         fn visit_mut(
@@ -174,6 +233,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 visitor("bias_hh", bias.view_mut().into_dyn());
             }
             #(visitor(#name_strs, self.#names.view_mut().into_dyn());)*
+            #(#constant_visit_mut)*
         }
     }
 }

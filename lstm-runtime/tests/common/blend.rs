@@ -61,6 +61,7 @@ impl<F: Float> Cell for Blend<F> {
             shape: ParamShape::PerUnit,
             init: Init::Default,
         }],
+        constant: None,
         equations: &[],
         reads_h_prev: true,
         scratch: Workspace {
@@ -117,6 +118,7 @@ impl<F: Float> Cell for Blend<F> {
             weight_hh: &self.weight_hh,
             bias_ih: self.bias_ih.as_ref(),
             bias_hh: self.bias_hh.as_ref(),
+            weight_constant: None,
         }
     }
 
@@ -126,6 +128,7 @@ impl<F: Float> Cell for Blend<F> {
             weight_hh: &mut self.weight_hh,
             bias_ih: self.bias_ih.as_mut(),
             bias_hh: self.bias_hh.as_mut(),
+            weight_constant: None,
         }
     }
 

@@ -68,6 +68,7 @@ impl<F: Float> Cell for HandLstm<F> {
         type_name: "HandLstm",
         gates: &Gate::ALL,
         params: &[],
+        constant: None,
         equations: &[],
         reads_h_prev: false,
         // The activated gates, so a wrongly sized scratch buffer shows.
@@ -122,6 +123,7 @@ impl<F: Float> Cell for HandLstm<F> {
             weight_hh: &self.weight_hh,
             bias_ih: self.bias_ih.as_ref(),
             bias_hh: self.bias_hh.as_ref(),
+            weight_constant: None,
         }
     }
 
@@ -131,6 +133,7 @@ impl<F: Float> Cell for HandLstm<F> {
             weight_hh: &mut self.weight_hh,
             bias_ih: self.bias_ih.as_mut(),
             bias_hh: self.bias_hh.as_mut(),
+            weight_constant: None,
         }
     }
 
