@@ -1,0 +1,573 @@
+#!/usr/bin/env python3
+"""Parity fixtures: what real PyTorch and real Keras 3 compute, for the Rust tests to match.
+
+Writes one directory per case under `tests/fixtures/` (or the directory given as the first
+argument). CI never runs this: the fixtures are committed, and the Rust tests only read them.
+Regenerate with the pinned versions of `scripts/requirements.txt`:
+
+    python -m venv venv && venv/bin/pip install -r scripts/requirements.txt
+    venv/bin/python scripts/fixtures.py
+
+Keras runs on its torch backend (`KERAS_BACKEND=torch`, set below before Keras is imported),
+so one autograd computes the gradients of both frameworks' cases.
+
+A case directory holds (see `write_case`):
+
+- `case.json`: the cell (`cell`, a zoo name), the layer's configuration (`num_layers`,
+  `bidirectional`, `merge_mode`, `proj_size`, `bias`, `batch_first`, `go_backwards`,
+  `return_sequences`, `zero_output_for_mask`), `dtype` (`f32`/`f64`), `semantics`
+  (`pytorch`: padded lengths as `pack_padded_sequence`; `keras`: Keras masks) and sizes.
+- `weights.safetensors`: the weights under PyTorch's `state_dict` names
+  (`weight_ih_l0_reverse`, …; a cell's extra parameters as `{param}_l{k}[_reverse]`).
+  Keras cases also have `keras.safetensors` and `keras.npz`: the same weights under the
+  paths Keras 3 gives them (`bidirectional/forward_lstm/lstm_cell/kernel`).
+- `x.npy` (`(T, B, I)`, or `(B, T, I)` when `batch_first`); optional `lengths.npy` (int64,
+  `(B,)`), `mask.npy` (bool, `(B, T)`), `h0.npy`/`c0.npy` (`(layers·dirs, B, ·)`).
+- `y.npy`: the layer's output in the input's layout (`(dirs, B, T, H)` for Keras'
+  `merge_mode=None`, which returns both directions; `(B, H_out)` without
+  `return_sequences`); `h_n.npy`, `c_n.npy`: `(layers·dirs, B, ·)`.
+- `grad_output.npy` (shaped like `y`) and `grads.safetensors`: the gradient of
+  `sum(y * grad_output)` with respect to every weight (PyTorch names), `input` (shaped like
+  `x`) and, when given, `h0` and `c0`.
+
+Every hand-written PyTorch cell loop is first checked against `nn.LSTM` itself (the `lstm`
+cell, same loop), so the loop that defines the custom cells is known to follow PyTorch's
+stacking, bidirectional and packed-sequence semantics.
+"""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ["KERAS_BACKEND"] = "torch"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+TORCH_DTYPES = {"f32": torch.float32, "f64": torch.float64}
+NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64}
+KERAS_DTYPES = {"f32": "float32", "f64": "float64"}
+LN_EPS = 1e-5
+
+# Sizes every case shares unless it says otherwise: small enough that all fixtures together
+# stay far below a few megabytes, large enough that no dimension is degenerate.
+SEQ_LEN, BATCH, INPUT_SIZE, HIDDEN_SIZE = 5, 3, 4, 5
+
+# Extra parameters of each custom cell: name -> length in hidden units (the number of gate
+# blocks for `Gates` parameters, 1 for `PerUnit`).
+CELL_PARAMS = {
+    "lstm": {},
+    "forget_bias": {"forget_bias": 1},
+    "scaled_forget": {},
+    "peephole": {"peephole_i": 1, "peephole_f": 1, "peephole_o": 1},
+    "cifg": {},
+    "hard_sigmoid": {},
+    "layer_norm": {"gamma_x": 4, "gamma_h": 4, "gamma_c": 1, "beta_c": 1},
+}
+
+
+def gate_blocks(cell):
+    """Gate blocks of the cell's weights: CIFG has no input gate (f, g, o)."""
+    return 3 if cell == "cifg" else 4
+
+
+def layer_norm(values):
+    """PyTorch's layer norm over the last axis, without gain or bias (biased variance)."""
+    mean = values.mean(dim=-1, keepdim=True)
+    var = values.var(dim=-1, unbiased=False, keepdim=True)
+    return (values - mean) / torch.sqrt(var + LN_EPS)
+
+
+def cell_step(cell, p, x_t, h_prev, c_prev):
+    """One step of a zoo cell, as the README and `lstm cells` define it.
+
+    `p` holds one layer-direction's tensors under their names without the `_l{k}` suffix.
+    Returns the new `(h, c)`; `h` is projected by `weight_hr` when present (LSTMP).
+    """
+    zx = x_t @ p["weight_ih"].T
+    zh = h_prev @ p["weight_hh"].T
+    if cell == "layer_norm":
+        # haste's LayerNormLSTM: both projections normalised over all gates jointly.
+        zx = layer_norm(zx) * p["gamma_x"]
+        zh = layer_norm(zh) * p["gamma_h"]
+    z = zx + zh
+    if "bias_ih" in p:
+        z = z + p["bias_ih"] + p["bias_hh"]
+    sigmoid, tanh = torch.sigmoid, torch.tanh
+    if cell == "cifg":
+        z_f, z_g, z_o = z.chunk(3, dim=1)
+        f = sigmoid(z_f)
+        i = 1.0 - f
+    else:
+        z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
+        if cell == "hard_sigmoid":
+            # Keras 3 and PyTorch: relu6(x + 3) / 6.
+            i, f = torch.nn.functional.hardsigmoid(z_i), torch.nn.functional.hardsigmoid(z_f)
+        elif cell == "peephole":
+            i = sigmoid(z_i + p["peephole_i"] * c_prev)
+            f = sigmoid(z_f + p["peephole_f"] * c_prev)
+        elif cell == "forget_bias":
+            i, f = sigmoid(z_i), sigmoid(z_f + p["forget_bias"])
+        elif cell == "scaled_forget":
+            i, f = sigmoid(z_i), sigmoid(1.5 * z_f)
+        else:
+            i, f = sigmoid(z_i), sigmoid(z_f)
+    g = tanh(z_g)
+    c = f * c_prev + i * g
+    if cell == "hard_sigmoid":
+        o = torch.nn.functional.hardsigmoid(z_o)
+    elif cell == "peephole":
+        o = sigmoid(z_o + p["peephole_o"] * c)
+    else:
+        o = sigmoid(z_o)
+    if cell == "layer_norm":
+        h = o * tanh(layer_norm(c) * p["gamma_c"] + p["beta_c"])
+    else:
+        h = o * tanh(c)
+    if "weight_hr" in p:
+        h = h @ p["weight_hr"].T
+    return h, c
+
+
+def reference_layers(cell, params, x, config, lengths, h0, c0):
+    """The whole (stacked, bidirectional) layer as PyTorch defines it, one step at a time.
+
+    `x` is time-major. Past a sequence's length the state stays as it was and the output is
+    zero, which is what `pack_padded_sequence` gives: the reverse direction starts at the
+    sequence's last valid step.
+    """
+    seq_len, batch, _ = x.shape
+    dirs = 2 if config["bidirectional"] else 1
+    if lengths is None:
+        lengths = torch.full((batch,), seq_len, dtype=torch.int64)
+    hs, cs = [], []
+    layer_input = x
+    for layer in range(config["num_layers"]):
+        outputs = []
+        for direction in range(dirs):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            p = {name[: -len(suffix)]: t for name, t in params.items() if name.endswith(suffix)}
+            index = layer * dirs + direction
+            h, c = h0[index], c0[index]
+            steps = range(seq_len - 1, -1, -1) if direction else range(seq_len)
+            out = [None] * seq_len
+            for t in steps:
+                h_new, c_new = cell_step(cell, p, layer_input[t], h, c)
+                valid = (t < lengths).unsqueeze(1)
+                h = torch.where(valid, h_new, h)
+                c = torch.where(valid, c_new, c)
+                out[t] = torch.where(valid, h_new, torch.zeros_like(h_new))
+            outputs.append(torch.stack(out))
+            hs.append(h)
+            cs.append(c)
+        layer_input = torch.cat(outputs, dim=2)
+    return layer_input, torch.stack(hs), torch.stack(cs)
+
+
+def torch_params(cell, config, input_size, hidden, dtype, generator):
+    """Random weights for `cell` under PyTorch's names, as leaf tensors requiring grad."""
+    proj = config["proj_size"]
+    out_size = proj or hidden
+    dirs = 2 if config["bidirectional"] else 1
+    rows = gate_blocks(cell) * hidden
+    bound = 0.6
+
+    def uniform(*shape):
+        values = (torch.rand(*shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+        return values.to(dtype).requires_grad_()
+
+    params = {}
+    for layer in range(config["num_layers"]):
+        layer_input = input_size if layer == 0 else out_size * dirs
+        for direction in range(dirs):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            params["weight_ih" + suffix] = uniform(rows, layer_input)
+            params["weight_hh" + suffix] = uniform(rows, out_size)
+            if config["bias"]:
+                params["bias_ih" + suffix] = uniform(rows)
+                params["bias_hh" + suffix] = uniform(rows)
+            if proj:
+                params["weight_hr" + suffix] = uniform(proj, hidden)
+            for name, blocks in CELL_PARAMS[cell].items():
+                params[name + suffix] = uniform(blocks * hidden)
+    return params
+
+
+def nn_lstm(params, x, config, lengths, h0, c0, input_size, hidden):
+    """`nn.LSTM` itself with the given weights; time-major `x` in, time-major output out."""
+    module = torch.nn.LSTM(
+        input_size,
+        hidden,
+        num_layers=config["num_layers"],
+        bias=config["bias"],
+        bidirectional=config["bidirectional"],
+        proj_size=config["proj_size"],
+    ).to(x.dtype)
+
+    def run(inputs):
+        # `functional_call` runs the module on `params` themselves, so autograd reaches them.
+        return torch.func.functional_call(module, params, (inputs, (h0, c0)))
+
+    if lengths is None:
+        output, (h_n, c_n) = run(x)
+        return output, h_n, c_n
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    output, (h_n, c_n) = run(packed)
+    output, _ = torch.nn.utils.rnn.pad_packed_sequence(output, total_length=x.shape[0])
+    return output, h_n, c_n
+
+
+def to_numpy(tensor):
+    return np.ascontiguousarray(tensor.detach().cpu().numpy())
+
+
+def write_case(root, name, meta, arrays, weights, grads, keras_weights=None):
+    """One case directory: `case.json`, the arrays as `.npy`, weights and gradients."""
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "case.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    for stem, array in arrays.items():
+        if array is not None:
+            np.save(directory / f"{stem}.npy", np.ascontiguousarray(array))
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, directory / "weights.safetensors")
+    save_file({k: np.ascontiguousarray(v) for k, v in grads.items()}, directory / "grads.safetensors")
+    if keras_weights is not None:
+        keras_weights = {k: np.ascontiguousarray(v) for k, v in keras_weights.items()}
+        save_file(keras_weights, directory / "keras.safetensors")
+        np.savez(directory / "keras.npz", **keras_weights)
+
+
+def base_config(**overrides):
+    config = {
+        "num_layers": 1,
+        "bidirectional": False,
+        "merge_mode": "concat",
+        "proj_size": 0,
+        "bias": True,
+        "batch_first": False,
+        "go_backwards": False,
+        "return_sequences": True,
+        "zero_output_for_mask": False,
+    }
+    config.update(overrides)
+    return config
+
+
+def pytorch_case(root, name, cell, seed, dtype="f64", lengths=None, initial_state=False,
+                 seq_len=SEQ_LEN, hidden=HIDDEN_SIZE, description="", **overrides):
+    """A case with PyTorch semantics: `nn.LSTM` for the standard cell, the reference loop
+    (checked against `nn.LSTM`) for the others."""
+    config = base_config(**overrides)
+    torch_dtype = TORCH_DTYPES[dtype]
+    generator = torch.Generator().manual_seed(seed)
+    params = torch_params(cell, config, INPUT_SIZE, hidden, torch_dtype, generator)
+    dirs = 2 if config["bidirectional"] else 1
+    out_size = config["proj_size"] or hidden
+    states = config["num_layers"] * dirs
+    x = torch.randn(seq_len, BATCH, INPUT_SIZE, generator=generator, dtype=torch.float64)
+    x = x.to(torch_dtype).requires_grad_()
+    if initial_state:
+        h0 = (torch.randn(states, BATCH, out_size, generator=generator, dtype=torch.float64) * 0.5)
+        c0 = (torch.randn(states, BATCH, hidden, generator=generator, dtype=torch.float64) * 0.5)
+        h0, c0 = h0.to(torch_dtype).requires_grad_(), c0.to(torch_dtype).requires_grad_()
+    else:
+        h0 = torch.zeros(states, BATCH, out_size, dtype=torch_dtype)
+        c0 = torch.zeros(states, BATCH, hidden, dtype=torch_dtype)
+    length_tensor = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+
+    y, h_n, c_n = reference_layers(cell, params, x, config, length_tensor, h0, c0)
+    if cell == "lstm":
+        # The loop is the definition of the custom cells: check it against PyTorch itself,
+        # then use PyTorch's own numbers for the standard cell.
+        y_ref, h_ref, c_ref = nn_lstm(params, x, config, length_tensor, h0, c0, INPUT_SIZE, hidden)
+        tolerance = 1e-12 if dtype == "f64" else 1e-5
+        for ours, theirs in [(y, y_ref), (h_n, h_ref), (c_n, c_ref)]:
+            assert torch.allclose(ours, theirs, atol=tolerance, rtol=tolerance), name
+        y, h_n, c_n = y_ref, h_ref, c_ref
+
+    grad_output = torch.randn(y.shape, generator=generator, dtype=torch.float64).to(torch_dtype)
+    wrt = dict(params)
+    wrt["input"] = x
+    if initial_state:
+        wrt["h0"], wrt["c0"] = h0, c0
+    gradients = torch.autograd.grad((y * grad_output).sum(), list(wrt.values()))
+    grads = {key: to_numpy(g) for key, g in zip(wrt, gradients)}
+
+    layout = (lambda t: to_numpy(t).swapaxes(0, 1)) if config["batch_first"] else to_numpy
+    grads["input"] = grads["input"].swapaxes(0, 1) if config["batch_first"] else grads["input"]
+    meta = dict(config, cell=cell, dtype=dtype, semantics="pytorch", input_size=INPUT_SIZE,
+                hidden_size=hidden, description=description)
+    arrays = {
+        "x": layout(x),
+        "lengths": None if lengths is None else np.array(lengths, dtype=np.int64),
+        "h0": to_numpy(h0) if initial_state else None,
+        "c0": to_numpy(c0) if initial_state else None,
+        "y": layout(y),
+        "h_n": to_numpy(h_n),
+        "c_n": to_numpy(c_n),
+        "grad_output": layout(grad_output),
+    }
+    write_case(root, name, meta, arrays, {k: to_numpy(v) for k, v in params.items()}, grads)
+
+
+def keras_lstm(units, config, recurrent_activation="sigmoid", unit_forget_bias=True):
+    return keras.layers.LSTM(
+        units,
+        recurrent_activation=recurrent_activation,
+        use_bias=config["bias"],
+        unit_forget_bias=unit_forget_bias,
+        return_sequences=config["return_sequences"],
+        return_state=True,
+        go_backwards=config["go_backwards"],
+        zero_output_for_mask=config["zero_output_for_mask"],
+    )
+
+
+def keras_to_pytorch(path_weights, layer_of_prefix):
+    """Keras weights (`{prefix}/kernel`, …) to PyTorch names: transposed kernels, the one
+    Keras bias as `bias_ih` with a zero `bias_hh`."""
+    params = {}
+    for path, value in path_weights.items():
+        prefix, leaf = path.rsplit("/", 1)
+        suffix = layer_of_prefix(prefix)
+        if leaf == "kernel":
+            params["weight_ih" + suffix] = value.T
+        elif leaf == "recurrent_kernel":
+            params["weight_hh" + suffix] = value.T
+        elif leaf == "bias":
+            params["bias_ih" + suffix] = value
+            params["bias_hh" + suffix] = np.zeros_like(value)
+        else:
+            raise ValueError(f"unexpected Keras weight {path}")
+    return params
+
+
+def keras_suffix(prefix):
+    """PyTorch suffix of a Keras weight prefix: stacked layers `lstm`, `lstm_1`, … in
+    creation order; `forward_`/`backward_` sublayers of `Bidirectional`."""
+    parts = prefix.split("/")
+    reverse = any(part.startswith("backward_") for part in parts)
+    head = parts[0]
+    layer = int(head.rsplit("_", 1)[1]) if head.rsplit("_", 1)[-1].isdigit() else 0
+    return f"_l{layer}" + ("_reverse" if reverse else "")
+
+
+def keras_case(root, name, seed, dtype="f64", mask=None, initial_state=False,
+               bidirectional=False, merge_mode="concat", num_layers=1, recurrent_activation="sigmoid",
+               randomize_bias=True, description="", **overrides):
+    """A case run by Keras 3 itself (`LSTM`, `Bidirectional`, stacked `LSTM`s)."""
+    keras.backend.clear_session()  # layer names restart at `lstm`, `bidirectional`
+    keras.config.set_floatx(KERAS_DTYPES[dtype])
+    cell = "hard_sigmoid" if recurrent_activation == "hard_sigmoid" else "lstm"
+    config = base_config(batch_first=True, bidirectional=bidirectional,
+                         merge_mode=merge_mode if bidirectional else "concat",
+                         num_layers=num_layers, **overrides)
+    config["return_sequences"] = overrides.get("return_sequences", True)
+    torch_dtype = TORCH_DTYPES[dtype]
+    rng = np.random.default_rng(seed)
+    hidden = HIDDEN_SIZE
+    dirs = 2 if bidirectional else 1
+
+    layers = []
+    for layer in range(num_layers):
+        last = layer == num_layers - 1
+        layer_config = dict(config, return_sequences=config["return_sequences"] or not last)
+        if bidirectional:
+            layers.append(keras.layers.Bidirectional(
+                keras_lstm(hidden, layer_config, recurrent_activation), merge_mode=merge_mode))
+        else:
+            layers.append(keras_lstm(hidden, layer_config, recurrent_activation))
+
+    x_np = rng.standard_normal((BATCH, SEQ_LEN, INPUT_SIZE)) * (2.0 if cell == "hard_sigmoid" else 1.0)
+    x = torch.tensor(x_np, dtype=torch_dtype, requires_grad=True)
+    mask_t = None if mask is None else torch.tensor(np.array(mask, dtype=bool))
+    states = num_layers * dirs
+    h0 = c0 = None
+    if initial_state:
+        h0 = torch.tensor(rng.standard_normal((states, BATCH, hidden)) * 0.5, dtype=torch_dtype, requires_grad=True)
+        c0 = torch.tensor(rng.standard_normal((states, BATCH, hidden)) * 0.5, dtype=torch_dtype, requires_grad=True)
+
+    # Build, then give every weight random values (except a kept unit-forget-bias init), or
+    # the weights of a PyTorch `nn.LSTM` converted to Keras' layout.
+    hs, cs = [], []
+    layer_input = x
+    for index, layer in enumerate(layers):
+        kwargs = {}
+        if mask_t is not None:
+            kwargs["mask"] = mask_t
+        if initial_state:
+            first = index * dirs
+            init = [h0[first], c0[first]] + ([h0[first + 1], c0[first + 1]] if bidirectional else [])
+            kwargs["initial_state"] = init
+        layer.build(tuple(layer_input.shape))
+        for weight in layer.weights:
+            leaf = weight.path.rsplit("/", 1)[1]
+            if leaf == "bias" and not randomize_bias:
+                continue
+            weight.assign(rng.uniform(-0.6, 0.6, weight.shape))
+        result = layer(layer_input, **kwargs)
+        if bidirectional and merge_mode is None:
+            outputs, states_out = result[:2], result[2:]
+            output = torch.stack(outputs)
+        else:
+            output, states_out = result[0], result[1:]
+        hs += [states_out[0]] + ([states_out[2]] if bidirectional else [])
+        cs += [states_out[1]] + ([states_out[3]] if bidirectional else [])
+        layer_input = output
+
+    y = layer_input
+    h_n, c_n = torch.stack(hs), torch.stack(cs)
+    weights = [w for layer in layers for w in layer.weights]
+    keras_weights = {w.path: to_numpy(w.value) for w in weights}
+    grad_output = torch.tensor(rng.standard_normal(tuple(y.shape)), dtype=torch_dtype)
+    wrt = [w.value for w in weights] + [x] + ([h0, c0] if initial_state else [])
+    gradients = torch.autograd.grad((y * grad_output).sum(), wrt)
+    keras_grads = {w.path: to_numpy(g) for w, g in zip(weights, gradients)}
+    grads = keras_to_pytorch(keras_grads, keras_suffix)
+    for key in list(grads):
+        if key.startswith("bias_hh"):
+            # The Keras bias stands for b_ih + b_hh: both have its gradient.
+            grads[key] = grads["bias_ih" + key[len("bias_hh"):]]
+    grads["input"] = to_numpy(gradients[len(weights)])
+    if initial_state:
+        grads["h0"], grads["c0"] = to_numpy(gradients[-2]), to_numpy(gradients[-1])
+
+    meta = dict(config, cell=cell, dtype=dtype, semantics="keras", input_size=INPUT_SIZE,
+                hidden_size=hidden, description=description)
+    arrays = {
+        "x": to_numpy(x),
+        "mask": None if mask is None else np.array(mask, dtype=bool),
+        "h0": None if h0 is None else to_numpy(h0),
+        "c0": None if c0 is None else to_numpy(c0),
+        "y": to_numpy(y),
+        "h_n": to_numpy(h_n),
+        "c_n": to_numpy(c_n),
+        "grad_output": to_numpy(grad_output),
+    }
+    write_case(root, name, meta, arrays, keras_to_pytorch(keras_weights, keras_suffix), grads, keras_weights)
+
+
+def keras_from_pytorch_case(root, name, seed, description=""):
+    """`nn.LSTM` weights (non-zero `bias_hh`) converted to Keras' layout by hand and run by
+    Keras: both frameworks agree, and the Rust export must produce the same Keras file."""
+    keras.backend.clear_session()
+    keras.config.set_floatx("float64")
+    config = base_config(batch_first=True, bidirectional=True)
+    generator = torch.Generator().manual_seed(seed)
+    hidden = HIDDEN_SIZE
+    params = torch_params("lstm", config, INPUT_SIZE, hidden, torch.float64, generator)
+    x = torch.randn(BATCH, SEQ_LEN, INPUT_SIZE, generator=generator, dtype=torch.float64, requires_grad=True)
+    zeros = torch.zeros(2, BATCH, hidden, dtype=torch.float64)
+    y, h_n, c_n = nn_lstm(params, x.transpose(0, 1), config, None, zeros, zeros, INPUT_SIZE, hidden)
+    y = y.transpose(0, 1)
+
+    layer = keras.layers.Bidirectional(keras_lstm(hidden, config))
+    layer.build(tuple(x.shape))
+    for weight in layer.weights:
+        prefix, leaf = weight.path.rsplit("/", 1)
+        suffix = keras_suffix(prefix)
+        if leaf == "kernel":
+            value = params["weight_ih" + suffix].T
+        elif leaf == "recurrent_kernel":
+            value = params["weight_hh" + suffix].T
+        else:
+            value = params["bias_ih" + suffix] + params["bias_hh" + suffix]
+        weight.assign(to_numpy(value))
+    keras_y, keras_h, keras_c, keras_hb, keras_cb = layer(x)
+    assert torch.allclose(keras_y, y, atol=1e-12), name
+    assert torch.allclose(torch.stack([keras_h, keras_hb]), h_n, atol=1e-12), name
+    assert torch.allclose(torch.stack([keras_c, keras_cb]), c_n, atol=1e-12), name
+
+    grad_output = torch.randn(y.shape, generator=generator, dtype=torch.float64)
+    wrt = dict(params)
+    wrt["input"] = x
+    gradients = torch.autograd.grad((y * grad_output).sum(), list(wrt.values()))
+    grads = {key: to_numpy(g) for key, g in zip(wrt, gradients)}
+    keras_weights = {w.path: to_numpy(w.value) for w in layer.weights}
+    meta = dict(config, cell="lstm", dtype="f64", semantics="keras", input_size=INPUT_SIZE,
+                hidden_size=hidden, description=description)
+    arrays = {"x": to_numpy(x), "y": to_numpy(y), "h_n": to_numpy(h_n), "c_n": to_numpy(c_n),
+              "grad_output": to_numpy(grad_output)}
+    write_case(root, name, meta, arrays, {k: to_numpy(v) for k, v in params.items()}, grads, keras_weights)
+
+
+# Masks with holes: a row with a gap in the middle, a row masked at the end, a full row.
+MASK = [
+    [True, False, True, True, False],
+    [True, True, True, False, False],
+    [True, True, True, True, True],
+]
+
+
+def main():
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    torch.set_num_threads(1)
+
+    # PyTorch semantics: nn.LSTM and the reference loop.
+    pytorch_case(root, "pytorch_lstm", "lstm", 1, description="nn.LSTM, one layer")
+    pytorch_case(root, "pytorch_lstm_f32", "lstm", 2, dtype="f32", description="nn.LSTM in float32")
+    pytorch_case(root, "pytorch_stacked", "lstm", 3, num_layers=2, description="two stacked layers")
+    pytorch_case(root, "pytorch_bidirectional", "lstm", 4, bidirectional=True, description="bidirectional")
+    pytorch_case(root, "pytorch_lengths", "lstm", 5, lengths=[5, 2, 3], description="padded lengths")
+    pytorch_case(root, "pytorch_batch_first", "lstm", 6, batch_first=True, description="batch_first=True")
+    pytorch_case(root, "pytorch_proj", "lstm", 7, proj_size=3, num_layers=2, bidirectional=True,
+                 initial_state=True, description="proj_size=3, two bidirectional layers, initial states")
+    pytorch_case(root, "pytorch_no_bias", "lstm", 8, bias=False, num_layers=2, description="bias=False")
+    pytorch_case(root, "pytorch_initial_state", "lstm", 9, num_layers=2, initial_state=True,
+                 description="h0 and c0 for two layers")
+    pytorch_case(root, "pytorch_stacked_bidirectional_lengths", "lstm", 10, num_layers=2,
+                 bidirectional=True, lengths=[3, 5, 1], batch_first=True, initial_state=True,
+                 description="two bidirectional layers, lengths, batch_first, initial states")
+    pytorch_case(root, "pytorch_bidirectional_lengths_f32", "lstm", 11, dtype="f32", bidirectional=True,
+                 lengths=[2, 5, 4], description="bidirectional with lengths in float32")
+
+    # Custom cells: the reference loop.
+    for seed, cell in enumerate(["forget_bias", "scaled_forget", "peephole", "cifg", "hard_sigmoid"], 20):
+        pytorch_case(root, f"cell_{cell}", cell, seed, description=f"zoo cell {cell}, one layer")
+    pytorch_case(root, "cell_peephole_stacked_bidirectional", "peephole", 30, num_layers=2,
+                 bidirectional=True, lengths=[4, 5, 2], initial_state=True,
+                 description="peephole: two bidirectional layers, lengths, initial states")
+    pytorch_case(root, "cell_cifg_bidirectional", "cifg", 31, bidirectional=True, num_layers=2,
+                 description="cifg (3 gate blocks): two bidirectional layers")
+    pytorch_case(root, "cell_forget_bias_f32", "forget_bias", 32, dtype="f32", lengths=[5, 1, 3],
+                 description="forget_bias in float32 with lengths")
+    pytorch_case(root, "cell_layer_norm", "layer_norm", 33, description="haste LayerNormLSTM, one layer")
+    pytorch_case(root, "cell_layer_norm_bidirectional", "layer_norm", 34, bidirectional=True,
+                 lengths=[5, 3, 4], description="haste LayerNormLSTM, bidirectional with lengths")
+
+    # Keras semantics: Keras 3 itself.
+    keras_case(root, "keras_lstm", 40, description="LSTM(return_sequences=True, return_state=True)")
+    keras_case(root, "keras_mask", 41, mask=MASK, description="mask with holes")
+    keras_case(root, "keras_mask_zero_output", 42, mask=MASK, zero_output_for_mask=True,
+               description="mask with holes, zero_output_for_mask=True")
+    keras_case(root, "keras_go_backwards", 43, go_backwards=True, description="go_backwards=True")
+    for seed, mode in enumerate(["concat", "sum", "ave", "mul", None], 44):
+        keras_case(root, f"keras_bidirectional_{str(mode).lower()}", seed, bidirectional=True,
+                   merge_mode=mode, description=f"Bidirectional(merge_mode={mode!r})")
+    keras_case(root, "keras_bidirectional_mask", 49, bidirectional=True, mask=MASK, zero_output_for_mask=True,
+               description="Bidirectional with a mask (Keras forces zero_output_for_mask)")
+    keras_case(root, "keras_last_output", 50, return_sequences=False, description="return_sequences=False")
+    keras_case(root, "keras_bidirectional_last_output", 51, bidirectional=True, return_sequences=False,
+               mask=MASK, description="Bidirectional, return_sequences=False, mask")
+    keras_case(root, "keras_unit_forget_bias", 52, randomize_bias=False,
+               description="unit_forget_bias=True: Keras' own bias init (ones on f)")
+    keras_case(root, "keras_hard_sigmoid", 53, recurrent_activation="hard_sigmoid",
+               description="recurrent_activation='hard_sigmoid' (relu6(x + 3) / 6)")
+    keras_case(root, "keras_no_bias", 54, bias=False, description="use_bias=False")
+    keras_case(root, "keras_stacked", 55, num_layers=2, description="two stacked LSTM layers")
+    keras_case(root, "keras_initial_state", 56, bidirectional=True, initial_state=True,
+               description="Bidirectional with initial_state")
+    keras_case(root, "keras_mask_f32", 57, dtype="f32", mask=MASK, description="mask with holes, float32")
+    keras_from_pytorch_case(root, "keras_from_pytorch", 58,
+                            description="nn.LSTM weights converted to Keras by hand; Keras agrees")
+
+
+if __name__ == "__main__":
+    main()
