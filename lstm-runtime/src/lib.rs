@@ -9,11 +9,15 @@
 extern crate self as lstm;
 
 mod cell;
+pub mod checkpoint;
 mod error;
 mod float;
 mod layer;
 pub mod linalg;
+mod linear;
+pub mod loss;
 pub mod ops;
+pub mod optim;
 mod params;
 pub mod zoo;
 
@@ -24,6 +28,7 @@ pub use cell::{
 pub use error::{Error, Result};
 pub use float::Float;
 pub use layer::{InitialState, Rnn, RnnOutput};
+pub use linear::Linear;
 pub use lstm_macros::lstm_cell;
 pub use ndarray;
 pub use params::{Gradients, Parameters};

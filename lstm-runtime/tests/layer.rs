@@ -330,8 +330,8 @@ fn empty_sequence_returns_the_initial_state() {
     assert_eq!(out.h_n, h0);
     assert_eq!(out.c_n, c0);
     let out = rnn.forward(x.view(), None).unwrap();
-    assert_eq!(out.h_n, Array2::zeros((2, 3)));
-    assert_eq!(out.c_n, Array2::zeros((2, 3)));
+    assert_eq!(out.h_n, Array2::<f64>::zeros((2, 3)));
+    assert_eq!(out.c_n, Array2::<f64>::zeros((2, 3)));
 }
 
 #[test]
@@ -356,7 +356,7 @@ fn cell_accessors_give_the_cell_back() {
     let mut rnn = Rnn::new(cell.clone());
     assert_eq!(rnn.cell(), &cell);
     rnn.cell_mut().weight_hh.fill(0.0);
-    assert_eq!(rnn.cell().weight_hh, Array2::zeros((12, 3)));
+    assert_eq!(rnn.cell().weight_hh, Array2::<f32>::zeros((12, 3)));
     assert_eq!(rnn.into_cell().weight_ih, cell.weight_ih);
 }
 
