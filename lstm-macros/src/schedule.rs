@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::ir::{Cmp, Graph, Id, Lane, Leaf, Node, Unary};
+use crate::ir::{Cmp, Graph, Id, Lane, Leaf, Node, ParamLane, Unary};
 
 /// Where a wanted value goes.
 pub struct Sink {
@@ -93,8 +93,79 @@ pub struct RowCode {
     pub body: TokenStream,
     /// Leaves the body reads (the caller binds their slices or values).
     pub leaves: BTreeSet<Leaf>,
-    /// Per-unit values spilled between loops (scratch slices `spill0`, `spill1`, …).
+    /// Scratch rows of `hidden` values (`spill0`, `spill1`, …): per-unit values kept for a
+    /// later loop, and the per-unit partials of each sum over the units.
     pub spills: usize,
+}
+
+/// How the row kernel receives one name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Value,
+    Slice,
+    SliceMut,
+}
+
+/// Wraps a row's code in an `#[inline(always)]` function that takes every slice as its own
+/// reference parameter, and returns `(definition, call)`.
+///
+/// Inside the step, the slices come out of a struct passed by value, so the compiler cannot
+/// tell the outputs apart from the inputs and would need a run-time overlap check for every
+/// pair before vectorising the loop (it gives up when there are many). Reference parameters
+/// carry Rust's aliasing guarantees, which survive inlining.
+pub fn kernel(
+    graph: &Graph,
+    naming: &Naming,
+    code: &RowCode,
+    sinks: &[Sink],
+    sources: &HashMap<Id, Source>,
+    krate: &syn::Path,
+) -> (TokenStream, TokenStream) {
+    let mut params: BTreeMap<String, Pass> = BTreeMap::new();
+    for leaf in &code.leaves {
+        let pass = match leaf {
+            Leaf::Units => Pass::Value,
+            Leaf::Param(p) if graph.param_lanes[*p] == ParamLane::Scalar => Pass::Value,
+            _ => Pass::Slice,
+        };
+        params.insert(naming.leaf(*leaf).to_string(), pass);
+    }
+    for sink in sinks {
+        let slice = match &sink.target {
+            SinkTarget::Unit { slice, .. } | SinkTarget::Row { slice, .. } => slice,
+        };
+        params.insert(slice.to_string(), Pass::SliceMut);
+    }
+    for source in sources.values() {
+        let (Source::Unit(slice) | Source::Row(slice, _)) = source;
+        if code.body.to_string().contains(&slice.to_string()) {
+            params.insert(slice.to_string(), Pass::Slice);
+        }
+    }
+    for k in 0..code.spills {
+        params.insert(format!("spill{k}"), Pass::SliceMut);
+    }
+    let (mut inputs, mut args) = (Vec::new(), Vec::new());
+    for (name, pass) in &params {
+        let ident = format_ident!("{}", name);
+        let (ty, arg) = match pass {
+            Pass::Value => (quote!(F), quote!(#ident)),
+            Pass::Slice => (quote!(&[F]), quote!(#ident)),
+            Pass::SliceMut => (quote!(&mut [F]), quote!(&mut *#ident)),
+        };
+        inputs.push(quote!(#ident: #ty));
+        args.push(arg);
+    }
+    let body = &code.body;
+    let definition = quote! {
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments, clippy::needless_range_loop, unused_variables)]
+        fn row_kernel<F: #krate::Float>(hidden: usize, #(#inputs),*) {
+            use #krate::ops;
+            #body
+        }
+    };
+    (definition, quote!(row_kernel(hidden, #(#args),*);))
 }
 
 pub fn emit_row(
@@ -107,79 +178,141 @@ pub fn emit_row(
     let needed = needed(graph, &roots, sources);
     let stage = stages(graph, &needed, sources);
     let computed = |id: &Id| !sources.contains_key(id) && !matches!(graph.node(*id), Node::Leaf(_));
+    let is_sum = |id: Id| matches!(graph.node(id), Node::Sum(_));
 
-    // Loop in which each per-unit node or sum accumulation happens.
+    // Loop in which each per-unit node is computed or each sum accumulated.
     let loop_of = |id: Id| -> usize {
-        match graph.node(id) {
-            Node::Sum(_) => stage[&id] - 1,
-            _ => stage[&id],
+        if is_sum(id) {
+            stage[&id] - 1
+        } else {
+            stage[&id]
         }
     };
-    let mut spilled: BTreeMap<Id, usize> = BTreeMap::new();
+
+    // Cheap arithmetic over loads and per-row values is recomputed where it is needed rather
+    // than spilled to memory (`zx_i[j] - mean` costs less than a store and a load).
+    let mut remat: BTreeMap<Id, usize> = BTreeMap::new();
     for &id in &needed {
         if !computed(&id) || graph.lane(id) != Lane::Unit {
             continue;
         }
-        let later_use = needed.iter().any(|&user| {
-            computed(&user)
-                && graph.node(user).inputs().contains(&id)
-                && (graph.lane(user) == Lane::Unit || matches!(graph.node(user), Node::Sum(_)))
-                && loop_of(user) > stage[&id]
+        let cheap = matches!(
+            graph.node(id),
+            Node::Add(..) | Node::Sub(..) | Node::Mul(..) | Node::Neg(_)
+        );
+        let mut size = 1;
+        let inputs_ok = graph.node(id).inputs().iter().all(|input| {
+            if !computed(input) || graph.lane(*input) == Lane::Row {
+                return true;
+            }
+            match remat.get(input) {
+                Some(&inner) => {
+                    size += inner;
+                    true
+                }
+                None => false,
+            }
         });
-        if later_use {
-            let k = spilled.len();
-            spilled.insert(id, k);
+        if cheap && inputs_ok && size <= 4 {
+            remat.insert(id, size);
         }
     }
+
+    // Scratch rows: per-unit values kept for a later loop, and the partial sums of reductions.
+    let mut scratch: BTreeMap<Id, usize> = BTreeMap::new();
+    for &id in &needed {
+        if !computed(&id) {
+            continue;
+        }
+        let spill = graph.lane(id) == Lane::Unit
+            && !remat.contains_key(&id)
+            && needed.iter().any(|&user| {
+                computed(&user)
+                    && graph.node(user).inputs().contains(&id)
+                    && (graph.lane(user) == Lane::Unit || is_sum(user))
+                    && loop_of(user) > stage[&id]
+            });
+        if spill || is_sum(id) {
+            let k = scratch.len();
+            scratch.insert(id, k);
+        }
+    }
+    let slot = |id: Id| format_ident!("spill{}", scratch[&id]);
 
     let mut leaves = BTreeSet::new();
     let max_stage = needed.iter().map(|id| stage[id]).max().unwrap_or(0);
     let mut body = TokenStream::new();
+    let emit = |id: Id, s: usize, leaves: &mut BTreeSet<Leaf>| {
+        let value = expression(
+            graph, naming, id, s, &stage, sources, &scratch, &remat, leaves,
+        );
+        let var = var(graph, id);
+        quote!(let #var = #value;)
+    };
     for s in 0..=max_stage {
         // Per-row values of this stage (sums finished in the previous loop are already bound).
         for &id in &needed {
-            if computed(&id)
-                && graph.lane(id) == Lane::Row
-                && !matches!(graph.node(id), Node::Sum(_))
-                && stage[&id] == s
-            {
-                let var = var(graph, id);
-                let value =
-                    expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
-                body.extend(quote!(let #var = #value;));
+            if computed(&id) && graph.lane(id) == Lane::Row && !is_sum(id) && stage[&id] == s {
+                body.extend(emit(id, s, &mut leaves));
+            }
+        }
+        // Recomputed values this loop reads from earlier stages.
+        let mut wanted: BTreeSet<Id> = BTreeSet::new();
+        for &id in &needed {
+            let here =
+                computed(&id) && loop_of(id) == s && (graph.lane(id) == Lane::Unit || is_sum(id));
+            if here {
+                wanted.extend(graph.node(id).inputs());
+            }
+        }
+        for sink in sinks {
+            if matches!(sink.target, SinkTarget::Unit { .. }) && stage.get(&sink.id) == Some(&s) {
+                wanted.insert(sink.id);
+            }
+        }
+        let mut recompute: BTreeSet<Id> = BTreeSet::new();
+        let mut stack: Vec<Id> = wanted.into_iter().collect();
+        while let Some(id) = stack.pop() {
+            if remat.contains_key(&id) && stage[&id] < s && recompute.insert(id) {
+                stack.extend(graph.node(id).inputs());
             }
         }
         let mut inner = TokenStream::new();
-        let mut accumulators = TokenStream::new();
+        for &id in &recompute {
+            inner.extend(emit(id, s, &mut leaves));
+        }
+        let mut finished = TokenStream::new();
         for &id in &needed {
             if !computed(&id) {
                 continue;
             }
             match graph.node(id) {
                 Node::Sum(items) if loop_of(id) == s => {
-                    let acc = var(graph, id);
-                    accumulators.extend(quote!(let mut #acc = F::zero();));
-                    for &item in items {
-                        let value = operand(
+                    let partials = slot(id);
+                    let mut values = items.iter().map(|&item| {
+                        operand(
                             graph,
                             naming,
                             item,
                             s,
                             &stage,
                             sources,
-                            &spilled,
+                            &scratch,
+                            &remat,
                             &mut leaves,
-                        );
-                        inner.extend(quote!(#acc += #value;));
-                    }
+                        )
+                    });
+                    let first = values.next().unwrap_or_else(|| quote!(F::zero()));
+                    let total = values.fold(first, |acc, v| quote!(#acc + #v));
+                    inner.extend(quote!(#partials[j] = #total;));
+                    let var = var(graph, id);
+                    finished.extend(quote!(let #var = ops::sum(#partials);));
                 }
                 _ if graph.lane(id) == Lane::Unit && stage[&id] == s => {
-                    let var = var(graph, id);
-                    let value =
-                        expression(graph, naming, id, s, &stage, sources, &spilled, &mut leaves);
-                    inner.extend(quote!(let #var = #value;));
-                    if let Some(k) = spilled.get(&id) {
+                    inner.extend(emit(id, s, &mut leaves));
+                    if let Some(&k) = scratch.get(&id) {
                         let spill = format_ident!("spill{}", k);
+                        let var = var(graph, id);
                         inner.extend(quote!(#spill[j] = #var;));
                     }
                 }
@@ -187,30 +320,30 @@ pub fn emit_row(
             }
         }
         for sink in sinks {
-            if let SinkTarget::Unit { slice, accumulate } = &sink.target {
-                let sink_loop = stage.get(&sink.id).copied().unwrap_or(0);
-                if sink_loop == s {
-                    let value = operand(
-                        graph,
-                        naming,
-                        sink.id,
-                        s,
-                        &stage,
-                        sources,
-                        &spilled,
-                        &mut leaves,
-                    );
-                    inner.extend(if *accumulate {
-                        quote!(#slice[j] += #value;)
-                    } else {
-                        quote!(#slice[j] = #value;)
-                    });
-                }
+            if let SinkTarget::Unit { slice, accumulate } = &sink.target
+                && stage.get(&sink.id) == Some(&s)
+            {
+                let value = operand(
+                    graph,
+                    naming,
+                    sink.id,
+                    s,
+                    &stage,
+                    sources,
+                    &scratch,
+                    &remat,
+                    &mut leaves,
+                );
+                inner.extend(if *accumulate {
+                    quote!(#slice[j] += #value;)
+                } else {
+                    quote!(#slice[j] = #value;)
+                });
             }
         }
         if !inner.is_empty() {
-            body.extend(accumulators);
             body.extend(quote!(for j in 0..hidden { #inner }));
+            body.extend(finished);
         }
     }
     for sink in sinks {
@@ -227,7 +360,8 @@ pub fn emit_row(
                 max_stage,
                 &stage,
                 sources,
-                &spilled,
+                &scratch,
+                &remat,
                 &mut leaves,
             );
             body.extend(if *accumulate {
@@ -240,7 +374,7 @@ pub fn emit_row(
     RowCode {
         body,
         leaves,
-        spills: spilled.len(),
+        spills: scratch.len(),
     }
 }
 
@@ -295,7 +429,8 @@ fn operand(
     s: usize,
     stage: &HashMap<Id, usize>,
     sources: &HashMap<Id, Source>,
-    spilled: &BTreeMap<Id, usize>,
+    scratch: &BTreeMap<Id, usize>,
+    remat: &BTreeMap<Id, usize>,
     leaves: &mut BTreeSet<Leaf>,
 ) -> TokenStream {
     if let Some(source) = sources.get(&id) {
@@ -317,7 +452,8 @@ fn operand(
     }
     if graph.lane(id) == Lane::Unit
         && stage[&id] < s
-        && let Some(k) = spilled.get(&id)
+        && !remat.contains_key(&id)
+        && let Some(k) = scratch.get(&id)
     {
         let spill = format_ident!("spill{}", k);
         return quote!(#spill[j]);
@@ -334,11 +470,12 @@ fn expression(
     s: usize,
     stage: &HashMap<Id, usize>,
     sources: &HashMap<Id, Source>,
-    spilled: &BTreeMap<Id, usize>,
+    scratch: &BTreeMap<Id, usize>,
+    remat: &BTreeMap<Id, usize>,
     leaves: &mut BTreeSet<Leaf>,
 ) -> TokenStream {
     // Every input is a name, a load or a literal, so no parentheses are ever needed.
-    let mut op = |i: Id| operand(graph, naming, i, s, stage, sources, spilled, leaves);
+    let mut op = |i: Id| operand(graph, naming, i, s, stage, sources, scratch, remat, leaves);
     match graph.node(id).clone() {
         Node::Leaf(_) => op(id),
         Node::Add(a, b) => {

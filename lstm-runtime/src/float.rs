@@ -40,6 +40,67 @@ pub trait Float:
 
     /// Converts to `f64` (for reports and reference comparisons).
     fn to_f64_lossy(self) -> f64;
+
+    /// `e^x` as the spec's `exp`: for `f32` a branch-free polynomial the compiler vectorises
+    /// (within 2 ulp of the correctly rounded result), for `f64` the standard library's.
+    fn exp_fused(self) -> Self;
+
+    /// `tanh x` as the spec's `tanh`: branch-free and vectorisable for `f32`, the standard
+    /// library's for `f64`.
+    fn tanh_fused(self) -> Self;
+
+    /// `1 / (1 + e^-x)` as the spec's `sigmoid`.
+    #[inline(always)]
+    fn sigmoid_fused(self) -> Self {
+        Self::one() / (Self::one() + (-self).exp_fused())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Float;
+
+    /// Every `step`-th f32 in `[lo, hi]`, and the edges.
+    fn grid(lo: f32, hi: f32, count: usize) -> impl Iterator<Item = f32> {
+        (0..=count).map(move |k| lo + (hi - lo) * k as f32 / count as f32)
+    }
+
+    #[test]
+    fn f32_exp_is_within_two_ulp_of_the_f64_result() {
+        for x in grid(-87.0, 88.0, 400_000) {
+            let exact = f64::from(x).exp();
+            let found = f64::from(x.exp_fused());
+            let ulp = f64::from(f32::EPSILON) * exact;
+            assert!(
+                (found - exact).abs() <= 2.0 * ulp,
+                "exp({x}) = {found}, exact {exact}"
+            );
+        }
+        assert!(100.0f32.exp_fused().is_finite() && (-100.0f32).exp_fused() >= 0.0);
+    }
+
+    #[test]
+    fn f32_tanh_and_sigmoid_match_f64_closely() {
+        for x in grid(-20.0, 20.0, 400_000).chain(grid(-1e-3, 1e-3, 1000)) {
+            let tanh = f64::from(x).tanh();
+            let found = f64::from(x.tanh_fused());
+            assert!(
+                (found - tanh).abs()
+                    <= 2.5 * f64::from(f32::EPSILON) * tanh.abs().max(1e-30) + 1e-45
+                    || (found - tanh).abs() <= 1.5e-7,
+                "tanh({x}) = {found}, exact {tanh}"
+            );
+            let sigmoid = 1.0 / (1.0 + (-f64::from(x)).exp());
+            let found = f64::from(x.sigmoid_fused());
+            assert!(
+                (found - sigmoid).abs() <= 2e-7,
+                "sigmoid({x}) = {found}, exact {sigmoid}"
+            );
+        }
+        assert_eq!(0.0f32.tanh_fused(), 0.0);
+        assert_eq!(50.0f32.tanh_fused(), 1.0);
+        assert_eq!((-50.0f32).tanh_fused(), -1.0);
+    }
 }
 
 mod sealed {
@@ -62,6 +123,16 @@ impl Float for f32 {
     fn to_f64_lossy(self) -> f64 {
         f64::from(self)
     }
+
+    #[inline(always)]
+    fn exp_fused(self) -> Self {
+        fast_f32::exp(self)
+    }
+
+    #[inline(always)]
+    fn tanh_fused(self) -> Self {
+        fast_f32::tanh(self)
+    }
 }
 
 impl Float for f64 {
@@ -75,5 +146,70 @@ impl Float for f64 {
     #[inline(always)]
     fn to_f64_lossy(self) -> f64 {
         self
+    }
+
+    #[inline(always)]
+    fn exp_fused(self) -> Self {
+        self.exp()
+    }
+
+    #[inline(always)]
+    fn tanh_fused(self) -> Self {
+        self.tanh()
+    }
+}
+
+/// `exp` and `tanh` for `f32` from arithmetic, comparisons and bit casts only, so that a loop
+/// calling them vectorises (libm's `expf`/`tanhf` are opaque calls, one element at a time).
+/// The approximations are Cephes' (S. Moshier): range reduction by `ln 2` and a degree-5
+/// polynomial for `exp`; an odd polynomial near zero and `1 − 2/(e^{2|x|} + 1)` elsewhere
+/// for `tanh`, both branches computed and one selected.
+// The coefficients are written as Cephes publishes them; they round to the same f32 values.
+#[allow(clippy::excessive_precision)]
+mod fast_f32 {
+    /// `1.5 · 2^23`: adding it rounds an `f32` of magnitude < 2^22 to an integer, which then
+    /// sits in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+
+    #[inline(always)]
+    fn select(condition: bool, yes: f32, no: f32) -> f32 {
+        if condition { yes } else { no }
+    }
+
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        // Beyond these bounds e^x is not a normal f32; clamping keeps 2^n representable.
+        let x = select(x > 88.376_26, 88.376_26, x);
+        let x = select(x < -87.336_55, -87.336_55, x);
+        let shifted = x * std::f32::consts::LOG2_E + ROUND;
+        let n = shifted - ROUND;
+        // x − n·ln 2 in two parts (Cody–Waite), so the reduction loses no precision.
+        let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+        let p = 1.987_569_1e-4;
+        let p = p * r + 1.398_199_9e-3;
+        let p = p * r + 8.333_452e-3;
+        let p = p * r + 4.166_579_6e-2;
+        let p = p * r + 1.666_666_5e-1;
+        let p = p * r + 5.000_000_1e-1;
+        let e_r = p * r * r + r + 1.0;
+        // 2^n from n's integer value in `shifted`'s low bits.
+        let n_int = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
+        let scale = f32::from_bits(((n_int + 127) << 23) as u32);
+        e_r * scale
+    }
+
+    #[inline(always)]
+    pub fn tanh(x: f32) -> f32 {
+        let magnitude = x.abs();
+        let z = x * x;
+        let p = -5.704_988_7e-3;
+        let p = p * z + 2.063_908_9e-2;
+        let p = p * z - 5.373_971_6e-2;
+        let p = p * z + 1.333_144_2e-1;
+        let p = p * z - 3.333_328_2e-1;
+        let near_zero = p * z * x + x;
+        let far = 1.0 - 2.0 / (exp(2.0 * magnitude) + 1.0);
+        let far = select(x < 0.0, -far, far);
+        select(magnitude < 0.625, near_zero, far)
     }
 }

@@ -14,13 +14,13 @@ use crate::Float;
 /// Logistic sigmoid, `1 / (1 + exp(-x))`.
 #[inline(always)]
 pub fn sigmoid<F: Float>(x: F) -> F {
-    F::one() / (F::one() + (-x).exp())
+    x.sigmoid_fused()
 }
 
 /// Hyperbolic tangent.
 #[inline(always)]
 pub fn tanh<F: Float>(x: F) -> F {
-    x.tanh()
+    x.tanh_fused()
 }
 
 /// Hard sigmoid as Keras 3 and PyTorch define it: `relu6(x + 3) / 6`.
@@ -52,7 +52,7 @@ pub fn softsign<F: Float>(x: F) -> F {
 /// Exponential.
 #[inline(always)]
 pub fn exp<F: Float>(x: F) -> F {
-    x.exp()
+    x.exp_fused()
 }
 
 /// Smaller of two values.
@@ -83,6 +83,27 @@ pub fn abs<F: Float>(x: F) -> F {
 #[inline(always)]
 pub fn sqrt<F: Float>(x: F) -> F {
     x.sqrt()
+}
+
+/// Sum of a row of per-unit partials (the reductions of layer normalisation and of its
+/// gradient). Eight independent accumulators let the compiler vectorise; the order of
+/// additions is fixed, so results do not depend on anything but the values.
+#[inline(always)]
+pub fn sum<F: Float>(values: &[F]) -> F {
+    let mut lanes = [F::zero(); 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane += value;
+        }
+    }
+    let mut total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for &value in rest {
+        total += value;
+    }
+    total
 }
 
 /// `1` where `a < b`, else `0` (derivatives of piecewise functions).
@@ -124,6 +145,15 @@ mod tests {
             assert!((0.0..=1.0).contains(&s));
         }
         assert_eq!(sigmoid(0.0f32), 0.5);
+    }
+
+    #[test]
+    fn sum_adds_every_value_whatever_the_length() {
+        for len in [0usize, 1, 7, 8, 9, 17, 64, 100] {
+            let values: Vec<f64> = (0..len).map(|k| (k as f64) * 0.5 - 3.0).collect();
+            let naive: f64 = values.iter().sum();
+            assert!((sum(&values) - naive).abs() < 1e-12, "length {len}");
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Steps {
     inference: RowCode,
     training: RowCode,
     backward: RowCode,
+    /// `(definition, call)` of each function's row kernel.
+    kernels: [(TokenStream, TokenStream); 3],
     /// Cached per-unit nodes, in cache-slice order.
     cached_units: Vec<Id>,
     /// Cached per-row nodes.
@@ -43,7 +45,10 @@ impl Steps {
                 target: unit_sink("c_out", false),
             },
         ];
+        let krate = &checked.spec.krate;
         let inference = schedule::emit_row(graph, &naming, &outputs, &HashMap::new());
+        let inference_kernel =
+            schedule::kernel(graph, &naming, &inference, &outputs, &HashMap::new(), krate);
 
         let shared_grad = backward.dzx == backward.dzh;
         let mut backward_sinks = Vec::new();
@@ -147,9 +152,26 @@ impl Steps {
             sources.insert(id, Source::Row(format_ident!("cache_rows"), k));
         }
         let training = schedule::emit_row(graph, &naming, &training_sinks, &HashMap::new());
+        let training_kernel = schedule::kernel(
+            graph,
+            &naming,
+            &training,
+            &training_sinks,
+            &HashMap::new(),
+            krate,
+        );
         sources.insert(forward.c, Source::Unit(format_ident!("c_new")));
         let backward_code = schedule::emit_row(graph, &naming, &backward_sinks, &sources);
+        let backward_kernel = schedule::kernel(
+            graph,
+            &naming,
+            &backward_code,
+            &backward_sinks,
+            &sources,
+            krate,
+        );
         Steps {
+            kernels: [inference_kernel, training_kernel, backward_kernel],
             inference,
             training,
             backward: backward_code,
@@ -216,7 +238,6 @@ impl Steps {
         let letters = &forward.letters;
         let gates = n(letters.len());
         let preamble = quote! {
-            use #krate::ops;
             let hidden = self.weight_ih.nrows() / #gates;
             let gates_len = #gates * hidden;
         };
@@ -256,7 +277,7 @@ impl Steps {
         train: bool,
     ) -> TokenStream {
         let krate = &checked.spec.krate;
-        let body = &code.body;
+        let (kernel, call) = &self.kernels[usize::from(train)];
         let per_call = per_call_leaves(checked, forward, &code.leaves);
         let per_row = per_row_leaves(forward, &code.leaves, quote!(zx_all), quote!(zh_all));
         let spills = n(code.spills);
@@ -289,6 +310,7 @@ impl Steps {
         };
         let constant_len = n(usize::from(forward.constant.is_some()));
         quote! {
+            #kernel
             let #krate::StepIo {
                 rows, zx: zx_all, zh: zh_all, bias_ih, bias_hh, constant: constant_all,
                 c_prev: c_prev_all, h_prev: h_prev_all, h: h_all, c: c_all, scratch,
@@ -310,7 +332,7 @@ impl Steps {
                 let c_out = &mut c_all[row * hidden..][..hidden];
                 #spill_slices
                 #cache_bind
-                #body
+                #call
             }
         }
     }
@@ -318,6 +340,7 @@ impl Steps {
     fn backward_fn(&self, checked: &Checked, forward: &Forward) -> TokenStream {
         let krate = &checked.spec.krate;
         let code = &self.backward;
+        let (kernel, call) = &self.kernels[2];
         let body = &code.body;
         let letters = &forward.letters;
         let per_call = per_call_leaves(checked, forward, &code.leaves);
@@ -407,6 +430,7 @@ impl Steps {
             quote!()
         };
         quote! {
+            #kernel
             let #krate::BackwardIo {
                 rows, dh: dh_all, dc: dc_all, c_prev: c_prev_all, c: c_all, h_prev: h_prev_all,
                 bias_ih, bias_hh, constant: constant_all, cache, dzx: dzx_all, dzh: dzh_all,
@@ -449,7 +473,7 @@ impl Steps {
                 #h_prev_out
                 #dconstant
                 #spill_slices
-                #body
+                #call
             }
         }
     }
