@@ -1,28 +1,42 @@
-//! Unrolling one cell over a sequence in one direction: [`Rnn`], the single-layer,
-//! single-direction recurrence every bigger layer (stacked, bidirectional) is built from.
+//! Unrolling one cell over a sequence in one direction: the time loop every layer runs.
 //!
 //! A forward pass is two kinds of work. The input projection `zx = x · W_ihᵀ` does not depend
-//! on the recurrence, so it runs once for all time steps as one GEMM of `(seq_len · batch)`
-//! rows. Then the time loop: per step one GEMM for the recurrent projection
-//! `zh = h_prev · W_hhᵀ`, and the cell's fused elementwise step, which adds the biases and
-//! produces the new `h` and `c`. Every buffer the loop touches is allocated before it starts.
+//! on the recurrence, so it runs as one GEMM per chunk of [`CHUNK_STEPS`] time steps (chunks
+//! keep the workspace, and inference memory, independent of the sequence length). Then the
+//! time loop: per step one GEMM for the recurrent projection `zh = h_prev · W_hhᵀ`, the
+//! cell's fused elementwise step (which adds the biases and yields `h` and `c`), the
+//! projection `h = W_hr · h` of an LSTMP layer, and the per-row settling of the state (rows
+//! whose step is masked keep theirs). Every buffer the loop touches is allocated before it
+//! starts.
 //!
-//! The loop lives in [`Rnn::forward`] and the work of one step in `Rnn::advance`: iteration
-//! order (a reversed direction), per-row state updates (masks) and a projection of `h` each
-//! change only one of the two.
+//! [`Direction`] is one (layer, direction) set up for one call, [`Run`] its state between
+//! chunks, [`DirectionTape`] what a training pass records for `bptt.rs`. The loop has three
+//! hook points, marked in [`Direction::run_chunk`] and [`Direction::step`]: the input before
+//! the projection, `h_prev` before the recurrent GEMM, and the state after the step; input
+//! dropout, recurrent dropout and zoneout belong there.
+//!
+//! [`Rnn`] is the plain public face of one direction: no masks, no projection.
 
 use std::borrow::Cow;
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayView3, Axis, CowArray, Ix2, Order};
+use ndarray::{
+    Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray,
+    Ix2, Order, s,
+};
 use num_traits::{One, Zero};
 
 use crate::error::{Error, Result, expect_shape};
+use crate::mask::{InvalidOutput, Validity};
 use crate::{Cell, CellDims, Float, StepIo, linalg};
+
+/// Time steps whose input projection runs as one GEMM.
+pub(crate) const CHUNK_STEPS: usize = 64;
 
 /// One recurrent layer in one direction: a cell unrolled over time.
 ///
 /// The layer owns the cell and its weights. Inputs are time-major, `(seq_len, batch,
-/// input_size)` (PyTorch's default `batch_first=False`).
+/// input_size)` (PyTorch's default `batch_first=False`). For masks, lengths, stacking,
+/// bidirectional layers and projections use [`crate::Lstm`].
 #[derive(Clone, Debug)]
 pub struct Rnn<C: Cell> {
     cell: C,
@@ -41,34 +55,6 @@ pub struct RnnOutput<F> {
     pub h_n: Array2<F>,
     /// The cell state after the last step: `(batch, hidden_size)`.
     pub c_n: Array2<F>,
-}
-
-/// The recurrent state carried from one step to the next.
-struct State<F> {
-    /// `(batch, recurrent_size)`.
-    h: Array2<F>,
-    /// `(batch, hidden_size)`.
-    c: Array2<F>,
-}
-
-/// The biases as every step reads them: gate-stacked slices, zeros for a cell without bias.
-struct Biases<'a, F: Clone> {
-    /// `b_ih`: `gates · hidden_size`.
-    ih: Cow<'a, [F]>,
-    /// `b_hh`: `gates · hidden_size`.
-    hh: Cow<'a, [F]>,
-}
-
-/// What one step writes, allocated once per forward pass and reused by every step.
-struct StepBuffers<F> {
-    /// Recurrent projection `h_prev · W_hhᵀ`: `(batch, gates · hidden_size)`.
-    zh: Array2<F>,
-    /// The step's new hidden state: `(batch, hidden_size)`.
-    h: Array2<F>,
-    /// The step's new cell state: `(batch, hidden_size)`.
-    c: Array2<F>,
-    /// The cell's working memory: `(batch, spec.scratch.len(hidden_size))`.
-    scratch: Array2<F>,
 }
 
 impl<C: Cell> Rnn<C> {
@@ -108,133 +94,14 @@ impl<C: Cell> Rnn<C> {
     ///   cell, or naming a weight (`weight_ih`, `bias_hh`, a spec parameter) whose shape does
     ///   not fit the cell's [`Cell::dims`].
     /// - [`Error::NotContiguous`] naming a weight not stored in standard layout.
-    /// - [`Error::Config`] if the cell's `recurrent_size` differs from its `hidden_size`: this
-    ///   layer has no projection, so `h` itself is the recurrent input.
+    /// - [`Error::Config`] if the cell's `recurrent_size` differs from its `hidden_size` (this
+    ///   layer has no projection, so `h` itself is the recurrent input), or naming
+    ///   `constants` if the cell reads a constant input.
     pub fn forward(
         &self,
         input: ArrayView3<'_, C::Elem>,
         initial: Option<InitialState<'_, C::Elem>>,
     ) -> Result<RnnOutput<C::Elem>> {
-        let dims = self.checked_dims()?;
-        let (seq_len, batch, _) = input.dim();
-        expect_shape("input", &[seq_len, batch, dims.input_size], input.shape())?;
-        let mut state = initial_state(dims, batch, initial)?;
-        let mut output = Array3::zeros((seq_len, batch, dims.hidden_size));
-
-        let zx = self.project_inputs(input)?;
-        let step_len = batch * self.gate_rows(dims);
-        let zx = flat(&zx);
-        let biases = self.biases(dims);
-        let mut buffers = self.step_buffers(dims, batch);
-        for (t, mut output_t) in output.axis_iter_mut(Axis(0)).enumerate() {
-            let zx_t = &zx[t * step_len..(t + 1) * step_len];
-            self.advance(zx_t, &biases, &mut state, &mut buffers)?;
-            output_t.assign(&state.h);
-        }
-        Ok(RnnOutput {
-            output,
-            h_n: state.h,
-            c_n: state.c,
-        })
-    }
-
-    /// One time step: the recurrent GEMM, then the cell's step; `state` becomes the new state.
-    ///
-    /// `zx_t` is this step's slice of the input projection, `batch × gates · hidden_size`.
-    fn advance(
-        &self,
-        zx_t: &[C::Elem],
-        biases: &Biases<'_, C::Elem>,
-        state: &mut State<C::Elem>,
-        buffers: &mut StepBuffers<C::Elem>,
-    ) -> Result<()> {
-        if state.c.is_empty() {
-            // No batch rows or no units: nothing to compute, and generated steps need not
-            // handle empty blocks.
-            return Ok(());
-        }
-        let rows = state.c.nrows();
-        let weight_hh = self.cell.weights().weight_hh;
-        linalg::matmul_nt(
-            C::Elem::one(),
-            state.h.view(),
-            weight_hh.view(),
-            C::Elem::zero(),
-            buffers.zh.view_mut(),
-        )?;
-        let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
-            flat(&state.h)
-        } else {
-            &[]
-        };
-        self.cell.step(StepIo {
-            rows,
-            zx: zx_t,
-            zh: flat(&buffers.zh),
-            bias_ih: &biases.ih,
-            bias_hh: &biases.hh,
-            constant: &[],
-            c_prev: flat(&state.c),
-            h_prev,
-            h: flat_mut(&mut buffers.h),
-            c: flat_mut(&mut buffers.c),
-            scratch: flat_mut(&mut buffers.scratch),
-        });
-        // Without a projection the new `h` is the next step's recurrent input as it is.
-        std::mem::swap(&mut state.h, &mut buffers.h);
-        std::mem::swap(&mut state.c, &mut buffers.c);
-        Ok(())
-    }
-
-    /// `zx = x · W_ihᵀ` for every step at once: `(seq_len · batch, gates · hidden_size)`,
-    /// step `t` in rows `t · batch .. (t + 1) · batch`.
-    fn project_inputs(&self, input: ArrayView3<'_, C::Elem>) -> Result<Array2<C::Elem>> {
-        let (seq_len, batch, input_size) = input.dim();
-        let weight_ih = self.cell.weights().weight_ih;
-        let rows: CowArray<'_, C::Elem, Ix2> = input
-            .to_shape(((seq_len * batch, input_size), Order::RowMajor))
-            // Same element count, and `to_shape` copies when the layout needs it: infallible.
-            .expect(
-                "(seq_len, batch, input_size) always reshapes to (seq_len · batch, input_size)",
-            );
-        let mut zx = Array2::zeros((seq_len * batch, weight_ih.nrows()));
-        linalg::matmul_nt(
-            C::Elem::one(),
-            rows.view(),
-            weight_ih.view(),
-            C::Elem::zero(),
-            zx.view_mut(),
-        )?;
-        Ok(zx)
-    }
-
-    fn biases(&self, dims: CellDims) -> Biases<'_, C::Elem> {
-        let gate_rows = self.gate_rows(dims);
-        let weights = self.cell.weights();
-        Biases {
-            ih: bias_slice(weights.bias_ih, gate_rows),
-            hh: bias_slice(weights.bias_hh, gate_rows),
-        }
-    }
-
-    fn step_buffers(&self, dims: CellDims, batch: usize) -> StepBuffers<C::Elem> {
-        StepBuffers {
-            zh: Array2::zeros((batch, self.gate_rows(dims))),
-            h: Array2::zeros((batch, dims.hidden_size)),
-            c: Array2::zeros((batch, dims.hidden_size)),
-            scratch: Array2::zeros((batch, C::SPEC.scratch.len(dims.hidden_size))),
-        }
-    }
-
-    /// Rows of the gate-stacked weights: `gates · hidden_size`.
-    fn gate_rows(&self, dims: CellDims) -> usize {
-        C::SPEC.num_gates() * dims.hidden_size
-    }
-
-    /// The cell's dims, after checking that every weight has the shape they imply, is
-    /// contiguous (generated steps read weights as flat slices), and that the layer can run
-    /// them.
-    fn checked_dims(&self) -> Result<CellDims> {
         let dims = self.cell.dims();
         if let Some(constant) = C::SPEC.constant {
             return Err(Error::Config {
@@ -255,59 +122,544 @@ impl<C: Cell> Rnn<C> {
                 ),
             });
         }
-        let gate_rows = self.gate_rows(dims);
-        let weights = self.cell.weights();
-        expect_shape(
-            "weight_ih",
-            &[gate_rows, dims.input_size],
-            weights.weight_ih.shape(),
+        let validity = Validity::All;
+        let direction = Direction::new(
+            &self.cell,
+            None,
+            "",
+            Setup {
+                dims,
+                validity: &validity,
+                invalid_output: InvalidOutput::Zero,
+                reverse: false,
+                constants: None,
+            },
         )?;
-        expect_shape(
-            "weight_hh",
-            &[gate_rows, dims.recurrent_size],
-            weights.weight_hh.shape(),
-        )?;
-        for (name, bias) in [("bias_ih", weights.bias_ih), ("bias_hh", weights.bias_hh)] {
-            if let Some(bias) = bias {
-                expect_shape(name, &[gate_rows], bias.shape())?;
+        let (seq_len, batch, _) = input.dim();
+        expect_shape("input", &[seq_len, batch, dims.input_size], input.shape())?;
+        let (h0, c0) = match initial {
+            Some((h0, c0)) => {
+                expect_shape("h0", &[batch, dims.recurrent_size], h0.shape())?;
+                expect_shape("c0", &[batch, dims.hidden_size], c0.shape())?;
+                (h0.to_owned(), c0.to_owned())
             }
-        }
-        let mut tensors = Ok(());
-        self.cell.visit(&mut |name, tensor| {
-            if tensors.is_err() {
-                return;
-            }
-            let spec = C::SPEC.params.iter().find(|param| param.name == name);
-            if let Some(spec) = spec {
-                let len = spec.shape.len(C::SPEC.num_gates(), dims.hidden_size);
-                tensors = expect_shape(name, &[len], tensor.shape());
-            }
-            if tensors.is_ok() && !tensor.is_standard_layout() {
-                tensors = Err(Error::NotContiguous { what: name.into() });
-            }
-        });
-        tensors.map(|()| dims)
+            None => (
+                Array2::zeros((batch, dims.recurrent_size)),
+                Array2::zeros((batch, dims.hidden_size)),
+            ),
+        };
+        let mut run = direction.start(h0.view(), c0.view(), seq_len);
+        let mut output = Array3::zeros((seq_len, batch, dims.hidden_size));
+        direction.run_sequence(input, &mut run, Some(output.view_mut()), None)?;
+        Ok(RnnOutput {
+            output,
+            h_n: run.state.h,
+            c_n: run.state.c,
+        })
     }
 }
 
-/// `(h0, c0)` checked against the cell, copied into the state buffers; zeros when absent.
-fn initial_state<F: Float>(
-    dims: CellDims,
-    batch: usize,
-    initial: Option<InitialState<'_, F>>,
-) -> Result<State<F>> {
-    // Allocated in standard layout whatever the layout of `h0`, `c0`: steps take flat slices.
-    let mut state = State {
-        h: Array2::zeros((batch, dims.recurrent_size)),
-        c: Array2::zeros((batch, dims.hidden_size)),
-    };
-    if let Some((h0, c0)) = initial {
-        expect_shape("h0", state.h.shape(), h0.shape())?;
-        expect_shape("c0", state.c.shape(), c0.shape())?;
-        state.h.assign(&h0);
-        state.c.assign(&c0);
+/// What a (layer, direction) needs to know about the call besides its weights.
+pub(crate) struct Setup<'a, F> {
+    /// The dims the weights must have.
+    pub(crate) dims: CellDims,
+    /// Which steps of which rows are real.
+    pub(crate) validity: &'a Validity,
+    /// What invalid steps output.
+    pub(crate) invalid_output: InvalidOutput,
+    /// Walk the steps `t = T−1..0` instead of `0..T`.
+    pub(crate) reverse: bool,
+    /// The call's constant input `(batch, constant_size)`, for a cell that reads one.
+    pub(crate) constants: Option<ArrayView2<'a, F>>,
+}
+
+/// One (layer, direction) set up for one call: the cell, its optional projection, the biases
+/// as steps read them, the constant input's projection, and the call's validity.
+pub(crate) struct Direction<'a, C: Cell> {
+    pub(crate) cell: &'a C,
+    /// LSTMP projection `(proj_size, hidden_size)`.
+    pub(crate) weight_hr: Option<&'a Array2<C::Elem>>,
+    pub(crate) dims: CellDims,
+    pub(crate) biases: Biases<'a, C::Elem>,
+    /// `constants · W_cᵀ`, `(batch, gates · hidden_size)`, computed once per call; `(0, 0)`
+    /// for a cell without a constant input.
+    pub(crate) constant: Array2<C::Elem>,
+    pub(crate) reverse: bool,
+    pub(crate) validity: &'a Validity,
+    pub(crate) invalid_output: InvalidOutput,
+}
+
+/// The biases as every step reads them: gate-stacked slices, zeros for a cell without bias.
+pub(crate) struct Biases<'a, F: Clone> {
+    /// `b_ih`: `gates · hidden_size`.
+    pub(crate) ih: Cow<'a, [F]>,
+    /// `b_hh`: `gates · hidden_size`.
+    pub(crate) hh: Cow<'a, [F]>,
+}
+
+/// The recurrent state carried from one step to the next.
+pub(crate) struct State<F> {
+    /// `(batch, recurrent_size)`.
+    pub(crate) h: Array2<F>,
+    /// `(batch, hidden_size)`.
+    pub(crate) c: Array2<F>,
+    /// Whether each row has had a valid step yet: its output at an invalid step repeats `h`
+    /// (carried from that step) under Keras semantics, or is zero before any.
+    pub(crate) seen: Vec<bool>,
+}
+
+/// What one step writes, allocated once per call and reused by every step.
+pub(crate) struct StepBuffers<F> {
+    /// Recurrent projection `h_prev · W_hhᵀ`: `(batch, gates · hidden_size)`.
+    zh: Array2<F>,
+    /// The cell's new hidden state, before any projection: `(batch, hidden_size)`.
+    h_cell: Array2<F>,
+    /// The projected new hidden state: `(batch, recurrent_size)`; `(0, 0)` without projection.
+    h_proj: Array2<F>,
+    /// The step's new cell state: `(batch, hidden_size)`.
+    c: Array2<F>,
+    /// The cell's working memory: `(batch, spec.scratch.len(hidden_size))`.
+    scratch: Array2<F>,
+    /// Which rows the step is valid for.
+    valid: Vec<bool>,
+}
+
+/// A direction's state between chunks, with its workspaces.
+pub(crate) struct Run<F> {
+    pub(crate) state: State<F>,
+    buffers: StepBuffers<F>,
+    /// Input projection of one chunk: `(chunk steps · batch, gates · hidden_size)`.
+    zx: Array2<F>,
+}
+
+/// What a training pass records about one direction, for backward (`bptt.rs`). Per-step
+/// blocks of `batch` rows; "by time" blocks sit at the step's time index `t`, "by processing
+/// order" blocks at the step's position `s` in the walk (`s = t`, or `T − 1 − t` reversed).
+#[derive(Clone, Debug)]
+pub(crate) struct DirectionTape<F> {
+    /// Steps recorded.
+    pub(crate) seq_len: usize,
+    /// The cell's cache of every step, by time: `(T · batch, spec.cache.len(hidden))`.
+    pub(crate) cache: Array2<F>,
+    /// The recurrent input `h_prev` of every step, by time: `(T · batch, recurrent_size)`.
+    pub(crate) h_prev: Array2<F>,
+    /// The cell's `h` before projection, by time: `(T · batch, hidden_size)`; `(0, hidden)`
+    /// without projection.
+    pub(crate) h_cell: Array2<F>,
+    /// The cell state before the first step and after every step, by processing order:
+    /// `((T + 1) · batch, hidden_size)`, block `s` is the `c_prev` of step `s`.
+    pub(crate) c_states: Array2<F>,
+}
+
+impl<'a, C: Cell> Direction<'a, C> {
+    /// Sets up `cell` (and its projection) for one call, after checking every weight against
+    /// `setup.dims`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] or [`Error::NotContiguous`] naming the weight (with `suffix`,
+    /// `_l1_reverse`, appended), [`Error::Config`] naming `constants` if the cell reads a
+    /// constant input and none is given.
+    pub(crate) fn new(
+        cell: &'a C,
+        weight_hr: Option<&'a Array2<C::Elem>>,
+        suffix: &str,
+        setup: Setup<'a, C::Elem>,
+    ) -> Result<Self> {
+        let dims = setup.dims;
+        check_weights(cell, weight_hr, dims, suffix)?;
+        let gate_rows = C::SPEC.num_gates() * dims.hidden_size;
+        let weights = cell.weights();
+        let constant = match (weights.weight_constant, setup.constants) {
+            (Some(weight), Some(constants)) => {
+                let mut projection = Array2::zeros((constants.nrows(), gate_rows));
+                linalg::matmul_nt(
+                    C::Elem::one(),
+                    constants,
+                    weight.view(),
+                    C::Elem::zero(),
+                    projection.view_mut(),
+                )?;
+                projection
+            }
+            (Some(_), None) => {
+                return Err(Error::Config {
+                    option: "constants".into(),
+                    reason: format!(
+                        "cell `{}` reads the constant input `{}`; pass it in the call",
+                        C::SPEC.name,
+                        C::SPEC.constant.unwrap_or("constant"),
+                    ),
+                });
+            }
+            (None, _) => Array2::zeros((0, 0)),
+        };
+        Ok(Direction {
+            cell,
+            weight_hr,
+            dims,
+            biases: Biases {
+                ih: bias_slice(weights.bias_ih, gate_rows),
+                hh: bias_slice(weights.bias_hh, gate_rows),
+            },
+            constant,
+            reverse: setup.reverse,
+            validity: setup.validity,
+            invalid_output: setup.invalid_output,
+        })
     }
-    Ok(state)
+
+    /// Rows of the gate-stacked weights: `gates · hidden_size`.
+    pub(crate) fn gate_rows(&self) -> usize {
+        C::SPEC.num_gates() * self.dims.hidden_size
+    }
+
+    /// The time index of the `s`-th step of the walk over `seq_len` steps.
+    pub(crate) fn time_of(&self, s: usize, seq_len: usize) -> usize {
+        if self.reverse { seq_len - 1 - s } else { s }
+    }
+
+    /// A run starting from `(h0, c0)` with workspaces for chunks of up to [`CHUNK_STEPS`]
+    /// steps of a `seq_len`-step sequence.
+    pub(crate) fn start(
+        &self,
+        h0: ArrayView2<'_, C::Elem>,
+        c0: ArrayView2<'_, C::Elem>,
+        seq_len: usize,
+    ) -> Run<C::Elem> {
+        let batch = c0.nrows();
+        let hidden = self.dims.hidden_size;
+        let gate_rows = self.gate_rows();
+        let proj_rows = if self.weight_hr.is_some() { batch } else { 0 };
+        Run {
+            state: State {
+                h: standard(h0),
+                c: standard(c0),
+                seen: vec![false; batch],
+            },
+            buffers: StepBuffers {
+                zh: Array2::zeros((batch, gate_rows)),
+                h_cell: Array2::zeros((batch, hidden)),
+                h_proj: Array2::zeros((proj_rows, self.dims.recurrent_size)),
+                c: Array2::zeros((batch, hidden)),
+                scratch: Array2::zeros((batch, C::SPEC.scratch.len(hidden))),
+                valid: vec![true; batch],
+            },
+            zx: Array2::zeros((seq_len.min(CHUNK_STEPS) * batch, gate_rows)),
+        }
+    }
+
+    /// An empty tape for a `seq_len`-step pass starting from `c0`.
+    pub(crate) fn tape(
+        &self,
+        seq_len: usize,
+        c0: ArrayView2<'_, C::Elem>,
+    ) -> DirectionTape<C::Elem> {
+        let batch = c0.nrows();
+        let hidden = self.dims.hidden_size;
+        let mut c_states = Array2::zeros(((seq_len + 1) * batch, hidden));
+        c_states.slice_mut(s![..batch, ..]).assign(&c0);
+        let cell_rows = if self.weight_hr.is_some() {
+            seq_len * batch
+        } else {
+            0
+        };
+        DirectionTape {
+            seq_len,
+            cache: Array2::zeros((seq_len * batch, C::SPEC.cache.len(hidden))),
+            h_prev: Array2::zeros((seq_len * batch, self.dims.recurrent_size)),
+            h_cell: Array2::zeros((cell_rows, hidden)),
+            c_states,
+        }
+    }
+
+    /// Runs every step of `input: (seq_len, batch, input_size)` (time-major, any layout) in
+    /// this direction's order, chunk by chunk. Writes each step's output at its time index
+    /// into `output: (seq_len, batch, recurrent_size)` if given, and records into `tape` if
+    /// given.
+    pub(crate) fn run_sequence(
+        &self,
+        input: ArrayView3<'_, C::Elem>,
+        run: &mut Run<C::Elem>,
+        mut output: Option<ArrayViewMut3<'_, C::Elem>>,
+        mut tape: Option<&mut DirectionTape<C::Elem>>,
+    ) -> Result<()> {
+        let seq_len = input.len_of(Axis(0));
+        let mut starts: Vec<usize> = (0..seq_len).step_by(CHUNK_STEPS).collect();
+        if self.reverse {
+            starts.reverse();
+        }
+        for t0 in starts {
+            let t1 = (t0 + CHUNK_STEPS).min(seq_len);
+            let chunk_output = output
+                .as_mut()
+                .map(|output| output.slice_mut(s![t0..t1, .., ..]));
+            self.run_chunk(
+                input.slice(s![t0..t1, .., ..]),
+                t0,
+                seq_len,
+                run,
+                chunk_output,
+                tape.as_deref_mut(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Runs the steps `t0 .. t0 + steps` of a `seq_len`-step sequence, given their input
+    /// `(steps, batch, input_size)`, in this direction's order; outputs go to `output`
+    /// `(steps, batch, recurrent_size)` at the step's offset in the chunk.
+    pub(crate) fn run_chunk(
+        &self,
+        input: ArrayView3<'_, C::Elem>,
+        t0: usize,
+        seq_len: usize,
+        run: &mut Run<C::Elem>,
+        mut output: Option<ArrayViewMut3<'_, C::Elem>>,
+        mut tape: Option<&mut DirectionTape<C::Elem>>,
+    ) -> Result<()> {
+        let (steps, batch, input_size) = input.dim();
+        let step_len = batch * self.gate_rows();
+        // Hook: the input before the projection (Keras `dropout` on x goes here).
+        let rows: CowArray<'_, C::Elem, Ix2> = input
+            .to_shape(((steps * batch, input_size), Order::RowMajor))
+            // Same element count, and `to_shape` copies when the layout needs it: infallible.
+            .expect("(steps, batch, input_size) always reshapes to (steps · batch, input_size)");
+        linalg::matmul_nt(
+            C::Elem::one(),
+            rows.view(),
+            self.cell.weights().weight_ih.view(),
+            C::Elem::zero(),
+            run.zx.slice_mut(s![..steps * batch, ..]),
+        )?;
+        let zx = flat(&run.zx);
+        for k in 0..steps {
+            let k = if self.reverse { steps - 1 - k } else { k };
+            let t = t0 + k;
+            let zx_t = &zx[k * step_len..(k + 1) * step_len];
+            self.step(
+                t,
+                seq_len,
+                zx_t,
+                &mut run.state,
+                &mut run.buffers,
+                tape.as_deref_mut(),
+            )?;
+            if let Some(output) = output.as_mut() {
+                self.write_output(
+                    &run.state,
+                    &run.buffers.valid,
+                    output.index_axis_mut(Axis(0), k),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// One time step `t`: the recurrent GEMM, the cell's step, the projection, and the
+    /// settling of masked rows; `state` becomes the new state.
+    fn step(
+        &self,
+        t: usize,
+        seq_len: usize,
+        zx_t: &[C::Elem],
+        state: &mut State<C::Elem>,
+        buffers: &mut StepBuffers<C::Elem>,
+        mut tape: Option<&mut DirectionTape<C::Elem>>,
+    ) -> Result<()> {
+        let all_valid = self.validity.fill_step(t, &mut buffers.valid);
+        let batch = state.c.nrows();
+        if state.c.is_empty() {
+            // No batch rows or no units: nothing to compute, and generated steps need not
+            // handle empty blocks.
+            return Ok(());
+        }
+        if let Some(tape) = tape.as_deref_mut() {
+            tape.h_prev
+                .slice_mut(s![t * batch..(t + 1) * batch, ..])
+                .assign(&state.h);
+        }
+        // Hook: `h_prev` before the recurrent GEMM (recurrent dropout, weight drop).
+        linalg::matmul_nt(
+            C::Elem::one(),
+            state.h.view(),
+            self.cell.weights().weight_hh.view(),
+            C::Elem::zero(),
+            buffers.zh.view_mut(),
+        )?;
+        let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
+            flat(&state.h)
+        } else {
+            &[]
+        };
+        let io = StepIo {
+            rows: batch,
+            zx: zx_t,
+            zh: flat(&buffers.zh),
+            bias_ih: &self.biases.ih,
+            bias_hh: &self.biases.hh,
+            constant: flat(&self.constant),
+            c_prev: flat(&state.c),
+            h_prev,
+            h: flat_mut(&mut buffers.h_cell),
+            c: flat_mut(&mut buffers.c),
+            scratch: flat_mut(&mut buffers.scratch),
+        };
+        match tape.as_deref_mut() {
+            Some(tape) => {
+                let cache_len = C::SPEC.cache.len(self.dims.hidden_size) * batch;
+                let cache = &mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len];
+                self.cell.step_train(io, cache);
+            }
+            None => self.cell.step(io),
+        }
+        let next_h = match self.weight_hr {
+            Some(weight_hr) => {
+                linalg::matmul_nt(
+                    C::Elem::one(),
+                    buffers.h_cell.view(),
+                    weight_hr.view(),
+                    C::Elem::zero(),
+                    buffers.h_proj.view_mut(),
+                )?;
+                if let Some(tape) = tape.as_deref_mut() {
+                    tape.h_cell
+                        .slice_mut(s![t * batch..(t + 1) * batch, ..])
+                        .assign(&buffers.h_cell);
+                }
+                &mut buffers.h_proj
+            }
+            None => &mut buffers.h_cell,
+        };
+        // Hook: the state after the step (zoneout). Rows whose step is masked keep their
+        // state: copied, not blended, so whatever the step computed for them is dropped.
+        if !all_valid {
+            for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
+                next_h.row_mut(row).assign(&state.h.row(row));
+                buffers.c.row_mut(row).assign(&state.c.row(row));
+            }
+        }
+        std::mem::swap(&mut state.h, next_h);
+        std::mem::swap(&mut state.c, &mut buffers.c);
+        for (seen, valid) in state.seen.iter_mut().zip(&buffers.valid) {
+            *seen |= *valid;
+        }
+        if let Some(tape) = tape {
+            let s = if self.reverse { seq_len - 1 - t } else { t };
+            tape.c_states
+                .slice_mut(s![(s + 1) * batch..(s + 2) * batch, ..])
+                .assign(&state.c);
+        }
+        Ok(())
+    }
+
+    /// The step's output `(batch, recurrent_size)`: the new `h` of valid rows; for the others
+    /// zeros, or under Keras' repeat policy the carried `h` (the row's last valid output)
+    /// once the row has had a valid step.
+    fn write_output(
+        &self,
+        state: &State<C::Elem>,
+        valid: &[bool],
+        mut output: ArrayViewMut2<'_, C::Elem>,
+    ) {
+        let repeat = self.invalid_output == InvalidOutput::RepeatPrevious;
+        for (row, mut out) in output.axis_iter_mut(Axis(0)).enumerate() {
+            if valid[row] || (repeat && state.seen[row]) {
+                out.assign(&state.h.row(row));
+            } else {
+                out.fill(C::Elem::zero());
+            }
+        }
+    }
+}
+
+impl<F: Float> Run<F> {
+    /// Each row's last valid output `(batch, recurrent_size)`: its `h` after its last valid
+    /// step, zeros for a row that had none.
+    pub(crate) fn last_output(&self) -> Array2<F> {
+        let mut last = self.state.h.clone();
+        for (mut row, seen) in last.axis_iter_mut(Axis(0)).zip(&self.state.seen) {
+            if !seen {
+                row.fill(F::zero());
+            }
+        }
+        last
+    }
+}
+
+/// Checks every weight of `cell` (and the projection) against `dims`: shapes, and standard
+/// layout (generated steps read weights as flat slices). Names carry `suffix`.
+pub(crate) fn check_weights<C: Cell>(
+    cell: &C,
+    weight_hr: Option<&Array2<C::Elem>>,
+    dims: CellDims,
+    suffix: &str,
+) -> Result<()> {
+    let gate_rows = C::SPEC.num_gates() * dims.hidden_size;
+    let weights = cell.weights();
+    let name = |base: &str| format!("{base}{suffix}");
+    expect_shape(
+        &name("weight_ih"),
+        &[gate_rows, dims.input_size],
+        weights.weight_ih.shape(),
+    )?;
+    expect_shape(
+        &name("weight_hh"),
+        &[gate_rows, dims.recurrent_size],
+        weights.weight_hh.shape(),
+    )?;
+    for (base, bias) in [("bias_ih", weights.bias_ih), ("bias_hh", weights.bias_hh)] {
+        match bias {
+            Some(bias) => expect_shape(&name(base), &[gate_rows], bias.shape())?,
+            None if dims.bias => return Err(Error::shape_mismatch(name(base), &[gate_rows], &[])),
+            None => {}
+        }
+    }
+    if let Some(weight) = weights.weight_constant {
+        expect_shape(
+            &name(&format!(
+                "weight_{}",
+                C::SPEC.constant.unwrap_or("constant")
+            )),
+            &[gate_rows, dims.constant_size],
+            weight.shape(),
+        )?;
+    }
+    match weight_hr {
+        Some(weight_hr) => expect_shape(
+            &name("weight_hr"),
+            &[dims.recurrent_size, dims.hidden_size],
+            weight_hr.shape(),
+        )?,
+        None if dims.recurrent_size != dims.hidden_size => {
+            return Err(Error::shape_mismatch(
+                name("weight_hr"),
+                &[dims.recurrent_size, dims.hidden_size],
+                &[],
+            ));
+        }
+        None => {}
+    }
+    let mut tensors = Ok(());
+    cell.visit(&mut |tensor_name, tensor| {
+        if tensors.is_err() {
+            return;
+        }
+        let spec = C::SPEC
+            .params
+            .iter()
+            .find(|param| param.name == tensor_name);
+        if let Some(spec) = spec {
+            let len = spec.shape.len(C::SPEC.num_gates(), dims.hidden_size);
+            tensors = expect_shape(&name(tensor_name), &[len], tensor.shape());
+        }
+        if tensors.is_ok() && !tensor.is_standard_layout() {
+            tensors = Err(Error::NotContiguous {
+                what: name(tensor_name),
+            });
+        }
+    });
+    tensors
 }
 
 /// A bias as a slice: borrowed when contiguous, copied otherwise, zeros when absent.
@@ -321,17 +673,24 @@ fn bias_slice<F: Float>(bias: Option<&Array1<F>>, gate_rows: usize) -> Cow<'_, [
     }
 }
 
-/// The elements of a buffer this module allocated, in row-major order.
-fn flat<F>(buffer: &Array2<F>) -> &[F] {
-    // Every buffer here comes from `Array2::zeros`, which is in standard layout, and is never
-    // re-strided, so the slice always exists.
+/// An owned copy of `view` in standard layout, whatever the layout of `view`.
+pub(crate) fn standard<F: Float>(view: ArrayView2<'_, F>) -> Array2<F> {
+    let mut owned = Array2::zeros(view.raw_dim());
+    owned.assign(&view);
+    owned
+}
+
+/// The elements of a buffer this crate allocated, in row-major order.
+pub(crate) fn flat<F>(buffer: &Array2<F>) -> &[F] {
+    // Every buffer passed here comes from `Array2::zeros` (or `standard`), which is in
+    // standard layout, and is never re-strided, so the slice always exists.
     buffer
         .as_slice()
         .expect("layer buffers are in standard layout")
 }
 
-/// The elements of a buffer this module allocated, in row-major order, mutably.
-fn flat_mut<F>(buffer: &mut Array2<F>) -> &mut [F] {
+/// The elements of a buffer this crate allocated, in row-major order, mutably.
+pub(crate) fn flat_mut<F>(buffer: &mut Array2<F>) -> &mut [F] {
     // As in `flat`: allocated by `Array2::zeros`, never re-strided.
     buffer
         .as_slice_mut()

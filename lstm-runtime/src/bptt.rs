@@ -1,0 +1,394 @@
+//! Backpropagation through time for one (layer, direction): the reverse of the time loop in
+//! `layer.rs`, over what its [`DirectionTape`] recorded.
+//!
+//! The reverse loop does only per-step work: add the step's output gradient to `dL/dh`, run
+//! the cell's generated backward step (`dL/dh`, `dL/dc` → `dL/dzx`, `dL/dzh`, `dL/dc_prev`),
+//! and one GEMM `dL/dh_prev = dL/dzh · W_hh` (plus the part through the cell's own use of
+//! `h_prev`). Rows whose step was masked pass their gradients straight to the previous state,
+//! as their state was carried. `dL/dzx` and `dL/dzh` of every step are kept; the weight
+//! gradients then run batched over all steps: `dW_ih = dZxᵀ · X`, `dX = dZx · W_ih`,
+//! `dW_hh = dZhᵀ · H_prev`, `dW_hr = dH_outᵀ · H_cell`, and for a constant input
+//! `dW_c = dconstantᵀ · constants`, `d constants = dconstant · W_c`.
+
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, s};
+use num_traits::{One, Zero};
+
+use crate::error::Result;
+use crate::layer::{Direction, DirectionTape, flat, flat_mut, standard};
+use crate::mask::InvalidOutput;
+use crate::{BackwardIo, Cell, linalg};
+
+/// The gradients of one direction's parameters and initial state.
+pub(crate) struct DirectionGradients<C: Cell> {
+    /// Gradients of the cell's tensors, in the cell's own layout and names.
+    pub(crate) cell: C,
+    /// `dL/dW_hr`, `(proj_size, hidden_size)`, for a projected layer.
+    pub(crate) weight_hr: Option<Array2<C::Elem>>,
+    /// `dL/dh0`: `(batch, recurrent_size)`.
+    pub(crate) h0: Array2<C::Elem>,
+    /// `dL/dc0`: `(batch, hidden_size)`.
+    pub(crate) c0: Array2<C::Elem>,
+}
+
+/// What flows into one direction's backward pass besides its tape.
+pub(crate) struct Seeds<'a, F> {
+    /// The layer input the forward pass read: `(T · batch, input_size)`.
+    pub(crate) input: ArrayView2<'a, F>,
+    /// `dL/d output` at every step by time, `(T, batch, recurrent_size)`; `None` when the
+    /// outputs were not used (a last layer returning only its last output).
+    pub(crate) d_output: Option<ArrayView3<'a, F>>,
+    /// `dL/dh_n`: `(batch, recurrent_size)`.
+    pub(crate) dh_n: ArrayView2<'a, F>,
+    /// `dL/dc_n`: `(batch, hidden_size)`.
+    pub(crate) dc_n: ArrayView2<'a, F>,
+    /// The call's constant input `(batch, constant_size)` for a cell that reads one.
+    pub(crate) constants: Option<ArrayView2<'a, F>>,
+}
+
+/// Where one direction's backward pass adds input gradients (`+=`: both directions of a
+/// layer read the same input).
+pub(crate) struct InputGrads<'a, F> {
+    /// `dL/d input`: `(T · batch, input_size)`.
+    pub(crate) input: ArrayViewMut2<'a, F>,
+    /// `dL/d constants`: `(batch, constant_size)`, for a cell that reads a constant input.
+    pub(crate) constants: Option<ArrayViewMut2<'a, F>>,
+}
+
+/// Per-step buffers of the reverse loop, allocated once per call.
+struct BackwardBuffers<F> {
+    /// `dL/dh` of the state after the current step (`(batch, recurrent_size)`).
+    dh: Array2<F>,
+    /// `dL/dc` of the state after the current step (`(batch, hidden_size)`).
+    dc: Array2<F>,
+    /// `dh` with masked rows zeroed: the step's seed.
+    dh_seed: Array2<F>,
+    /// `dc` with masked rows zeroed.
+    dc_seed: Array2<F>,
+    /// `dL/dh` of the cell's output before projection, `(batch, hidden_size)`; `(0, 0)`
+    /// without projection.
+    dh_cell: Array2<F>,
+    /// `dL/dc_prev` from the cell.
+    dc_prev: Array2<F>,
+    /// `dL/dh_prev` through the cell's own use of `h_prev`, or `(0, 0)`.
+    dh_direct: Array2<F>,
+    /// `dL/dh_prev` in total.
+    dh_prev: Array2<F>,
+    /// The cell's backward working memory.
+    scratch: Array2<F>,
+    /// Accumulated bias gradients, gate-stacked.
+    dbias_ih: Vec<F>,
+    dbias_hh: Vec<F>,
+    /// Accumulated `dL/d(constant projection)`: `(batch, gates · hidden)`, or `(0, 0)`.
+    dconstant: Array2<F>,
+    /// Which rows the current step was valid for.
+    valid: Vec<bool>,
+}
+
+impl<C: Cell> Direction<'_, C> {
+    /// Backpropagates through the steps recorded in `tape`, adding input gradients to
+    /// `grads_in` and returning the direction's own.
+    pub(crate) fn backward(
+        &self,
+        tape: &DirectionTape<C::Elem>,
+        seeds: Seeds<'_, C::Elem>,
+        mut grads_in: InputGrads<'_, C::Elem>,
+    ) -> Result<DirectionGradients<C>> {
+        let batch = seeds.dh_n.nrows();
+        let seq_len = tape.seq_len;
+        let gate_rows = self.gate_rows();
+        let shared = C::SPEC.shared_preactivation_grad;
+        let mut dzx_all = Array2::zeros((seq_len * batch, gate_rows));
+        let mut dzh_all = Array2::zeros((if shared { 0 } else { seq_len * batch }, gate_rows));
+        let projected = self.weight_hr.is_some();
+        let mut dh_out_all = Array2::zeros((
+            if projected { seq_len * batch } else { 0 },
+            self.dims.recurrent_size,
+        ));
+        let mut grads = C::zeros(self.dims);
+        let mut buffers = self.backward_buffers(&seeds);
+        let first_valid = self.first_valid_steps(seq_len, batch);
+        if !buffers.dc.is_empty() {
+            for s in (0..seq_len).rev() {
+                let t = self.time_of(s, seq_len);
+                let rows = t * batch..(t + 1) * batch;
+                let all_valid = self.validity.fill_step(t, &mut buffers.valid);
+                self.seed_step(s, t, &seeds, &first_valid, &mut buffers, all_valid);
+                if let Some(weight_hr) = self.weight_hr {
+                    dh_out_all
+                        .slice_mut(s![rows.clone(), ..])
+                        .assign(&buffers.dh_seed);
+                    linalg::matmul_nn(
+                        C::Elem::one(),
+                        buffers.dh_seed.view(),
+                        weight_hr.view(),
+                        C::Elem::zero(),
+                        buffers.dh_cell.view_mut(),
+                    )?;
+                }
+                let step_len = batch * gate_rows;
+                let dzh_t: &mut [C::Elem] = if shared {
+                    &mut []
+                } else {
+                    &mut flat_mut(&mut dzh_all)[t * step_len..(t + 1) * step_len]
+                };
+                let dzx_t = &mut flat_mut(&mut dzx_all)[t * step_len..(t + 1) * step_len];
+                self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, &mut grads);
+                if !all_valid {
+                    zero_invalid_rows(&mut dzx_all, rows.clone(), &buffers.valid);
+                    if !shared {
+                        zero_invalid_rows(&mut dzh_all, rows.clone(), &buffers.valid);
+                    }
+                }
+                let dz_hh = if shared { &dzx_all } else { &dzh_all };
+                linalg::matmul_nn(
+                    C::Elem::one(),
+                    dz_hh.slice(s![rows, ..]),
+                    self.cell.weights().weight_hh.view(),
+                    C::Elem::zero(),
+                    buffers.dh_prev.view_mut(),
+                )?;
+                if C::SPEC.reads_h_prev {
+                    buffers.dh_prev += &buffers.dh_direct;
+                }
+                if !all_valid {
+                    for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
+                        buffers.dh_prev.row_mut(row).assign(&buffers.dh.row(row));
+                        buffers.dc_prev.row_mut(row).assign(&buffers.dc.row(row));
+                    }
+                }
+                std::mem::swap(&mut buffers.dh, &mut buffers.dh_prev);
+                std::mem::swap(&mut buffers.dc, &mut buffers.dc_prev);
+            }
+        }
+        let dz_hh = if shared { &dzx_all } else { &dzh_all };
+        self.weight_gradients(&mut grads, tape, &seeds, &dzx_all, dz_hh, &buffers)?;
+        linalg::matmul_nn(
+            C::Elem::one(),
+            dzx_all.view(),
+            self.cell.weights().weight_ih.view(),
+            C::Elem::one(),
+            grads_in.input.view_mut(),
+        )?;
+        if let (Some(weight), Some(d_constants)) = (
+            self.cell.weights().weight_constant,
+            grads_in.constants.as_mut(),
+        ) {
+            linalg::matmul_nn(
+                C::Elem::one(),
+                buffers.dconstant.view(),
+                weight.view(),
+                C::Elem::one(),
+                d_constants.view_mut(),
+            )?;
+        }
+        let weight_hr = match self.weight_hr {
+            Some(weight_hr) => {
+                let mut grad = Array2::zeros(weight_hr.raw_dim());
+                linalg::matmul_tn(
+                    C::Elem::one(),
+                    dh_out_all.view(),
+                    tape.h_cell.view(),
+                    C::Elem::zero(),
+                    grad.view_mut(),
+                )?;
+                Some(grad)
+            }
+            None => None,
+        };
+        Ok(DirectionGradients {
+            cell: grads,
+            weight_hr,
+            h0: buffers.dh,
+            c0: buffers.dc,
+        })
+    }
+
+    /// The buffers of the reverse loop; `dh`, `dc` start as the final states' gradients.
+    fn backward_buffers(&self, seeds: &Seeds<'_, C::Elem>) -> BackwardBuffers<C::Elem> {
+        let batch = seeds.dh_n.nrows();
+        let hidden = self.dims.hidden_size;
+        let recurrent = self.dims.recurrent_size;
+        let gate_rows = self.gate_rows();
+        let zeros = |rows: usize, cols: usize| Array2::zeros((rows, cols));
+        let if_rows = |flag: bool| if flag { batch } else { 0 };
+        BackwardBuffers {
+            dh: standard(seeds.dh_n),
+            dc: standard(seeds.dc_n),
+            dh_seed: zeros(batch, recurrent),
+            dc_seed: zeros(batch, hidden),
+            dh_cell: zeros(if_rows(self.weight_hr.is_some()), hidden),
+            dc_prev: zeros(batch, hidden),
+            dh_direct: zeros(if_rows(C::SPEC.reads_h_prev), hidden),
+            dh_prev: zeros(batch, recurrent),
+            scratch: zeros(batch, C::SPEC.backward_scratch.len(hidden)),
+            dbias_ih: vec![C::Elem::zero(); gate_rows],
+            dbias_hh: vec![C::Elem::zero(); gate_rows],
+            dconstant: zeros(
+                if_rows(C::SPEC.constant.is_some()),
+                if C::SPEC.constant.is_some() {
+                    gate_rows
+                } else {
+                    0
+                },
+            ),
+            valid: vec![true; batch],
+        }
+    }
+
+    /// For each row, the first position in the walk at which it is valid (`seq_len` if
+    /// never): under Keras' repeat policy a masked step's output is the carried `h` from then
+    /// on, and zeros before.
+    fn first_valid_steps(&self, seq_len: usize, batch: usize) -> Vec<usize> {
+        (0..batch)
+            .map(|row| {
+                (0..seq_len)
+                    .find(|&s| self.validity.is_valid(self.time_of(s, seq_len), row))
+                    .unwrap_or(seq_len)
+            })
+            .collect()
+    }
+
+    /// Adds step `t`'s output gradient to `dh` (for every row whose output was its `h`: valid
+    /// rows, and masked rows repeating a carried output), then copies `dh`, `dc` into the
+    /// step's seeds with masked rows zeroed.
+    fn seed_step(
+        &self,
+        s: usize,
+        t: usize,
+        seeds: &Seeds<'_, C::Elem>,
+        first_valid: &[usize],
+        buffers: &mut BackwardBuffers<C::Elem>,
+        all_valid: bool,
+    ) {
+        let repeat = self.invalid_output == InvalidOutput::RepeatPrevious;
+        if let Some(d_output) = seeds.d_output {
+            let d_output = d_output.index_axis(Axis(0), t);
+            if all_valid {
+                buffers.dh += &d_output;
+            } else {
+                for (row, mut dh) in buffers.dh.axis_iter_mut(Axis(0)).enumerate() {
+                    if buffers.valid[row] || (repeat && s >= first_valid[row]) {
+                        dh += &d_output.row(row);
+                    }
+                }
+            }
+        }
+        buffers.dh_seed.assign(&buffers.dh);
+        buffers.dc_seed.assign(&buffers.dc);
+        if !all_valid {
+            for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
+                buffers.dh_seed.row_mut(row).fill(C::Elem::zero());
+                buffers.dc_seed.row_mut(row).fill(C::Elem::zero());
+            }
+        }
+    }
+
+    /// The cell's generated backward step for walk position `s` (time `t`).
+    #[allow(clippy::too_many_arguments)]
+    fn cell_backward(
+        &self,
+        tape: &DirectionTape<C::Elem>,
+        s: usize,
+        t: usize,
+        buffers: &mut BackwardBuffers<C::Elem>,
+        dzx_t: &mut [C::Elem],
+        dzh_t: &mut [C::Elem],
+        grads: &mut C,
+    ) {
+        let batch = buffers.dc.nrows();
+        let hidden = self.dims.hidden_size;
+        let state_len = batch * hidden;
+        let c_states = flat(&tape.c_states);
+        let cache_len = batch * C::SPEC.cache.len(hidden);
+        let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
+            let len = batch * self.dims.recurrent_size;
+            &flat(&tape.h_prev)[t * len..(t + 1) * len]
+        } else {
+            &[]
+        };
+        let dh = if self.weight_hr.is_some() {
+            flat(&buffers.dh_cell)
+        } else {
+            flat(&buffers.dh_seed)
+        };
+        self.cell.step_backward(
+            BackwardIo {
+                rows: batch,
+                dh,
+                dc: flat(&buffers.dc_seed),
+                c_prev: &c_states[s * state_len..(s + 1) * state_len],
+                c: &c_states[(s + 1) * state_len..(s + 2) * state_len],
+                h_prev,
+                bias_ih: &self.biases.ih,
+                bias_hh: &self.biases.hh,
+                constant: flat(&self.constant),
+                cache: &flat(&tape.cache)[t * cache_len..(t + 1) * cache_len],
+                dzx: dzx_t,
+                dzh: dzh_t,
+                dc_prev: flat_mut(&mut buffers.dc_prev),
+                dh_prev: flat_mut(&mut buffers.dh_direct),
+                dconstant: flat_mut(&mut buffers.dconstant),
+                dbias_ih: &mut buffers.dbias_ih,
+                dbias_hh: &mut buffers.dbias_hh,
+                scratch: flat_mut(&mut buffers.scratch),
+            },
+            grads,
+        );
+    }
+
+    /// The weight gradients batched over all steps, into `grads`' four weights (its spec
+    /// parameters already hold theirs).
+    fn weight_gradients(
+        &self,
+        grads: &mut C,
+        tape: &DirectionTape<C::Elem>,
+        seeds: &Seeds<'_, C::Elem>,
+        dzx_all: &Array2<C::Elem>,
+        dz_hh: &Array2<C::Elem>,
+        buffers: &BackwardBuffers<C::Elem>,
+    ) -> Result<()> {
+        let weights = grads.weights_mut();
+        linalg::matmul_tn(
+            C::Elem::one(),
+            dzx_all.view(),
+            seeds.input,
+            C::Elem::zero(),
+            weights.weight_ih.view_mut(),
+        )?;
+        linalg::matmul_tn(
+            C::Elem::one(),
+            dz_hh.view(),
+            tape.h_prev.view(),
+            C::Elem::zero(),
+            weights.weight_hh.view_mut(),
+        )?;
+        if let Some(bias) = weights.bias_ih {
+            bias.assign(&ArrayView1::from(&buffers.dbias_ih));
+        }
+        if let Some(bias) = weights.bias_hh {
+            bias.assign(&ArrayView1::from(&buffers.dbias_hh));
+        }
+        if let (Some(weight), Some(constants)) = (weights.weight_constant, seeds.constants) {
+            linalg::matmul_tn(
+                C::Elem::one(),
+                buffers.dconstant.view(),
+                constants,
+                C::Elem::zero(),
+                weight.view_mut(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Zeros the rows of `rows` (one step's block) whose step was masked.
+fn zero_invalid_rows<F: crate::Float>(
+    values: &mut Array2<F>,
+    rows: std::ops::Range<usize>,
+    valid: &[bool],
+) {
+    let mut block = values.slice_mut(s![rows, ..]);
+    for (row, _) in valid.iter().enumerate().filter(|(_, v)| !**v) {
+        block.row_mut(row).fill(F::zero());
+    }
+}

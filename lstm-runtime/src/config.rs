@@ -1,0 +1,427 @@
+//! [`LstmConfig`]: every option of a recurrent layer around a cell, with PyTorch's defaults,
+//! the names PyTorch's `nn.LSTM` and Keras' `LSTM`/`RNN`/`Bidirectional` give each option,
+//! and the checks that reject impossible combinations before any weight is made.
+//!
+//! A config fixes the shapes of every (layer, direction) cell ([`LstmConfig::cell_dims`]);
+//! [`crate::Lstm`] builds its cells from it and reads the per-call semantics (layout, masks,
+//! merging, states) from it.
+
+use crate::error::{Error, Result};
+use crate::{Cell, CellDims};
+
+/// How a bidirectional layer combines its two directions' outputs (Keras `merge_mode`).
+///
+/// PyTorch always concatenates; Keras' `Bidirectional` defaults to concatenation too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MergeMode {
+    /// `[forward, reverse]` along the feature axis: twice the features (Keras `"concat"`,
+    /// PyTorch's only mode).
+    #[default]
+    Concat,
+    /// `forward + reverse` (Keras `"sum"`).
+    Sum,
+    /// `forward ⊙ reverse` (Keras `"mul"`).
+    Mul,
+    /// `(forward + reverse) / 2` (Keras `"ave"`).
+    Ave,
+    /// No merge: the forward direction's outputs in `output`, the reverse direction's in
+    /// `output_reverse` (Keras `merge_mode=None`). Only for a single layer: a stack needs one
+    /// merged input for its next layer.
+    None,
+}
+
+impl MergeMode {
+    /// Every mode, in the order Keras documents them (`None` last).
+    pub const ALL: [MergeMode; 5] = [
+        MergeMode::Concat,
+        MergeMode::Sum,
+        MergeMode::Mul,
+        MergeMode::Ave,
+        MergeMode::None,
+    ];
+
+    /// Keras' name of the mode (`"concat"`, …, `"none"` for Python's `None`).
+    pub fn keras_name(self) -> &'static str {
+        match self {
+            MergeMode::Concat => "concat",
+            MergeMode::Sum => "sum",
+            MergeMode::Mul => "mul",
+            MergeMode::Ave => "ave",
+            MergeMode::None => "none",
+        }
+    }
+}
+
+/// Everything that shapes a recurrent layer: sizes, stacking, directions, projection and the
+/// semantics of a call. Defaults follow PyTorch's `nn.LSTM`; each field names its PyTorch and
+/// Keras counterpart.
+///
+/// ```
+/// use lstm_runtime::{LstmConfig, MergeMode};
+///
+/// let config = LstmConfig::new(16, 32)
+///     .with_num_layers(2)
+///     .with_bidirectional(true)
+///     .with_merge_mode(MergeMode::Sum)
+///     .with_dropout(0.1);
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.output_size(), 32);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct LstmConfig {
+    /// Features of each input step (PyTorch `input_size`; Keras infers it from the input).
+    pub input_size: usize,
+    /// Hidden units of every cell (PyTorch `hidden_size`, Keras `units`). At least 1.
+    pub hidden_size: usize,
+    /// Stacked layers; layer `k + 1` reads layer `k`'s (merged) output (PyTorch `num_layers`,
+    /// Keras: several `LSTM` layers in a row). Default 1; 0 is rejected.
+    pub num_layers: usize,
+    /// Whether cells have `bias_ih`/`bias_hh` (PyTorch `bias`, Keras `use_bias`). Default
+    /// `true`.
+    pub bias: bool,
+    /// Inputs and outputs are `(batch, seq_len, features)` instead of time-major
+    /// `(seq_len, batch, features)` (PyTorch `batch_first`; Keras is always batch-first).
+    /// Masks are `(batch, seq_len)` either way. Default `false`.
+    pub batch_first: bool,
+    /// Probability of zeroing each input of layers `1..num_layers` (PyTorch `dropout`: on the
+    /// outputs of every layer but the last, only when [`crate::Call::training`]). Inverted
+    /// dropout: kept values are scaled by `1 / (1 − dropout)`. In `[0, 1]`; default 0.
+    pub dropout: f64,
+    /// Run every layer in both directions (PyTorch `bidirectional`, Keras `Bidirectional`).
+    /// Default `false`.
+    pub bidirectional: bool,
+    /// How the two directions' outputs are combined (Keras `Bidirectional(merge_mode=…)`;
+    /// PyTorch always concatenates). Default [`MergeMode::Concat`].
+    pub merge_mode: MergeMode,
+    /// Width of the projected hidden state, 0 for none (PyTorch `proj_size`, LSTMP):
+    /// `h = W_hr · (cell's h)`; outputs and `h_n` have `proj_size` features, `c_n` keeps
+    /// `hidden_size`. Must be below `hidden_size`; default 0. Keras has no equivalent.
+    pub proj_size: usize,
+    /// Return the output of every step (`true`, PyTorch's only behaviour) or only each
+    /// sequence's last valid output, `(batch, features)` (Keras `return_sequences=False`).
+    /// Default `true`.
+    pub return_sequences: bool,
+    /// Return the final states `h_n`, `c_n` (Keras `return_state`; PyTorch always does).
+    /// Default `true`.
+    pub return_state: bool,
+    /// Process each sequence reversed and return outputs in processing order (Keras
+    /// `go_backwards`). With lengths, each sequence's valid part is reversed (padding stays at
+    /// the end); otherwise the whole padded sequence is, masks included. Applies to the input
+    /// of the whole layer. Default `false`.
+    pub go_backwards: bool,
+    /// Carry the final states of a call over as the initial states of the next, until
+    /// [`crate::Lstm::reset_states`] (Keras `stateful`). Default `false`.
+    pub stateful: bool,
+    /// Under a Keras mask, masked steps output zeros (`true`) instead of repeating the
+    /// previous output (`false`, Keras' default for `LSTM`; Keras' `Bidirectional` sets it to
+    /// its `return_sequences`). Lengths (PyTorch semantics) always give zeros past a
+    /// sequence's end. Default `false`.
+    pub zero_output_for_mask: bool,
+    /// Width of the per-sequence constant input (Keras `constants`) for cells whose spec
+    /// declares one; 0 for cells without. Default 0.
+    pub constant_size: usize,
+    /// Seed of the dropout masks; each call draws fresh masks from a generator seeded with it.
+    /// Default 0.
+    pub seed: u64,
+}
+
+impl LstmConfig {
+    /// A single-layer, unidirectional config with PyTorch's defaults for every other option.
+    pub fn new(input_size: usize, hidden_size: usize) -> Self {
+        LstmConfig {
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bias: true,
+            batch_first: false,
+            dropout: 0.0,
+            bidirectional: false,
+            merge_mode: MergeMode::Concat,
+            proj_size: 0,
+            return_sequences: true,
+            return_state: true,
+            go_backwards: false,
+            stateful: false,
+            zero_output_for_mask: false,
+            constant_size: 0,
+            seed: 0,
+        }
+    }
+
+    /// Sets [`LstmConfig::num_layers`].
+    pub fn with_num_layers(mut self, num_layers: usize) -> Self {
+        self.num_layers = num_layers;
+        self
+    }
+
+    /// Sets [`LstmConfig::bias`].
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Sets [`LstmConfig::batch_first`].
+    pub fn with_batch_first(mut self, batch_first: bool) -> Self {
+        self.batch_first = batch_first;
+        self
+    }
+
+    /// Sets [`LstmConfig::dropout`].
+    pub fn with_dropout(mut self, dropout: f64) -> Self {
+        self.dropout = dropout;
+        self
+    }
+
+    /// Sets [`LstmConfig::bidirectional`].
+    pub fn with_bidirectional(mut self, bidirectional: bool) -> Self {
+        self.bidirectional = bidirectional;
+        self
+    }
+
+    /// Sets [`LstmConfig::merge_mode`].
+    pub fn with_merge_mode(mut self, merge_mode: MergeMode) -> Self {
+        self.merge_mode = merge_mode;
+        self
+    }
+
+    /// Sets [`LstmConfig::proj_size`].
+    pub fn with_proj_size(mut self, proj_size: usize) -> Self {
+        self.proj_size = proj_size;
+        self
+    }
+
+    /// Sets [`LstmConfig::return_sequences`].
+    pub fn with_return_sequences(mut self, return_sequences: bool) -> Self {
+        self.return_sequences = return_sequences;
+        self
+    }
+
+    /// Sets [`LstmConfig::return_state`].
+    pub fn with_return_state(mut self, return_state: bool) -> Self {
+        self.return_state = return_state;
+        self
+    }
+
+    /// Sets [`LstmConfig::go_backwards`].
+    pub fn with_go_backwards(mut self, go_backwards: bool) -> Self {
+        self.go_backwards = go_backwards;
+        self
+    }
+
+    /// Sets [`LstmConfig::stateful`].
+    pub fn with_stateful(mut self, stateful: bool) -> Self {
+        self.stateful = stateful;
+        self
+    }
+
+    /// Sets [`LstmConfig::zero_output_for_mask`].
+    pub fn with_zero_output_for_mask(mut self, zero_output_for_mask: bool) -> Self {
+        self.zero_output_for_mask = zero_output_for_mask;
+        self
+    }
+
+    /// Sets [`LstmConfig::constant_size`].
+    pub fn with_constant_size(mut self, constant_size: usize) -> Self {
+        self.constant_size = constant_size;
+        self
+    }
+
+    /// Sets [`LstmConfig::seed`].
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Checks the options against each other.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the option: `num_layers` of 0, `hidden_size` of 0,
+    /// `proj_size` not below `hidden_size`, `dropout` outside `[0, 1]`, or `merge_mode`
+    /// [`MergeMode::None`] with more than one bidirectional layer.
+    pub fn validate(&self) -> Result<()> {
+        let reject = |option: &str, reason: String| {
+            Err(Error::Config {
+                option: option.into(),
+                reason,
+            })
+        };
+        if self.num_layers == 0 {
+            return reject("num_layers", "expected at least 1 layer, found 0".into());
+        }
+        if self.hidden_size == 0 {
+            return reject("hidden_size", "expected at least 1 unit, found 0".into());
+        }
+        if self.proj_size >= self.hidden_size {
+            return reject(
+                "proj_size",
+                format!(
+                    "expected 0 (no projection) or a size below hidden_size {}, found {}",
+                    self.hidden_size, self.proj_size
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return reject(
+                "dropout",
+                format!("expected a probability in [0, 1], found {}", self.dropout),
+            );
+        }
+        if self.bidirectional && self.merge_mode == MergeMode::None && self.num_layers > 1 {
+            return reject(
+                "merge_mode",
+                format!(
+                    "`none` returns the two directions apart, but layer 2 of {} needs one \
+                     merged input; use concat, sum, mul or ave",
+                    self.num_layers
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that cells of type `C` can run under this config: a cell that reads `h_prev`
+    /// elementwise cannot be projected, and a cell with a constant input needs its width.
+    ///
+    /// # Errors
+    ///
+    /// As [`LstmConfig::validate`], and [`Error::Config`] naming `proj_size` or
+    /// `constant_size`.
+    pub fn validate_for<C: Cell>(&self) -> Result<()> {
+        self.validate()?;
+        let spec = C::SPEC;
+        if self.proj_size > 0 && spec.reads_h_prev {
+            return Err(Error::Config {
+                option: "proj_size".into(),
+                reason: format!(
+                    "cell `{}` reads h_prev elementwise, which has hidden_size values; a \
+                     projection would make it proj_size wide (use proj_size 0)",
+                    spec.name
+                ),
+            });
+        }
+        match (spec.constant, self.constant_size) {
+            (Some(constant), 0) => Err(Error::Config {
+                option: "constant_size".into(),
+                reason: format!(
+                    "cell `{}` reads the constant input `{constant}`; give its width",
+                    spec.name
+                ),
+            }),
+            (None, size) if size > 0 => Err(Error::Config {
+                option: "constant_size".into(),
+                reason: format!(
+                    "cell `{}` declares no constant input; expected 0, found {size}",
+                    spec.name
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// 2 for a bidirectional layer, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Features of each direction's output and of `h_n`: `proj_size`, or `hidden_size`
+    /// without projection. Also the width of the recurrent input `h_prev`.
+    pub fn output_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// Features of the layer's merged output: twice [`LstmConfig::output_size`] for a
+    /// concatenating bidirectional layer, else [`LstmConfig::output_size`].
+    pub fn merged_size(&self) -> usize {
+        if self.bidirectional && self.merge_mode == MergeMode::Concat {
+            2 * self.output_size()
+        } else {
+            self.output_size()
+        }
+    }
+
+    /// Features layer `layer` reads: `input_size` for the first, the merged output of the
+    /// one below for the others.
+    pub fn layer_input_size(&self, layer: usize) -> usize {
+        if layer == 0 {
+            self.input_size
+        } else {
+            self.merged_size()
+        }
+    }
+
+    /// The dims of the cells of layer `layer` (both directions have the same).
+    pub fn cell_dims(&self, layer: usize) -> CellDims {
+        CellDims {
+            input_size: self.layer_input_size(layer),
+            hidden_size: self.hidden_size,
+            recurrent_size: self.output_size(),
+            bias: self.bias,
+            constant_size: self.constant_size,
+        }
+    }
+
+    /// The suffix of a (layer, direction)'s weight names, as in PyTorch's `state_dict`:
+    /// `_l{layer}`, plus `_reverse` for the reverse direction.
+    pub fn weight_suffix(layer: usize, reverse: bool) -> String {
+        if reverse {
+            format!("_l{layer}_reverse")
+        } else {
+            format!("_l{layer}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_pytorch() {
+        let config = LstmConfig::new(3, 5);
+        assert_eq!(config.num_layers, 1);
+        assert!(config.bias && config.return_sequences && config.return_state);
+        assert!(!config.batch_first && !config.bidirectional && !config.stateful);
+        assert_eq!((config.dropout, config.proj_size), (0.0, 0));
+        assert_eq!(config.merge_mode, MergeMode::Concat);
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn sizes_follow_projection_and_merging() {
+        let config = LstmConfig::new(3, 5)
+            .with_proj_size(2)
+            .with_bidirectional(true);
+        assert_eq!(config.output_size(), 2);
+        assert_eq!(config.merged_size(), 4);
+        assert_eq!(config.cell_dims(1).input_size, 4);
+        assert_eq!(config.cell_dims(0).recurrent_size, 2);
+        let summed = config.with_merge_mode(MergeMode::Sum);
+        assert_eq!(summed.merged_size(), 2);
+        assert_eq!(LstmConfig::weight_suffix(1, true), "_l1_reverse");
+    }
+
+    #[test]
+    fn impossible_options_are_named() {
+        let option = |config: LstmConfig| match config.validate() {
+            Err(Error::Config { option, .. }) => option,
+            other => panic!("expected a config error, found {other:?}"),
+        };
+        assert_eq!(
+            option(LstmConfig::new(3, 5).with_num_layers(0)),
+            "num_layers"
+        );
+        assert_eq!(option(LstmConfig::new(3, 0)), "hidden_size");
+        assert_eq!(option(LstmConfig::new(3, 5).with_proj_size(5)), "proj_size");
+        assert_eq!(option(LstmConfig::new(3, 5).with_dropout(1.5)), "dropout");
+        let stacked_none = LstmConfig::new(3, 5)
+            .with_num_layers(2)
+            .with_bidirectional(true)
+            .with_merge_mode(MergeMode::None);
+        assert_eq!(option(stacked_none), "merge_mode");
+    }
+}
