@@ -44,9 +44,61 @@ pub enum Error {
         /// What is wrong, and what would be accepted.
         reason: String,
     },
+    /// A named tensor is absent: a parameter without a gradient, a checkpoint without a
+    /// weight the model has.
+    #[error("no tensor `{name}` in {source_name}")]
+    MissingTensor {
+        /// The tensor's name (`weight_ih_l0`, `model.head.weight`).
+        name: String,
+        /// Where it was looked for (`the gradients`, `checkpoint run/checkpoint.safetensors`).
+        source_name: String,
+    },
+    /// A stored tensor has another element type than the one asked for.
+    #[error("`{what}` has dtype {found}; expected {expected}")]
+    DtypeMismatch {
+        /// Name of the offending tensor.
+        what: String,
+        /// The dtype asked for (`f64`).
+        expected: String,
+        /// The dtype stored (`f32`, `bf16`, …).
+        found: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("cannot {action} `{path}`: {message}")]
+    Io {
+        /// What was being done (`write`, `read`, `rename into place`).
+        action: String,
+        /// The file.
+        path: String,
+        /// The kind of failure, for callers that branch on it (`NotFound`).
+        kind: std::io::ErrorKind,
+        /// The operating system's message.
+        message: String,
+    },
+    /// A file exists but is not what it should be: truncated, not safetensors, missing
+    /// metadata.
+    #[error("`{path}` is not a valid {format}: {reason}")]
+    Format {
+        /// The file.
+        path: String,
+        /// The expected format (`safetensors checkpoint`).
+        format: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {
+    /// An [`Error::Io`] for `action` (`read`, `write`) on `path`.
+    pub fn io(action: &str, path: &std::path::Path, err: &std::io::Error) -> Self {
+        Error::Io {
+            action: action.into(),
+            path: path.display().to_string(),
+            kind: err.kind(),
+            message: err.to_string(),
+        }
+    }
+
     /// An [`Error::InvalidValue`] for `what`.
     pub fn invalid_value(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidValue {
