@@ -152,7 +152,7 @@ fn forget_bias_matches_reference() {
         let mut cell = ForgetBias::<f64>::init(dims, rng);
         assert_eq!(
             cell.forget_bias,
-            Array1::ones(dims.hidden_size),
+            Array1::<f64>::ones(dims.hidden_size),
             "forget_bias init"
         );
         // Random values, so a forget bias that is ignored (or applied to another gate) shows.

@@ -86,6 +86,31 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file holds a tensor the model or layout has no place for: a parameter of another
+    /// cell, a name that is not PyTorch's or Keras'.
+    #[error("unexpected tensor `{name}` in {source_name}: {reason}")]
+    UnexpectedTensor {
+        /// The tensor's name in the file.
+        name: String,
+        /// Where it was found (`` `weights.safetensors` ``).
+        source_name: String,
+        /// Why it has no place.
+        reason: String,
+    },
+    /// Weights lack a parameter of the cell they are loaded into: they were saved from
+    /// another cell.
+    #[error(
+        "no tensor `{name}` in {source_name}, which cell `{cell}` needs (were the weights \
+         saved from another cell?)"
+    )]
+    MissingCellParameter {
+        /// The cell's snake_case name (`peephole`).
+        cell: String,
+        /// The absent tensor (`peephole_i_l0`).
+        name: String,
+        /// Where it was looked for.
+        source_name: String,
+    },
 }
 
 impl Error {

@@ -9,6 +9,7 @@
 // must resolve too, because the zoo is defined here with the macro itself.
 extern crate self as lstm;
 
+mod by_name;
 mod bidirectional;
 mod bptt;
 mod call;
@@ -19,6 +20,7 @@ mod dropout;
 mod error;
 mod float;
 mod gradcheck;
+pub mod io;
 mod layer;
 pub mod linalg;
 mod linear;
@@ -35,6 +37,7 @@ pub use cell::{
     BackwardIo, Cell, CellDims, CellSpec, Equation, Gate, Init, ParamShape, ParamSpec, StepIo,
     Weights, WeightsMut, Workspace,
 };
+pub use by_name::{CellVisitor, visit_zoo_cell};
 pub use config::{LstmConfig, MergeMode};
 pub use error::{Error, Result};
 pub use float::Float;

@@ -112,6 +112,8 @@ mod tests {
                 init: Init::Default,
             },
         ],
+        constant: None,
+        constant: None,
         equations: &[
             Equation {
                 name: "i",

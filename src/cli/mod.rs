@@ -1,6 +1,7 @@
 //! The command line's arguments and the dispatch to one module per subcommand.
 
 mod cells;
+mod infer;
 
 use std::io::{self, Write};
 
@@ -20,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// List the zoo's cells: gates, parameters with shapes and inits, and equations.
     Cells,
+    /// Run a cell's layer with PyTorch- or Keras-named weights on `.npy` inputs; write
+    /// `.npy` outputs and, with `--grad-output`, the gradients.
+    Infer(infer::InferArgs),
 }
 
 /// Why a command failed.
@@ -28,6 +32,9 @@ pub enum Error {
     /// Standard output could not be written (a closed pipe, a full disk).
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// Reading, checking, running or writing a model failed.
+    #[error(transparent)]
+    Runtime(#[from] lstm::Error),
 }
 
 /// Runs the command line's command, writing to standard output.
@@ -35,6 +42,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     match cli.command {
         Some(Command::Cells) => cells::write_all(&mut out, lstm::zoo::all())?,
+        Some(Command::Infer(args)) => infer::run(&args)?,
         None => write_overview(&mut out)?,
     }
     out.flush()?;

@@ -1,0 +1,25 @@
+//! Weights and arrays in and out: the file formats (safetensors, numpy `.npy` and `.npz`)
+//! and the two layouts trained models arrive in (PyTorch's `nn.LSTM` `state_dict`, Keras 3's
+//! `LSTM`/`Bidirectional` weights).
+//!
+//! Everything meets in [`TensorMap`], named [`Tensor`]s of any element type. A file is read
+//! into one, converted between layouts if it is Keras' ([`keras_to_pytorch`]), and loaded
+//! into a model by PyTorch name ([`lstm_from_pytorch`], [`load_parameters`],
+//! [`cell_from_pytorch`]); export runs the other way ([`TensorMap::from_parameters`],
+//! [`pytorch_to_keras`]). [`PytorchLayout`] reads a layer's configuration (layers,
+//! directions, bias, projection) off the names and shapes.
+//! Every function reports bad files through [`crate::Error`], naming the file, the tensor
+//! and the expected and found shapes or types.
+
+mod keras;
+mod layer;
+mod npy;
+mod pytorch;
+mod safetensors;
+mod tensor;
+
+pub use keras::{keras_layer_names, keras_to_pytorch, keras_to_pytorch_ordered, pytorch_to_keras};
+pub use layer::{lstm_from_keras, lstm_from_pytorch, lstm_from_pytorch_with};
+pub use npy::{read_npy, write_npy};
+pub use pytorch::{ParamName, PytorchLayout, cell_from_pytorch, cell_to_pytorch, load_parameters};
+pub use tensor::{Dtype, Tensor, TensorMap};

@@ -1,0 +1,387 @@
+//! PyTorch's layout: the `state_dict` names of `nn.LSTM` (`weight_ih_l0`,
+//! `bias_hh_l1_reverse`, `weight_hr_l0`), extended to custom cells by naming each spec
+//! parameter `{param}_l{k}[_reverse]` (`forget_bias_l0`, `peephole_i_l0_reverse`).
+//!
+//! [`ParamName`] parses and formats those names; [`PytorchLayout`] reads the layer's
+//! configuration off the names and shapes of a weights file; [`load_parameters`] and
+//! [`TensorMap::from_parameters`] move tensors between a file and anything with
+//! [`Parameters`]; [`cell_from_pytorch`] and [`cell_to_pytorch`] do it for one cell (one layer
+//! in one direction).
+
+use std::fmt;
+
+use super::tensor::{Tensor, TensorMap};
+use crate::error::{Error, Result};
+use crate::{Cell, CellDims, CellSpec, Float, Parameters};
+
+/// The suffix PyTorch gives the second direction's tensors.
+const REVERSE: &str = "_reverse";
+
+/// One tensor's name in PyTorch's layout: `{param}_l{layer}[_reverse]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamName {
+    /// The tensor within its cell: `weight_ih`, `bias_hh`, `weight_hr`, `forget_bias`.
+    pub param: String,
+    /// The layer, counting from the input: PyTorch's `l{k}`.
+    pub layer: usize,
+    /// Whether it belongs to the reverse direction of a bidirectional layer.
+    pub reverse: bool,
+}
+
+impl ParamName {
+    /// The name of `param` in `layer`, in the reverse direction if `reverse`.
+    pub fn new(param: impl Into<String>, layer: usize, reverse: bool) -> Self {
+        ParamName {
+            param: param.into(),
+            layer,
+            reverse,
+        }
+    }
+
+    /// Parses `weight_ih_l0`, `peephole_i_l1_reverse`; `None` for a name without a layer
+    /// suffix.
+    pub fn parse(key: &str) -> Option<Self> {
+        let (rest, reverse) = match key.strip_suffix(REVERSE) {
+            Some(rest) => (rest, true),
+            None => (key, false),
+        };
+        let (param, layer) = rest.rsplit_once("_l")?;
+        let all_digits = !layer.is_empty() && layer.bytes().all(|b| b.is_ascii_digit());
+        if param.is_empty() || !all_digits {
+            return None;
+        }
+        Some(ParamName::new(param, layer.parse().ok()?, reverse))
+    }
+}
+
+impl fmt::Display for ParamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_l{}", self.param, self.layer)?;
+        if self.reverse {
+            f.write_str(REVERSE)?;
+        }
+        Ok(())
+    }
+}
+
+/// What an `nn.LSTM` weights file says about the layer that wrote it: PyTorch's constructor
+/// arguments (and a cell's constant width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PytorchLayout {
+    /// Features of the input (`input_size`): columns of `weight_ih_l0`.
+    pub input_size: usize,
+    /// Hidden units (`hidden_size`).
+    pub hidden_size: usize,
+    /// Stacked layers (`num_layers`): one more than the largest `l{k}`.
+    pub num_layers: usize,
+    /// Whether any tensor is `_reverse` (`bidirectional`).
+    pub bidirectional: bool,
+    /// Whether `bias_ih_l0` exists (`bias`).
+    pub bias: bool,
+    /// Rows of `weight_hr_l0`, 0 without projection (`proj_size`).
+    pub proj_size: usize,
+    /// Columns of the cell's constant projection `weight_{constant}_l0`; 0 for cells without
+    /// a constant input.
+    pub constant_size: usize,
+}
+
+impl PytorchLayout {
+    /// Reads the layout off the names and shapes of `map`, for a layer of the cell `spec`.
+    ///
+    /// Only the tensors that fix a size are read (`weight_ih_l0`, `weight_hh_l0`,
+    /// `weight_hr_l0`, the constant projection); [`load_parameters`] checks every tensor
+    /// against the layout.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UnexpectedTensor`] for a name not of the form `{param}_l{k}[_reverse]`.
+    /// - [`Error::MissingTensor`] if `weight_ih_l{k}` or `weight_hh_l{k}` is absent for a
+    ///   layer some other tensor names, or the file has no layer at all.
+    /// - [`Error::ShapeMismatch`] for a size-fixing tensor that is not 2-D, or whose rows do
+    ///   not hold the cell's gate blocks.
+    pub fn infer(map: &TensorMap, spec: &CellSpec) -> Result<Self> {
+        let mut num_layers = 0;
+        let mut bidirectional = false;
+        for key in map.names() {
+            let name = ParamName::parse(key).ok_or_else(|| Error::UnexpectedTensor {
+                name: key.into(),
+                source_name: map.source().into(),
+                reason: "not a PyTorch LSTM name `{param}_l{layer}[_reverse]`".into(),
+            })?;
+            num_layers = num_layers.max(name.layer + 1);
+            bidirectional |= name.reverse;
+        }
+        if num_layers == 0 {
+            return Err(Error::MissingTensor {
+                name: "weight_ih_l0".into(),
+                source_name: map.source().into(),
+            });
+        }
+        let weight_ih = matrix_shape(map, &ParamName::new("weight_ih", 0, false))?;
+        let weight_hh = matrix_shape(map, &ParamName::new("weight_hh", 0, false))?;
+        let weight_hr = ParamName::new("weight_hr", 0, false).to_string();
+        let (proj_size, hidden_size) = match map.get(&weight_hr) {
+            Some(tensor) => match *tensor.shape() {
+                [proj, hidden] => (proj, hidden),
+                _ => {
+                    return Err(Error::shape_mismatch(
+                        weight_hr,
+                        &[weight_hh[1], weight_ih[0] / spec.num_gates().max(1)],
+                        tensor.shape(),
+                    ));
+                }
+            },
+            None => (0, hidden_without_projection(spec, weight_ih, weight_hh)),
+        };
+        let gate_rows = spec.num_gates() * hidden_size;
+        if weight_ih[0] != gate_rows {
+            return Err(Error::shape_mismatch(
+                ParamName::new("weight_ih", 0, false).to_string(),
+                &[gate_rows, weight_ih[1]],
+                &weight_ih,
+            ));
+        }
+        for layer in 0..num_layers {
+            for param in ["weight_ih", "weight_hh"] {
+                map.require(&ParamName::new(param, layer, false).to_string())?;
+            }
+        }
+        let constant_size = match spec.constant {
+            Some(constant) => {
+                matrix_shape(map, &ParamName::new(format!("weight_{constant}"), 0, false))?[1]
+            }
+            None => 0,
+        };
+        Ok(PytorchLayout {
+            input_size: weight_ih[1],
+            hidden_size,
+            num_layers,
+            bidirectional,
+            bias: map.contains(&ParamName::new("bias_ih", 0, false).to_string()),
+            proj_size,
+            constant_size,
+        })
+    }
+
+    /// Directions per layer: 2 if bidirectional, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Width of each direction's output and recurrent input: `proj_size`, or `hidden_size`
+    /// without projection.
+    pub fn output_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// The dims of the cells of `layer`: the first reads the input, later ones the previous
+    /// layer's directions side by side.
+    pub fn cell_dims(&self, layer: usize) -> CellDims {
+        let input_size = if layer == 0 {
+            self.input_size
+        } else {
+            self.output_size() * self.num_directions()
+        };
+        let mut dims = CellDims::new(input_size, self.hidden_size);
+        dims.recurrent_size = self.output_size();
+        dims.bias = self.bias;
+        dims.constant_size = self.constant_size;
+        dims
+    }
+}
+
+/// The hidden size of a layer without projection, from the tensor that is consistent in
+/// itself: `weight_hh` `(gates · hidden, hidden)` if its rows fit its columns, else
+/// `weight_ih` `(gates · hidden, input)`; the other one then fails the shape check with the
+/// right expected shape.
+fn hidden_without_projection(
+    spec: &CellSpec,
+    weight_ih: [usize; 2],
+    weight_hh: [usize; 2],
+) -> usize {
+    let gates = spec.num_gates().max(1);
+    if weight_hh[0] == gates * weight_hh[1] || !weight_ih[0].is_multiple_of(gates) {
+        weight_hh[1]
+    } else {
+        weight_ih[0] / gates
+    }
+}
+
+/// The shape of a tensor that must be a matrix.
+fn matrix_shape(map: &TensorMap, name: &ParamName) -> Result<[usize; 2]> {
+    let key = name.to_string();
+    match *map.require(&key)?.shape() {
+        [rows, cols] => Ok([rows, cols]),
+        ref other => Err(Error::ShapeMismatch {
+            what: key,
+            // The rank is what is wrong; the sizes are not known yet.
+            expected: vec![0, 0],
+            found: other.to_vec(),
+        }),
+    }
+}
+
+/// Fails with [`Error::MissingCellParameter`] if a parameter of `spec` is absent for one of
+/// the `(layer, reverse)` pairs of `layers` (so a cell asked for by name reports that the weights
+/// are another cell's, not just a missing tensor).
+pub(super) fn check_cell_parameters(
+    map: &TensorMap,
+    spec: &CellSpec,
+    layers: impl IntoIterator<Item = (usize, bool)>,
+) -> Result<()> {
+    for (layer, reverse) in layers {
+        for param in spec.params {
+            let key = ParamName::new(param.name, layer, reverse).to_string();
+            if !map.contains(&key) {
+                return Err(Error::MissingCellParameter {
+                    cell: spec.name.into(),
+                    name: key,
+                    source_name: map.source().into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies every tensor of `map` into `model`, by name: each of the model's tensors must be in
+/// `map` with its shape, and every tensor of `map` must be one of the model's. f32 and f64
+/// are converted to the model's precision.
+///
+/// Nothing is written unless everything fits.
+///
+/// # Errors
+///
+/// [`Error::MissingTensor`], [`Error::ShapeMismatch`] (the model's shape expected),
+/// [`Error::DtypeMismatch`] naming the first tensor that does not fit, or
+/// [`Error::UnexpectedTensor`] naming a tensor of `map` the model does not have.
+pub fn load_parameters<F: Float>(model: &mut impl Parameters<F>, map: &TensorMap) -> Result<()> {
+    let shapes = model.parameter_shapes();
+    let mut values = Vec::with_capacity(shapes.len());
+    for (name, shape) in &shapes {
+        let tensor = map.require(name)?;
+        if tensor.shape() != shape.as_slice() {
+            return Err(Error::shape_mismatch(name.clone(), shape, tensor.shape()));
+        }
+        values.push(tensor.to_float::<F>(name)?);
+    }
+    if let Some(extra) = map
+        .names()
+        .find(|key| !shapes.iter().any(|(name, _)| name == key))
+    {
+        return Err(Error::UnexpectedTensor {
+            name: extra.into(),
+            source_name: map.source().into(),
+            reason: "the model has no tensor of that name".into(),
+        });
+    }
+    let mut values = values.into_iter();
+    model.visit_parameters_mut(&mut |_, mut target| {
+        // `values` holds one checked array per tensor, in visiting order.
+        if let Some(source) = values.next() {
+            target.assign(&source);
+        }
+    });
+    Ok(())
+}
+
+/// The cell of `layer` in one direction (the reverse one if `reverse`), from PyTorch-named
+/// weights: `weight_ih_l{layer}[_reverse]` and its siblings, plus the spec's parameters.
+///
+/// Tensors of other layers and directions, and the layer's projection `weight_hr_l{k}` (which
+/// the layer, not the cell, applies), are left alone.
+///
+/// # Errors
+///
+/// [`Error::MissingCellParameter`] if a parameter of the cell `C` is absent (the weights
+/// belong to another cell), [`Error::MissingTensor`] for an absent weight,
+/// [`Error::ShapeMismatch`] or [`Error::DtypeMismatch`] naming a tensor that does not fit,
+/// [`Error::UnexpectedTensor`] for a tensor of this layer and direction the cell does not
+/// have (a parameter of another cell).
+pub fn cell_from_pytorch<C: Cell>(map: &TensorMap, layer: usize, reverse: bool) -> Result<C> {
+    let layout = PytorchLayout::infer(map, C::SPEC)?;
+    check_cell_parameters(map, C::SPEC, [(layer, reverse)])?;
+    let mut cell = C::zeros(layout.cell_dims(layer));
+    let mut owned = Vec::new();
+    let mut loaded = Ok(());
+    cell.visit_mut(&mut |param, mut target| {
+        let key = ParamName::new(param, layer, reverse).to_string();
+        let values = map.require(&key).and_then(|tensor| {
+            if tensor.shape() == target.shape() {
+                tensor.to_float::<C::Elem>(&key)
+            } else {
+                Err(Error::shape_mismatch(&key, target.shape(), tensor.shape()))
+            }
+        });
+        match values {
+            Ok(values) if loaded.is_ok() => target.assign(&values),
+            Ok(_) => {}
+            Err(err) => {
+                if loaded.is_ok() {
+                    loaded = Err(err);
+                }
+            }
+        }
+        owned.push(param);
+    });
+    loaded?;
+    for key in map.names() {
+        let Some(name) = ParamName::parse(key) else {
+            continue;
+        };
+        let same_cell = name.layer == layer && name.reverse == reverse;
+        if same_cell && name.param != "weight_hr" && !owned.contains(&name.param.as_str()) {
+            return Err(Error::UnexpectedTensor {
+                name: key.into(),
+                source_name: map.source().into(),
+                reason: format!("cell `{}` has no parameter `{}`", C::SPEC.name, name.param),
+            });
+        }
+    }
+    Ok(cell)
+}
+
+/// Adds every tensor of `cell` to `map` under its PyTorch name for `layer` and direction.
+pub fn cell_to_pytorch<C: Cell>(cell: &C, layer: usize, reverse: bool, map: &mut TensorMap) {
+    cell.visit(&mut |param, values| {
+        let key = ParamName::new(param, layer, reverse).to_string();
+        map.insert(key, Tensor::from_float::<C::Elem>(values.to_owned()));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_format() {
+        for key in [
+            "weight_ih_l0",
+            "bias_hh_l1_reverse",
+            "weight_hr_l12",
+            "peephole_i_l0_reverse",
+            "gamma_x_l3",
+        ] {
+            let name = ParamName::parse(key).unwrap();
+            assert_eq!(name.to_string(), key);
+        }
+        assert_eq!(
+            ParamName::parse("peephole_i_l0_reverse"),
+            Some(ParamName::new("peephole_i", 0, true))
+        );
+        for bad in [
+            "weight_ih",
+            "weight_ih_l",
+            "weight_ih_lx",
+            "_l0",
+            "kernel",
+            "l0",
+        ] {
+            assert_eq!(ParamName::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! `lstm bench`: median wall time of a layer's inference forward pass and of a training
+//! forward plus full backward pass (every gradient), in `f32`, for any zoo cell.
+//!
+//! Timing lives here and in criterion benches only; tests never assert on time.
+
+use std::io::Write;
+use std::time::Instant;
+
+use clap::Args;
+use lstm::ndarray::{Array3, ArrayD};
+use lstm::rand::{Rng, SeedableRng};
+use lstm::{Call, Cell, CellVisitor, Lstm, LstmConfig, OutputGrad, linalg, visit_zoo_cell};
+use rand_chacha::ChaCha8Rng;
+
+use super::Error;
+
+/// Arguments of `lstm bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Batch size B.
+    #[arg(long)]
+    pub batch: usize,
+    /// Sequence length T.
+    #[arg(long)]
+    pub seq_len: usize,
+    /// Input features I.
+    #[arg(long)]
+    pub input_size: usize,
+    /// Hidden units H.
+    #[arg(long)]
+    pub hidden_size: usize,
+    /// Zoo cell, by its `lstm cells` name.
+    #[arg(long, default_value = "lstm")]
+    pub cell: String,
+    /// Stacked layers.
+    #[arg(long, default_value_t = 1)]
+    pub layers: usize,
+    /// Run both directions.
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// Threads for the matrix products (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Timed repetitions of each pass (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    /// Print one JSON object per line instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one benchmark measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    /// Median milliseconds of an inference forward pass.
+    pub fwd_ms: f64,
+    /// Median milliseconds of a training forward pass plus the full backward pass.
+    pub fwdbwd_ms: f64,
+    /// Forward matrix-product work (multiply-adds count 2) per second of `fwd_ms`, in GFLOP/s.
+    pub gflops: f64,
+}
+
+/// Runs the benchmark and writes its line.
+pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
+    if let Some(threads) = args.threads {
+        linalg::set_num_threads(threads);
+    }
+    let measured = visit_zoo_cell::<f32, _>(&args.cell, Bench { args })??;
+    if args.json {
+        writeln!(
+            out,
+            "{{\"batch\":{},\"seq_len\":{},\"input_size\":{},\"hidden_size\":{},\"cell\":\"{}\",\
+             \"layers\":{},\"bidirectional\":{},\"threads\":{},\"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\
+             \"gflops\":{:.2}}}",
+            args.batch,
+            args.seq_len,
+            args.input_size,
+            args.hidden_size,
+            args.cell,
+            args.layers,
+            args.bidirectional,
+            linalg::num_threads(),
+            measured.fwd_ms,
+            measured.fwdbwd_ms,
+            measured.gflops
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{} B={} T={} I={} H={} layers={}{} threads={}: forward {:.3} ms, forward+backward \
+             {:.3} ms, {:.1} GFLOP/s",
+            args.cell,
+            args.batch,
+            args.seq_len,
+            args.input_size,
+            args.hidden_size,
+            args.layers,
+            if args.bidirectional {
+                " bidirectional"
+            } else {
+                ""
+            },
+            linalg::num_threads(),
+            measured.fwd_ms,
+            measured.fwdbwd_ms,
+            measured.gflops
+        )?;
+    }
+    Ok(())
+}
+
+/// The benchmark, generic over the cell chosen by name.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+}
+
+impl CellVisitor<f32> for Bench<'_> {
+    type Output = Result<Measurement, lstm::Error>;
+
+    fn visit<C: Cell<Elem = f32>>(self) -> Self::Output {
+        let args = self.args;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let config = LstmConfig::new(args.input_size, args.hidden_size)
+            .with_num_layers(args.layers)
+            .with_bidirectional(args.bidirectional);
+        let mut layer = Lstm::<C>::new(config.clone(), &mut rng)?;
+        let input = Array3::from_shape_fn((args.seq_len, args.batch, args.input_size), |_| {
+            rng.random_range(-1.0f32..1.0)
+        });
+        let repeats = args.repeats.max(1);
+        // One untimed pass of each kind warms caches and the thread pool.
+        let forward = |layer: &mut Lstm<C>| layer.forward(input.view(), Call::new()).map(drop);
+        forward(&mut layer)?;
+        let fwd_ms = median_ms(repeats, || forward(&mut layer))?;
+        let train = |layer: &mut Lstm<C>| -> Result<(), lstm::Error> {
+            let (output, tape) =
+                layer.forward_train(input.view(), Call::new().with_training(true))?;
+            let ones = ArrayD::from_elem(output.output.shape(), 1.0f32);
+            let grad = OutputGrad {
+                output: Some(ones.view()),
+                ..OutputGrad::default()
+            };
+            layer.backward(&tape, grad).map(drop)
+        };
+        train(&mut layer)?;
+        let fwdbwd_ms = median_ms(repeats, || train(&mut layer))?;
+        let flops = forward_flops(&config, C::SPEC.num_gates(), args.seq_len, args.batch);
+        Ok(Measurement {
+            fwd_ms,
+            fwdbwd_ms,
+            gflops: flops / (fwd_ms * 1e6),
+        })
+    }
+}
+
+/// Median of `repeats` timings of `pass`, in milliseconds.
+fn median_ms(
+    repeats: usize,
+    mut pass: impl FnMut() -> Result<(), lstm::Error>,
+) -> Result<f64, lstm::Error> {
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        pass()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Multiply-adds ×2 of the forward pass's matrix products: per layer and direction, the
+/// input projection `T·B × I_l by I_l × G·H` and the recurrent one `T·B × R by R × G·H`.
+pub fn forward_flops(config: &LstmConfig, gates: usize, seq_len: usize, batch: usize) -> f64 {
+    let rows = (seq_len * batch) as f64;
+    let width = (gates * config.hidden_size) as f64;
+    let recurrent = config.output_size() as f64;
+    (0..config.num_layers)
+        .map(|layer| {
+            let input = config.layer_input_size(layer) as f64;
+            2.0 * rows * width * (input + recurrent) * config.num_directions() as f64
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_flops_count_both_products_of_every_layer_and_direction() {
+        // One layer: 2·(T·B)·(4H)·(I + H) = 2·6·8·(3 + 2).
+        let config = LstmConfig::new(3, 2);
+        assert_eq!(forward_flops(&config, 4, 2, 3), 480.0);
+        // Two bidirectional layers: the second reads 2H = 4 features.
+        let config = LstmConfig::new(3, 2)
+            .with_num_layers(2)
+            .with_bidirectional(true);
+        assert_eq!(
+            forward_flops(&config, 4, 2, 3),
+            2.0 * 480.0 + 2.0 * 2.0 * 6.0 * 8.0 * 6.0
+        );
+    }
+
+    #[test]
+    fn bench_runs_and_reports_json() {
+        let args = BenchArgs {
+            batch: 2,
+            seq_len: 3,
+            input_size: 4,
+            hidden_size: 5,
+            cell: "forget_bias".into(),
+            layers: 2,
+            bidirectional: true,
+            threads: Some(1),
+            repeats: 2,
+            json: true,
+        };
+        let mut out = Vec::new();
+        run(&args, &mut out).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        for key in [
+            "\"batch\":2",
+            "\"seq_len\":3",
+            "\"cell\":\"forget_bias\"",
+            "\"fwd_ms\":",
+            "\"fwdbwd_ms\":",
+            "\"gflops\":",
+        ] {
+            assert!(line.contains(key), "{line}");
+        }
+    }
+
+    #[test]
+    fn unknown_cell_is_an_error() {
+        let args = BenchArgs {
+            batch: 1,
+            seq_len: 1,
+            input_size: 1,
+            hidden_size: 1,
+            cell: "gru".into(),
+            layers: 1,
+            bidirectional: false,
+            threads: None,
+            repeats: 1,
+            json: false,
+        };
+        assert!(run(&args, &mut Vec::new()).is_err());
+    }
+}

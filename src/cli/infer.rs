@@ -1,0 +1,282 @@
+//! `lstm infer`: runs a zoo cell's layer with weights from a file on numpy inputs and writes
+//! numpy outputs, and optionally the gradients of `sum(output ⊙ grad_output)`. Other tools
+//! drive it, so its flags are an interface: every input is a file, every output is a file.
+//!
+//! The layer's configuration is read off the weights' PyTorch names and shapes; the flags
+//! add the call's semantics (layout, lengths or Keras mask, initial states). The element type
+//! is the input's: an f32 input runs in f32 (f64 weights rounded), an f64 input in f64.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use lstm::io::{
+    ParamName, PytorchLayout, Tensor, TensorMap, keras_to_pytorch, lstm_from_pytorch_with,
+    read_npy, write_npy,
+};
+use lstm::ndarray::{ArrayD, Ix2, Ix3};
+use lstm::{Call, Cell, CellVisitor, Error, Float, OutputGrad, Result, visit_zoo_cell};
+
+/// The flags of `lstm infer`.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// Weights (safetensors, or `.npz`) under PyTorch's `nn.LSTM` names or Keras' weight
+    /// paths; layers, directions, bias and projection are read off them.
+    #[arg(long, value_name = "W.safetensors")]
+    pub weights: PathBuf,
+    /// Input, f32 or f64 `.npy`: `(T, B, I)`, or `(B, T, I)` with `--batch-first`.
+    #[arg(long, value_name = "X.npy")]
+    pub input: PathBuf,
+    /// The zoo cell, by its name in `lstm cells`.
+    #[arg(long, value_name = "NAME", default_value = "lstm")]
+    pub cell: String,
+    /// Inputs and outputs are batch-major, `(B, T, ·)`.
+    #[arg(long)]
+    pub batch_first: bool,
+    /// Sequence lengths, int64 `.npy` `(B,)`: PyTorch's packed-sequence semantics.
+    #[arg(long, value_name = "L.npy", conflicts_with = "mask")]
+    pub lengths: Option<PathBuf>,
+    /// Keras mask, bool `.npy` `(B, T)`: masked steps carry the state over.
+    #[arg(long, value_name = "M.npy")]
+    pub mask: Option<PathBuf>,
+    /// Masked steps output zeros instead of repeating the previous output.
+    #[arg(long, requires = "mask")]
+    pub zero_output_for_mask: bool,
+    /// Initial hidden states `(layers·dirs, B, H_out)`.
+    #[arg(long, value_name = "H0.npy", requires = "c0")]
+    pub h0: Option<PathBuf>,
+    /// Initial cell states `(layers·dirs, B, H)`.
+    #[arg(long, value_name = "C0.npy", requires = "h0")]
+    pub c0: Option<PathBuf>,
+    /// Where to write the output `(T, B, dirs·H_out)` (or batch-first).
+    #[arg(long, value_name = "Y.npy")]
+    pub output: PathBuf,
+    /// Where to write the final hidden states `(layers·dirs, B, H_out)`.
+    #[arg(long = "h-n", value_name = "H.npy")]
+    pub h_n: Option<PathBuf>,
+    /// Where to write the final cell states `(layers·dirs, B, H)`.
+    #[arg(long = "c-n", value_name = "C.npy")]
+    pub c_n: Option<PathBuf>,
+    /// Gradient of the loss with respect to the output, shaped like it: the loss is
+    /// `sum(output ⊙ grad_output)`.
+    #[arg(long, value_name = "G.npy", requires = "grads")]
+    pub grad_output: Option<PathBuf>,
+    /// Where to write the gradients (safetensors): every weight under its name, and `input`.
+    #[arg(long, value_name = "GRADS.safetensors", requires = "grad_output")]
+    pub grads: Option<PathBuf>,
+}
+
+/// Runs `lstm infer`.
+///
+/// # Errors
+///
+/// Any [`Error`] reading, checking, running or writing, naming the offending file or tensor.
+pub fn run(args: &InferArgs) -> Result<()> {
+    match read_npy(&args.input)? {
+        Tensor::F32(input) => visit_zoo_cell(&args.cell, Infer { args, input })?,
+        Tensor::F64(input) => visit_zoo_cell(&args.cell, Infer { args, input })?,
+        other => Err(Error::DtypeMismatch {
+            what: args.input.display().to_string(),
+            expected: "f32 or f64".into(),
+            found: other.dtype().to_string(),
+        }),
+    }
+}
+
+/// The work of `lstm infer` for an input of element type `F`.
+struct Infer<'a, F> {
+    args: &'a InferArgs,
+    input: ArrayD<F>,
+}
+
+impl<F: Float> CellVisitor<F> for Infer<'_, F> {
+    type Output = Result<()>;
+
+    fn visit<C: Cell<Elem = F>>(self) -> Result<()> {
+        let Infer { args, input } = self;
+        let weights = read_weights(&args.weights)?;
+        let config = PytorchLayout::infer(&weights, C::SPEC)?
+            .config()
+            .with_batch_first(args.batch_first)
+            .with_zero_output_for_mask(args.zero_output_for_mask);
+        let mut layer = lstm_from_pytorch_with::<C>(&weights, config)?;
+
+        let lengths = args.lengths.as_deref().map(read_lengths).transpose()?;
+        let mask = match &args.mask {
+            Some(path) => Some(shaped::<bool, Ix2>(
+                "mask",
+                read_npy(path)?
+                    .as_mask(&path.display().to_string())?
+                    .to_owned(),
+            )?),
+            None => None,
+        };
+        let h0 = args
+            .h0
+            .as_deref()
+            .map(|p| read_float::<F, Ix3>("h0", p))
+            .transpose()?;
+        let c0 = args
+            .c0
+            .as_deref()
+            .map(|p| read_float::<F, Ix3>("c0", p))
+            .transpose()?;
+        let mut call = Call::new();
+        if let Some(lengths) = &lengths {
+            call = call.with_lengths(lengths);
+        }
+        if let Some(mask) = &mask {
+            call = call.with_mask(mask.view());
+        }
+        if let (Some(h0), Some(c0)) = (&h0, &c0) {
+            call = call.with_initial_state(h0.view(), c0.view());
+        }
+
+        let (output, gradients) = match (&args.grad_output, &args.grads) {
+            (Some(grad_path), Some(grads_path)) => {
+                let grad_output = read_npy(grad_path)?.to_float::<F>("grad_output")?;
+                let (output, tape) = layer.forward_train(input.view(), call)?;
+                let grad = OutputGrad {
+                    output: Some(grad_output.view()),
+                    ..OutputGrad::default()
+                };
+                let gradients = layer.backward(&tape, grad)?;
+                (output, Some((gradients, grads_path)))
+            }
+            _ => (layer.forward(input.view(), call)?, None),
+        };
+
+        write_npy(
+            &args.output,
+            &Tensor::from_float(output.output.view().to_owned()),
+        )?;
+        for (path, state) in [(&args.h_n, &output.h_n), (&args.c_n, &output.c_n)] {
+            if let (Some(path), Some(state)) = (path, state) {
+                write_npy(path, &Tensor::from_float(state.clone().into_dyn()))?;
+            }
+        }
+        if let Some((gradients, path)) = gradients {
+            let mut map = TensorMap::from_gradients(&gradients.params);
+            map.insert("input", Tensor::from_float(gradients.input.into_dyn()));
+            map.write_safetensors(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Weights from safetensors (or `.npz` by extension), under PyTorch's names or, converted,
+/// Keras' (any name that is not PyTorch's `{param}_l{k}[_reverse]` marks a Keras file).
+fn read_weights(path: &Path) -> Result<TensorMap> {
+    let weights = if path.extension().is_some_and(|ext| ext == "npz") {
+        TensorMap::read_npz(path)?
+    } else {
+        TensorMap::read_safetensors(path)?
+    };
+    if weights.names().all(|key| ParamName::parse(key).is_some()) {
+        Ok(weights)
+    } else {
+        keras_to_pytorch(&weights)
+    }
+}
+
+/// Sequence lengths from an int64 `.npy` file.
+fn read_lengths(path: &Path) -> Result<Vec<usize>> {
+    let lengths = read_npy(path)?.to_lengths(&path.display().to_string())?;
+    Ok(lengths.iter().copied().collect())
+}
+
+/// A float array of `D` dimensions from a `.npy` file, converted to `F`.
+fn read_float<F: Float, D: lstm::ndarray::Dimension>(
+    what: &str,
+    path: &Path,
+) -> Result<lstm::ndarray::Array<F, D>> {
+    shaped(
+        what,
+        read_npy(path)?.to_float::<F>(&path.display().to_string())?,
+    )
+}
+
+/// `values` as an array of `D` dimensions, or an error naming `what` and its shape.
+fn shaped<T, D: lstm::ndarray::Dimension>(
+    what: &str,
+    values: ArrayD<T>,
+) -> Result<lstm::ndarray::Array<T, D>> {
+    let rank = D::NDIM.unwrap_or(values.ndim());
+    let found = values.shape().to_vec();
+    values.into_dimensionality().map_err(|_| {
+        Error::invalid_value(
+            what,
+            format!("expected a {rank}-dimensional array, found shape {found:?}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn parses_the_documented_flags() {
+        let cli = Cli::parse_from([
+            "lstm",
+            "infer",
+            "--weights",
+            "w.safetensors",
+            "--input",
+            "x.npy",
+            "--cell",
+            "peephole",
+            "--batch-first",
+            "--mask",
+            "m.npy",
+            "--zero-output-for-mask",
+            "--h0",
+            "h0.npy",
+            "--c0",
+            "c0.npy",
+            "--output",
+            "y.npy",
+            "--h-n",
+            "h.npy",
+            "--c-n",
+            "c.npy",
+            "--grad-output",
+            "g.npy",
+            "--grads",
+            "grads.safetensors",
+        ]);
+        let Some(Command::Infer(args)) = cli.command else {
+            panic!("not infer");
+        };
+        assert_eq!(args.cell, "peephole");
+        assert!(args.batch_first && args.zero_output_for_mask);
+        assert_eq!(args.h_n.unwrap().to_str(), Some("h.npy"));
+        assert_eq!(args.grads.unwrap().to_str(), Some("grads.safetensors"));
+    }
+
+    #[test]
+    fn rejects_inconsistent_flags() {
+        let base = [
+            "lstm",
+            "infer",
+            "--weights",
+            "w",
+            "--input",
+            "x",
+            "--output",
+            "y",
+        ];
+        for extra in [
+            &["--lengths", "l", "--mask", "m"][..],
+            &["--zero-output-for-mask"],
+            &["--h0", "h"],
+            &["--grad-output", "g"],
+            &["--grads", "g"],
+        ] {
+            let args = base.iter().chain(extra);
+            assert!(Cli::try_parse_from(args).is_err(), "{extra:?}");
+        }
+        assert!(Cli::try_parse_from(base).is_ok());
+    }
+}
