@@ -919,10 +919,26 @@ impl<C: Cell> Lstm<C> {
         Ok(Output::Sequence(d_sequence))
     }
 
+    /// Checks that `tape` was recorded by a layer of this one's shape: backward slices it by
+    /// this layer's sizes.
     fn check_tape(&self, tape: &Tape<C::Elem>) -> Result<()> {
         let directions = self.config.num_directions();
+        let rows = tape.seq_len * tape.batch;
+        let hidden = self.config.hidden_size;
+        let projected_rows = if self.config.proj_size > 0 { rows } else { 0 };
+        let fits = |layer: usize, layer_tape: &LayerTape<C::Elem>| {
+            layer_tape.input.dim() == (rows, self.config.layer_input_size(layer))
+                && layer_tape.directions.len() == directions
+                && layer_tape.directions.iter().all(|d| {
+                    d.seq_len == tape.seq_len
+                        && d.cache.dim() == (rows, C::SPEC.cache.len(hidden))
+                        && d.h_prev.dim() == (rows, self.config.output_size())
+                        && d.h_cell.dim() == (projected_rows, hidden)
+                        && d.c_states.dim() == (rows + tape.batch, hidden)
+                })
+        };
         if tape.layers.len() != self.config.num_layers
-            || tape.layers.iter().any(|l| l.directions.len() != directions)
+            || !tape.layers.iter().enumerate().all(|(l, t)| fits(l, t))
         {
             return Err(Error::Config {
                 option: "tape".into(),
