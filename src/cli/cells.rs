@@ -113,7 +113,6 @@ mod tests {
             },
         ],
         constant: None,
-        constant: None,
         equations: &[
             Equation {
                 name: "i",
