@@ -9,3 +9,5 @@
 extern crate self as lstm;
 
 pub use lstm_runtime::*;
+
+pub mod train;

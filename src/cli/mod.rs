@@ -2,16 +2,17 @@
 
 mod cells;
 mod infer;
+mod train;
 
 use std::io::{self, Write};
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// Custom LSTM cells from declarative gate equations.
 #[derive(Debug, Parser)]
 #[command(name = "lstm", version)]
 pub struct Cli {
-    /// What to do.
+    /// What to do; without a subcommand, `train` with its defaults.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -24,6 +25,8 @@ pub enum Command {
     /// Run a cell's layer with PyTorch- or Keras-named weights on `.npy` inputs; write
     /// `.npy` outputs and, with `--grad-output`, the gradients.
     Infer(infer::InferArgs),
+    /// Train a cell (or compare several) on a built-in task; the default command.
+    Train(train::TrainArgs),
 }
 
 /// Why a command failed.
@@ -35,6 +38,9 @@ pub enum Error {
     /// Reading, checking, running or writing a model failed.
     #[error(transparent)]
     Runtime(#[from] lstm::Error),
+    /// A training run failed.
+    #[error(transparent)]
+    Train(#[from] lstm::train::TrainError),
 }
 
 /// Runs the command line's command, writing to standard output.
@@ -43,32 +49,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Some(Command::Cells) => cells::write_all(&mut out, lstm::zoo::all())?,
         Some(Command::Infer(args)) => infer::run(&args)?,
-        None => write_overview(&mut out)?,
+        Some(Command::Train(args)) => train::run(&args, &mut out)?,
+        None => train::run(&train::TrainArgs::defaults(), &mut out)?,
     }
     out.flush()?;
     Ok(())
 }
 
-/// What `lstm` without a subcommand prints: the subcommands and a pointer to `--help`.
-fn write_overview(out: &mut impl Write) -> io::Result<()> {
-    let command = Cli::command();
-    writeln!(
-        out,
-        "lstm: custom LSTM cells from declarative gate equations\n"
-    )?;
-    writeln!(out, "subcommands:")?;
-    for sub in command.get_subcommands() {
-        let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
-        writeln!(out, "  {:<8} {about}", sub.get_name())?;
-    }
-    writeln!(
-        out,
-        "\nrun `lstm --help` or `lstm <subcommand> --help` for details"
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -84,13 +75,5 @@ mod tests {
         ));
         assert!(Cli::parse_from(["lstm"]).command.is_none());
         assert!(Cli::try_parse_from(["lstm", "nonsense"]).is_err());
-    }
-
-    #[test]
-    fn overview_lists_every_subcommand() {
-        let mut out = Vec::new();
-        write_overview(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("  cells    List the zoo's cells"), "{text}");
     }
 }

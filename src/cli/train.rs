@@ -1,0 +1,329 @@
+//! `lstm train` (and `lstm` with no arguments): train a zoo cell, or several side by side with
+//! `--compare`, on a built-in task, and report where the run's files went.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, FromArgMatches, ValueEnum};
+use lstm::train::{
+    CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions, RunOutcome, Task, TrainConfig,
+    TrainError, compare_runs, train_run,
+};
+use lstm::{Cell, CellVisitor, Float, visit_zoo_cell};
+
+/// Options of `lstm train`. Every option has a default, so `lstm train` alone trains the
+/// standard LSTM on the adding problem.
+#[derive(Clone, Debug, PartialEq, Args)]
+pub struct TrainArgs {
+    /// The task: `adding` (the adding problem, MSE) or `parity` (running parity, accuracy).
+    #[arg(long, value_enum, default_value_t = TaskName::Adding)]
+    pub task: TaskName,
+    /// The zoo cell to train (`lstm cells` lists them).
+    #[arg(long, default_value = "lstm", conflicts_with = "compare")]
+    pub cell: String,
+    /// Train several zoo cells on the same task and seed and plot their curves together,
+    /// e.g. `lstm,forget_bias,scaled_forget`.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub compare: Vec<String>,
+    /// Optimizer steps [default: 2000].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Seed of the weights and of every batch; the same seed gives the same run [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The run directory [default: runs/<task>-<cell>, or runs/<task>-compare].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Adam's learning rate [default: 0.01].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Sequences per step [default: 64].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Hidden units [default: 32].
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Steps per sequence; for parity the longest sequence [default: 50 for adding, 20 for
+    /// parity].
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Clip gradients to this global norm [default: 1].
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    /// Element type of weights and activations.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// Steps between checkpoints; one is always written at the end (0: only that one).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// Continue the run in the run directory from its checkpoint, up to `--steps`.
+    #[arg(long)]
+    pub resume: bool,
+    /// Do not draw the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The built-in tasks by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum TaskName {
+    /// The adding problem.
+    #[default]
+    Adding,
+    /// Running parity of bit sequences.
+    Parity,
+}
+
+/// Element types.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats: faster.
+    #[default]
+    F32,
+    /// 64-bit floats.
+    F64,
+}
+
+/// Parity's default longest sequence.
+const PARITY_DEFAULT_LEN: usize = 20;
+
+impl TrainArgs {
+    /// The options of `lstm train` without arguments: what `lstm` alone runs.
+    pub fn defaults() -> Self {
+        let command = TrainArgs::augment_args(clap::Command::new("train"));
+        let matches = command.get_matches_from(["train"]);
+        // Every option has a default or is optional, so no arguments always parse.
+        TrainArgs::from_arg_matches(&matches).expect("`lstm train` needs no arguments")
+    }
+
+    /// The run's config: the options given, [`TrainConfig::default`] for the rest.
+    pub fn config(&self) -> TrainConfig {
+        let defaults = TrainConfig::default();
+        let task = match self.task {
+            TaskName::Adding => Task::adding(self.seq_len.unwrap_or(defaults.task.seq_len())),
+            TaskName::Parity => Task::parity(self.seq_len.unwrap_or(PARITY_DEFAULT_LEN)),
+        };
+        TrainConfig {
+            task,
+            hidden_size: self.hidden.unwrap_or(defaults.hidden_size),
+            batch_size: self.batch.unwrap_or(defaults.batch_size),
+            steps: self.steps.unwrap_or(defaults.steps),
+            lr: self.lr.unwrap_or(defaults.lr),
+            max_grad_norm: self.max_grad_norm.unwrap_or(defaults.max_grad_norm),
+            seed: self.seed.unwrap_or(defaults.seed),
+            eval_batches: defaults.eval_batches,
+        }
+    }
+
+    /// The run directory: `--out`, or `runs/<task>-<cell>` (`runs/<task>-compare`).
+    pub fn out_dir(&self, config: &TrainConfig) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let what = if self.compare.is_empty() {
+                self.cell.as_str()
+            } else {
+                "compare"
+            };
+            PathBuf::from("runs").join(format!("{}-{what}", config.task.name()))
+        })
+    }
+}
+
+/// Trains as `args` say and writes a summary of each run to `out`.
+pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
+    let config = args.config();
+    let options = RunOptions {
+        out_dir: args.out_dir(&config),
+        checkpoint_every: args.checkpoint_every,
+        resume: args.resume,
+        show_progress: !args.quiet,
+    };
+    if args.compare.is_empty() {
+        let outcome = train_named(&args.cell, args.precision, &config, &options)?;
+        write_summary(out, &outcome, &options.out_dir)?;
+    } else {
+        let outcomes = compare_runs(&args.compare, &config, &options, |cell, cell_options| {
+            train_named(cell, args.precision, &config, cell_options)
+        })?;
+        for outcome in &outcomes {
+            write_summary(out, outcome, &options.out_dir.join(&outcome.metrics.cell))?;
+        }
+        writeln!(
+            out,
+            "compared {}: {} and {} in {}",
+            args.compare.join(", "),
+            PLOT_FILE,
+            METRICS_FILE,
+            options.out_dir.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// Trains the zoo cell called `cell` in `precision`.
+fn train_named(
+    cell: &str,
+    precision: Precision,
+    config: &TrainConfig,
+    options: &RunOptions,
+) -> Result<RunOutcome, TrainError> {
+    let visitor = TrainCell { config, options };
+    match precision {
+        Precision::F32 => visit_zoo_cell::<f32, _>(cell, visitor)?,
+        Precision::F64 => visit_zoo_cell::<f64, _>(cell, visitor)?,
+    }
+}
+
+/// [`train_run`] for a cell type chosen by name.
+struct TrainCell<'a> {
+    config: &'a TrainConfig,
+    options: &'a RunOptions,
+}
+
+impl<F: Float> CellVisitor<F> for TrainCell<'_> {
+    type Output = Result<RunOutcome, TrainError>;
+
+    fn visit<C: Cell<Elem = F>>(self) -> Self::Output {
+        train_run::<C>(self.config, self.options)
+    }
+}
+
+/// `adding/lstm: loss 0.00123 (held out 0.00119, baseline 0.1667) after 2000 steps in 61.2 s
+/// (32.7 steps/s)` and the run's files.
+fn write_summary(
+    out: &mut impl Write,
+    outcome: &RunOutcome,
+    dir: &std::path::Path,
+) -> std::io::Result<()> {
+    let metrics = &outcome.metrics;
+    write!(
+        out,
+        "{}/{}: loss {:.5} (held out {:.5}, baseline {:.4})",
+        metrics.task, metrics.cell, metrics.final_loss, metrics.eval_loss, metrics.baseline_loss
+    )?;
+    if let Some(accuracy) = metrics.eval_accuracy {
+        write!(out, ", held-out accuracy {:.1}%", 100.0 * accuracy)?;
+    }
+    writeln!(
+        out,
+        " after {} steps in {:.1} s ({:.1} steps/s)",
+        metrics.steps, metrics.wall_time_seconds, metrics.steps_per_second
+    )?;
+    writeln!(
+        out,
+        "  wrote {dir}/{CHECKPOINT_FILE}, {dir}/{METRICS_FILE}, {dir}/{PLOT_FILE}",
+        dir = dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> TrainArgs {
+        let mut argv = vec!["lstm", "train"];
+        argv.extend_from_slice(args);
+        match Cli::parse_from(argv).command {
+            Some(Command::Train(args)) => args,
+            other => panic!("expected train, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_train_config_defaults() {
+        let args = parse(&[]);
+        assert_eq!(TrainArgs::defaults(), args);
+        assert_eq!(args.config(), TrainConfig::default());
+        assert_eq!(args.cell, "lstm");
+        assert_eq!(
+            args.out_dir(&args.config()),
+            PathBuf::from("runs/adding-lstm")
+        );
+        assert_eq!(args.precision, Precision::F32);
+    }
+
+    #[test]
+    fn the_documented_flags_parse() {
+        let args = parse(&[
+            "--task",
+            "adding",
+            "--cell",
+            "peephole",
+            "--steps",
+            "300",
+            "--seed",
+            "7",
+            "--out",
+            "somewhere",
+        ]);
+        let config = args.config();
+        assert_eq!((config.steps, config.seed), (300, 7));
+        assert_eq!(args.cell, "peephole");
+        assert_eq!(args.out_dir(&config), PathBuf::from("somewhere"));
+
+        let args = parse(&[
+            "--compare",
+            "lstm,forget_bias,scaled_forget",
+            "--task",
+            "parity",
+        ]);
+        assert_eq!(args.compare, ["lstm", "forget_bias", "scaled_forget"]);
+        assert_eq!(args.config().task, Task::parity(PARITY_DEFAULT_LEN));
+        assert_eq!(
+            args.out_dir(&args.config()),
+            PathBuf::from("runs/parity-compare")
+        );
+
+        let args = parse(&[
+            "--lr",
+            "0.003",
+            "--batch",
+            "8",
+            "--hidden",
+            "16",
+            "--seq-len",
+            "30",
+            "--max-grad-norm",
+            "5",
+            "--precision",
+            "f64",
+            "--resume",
+            "--quiet",
+        ]);
+        let config = args.config();
+        assert_eq!(config.lr, 0.003);
+        assert_eq!((config.batch_size, config.hidden_size), (8, 16));
+        assert_eq!(config.task, Task::adding(30));
+        assert_eq!(config.max_grad_norm, 5.0);
+        assert!(args.resume && args.quiet);
+    }
+
+    #[test]
+    fn cell_and_compare_exclude_each_other() {
+        let argv = ["lstm", "train", "--cell", "lstm", "--compare", "lstm,cifg"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        assert!(Cli::try_parse_from(["lstm", "train", "--task", "copy"]).is_err());
+    }
+
+    #[test]
+    fn unknown_cells_are_errors_naming_the_zoo() {
+        let config = TrainConfig {
+            steps: 1,
+            ..TrainConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let options = RunOptions {
+            out_dir: dir.path().to_path_buf(),
+            checkpoint_every: 0,
+            resume: false,
+            show_progress: false,
+        };
+        let err = train_named("gru", Precision::F32, &config, &options).unwrap_err();
+        assert!(
+            err.to_string().contains("no zoo cell is called `gru`"),
+            "{err}"
+        );
+    }
+}

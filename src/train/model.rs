@@ -1,0 +1,221 @@
+//! [`SequenceModel`]: what the trainer trains, a recurrent layer ([`Lstm`] of any cell)
+//! followed by a [`Linear`] head, with the forward pass, the loss and the backward pass of one
+//! batch wired together.
+//!
+//! The head reads what the task asks for: the last step's output for the adding problem (the
+//! layer is configured with `return_sequences = false`), every step's output for parity (the
+//! head runs on all `seq_len · batch` outputs as one matrix, and the loss counts each
+//! sequence's own steps only).
+
+use lstm::loss::{mse, sequence_accuracy, sequence_cross_entropy};
+use lstm::ndarray::{Array2, Array3, ArrayView2, ArrayViewD, ArrayViewMutD};
+use lstm::{
+    Call, Cell, Error, Float, Gradients, Linear, Lstm, LstmConfig, OutputGrad, Parameters, Result,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::tasks::{Batch, Target, Task};
+
+/// Name prefix of the recurrent layer's tensors (`lstm.weight_ih_l0`).
+const LSTM_PREFIX: &str = "lstm.";
+/// Name prefix of the head's tensors (`head.weight`).
+const HEAD_PREFIX: &str = "head.";
+
+/// A recurrent layer and a linear head on its outputs.
+#[derive(Clone, Debug)]
+pub struct SequenceModel<C: Cell> {
+    lstm: Lstm<C>,
+    head: Linear<C::Elem>,
+}
+
+/// How well a model does on a batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The task's loss (MSE or cross-entropy), in `f64`.
+    pub loss: f64,
+    /// The fraction of correctly classified steps, for classification tasks.
+    pub accuracy: Option<f64>,
+}
+
+impl<C: Cell> SequenceModel<C> {
+    /// A freshly initialised model for `task` with `hidden_size` units, its weights drawn
+    /// from a generator seeded with `seed` (the layer's first, then the head's).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the cell cannot run in a plain one-layer [`Lstm`] (a cell that
+    /// needs constants), or `hidden_size` is 0.
+    pub fn new(task: &Task, hidden_size: usize, seed: u64) -> Result<Self> {
+        task.validate()?;
+        let config = LstmConfig::new(task.input_size(), hidden_size)
+            .with_return_sequences(matches!(task, Task::Parity { .. }))
+            .with_return_state(false)
+            .with_seed(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let lstm = Lstm::new(config, &mut rng)?;
+        let head = Linear::new(hidden_size, task.output_size(), &mut rng);
+        Ok(SequenceModel { lstm, head })
+    }
+
+    /// The recurrent layer.
+    pub fn lstm(&self) -> &Lstm<C> {
+        &self.lstm
+    }
+
+    /// The head.
+    pub fn head(&self) -> &Linear<C::Elem> {
+        &self.head
+    }
+
+    /// The loss on `batch` and its gradient with respect to every parameter (named as
+    /// [`Parameters`] names them: `lstm.weight_ih_l0`, `head.bias`, …).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] if the batch does not fit the model (another task's batch),
+    /// or whatever the layer reports for it.
+    pub fn loss_and_gradients(
+        &mut self,
+        batch: &Batch<C::Elem>,
+    ) -> Result<(Evaluation, Gradients<C::Elem>)> {
+        let call = self.call(batch);
+        let (output, tape) = self.lstm.forward_train(batch.input.view(), call)?;
+        let features = self.features(output.output.view())?;
+        let logits = self.head.forward(features.view())?;
+        let (evaluation, grad_logits) = score_with_gradient(logits, &batch.target)?;
+        let mut head_grads = self.head.backward(features.view(), grad_logits.view())?;
+        let grad_features = head_grads
+            .remove("input")
+            // `Linear::backward` always returns the input's gradient.
+            .ok_or_else(|| Error::MissingTensor {
+                name: "input".into(),
+                source_name: "the head's gradients".into(),
+            })?;
+        let grad_shape = grad_features.shape().to_vec();
+        let grad_output = grad_features
+            .into_shape_with_order(output.output.shape())
+            // The features are the layer's output with the time axis folded into the rows,
+            // so their gradient unfolds back.
+            .map_err(|_| {
+                Error::shape_mismatch("grad output", output.output.shape(), &grad_shape)
+            })?;
+        let lstm_grads = self.lstm.backward(
+            &tape,
+            OutputGrad {
+                output: Some(grad_output.view()),
+                ..OutputGrad::default()
+            },
+        )?;
+        let mut grads = Gradients::new();
+        grads.extend_prefixed(LSTM_PREFIX, lstm_grads.params);
+        grads.extend_prefixed(HEAD_PREFIX, head_grads);
+        Ok((evaluation, grads))
+    }
+
+    /// The loss (and accuracy) on `batch`, in inference mode.
+    ///
+    /// # Errors
+    ///
+    /// As [`SequenceModel::loss_and_gradients`].
+    pub fn evaluate(&mut self, batch: &Batch<C::Elem>) -> Result<Evaluation> {
+        let call = self.call(batch);
+        let output = self.lstm.forward(batch.input.view(), call)?;
+        let features = self.features(output.output.view())?;
+        let logits = self.head.forward(features.view())?;
+        score(logits, &batch.target)
+    }
+
+    /// The layer's call for `batch`: its lengths, if it has them; training mode (which only
+    /// matters with dropout, which this model does not use).
+    fn call<'a>(&self, batch: &'a Batch<C::Elem>) -> Call<'a, C::Elem> {
+        let call = Call::new().with_training(true);
+        match &batch.target {
+            Target::StepClasses { lengths, .. } => call.with_lengths(lengths),
+            Target::LastValue(_) => call,
+        }
+    }
+
+    /// The layer's output as rows for the head: `(batch, hidden)` as it is, or
+    /// `(seq_len, batch, hidden)` folded into `(seq_len · batch, hidden)`.
+    fn features(&self, output: ArrayViewD<'_, C::Elem>) -> Result<Array2<C::Elem>> {
+        let hidden = self.head.in_features();
+        let rows = output.len() / hidden.max(1);
+        let shape = output.shape().to_vec();
+        output
+            .to_shape((rows, hidden))
+            .map(|rows| rows.into_owned())
+            .map_err(|_| Error::shape_mismatch("output", &[rows, hidden], &shape))
+    }
+}
+
+/// The loss and accuracy of `logits` (or predictions) against `target`.
+fn score<F: Float>(logits: Array2<F>, target: &Target<F>) -> Result<Evaluation> {
+    score_with_gradient(logits, target).map(|(evaluation, _)| evaluation)
+}
+
+/// The loss and accuracy of `logits` against `target`, and the loss's gradient with respect
+/// to `logits` (same shape).
+fn score_with_gradient<F: Float>(
+    logits: Array2<F>,
+    target: &Target<F>,
+) -> Result<(Evaluation, Array2<F>)> {
+    match target {
+        Target::LastValue(values) => {
+            let (loss, grad) = mse(logits.view(), values.view())?;
+            let evaluation = Evaluation {
+                loss: loss.to_f64_lossy(),
+                accuracy: None,
+            };
+            Ok((evaluation, grad))
+        }
+        Target::StepClasses { classes, lengths } => {
+            let logits = unfold_steps(logits.view(), classes.dim())?;
+            let (loss, grad) =
+                sequence_cross_entropy(logits.view(), classes.view(), Some(lengths))?;
+            let accuracy = sequence_accuracy(logits.view(), classes.view(), Some(lengths))?;
+            let evaluation = Evaluation {
+                loss: loss.to_f64_lossy(),
+                accuracy: Some(accuracy),
+            };
+            let (seq_len, batch, classes) = grad.dim();
+            let grad = grad
+                .into_shape_with_order((seq_len * batch, classes))
+                // `sequence_cross_entropy` returns a standard-layout array: it folds.
+                .map_err(|_| {
+                    Error::shape_mismatch("grad logits", &[seq_len * batch, classes], &[])
+                })?;
+            Ok((evaluation, grad))
+        }
+    }
+}
+
+/// Rows of logits, `(seq_len · batch, classes)`, as time-major sequences.
+fn unfold_steps<F: Float>(
+    logits: ArrayView2<'_, F>,
+    (seq_len, batch): (usize, usize),
+) -> Result<Array3<F>> {
+    let classes = logits.ncols();
+    let steps = logits.to_shape((seq_len, batch, classes)).map_err(|_| {
+        Error::shape_mismatch("logits", &[seq_len * batch, classes], logits.shape())
+    })?;
+    Ok(steps.into_owned())
+}
+
+impl<C: Cell> Parameters<C::Elem> for SequenceModel<C> {
+    fn visit_parameters(&self, visitor: &mut dyn FnMut(&str, ArrayViewD<'_, C::Elem>)) {
+        self.lstm
+            .visit_parameters(&mut |name, values| visitor(&format!("{LSTM_PREFIX}{name}"), values));
+        self.head
+            .visit_parameters(&mut |name, values| visitor(&format!("{HEAD_PREFIX}{name}"), values));
+    }
+
+    fn visit_parameters_mut(&mut self, visitor: &mut dyn FnMut(&str, ArrayViewMutD<'_, C::Elem>)) {
+        self.lstm.visit_parameters_mut(&mut |name, values| {
+            visitor(&format!("{LSTM_PREFIX}{name}"), values)
+        });
+        self.head.visit_parameters_mut(&mut |name, values| {
+            visitor(&format!("{HEAD_PREFIX}{name}"), values)
+        });
+    }
+}

@@ -1,0 +1,317 @@
+//! A whole training run with its outputs: [`train_run`] drives a [`Trainer`] to the end with
+//! a progress bar (running loss and steps per second), checkpoints it periodically, evaluates
+//! it on held-out batches and writes the run directory:
+//!
+//! ```text
+//! runs/<name>/checkpoint.safetensors   weights, Adam state, step, seed, loss curve
+//! runs/<name>/metrics.json             final and held-out loss, accuracy, steps, wall time
+//! runs/<name>/loss.png                 the loss curve against the task's baseline
+//! ```
+//!
+//! [`compare_runs`] trains several cells on the same task and seed, each into its own
+//! subdirectory, and plots all their curves in one picture: the research-prototyping loop.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lstm::checkpoint::Checkpoint;
+use lstm::{Cell, Float};
+use serde::Serialize;
+
+use super::TrainError;
+use super::plot::{Baseline, Curve, plot_losses};
+use super::trainer::{TrainConfig, Trainer};
+
+/// The checkpoint's file name in a run directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The metrics' file name in a run directory.
+pub const METRICS_FILE: &str = "metrics.json";
+/// The loss plot's file name in a run directory.
+pub const PLOT_FILE: &str = "loss.png";
+
+/// How a run is carried out, beyond what it computes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOptions {
+    /// The run directory; created if missing.
+    pub out_dir: PathBuf,
+    /// Steps between checkpoints (one is always written at the end); 0 for only the last.
+    pub checkpoint_every: u64,
+    /// Continue from the run directory's checkpoint instead of starting afresh.
+    pub resume: bool,
+    /// Draw a progress bar on standard error (when it is a terminal).
+    pub show_progress: bool,
+}
+
+/// What `metrics.json` holds for one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Metrics {
+    /// The task (`adding`, `parity`).
+    pub task: String,
+    /// The cell's name (`lstm`, `forget_bias`, or a custom cell's).
+    pub cell: String,
+    /// Element type of weights and activations: `f32` or `f64`.
+    pub precision: String,
+    /// Steps per sequence (the longest, for parity).
+    pub seq_len: usize,
+    /// Hidden units.
+    pub hidden_size: usize,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// The seed.
+    pub seed: u64,
+    /// Learned values in the model.
+    pub parameters: usize,
+    /// Steps taken in all.
+    pub steps: u64,
+    /// The step this process resumed from, if it did.
+    pub resumed_from_step: Option<u64>,
+    /// Mean training loss over the last 2% of steps (at least one).
+    pub final_loss: f64,
+    /// Mean loss on held-out batches after the last step.
+    pub eval_loss: f64,
+    /// Accuracy on held-out batches, for classification tasks.
+    pub eval_accuracy: Option<f64>,
+    /// What an input-blind guess scores.
+    pub baseline_loss: f64,
+    /// Seconds this process spent training (without evaluation and plotting).
+    pub wall_time_seconds: f64,
+    /// Steps this process took per second.
+    pub steps_per_second: f64,
+}
+
+/// What a finished run returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    /// What was written to `metrics.json`.
+    pub metrics: Metrics,
+    /// The loss of every step, resumed steps included.
+    pub losses: Vec<f64>,
+}
+
+/// Trains a model of cell `C` under `config` to its last step, writing checkpoints,
+/// `metrics.json` and `loss.png` into `options.out_dir`.
+///
+/// # Errors
+///
+/// [`TrainError`] if the config cannot train, the directory or a file cannot be written,
+/// `options.resume` finds no usable checkpoint, or the loss diverges.
+pub fn train_run<C: Cell>(
+    config: &TrainConfig,
+    options: &RunOptions,
+) -> Result<RunOutcome, TrainError> {
+    std::fs::create_dir_all(&options.out_dir).map_err(|source| TrainError::Io {
+        path: options.out_dir.clone(),
+        source,
+    })?;
+    let checkpoint_path = options.out_dir.join(CHECKPOINT_FILE);
+    let mut trainer = if options.resume {
+        let checkpoint = Checkpoint::<C::Elem>::load(&checkpoint_path)?;
+        Trainer::<C>::resume(config.clone(), &checkpoint)?
+    } else {
+        Trainer::<C>::new(config.clone())?
+    };
+    let resumed_from_step = options.resume.then_some(trainer.steps_taken());
+    let bar = progress_bar(&trainer, options.show_progress);
+    let started = Instant::now();
+    let steps_before = trainer.steps_taken();
+    while !trainer.is_done() {
+        trainer.step()?;
+        bar.set_position(trainer.steps_taken());
+        bar.set_message(format!("{:.5}", recent_mean(trainer.losses())));
+        let step = trainer.steps_taken();
+        if options.checkpoint_every > 0 && step % options.checkpoint_every == 0 {
+            trainer.checkpoint().save(&checkpoint_path)?;
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish();
+    trainer.checkpoint().save(&checkpoint_path)?;
+    let metrics = metrics(&mut trainer, resumed_from_step, elapsed, steps_before)?;
+    write_metrics(&options.out_dir.join(METRICS_FILE), &metrics)?;
+    let curve = Curve {
+        label: C::SPEC.name.to_string(),
+        losses: trainer.losses().to_vec(),
+    };
+    plot_losses(
+        &options.out_dir.join(PLOT_FILE),
+        &plot_title(config, &[C::SPEC.name]),
+        &[curve],
+        Some(&baseline(config)),
+    )?;
+    Ok(RunOutcome {
+        metrics,
+        losses: trainer.losses().to_vec(),
+    })
+}
+
+/// Trains every cell that `run_cell` knows by name in `cells`, each with `config` into
+/// `options.out_dir/<cell>/`, then writes `options.out_dir/loss.png` with every curve and
+/// `options.out_dir/metrics.json` with every run's metrics (a JSON array, in `cells` order).
+///
+/// `run_cell(name, options)` trains one cell ([`train_run`] for the cell type called `name`).
+///
+/// # Errors
+///
+/// The first run's error, or [`TrainError`] if the combined files cannot be written.
+pub fn compare_runs(
+    cells: &[String],
+    config: &TrainConfig,
+    options: &RunOptions,
+    mut run_cell: impl FnMut(&str, &RunOptions) -> Result<RunOutcome, TrainError>,
+) -> Result<Vec<RunOutcome>, TrainError> {
+    let mut outcomes = Vec::with_capacity(cells.len());
+    for cell in cells {
+        let cell_options = RunOptions {
+            out_dir: options.out_dir.join(cell),
+            ..options.clone()
+        };
+        outcomes.push(run_cell(cell, &cell_options)?);
+    }
+    let metrics: Vec<&Metrics> = outcomes.iter().map(|outcome| &outcome.metrics).collect();
+    write_metrics(&options.out_dir.join(METRICS_FILE), &metrics)?;
+    let curves: Vec<Curve> = outcomes
+        .iter()
+        .map(|outcome| Curve {
+            label: outcome.metrics.cell.clone(),
+            losses: outcome.losses.clone(),
+        })
+        .collect();
+    let names: Vec<&str> = cells.iter().map(String::as_str).collect();
+    plot_losses(
+        &options.out_dir.join(PLOT_FILE),
+        &plot_title(config, &names),
+        &curves,
+        Some(&baseline(config)),
+    )?;
+    Ok(outcomes)
+}
+
+/// The bar: `adding/lstm [00:00:12] ████░░░ 600/2000 loss 0.01234 48.2 steps/s`.
+fn progress_bar<C: Cell>(trainer: &Trainer<C>, visible: bool) -> ProgressBar {
+    let config = trainer.config();
+    let target = if visible {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(config.steps), target);
+    let style = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} loss {msg} {per_sec} eta {eta}",
+    )
+    // The template is a constant that the tests render, so it always parses.
+    .expect("the progress template is valid");
+    bar.set_style(style.progress_chars("█▓░"));
+    bar.set_prefix(format!("{}/{}", config.task.name(), C::SPEC.name));
+    bar.set_position(trainer.steps_taken());
+    bar.reset_eta();
+    bar
+}
+
+/// The metrics of a finished trainer.
+fn metrics<C: Cell>(
+    trainer: &mut Trainer<C>,
+    resumed_from_step: Option<u64>,
+    elapsed: Duration,
+    steps_before: u64,
+) -> Result<Metrics, TrainError> {
+    let evaluation = trainer.evaluate()?;
+    let config = trainer.config().clone();
+    let seconds = elapsed.as_secs_f64();
+    let steps_here = trainer.steps_taken() - steps_before;
+    Ok(Metrics {
+        task: config.task.name().to_string(),
+        cell: C::SPEC.name.to_string(),
+        precision: C::Elem::DTYPE.to_string(),
+        seq_len: config.task.seq_len(),
+        hidden_size: config.hidden_size,
+        batch_size: config.batch_size,
+        lr: config.lr,
+        seed: config.seed,
+        parameters: trainer.num_parameters(),
+        steps: trainer.steps_taken(),
+        resumed_from_step,
+        final_loss: recent_mean(trainer.losses()),
+        eval_loss: evaluation.loss,
+        eval_accuracy: evaluation.accuracy,
+        baseline_loss: config.task.baseline_loss(),
+        wall_time_seconds: seconds,
+        steps_per_second: if seconds > 0.0 {
+            steps_here as f64 / seconds
+        } else {
+            0.0
+        },
+    })
+}
+
+/// The mean of the last 2% of `losses` (at least one, at most 100): a running loss that does
+/// not jump with every batch. NaN for no losses.
+pub fn recent_mean(losses: &[f64]) -> f64 {
+    let window = (losses.len() / 50).clamp(1, 100).min(losses.len());
+    if window == 0 {
+        return f64::NAN;
+    }
+    losses[losses.len() - window..].iter().sum::<f64>() / window as f64
+}
+
+/// Writes `value` as pretty JSON to `path`.
+fn write_metrics(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(TrainError::Json)?;
+    text.push('\n');
+    std::fs::write(path, text).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `adding problem, T = 50: lstm vs forget_bias (hidden 64, batch 64, seed 0)`.
+fn plot_title(config: &TrainConfig, cells: &[&str]) -> String {
+    let task = match config.task.name() {
+        "adding" => format!("adding problem, T = {}", config.task.seq_len()),
+        other => format!("{other}, up to {} steps", config.task.seq_len()),
+    };
+    format!(
+        "{task}: {} (hidden {}, batch {}, seed {})",
+        cells.join(" vs "),
+        config.hidden_size,
+        config.batch_size,
+        config.seed
+    )
+}
+
+/// The task's baseline as a plot line.
+fn baseline(config: &TrainConfig) -> Baseline {
+    let label = match config.task.name() {
+        "adding" => "predict the mean (1/6)".to_string(),
+        _ => "guess (ln 2)".to_string(),
+    };
+    Baseline {
+        label,
+        value: config.task.baseline_loss(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_mean_averages_the_tail() {
+        assert!(recent_mean(&[]).is_nan());
+        assert_eq!(recent_mean(&[3.0]), 3.0);
+        let losses: Vec<f64> = (0..200).map(f64::from).collect();
+        // 2% of 200 steps: the last 4.
+        assert_eq!(recent_mean(&losses), (196.0 + 197.0 + 198.0 + 199.0) / 4.0);
+    }
+
+    #[test]
+    fn titles_name_the_task_and_the_cells() {
+        let config = TrainConfig::default();
+        assert_eq!(
+            plot_title(&config, &["lstm", "cifg"]),
+            "adding problem, T = 50: lstm vs cifg (hidden 32, batch 64, seed 0)"
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! [`Trainer`]: the training loop of one model on one task, one step at a time. A step draws
+//! the step's batch (a function of the seed and the step number alone), runs forward and
+//! backward, clips the gradients by their global norm and lets Adam update the weights.
+//!
+//! Everything that shapes the next step is in the [`Checkpoint`] the trainer writes (weights,
+//! Adam's moments and step, the seed, the loss curve so far), so a trainer rebuilt from a
+//! checkpoint ([`Trainer::resume`]) continues with exactly the losses the uninterrupted run
+//! would have had.
+
+use std::collections::BTreeMap;
+
+use lstm::checkpoint::Checkpoint;
+use lstm::optim::{Adam, AdamConfig, Optimizer, clip_grad_norm};
+use lstm::{Cell, Error, Float, Parameters, Result};
+
+use super::model::{Evaluation, SequenceModel};
+use super::tasks::{Task, eval_rng, train_rng};
+
+/// Everything that defines a training run. Two runs with equal configs produce the same
+/// losses, bit for bit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// The task and its size. Default: the adding problem at 50 steps.
+    pub task: Task,
+    /// Hidden units of the recurrent layer. Default 32.
+    pub hidden_size: usize,
+    /// Sequences per step. Default 64.
+    pub batch_size: usize,
+    /// Optimizer steps of the whole run. Default 2000.
+    pub steps: u64,
+    /// Adam's learning rate. Default `0.01`.
+    pub lr: f64,
+    /// Gradients are scaled down to this global norm when above it (PyTorch
+    /// `clip_grad_norm_`). Default 1.
+    pub max_grad_norm: f64,
+    /// Seeds the weights and every batch. Default 0.
+    pub seed: u64,
+    /// Held-out batches [`Trainer::evaluate`] averages over. Default 4.
+    pub eval_batches: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            task: Task::adding(50),
+            hidden_size: 32,
+            batch_size: 64,
+            steps: 2000,
+            lr: 0.01,
+            max_grad_norm: 1.0,
+            seed: 0,
+            eval_batches: 4,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The settings a checkpoint must share with a config to be resumed under it: all but
+    /// `steps` (a resumed run may go on longer) and `eval_batches` (evaluation does not touch
+    /// the training trajectory).
+    fn trajectory_metadata(&self) -> BTreeMap<String, String> {
+        [
+            ("train.task", self.task.name().to_string()),
+            ("train.seq_len", self.task.seq_len().to_string()),
+            ("train.hidden_size", self.hidden_size.to_string()),
+            ("train.batch_size", self.batch_size.to_string()),
+            ("train.lr", self.lr.to_string()),
+            ("train.max_grad_norm", self.max_grad_norm.to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step's number, counted from 1.
+    pub step: u64,
+    /// The loss on the step's batch, before the update.
+    pub loss: f64,
+    /// The global norm of the gradients, before clipping.
+    pub grad_norm: f64,
+}
+
+/// The training loop of one model on one task.
+#[derive(Clone, Debug)]
+pub struct Trainer<C: Cell> {
+    config: TrainConfig,
+    model: SequenceModel<C>,
+    optimizer: Adam<C::Elem>,
+    /// Steps taken.
+    step: u64,
+    /// The loss of every step taken, in order.
+    losses: Vec<f64>,
+}
+
+/// Name of the loss curve in a checkpoint's history.
+const LOSS_HISTORY: &str = "loss";
+/// Metadata key of the cell's name.
+const CELL_KEY: &str = "train.cell";
+
+impl<C: Cell> Trainer<C> {
+    /// A trainer at step 0 with freshly initialised weights.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidValue`] naming the option that cannot train (`batch_size` 0, a
+    /// non-positive `lr` or `max_grad_norm`, a task too small), or [`Error::Config`] if the
+    /// cell cannot run in a plain layer.
+    pub fn new(config: TrainConfig) -> Result<Self> {
+        check_config(&config)?;
+        let model = SequenceModel::new(&config.task, config.hidden_size, config.seed)?;
+        let optimizer = Adam::new(AdamConfig::adam().with_lr(config.lr))?;
+        Ok(Trainer {
+            config,
+            model,
+            optimizer,
+            step: 0,
+            losses: Vec::new(),
+        })
+    }
+
+    /// A trainer that continues the run `checkpoint` was taken from, under `config` (which
+    /// may ask for more `steps`).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidValue`] naming `checkpoint` if it was written for another cell, seed,
+    ///   task or hyperparameters, or is past `config.steps`.
+    /// - Whatever restoring the weights and the optimizer state reports (missing tensors,
+    ///   wrong shapes).
+    pub fn resume(config: TrainConfig, checkpoint: &Checkpoint<C::Elem>) -> Result<Self> {
+        let mut trainer = Trainer::new(config)?;
+        let mut expected = trainer.config.trajectory_metadata();
+        expected.insert(CELL_KEY.into(), C::SPEC.name.into());
+        expected.insert("seed".into(), trainer.config.seed.to_string());
+        let mut found = checkpoint.metadata.clone();
+        found.insert("seed".into(), checkpoint.seed.to_string());
+        for (key, value) in &expected {
+            let saved = found.get(key).map(String::as_str).unwrap_or("(absent)");
+            if saved != value {
+                return Err(Error::invalid_value(
+                    "checkpoint",
+                    format!("it was written with {key} = {saved}; this run has {value}"),
+                ));
+            }
+        }
+        if checkpoint.step > trainer.config.steps {
+            return Err(Error::invalid_value(
+                "checkpoint",
+                format!(
+                    "it is at step {}, past the {} steps asked for",
+                    checkpoint.step, trainer.config.steps
+                ),
+            ));
+        }
+        checkpoint.restore_model(&mut trainer.model)?;
+        trainer.optimizer.load_state(checkpoint.optimizer.clone())?;
+        trainer.step = checkpoint.step;
+        trainer.losses = checkpoint
+            .history
+            .get(LOSS_HISTORY)
+            .cloned()
+            .unwrap_or_default();
+        Ok(trainer)
+    }
+
+    /// One optimizer step on the next batch.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the model reports, or [`Error::InvalidValue`] naming `gradients` if they are
+    /// not finite (the loss diverged; the weights are left as they were).
+    pub fn step(&mut self) -> Result<StepReport> {
+        let mut rng = train_rng(self.config.seed, self.step);
+        let batch = self
+            .config
+            .task
+            .batch::<C::Elem, _>(self.config.batch_size, &mut rng)?;
+        let (evaluation, mut grads) = self.model.loss_and_gradients(&batch)?;
+        let grad_norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
+        self.optimizer.step(&mut self.model, &grads)?;
+        self.step += 1;
+        self.losses.push(evaluation.loss);
+        Ok(StepReport {
+            step: self.step,
+            loss: evaluation.loss,
+            grad_norm: grad_norm.to_f64_lossy(),
+        })
+    }
+
+    /// The model's mean loss (and accuracy) over the config's held-out batches, which no
+    /// training step draws.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the model reports.
+    pub fn evaluate(&mut self) -> Result<Evaluation> {
+        let batches = self.config.eval_batches.max(1);
+        let mut loss = 0.0;
+        let mut accuracy = 0.0;
+        let mut has_accuracy = false;
+        for index in 0..batches {
+            let mut rng = eval_rng(self.config.seed, index);
+            let batch = self
+                .config
+                .task
+                .batch::<C::Elem, _>(self.config.batch_size, &mut rng)?;
+            let evaluation = self.model.evaluate(&batch)?;
+            loss += evaluation.loss;
+            if let Some(value) = evaluation.accuracy {
+                accuracy += value;
+                has_accuracy = true;
+            }
+        }
+        let count = batches as f64;
+        Ok(Evaluation {
+            loss: loss / count,
+            accuracy: has_accuracy.then_some(accuracy / count),
+        })
+    }
+
+    /// A checkpoint of the run so far: weights, optimizer state, step, seed, the loss curve,
+    /// and the settings [`Trainer::resume`] checks.
+    pub fn checkpoint(&self) -> Checkpoint<C::Elem> {
+        let mut checkpoint =
+            Checkpoint::capture(&self.model, &self.optimizer, self.step, self.config.seed);
+        checkpoint.metadata = self.config.trajectory_metadata();
+        checkpoint
+            .metadata
+            .insert(CELL_KEY.into(), C::SPEC.name.into());
+        checkpoint
+            .history
+            .insert(LOSS_HISTORY.into(), self.losses.clone());
+        checkpoint
+    }
+
+    /// The config.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The model.
+    pub fn model(&self) -> &SequenceModel<C> {
+        &self.model
+    }
+
+    /// Steps taken so far.
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    /// Whether the run has taken all its steps.
+    pub fn is_done(&self) -> bool {
+        self.step >= self.config.steps
+    }
+
+    /// The loss of every step taken, in order.
+    pub fn losses(&self) -> &[f64] {
+        &self.losses
+    }
+
+    /// Learned values in the model.
+    pub fn num_parameters(&self) -> usize {
+        self.model.num_parameters()
+    }
+}
+
+/// `Ok` if every option of `config` can train.
+fn check_config(config: &TrainConfig) -> Result<()> {
+    config.task.validate()?;
+    let positive = |what: &str, value: f64| {
+        if value.is_finite() && value > 0.0 {
+            Ok(())
+        } else {
+            Err(Error::invalid_value(
+                what,
+                format!("{value}; expected a positive finite number"),
+            ))
+        }
+    };
+    positive("lr", config.lr)?;
+    positive("max_grad_norm", config.max_grad_norm)?;
+    if config.batch_size == 0 {
+        return Err(Error::invalid_value("batch_size", "0; expected at least 1"));
+    }
+    if config.hidden_size == 0 {
+        return Err(Error::invalid_value(
+            "hidden_size",
+            "0; expected at least 1",
+        ));
+    }
+    Ok(())
+}
