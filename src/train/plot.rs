@@ -108,7 +108,7 @@ pub fn plot_losses(
         .draw()
         .map_err(|e| draw_error(&e))?;
     for (index, (label, points)) in smoothed.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
+        let color = line_color(index);
         chart
             .draw_series(LineSeries::new(
                 points.iter().copied(),
@@ -133,7 +133,7 @@ pub fn plot_losses(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerLeft)
         .label_font((FONT, 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
@@ -141,6 +141,26 @@ pub fn plot_losses(
         .map_err(|e| draw_error(&e))?;
     root.present().map_err(|e| draw_error(&e))?;
     Ok(())
+}
+
+/// Matplotlib's `tab10` colours: distinct from each other and readable on white.
+const LINE_COLORS: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (214, 39, 40),
+    (44, 160, 44),
+    (255, 127, 14),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
+/// The colour of the `index`th curve (the palette repeats after ten).
+fn line_color(index: usize) -> RGBColor {
+    let (red, green, blue) = LINE_COLORS[index % LINE_COLORS.len()];
+    RGBColor(red, green, blue)
 }
 
 /// A loss axis tick: `0.5`, `0.03`, `0.002`, then `5e-4` below a thousandth.

@@ -266,19 +266,27 @@ fn write_metrics(path: &Path, value: &impl Serialize) -> Result<(), TrainError> 
     })
 }
 
-/// `adding problem, T = 50: lstm vs forget_bias (hidden 64, batch 64, seed 0)`.
+/// `lstm on the adding problem (T = 50), hidden 32, seed 0`, or `The adding problem (T = 50),
+/// hidden 32, seed 0` when several cells are compared (the legend names them).
 fn plot_title(config: &TrainConfig, cells: &[&str]) -> String {
     let task = match config.task.name() {
-        "adding" => format!("adding problem, T = {}", config.task.seq_len()),
-        other => format!("{other}, up to {} steps", config.task.seq_len()),
+        "adding" => format!("the adding problem (T = {})", config.task.seq_len()),
+        _ => format!("running parity (up to {} steps)", config.task.seq_len()),
     };
-    format!(
-        "{task}: {} (hidden {}, batch {}, seed {})",
-        cells.join(" vs "),
-        config.hidden_size,
-        config.batch_size,
-        config.seed
-    )
+    let settings = format!("hidden {}, seed {}", config.hidden_size, config.seed);
+    match cells {
+        [cell] => format!("{cell} on {task}, {settings}"),
+        _ => format!("{}, {settings}", capitalized(&task)),
+    }
+}
+
+/// `text` with its first letter in upper case.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// The task's baseline as a plot line.
@@ -310,8 +318,12 @@ mod tests {
     fn titles_name_the_task_and_the_cells() {
         let config = TrainConfig::default();
         assert_eq!(
+            plot_title(&config, &["lstm"]),
+            "lstm on the adding problem (T = 50), hidden 32, seed 0"
+        );
+        assert_eq!(
             plot_title(&config, &["lstm", "cifg"]),
-            "adding problem, T = 50: lstm vs cifg (hidden 32, batch 64, seed 0)"
+            "The adding problem (T = 50), hidden 32, seed 0"
         );
     }
 }
