@@ -6,23 +6,32 @@
 //! elementwise (or a concatenation) along the last, feature axis. Works for sequences
 //! `(T, B, F)` and last outputs `(B, F)` alike.
 
-use ndarray::{Array, ArrayView, Axis, Dimension, RemoveAxis, Slice, concatenate};
+use ndarray::{Array, ArrayView, Axis, Dimension, Slice};
 
 use crate::{Float, MergeMode};
 
 /// The merged output of `forward` and `reverse` (same shape); `MergeMode::None` is not a
 /// merge, its callers keep the two apart.
-pub(crate) fn merge<F: Float, D: Dimension + RemoveAxis>(
+pub(crate) fn merge<F: Float, D: Dimension>(
     mode: MergeMode,
     forward: ArrayView<'_, F, D>,
     reverse: ArrayView<'_, F, D>,
 ) -> Array<F, D> {
     match mode {
         MergeMode::Concat => {
+            // Built in standard layout (the next layer's projection reads it as rows).
             let features = Axis(forward.ndim() - 1);
-            // Same shapes except along the feature axis, by construction: infallible.
-            concatenate(features, &[forward, reverse])
-                .expect("both directions' outputs have the same shape")
+            let width = forward.len_of(features);
+            let mut shape = forward.raw_dim();
+            shape[forward.ndim() - 1] = 2 * width;
+            let mut merged = Array::zeros(shape);
+            merged
+                .slice_axis_mut(features, Slice::from(..width))
+                .assign(&forward);
+            merged
+                .slice_axis_mut(features, Slice::from(width..))
+                .assign(&reverse);
+            merged
         }
         MergeMode::Sum => &forward + &reverse,
         MergeMode::Mul => &forward * &reverse,
@@ -75,7 +84,12 @@ mod tests {
         let forward = array![[1.0, 2.0], [3.0, 4.0]];
         let reverse = array![[10.0, 20.0], [30.0, 40.0]];
         let merged = |mode| merge(mode, forward.view(), reverse.view());
-        assert_eq!(merged(MergeMode::Concat).dim(), (2, 4));
+        let concat = merged(MergeMode::Concat);
+        assert_eq!(
+            concat,
+            array![[1.0, 2.0, 10.0, 20.0], [3.0, 4.0, 30.0, 40.0]]
+        );
+        assert!(concat.is_standard_layout());
         assert_eq!(merged(MergeMode::Sum), array![[11.0, 22.0], [33.0, 44.0]]);
         assert_eq!(merged(MergeMode::Mul), array![[10.0, 40.0], [90.0, 160.0]]);
         assert_eq!(merged(MergeMode::Ave), array![[5.5, 11.0], [16.5, 22.0]]);

@@ -757,11 +757,20 @@ impl<C: Cell> Lstm<C> {
                 self.merge_outputs(outputs, keep_operands);
             if let Some(tape) = tape.as_deref_mut() {
                 let features = layer_input.len_of(Axis(2));
-                let input = layer_input
-                    .to_shape((seq_len * batch, features))
+                // The next layer reads the merged output, so the tape can take this input
+                // (moved when owned, as it always is in training).
+                let input =
+                    std::mem::replace(&mut layer_input, CowArray::from(Array3::zeros((0, 0, 0))))
+                        .into_owned();
+                let input = if input.is_standard_layout() {
+                    input
+                } else {
+                    input.as_standard_layout().into_owned()
+                };
+                let input = input
+                    .into_shape_with_order((seq_len * batch, features))
                     // Standard layout, same element count: infallible.
-                    .expect("the layer input has seq_len · batch rows")
-                    .into_owned();
+                    .expect("the layer input has seq_len · batch rows");
                 tape.push(LayerTape {
                     input,
                     dropout: input_dropout.take(),
