@@ -187,7 +187,7 @@ fn truncated_and_missing_files_are_errors_naming_the_file() {
 fn unsupported_element_types_are_named() {
     // A float16 `.npy` file, as `np.save(path, np.zeros(2, np.float16))` writes it.
     let mut header = b"{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }".to_vec();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(b' ');
     }
     header.push(b'\n');

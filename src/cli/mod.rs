@@ -1,5 +1,6 @@
 //! The command line's arguments and the dispatch to one module per subcommand.
 
+mod bench;
 mod cells;
 mod infer;
 mod train;
@@ -24,7 +25,10 @@ pub enum Command {
     Cells,
     /// Run a cell's layer with PyTorch- or Keras-named weights on `.npy` inputs; write
     /// `.npy` outputs and, with `--grad-output`, the gradients.
-    Infer(infer::InferArgs),
+    Infer(Box<infer::InferArgs>),
+    /// Median time of a layer's forward pass and of forward plus backward (`--json` for one
+    /// JSON object per line).
+    Bench(bench::BenchArgs),
     /// Train a cell (or compare several) on a built-in task; the default command.
     Train(train::TrainArgs),
 }
@@ -47,6 +51,7 @@ pub enum Error {
 pub fn run(cli: Cli) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     match cli.command {
+        Some(Command::Bench(args)) => bench::run(&args, &mut out)?,
         Some(Command::Cells) => cells::write_all(&mut out, lstm::zoo::all())?,
         Some(Command::Infer(args)) => infer::run(&args)?,
         Some(Command::Train(args)) => train::run(&args, &mut out)?,
