@@ -9,9 +9,9 @@
 // must resolve too, because the zoo is defined here with the macro itself.
 extern crate self as lstm;
 
-mod by_name;
 mod bidirectional;
 mod bptt;
+mod by_name;
 mod call;
 mod cell;
 pub mod checkpoint;
@@ -32,12 +32,12 @@ mod params;
 mod stack;
 pub mod zoo;
 
+pub use by_name::{CellVisitor, visit_zoo_cell};
 pub use call::{Call, LstmGradients, LstmOutput, Output, OutputGrad};
 pub use cell::{
     BackwardIo, Cell, CellDims, CellSpec, Equation, Gate, Init, ParamShape, ParamSpec, StepIo,
     Weights, WeightsMut, Workspace,
 };
-pub use by_name::{CellVisitor, visit_zoo_cell};
 pub use config::{LstmConfig, MergeMode};
 pub use error::{Error, Result};
 pub use float::Float;
