@@ -9,6 +9,13 @@
 //! gradients then run batched over all steps: `dW_ih = dZxᵀ · X`, `dX = dZx · W_ih`,
 //! `dW_hh = dZhᵀ · H_prev`, `dW_hr = dH_outᵀ · H_cell`, and for a constant input
 //! `dW_c = dconstantᵀ · constants`, `d constants = dconstant · W_c`.
+//!
+//! The regularisers of `masks.rs` reverse as they act: input dropout multiplies `X` in
+//! `dW_ih` and `dX` by its mask; recurrent dropout multiplies `dL/dh_prev` (the tape holds the
+//! dropped `h_prev`, so `dW_hh` needs nothing more); weight drop runs `dL/dh_prev` through the
+//! masked `weight_hh` and masks `dW_hh`; zoneout splits each state's gradient into the part
+//! that reaches the cell's new state, `(1 − d) ⊙ g`, and the part carried straight to the
+//! previous state, `d ⊙ g`.
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, s};
 use num_traits::{One, Zero};
@@ -16,6 +23,7 @@ use num_traits::{One, Zero};
 use crate::error::Result;
 use crate::layer::{Direction, DirectionTape, flat, flat_mut, standard};
 use crate::mask::InvalidOutput;
+use crate::masks::mask_rows;
 use crate::{BackwardIo, Cell, linalg};
 
 /// The gradients of one direction's parameters and initial state.
@@ -80,6 +88,10 @@ struct BackwardBuffers<F> {
     dbias_hh: Vec<F>,
     /// Accumulated `dL/d(constant projection)`: `(batch, gates · hidden)`, or `(0, 0)`.
     dconstant: Array2<F>,
+    /// Under zoneout of `h`: `d ⊙ dL/dh`, carried to `h_prev`; else `(0, 0)`.
+    carry_h: Array2<F>,
+    /// Under zoneout of `c`: `d ⊙ dL/dc`, carried to `c_prev`; else `(0, 0)`.
+    carry_c: Array2<F>,
     /// Which rows the current step was valid for.
     valid: Vec<bool>,
 }
@@ -143,12 +155,21 @@ impl<C: Cell> Direction<'_, C> {
                 linalg::matmul_nn(
                     C::Elem::one(),
                     dz_hh.slice(s![rows, ..]),
-                    self.cell.weights().weight_hh.view(),
+                    self.weight_hh(),
                     C::Elem::zero(),
                     buffers.dh_prev.view_mut(),
                 )?;
                 if C::SPEC.reads_h_prev {
                     buffers.dh_prev += &buffers.dh_direct;
+                }
+                if let Some(mask) = self.reg.recurrent {
+                    buffers.dh_prev *= &mask;
+                }
+                if self.reg.zoneout_h.is_on() {
+                    buffers.dh_prev += &buffers.carry_h;
+                }
+                if self.reg.zoneout_c.is_on() {
+                    buffers.dc_prev += &buffers.carry_c;
                 }
                 if !all_valid {
                     for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
@@ -162,13 +183,28 @@ impl<C: Cell> Direction<'_, C> {
         }
         let dz_hh = if shared { &dzx_all } else { &dzh_all };
         self.weight_gradients(&mut grads, tape, &seeds, &dzx_all, dz_hh, &buffers)?;
-        linalg::matmul_nn(
-            C::Elem::one(),
-            dzx_all.view(),
-            self.cell.weights().weight_ih.view(),
-            C::Elem::one(),
-            grads_in.input.view_mut(),
-        )?;
+        match self.reg.input {
+            Some(mask) => {
+                let mut d_dropped = Array2::zeros(grads_in.input.raw_dim());
+                linalg::matmul_nn(
+                    C::Elem::one(),
+                    dzx_all.view(),
+                    self.cell.weights().weight_ih.view(),
+                    C::Elem::zero(),
+                    d_dropped.view_mut(),
+                )?;
+                let mut d_input = Array2::zeros(d_dropped.raw_dim());
+                mask_rows(d_dropped.view(), mask, d_input.view_mut());
+                grads_in.input += &d_input;
+            }
+            None => linalg::matmul_nn(
+                C::Elem::one(),
+                dzx_all.view(),
+                self.cell.weights().weight_ih.view(),
+                C::Elem::one(),
+                grads_in.input.view_mut(),
+            )?,
+        }
         if let (Some(weight), Some(d_constants)) = (
             self.cell.weights().weight_constant,
             grads_in.constants.as_mut(),
@@ -231,6 +267,8 @@ impl<C: Cell> Direction<'_, C> {
                     0
                 },
             ),
+            carry_h: zeros(if_rows(self.reg.zoneout_h.is_on()), recurrent),
+            carry_c: zeros(if_rows(self.reg.zoneout_c.is_on()), hidden),
             valid: vec![true; batch],
         }
     }
@@ -281,6 +319,12 @@ impl<C: Cell> Direction<'_, C> {
                 buffers.dc_seed.row_mut(row).fill(C::Elem::zero());
             }
         }
+        self.reg
+            .zoneout_h
+            .split(t, buffers.dh_seed.view_mut(), buffers.carry_h.view_mut());
+        self.reg
+            .zoneout_c
+            .split(t, buffers.dc_seed.view_mut(), buffers.carry_c.view_mut());
     }
 
     /// The cell's generated backward step for walk position `s` (time `t`).
@@ -317,7 +361,11 @@ impl<C: Cell> Direction<'_, C> {
                 dh,
                 dc: flat(&buffers.dc_seed),
                 c_prev: &c_states[s * state_len..(s + 1) * state_len],
-                c: &c_states[(s + 1) * state_len..(s + 2) * state_len],
+                c: if self.reg.zoneout_c.is_on() {
+                    &flat(&tape.c_cell)[t * state_len..(t + 1) * state_len]
+                } else {
+                    &c_states[(s + 1) * state_len..(s + 2) * state_len]
+                },
                 h_prev,
                 bias_ih: &self.biases.ih,
                 bias_hh: &self.biases.hh,
@@ -348,10 +396,17 @@ impl<C: Cell> Direction<'_, C> {
         buffers: &BackwardBuffers<C::Elem>,
     ) -> Result<()> {
         let weights = grads.weights_mut();
+        let dropped_input = self.reg.input.map(|mask| {
+            let mut dropped = Array2::zeros(seeds.input.raw_dim());
+            mask_rows(seeds.input, mask, dropped.view_mut());
+            dropped
+        });
         linalg::matmul_tn(
             C::Elem::one(),
             dzx_all.view(),
-            seeds.input,
+            dropped_input
+                .as_ref()
+                .map_or(seeds.input, |dropped| dropped.view()),
             C::Elem::zero(),
             weights.weight_ih.view_mut(),
         )?;
@@ -362,6 +417,9 @@ impl<C: Cell> Direction<'_, C> {
             C::Elem::zero(),
             weights.weight_hh.view_mut(),
         )?;
+        if let Some(mask) = self.reg.weight_hh {
+            *weights.weight_hh *= &mask;
+        }
         if let Some(bias) = weights.bias_ih {
             bias.assign(&ArrayView1::from(&buffers.dbias_ih));
         }

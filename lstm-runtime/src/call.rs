@@ -5,7 +5,7 @@
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewD};
 
-use crate::Gradients;
+use crate::{Gradients, RecurrentMasks};
 
 /// Everything a call takes besides the input sequence. `Call::default()` is a plain
 /// inference call: no lengths or mask, zero (or, when stateful, carried) initial state, no
@@ -32,9 +32,14 @@ pub struct Call<'a, F> {
     /// The per-sequence constant input `(batch, constant_size)` (Keras `constants`), for cells
     /// whose spec declares one; every layer and direction reads it.
     pub constants: Option<ArrayView2<'a, F>>,
-    /// Training mode: dropout between layers is applied (PyTorch `module.train()`, Keras
-    /// `training=True`).
+    /// Training mode (PyTorch `module.train()`, Keras `training=True`): dropout between
+    /// layers, input and recurrent dropout, weight drop and zoneout draw their masks; off,
+    /// the layer is the undropped one and zoneout takes its expectation.
     pub training: bool,
+    /// Masks to apply instead of drawing them (a training call only), e.g. from
+    /// [`crate::Lstm::sample_masks`] or built by hand: one entry per (layer, direction), each
+    /// mask present exactly when its rate in the config is above 0.
+    pub masks: Option<&'a RecurrentMasks<F>>,
 }
 
 impl<'a, F> Call<'a, F> {
@@ -46,6 +51,7 @@ impl<'a, F> Call<'a, F> {
             initial_state: None,
             constants: None,
             training: false,
+            masks: None,
         }
     }
 
@@ -76,6 +82,12 @@ impl<'a, F> Call<'a, F> {
     /// Sets [`Call::training`].
     pub fn with_training(mut self, training: bool) -> Self {
         self.training = training;
+        self
+    }
+
+    /// Sets [`Call::masks`].
+    pub fn with_masks(mut self, masks: &'a RecurrentMasks<F>) -> Self {
+        self.masks = Some(masks);
         self
     }
 }

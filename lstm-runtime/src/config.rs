@@ -120,9 +120,41 @@ pub struct LstmConfig {
     /// Width of the per-sequence constant input (Keras `constants`) for cells whose spec
     /// declares one; 0 for cells without. Default 0.
     pub constant_size: usize,
-    /// Seed of the dropout masks; each call draws fresh masks from a generator seeded with it.
-    /// Default 0.
+    /// Seed of the layer's random generator, from which every training call draws the seed
+    /// of its masks (between-layer dropout, and the masks of [`crate::RecurrentMasks`]): the
+    /// same seed gives the same masks, call after call. Default 0.
     pub seed: u64,
+    /// Probability of dropping each input feature of every layer (Keras `LSTM(dropout=…)`,
+    /// named `input_dropout` here because `dropout` is PyTorch's between-layer option).
+    /// Variational (Gal & Ghahramani 2016), as Keras 3: one mask `(batch, input features)`
+    /// per call and (layer, direction), drawn once and reused at every step and for every
+    /// gate, kept values scaled by `1 / (1 − rate)`; training calls only. In `[0, 1]`;
+    /// default 0.
+    pub input_dropout: f64,
+    /// Probability of dropping each feature of `h_prev` before the recurrent product (Keras
+    /// `recurrent_dropout`): one mask `(batch, output_size)` per call and (layer,
+    /// direction), reused at every step and for every gate, scaled by `1 / (1 − rate)`. The
+    /// step sees the dropped `h_prev` (also where a spec reads `h_prev` directly); the state
+    /// carried to the next step is not dropped. Training calls only. In `[0, 1]`; default 0.
+    ///
+    /// Keras 3 switches to one mask per gate when `recurrent_dropout` is set (its
+    /// `implementation=1` path); this layer keeps one mask for all gates, as Keras does for
+    /// `dropout` alone, so the dropped `h_prev` still feeds one fused GEMM.
+    pub recurrent_dropout: f64,
+    /// Probability of dropping each entry of `weight_hh` (DropConnect on the recurrent
+    /// weights: AWD-LSTM's `WeightDrop`, Merity et al. 2018): one mask per call and (layer,
+    /// direction), shared by every step and row, kept weights scaled by `1 / (1 − rate)`;
+    /// gradients reach only the kept entries. Training calls only. In `[0, 1]`; default 0.
+    pub weight_drop: f64,
+    /// Zoneout rate of the cell state (Krueger et al. 2017): in training, each unit of each
+    /// row keeps its previous `c` with this probability at each step (a fresh mask
+    /// `(seq_len, batch, hidden_size)` per call); in inference `c` is the expectation
+    /// `rate · c_prev + (1 − rate) · c_new`. In `[0, 1]`; default 0.
+    pub zoneout_c: f64,
+    /// Zoneout rate of the hidden state (Krueger et al. 2017; haste's `zoneout`), as
+    /// [`LstmConfig::zoneout_c`] for `h` (the projected `h` of an LSTMP layer). The layer
+    /// outputs the zoned-out `h`. In `[0, 1]`; default 0.
+    pub zoneout_h: f64,
 }
 
 impl LstmConfig {
@@ -145,6 +177,11 @@ impl LstmConfig {
             zero_output_for_mask: false,
             constant_size: 0,
             seed: 0,
+            input_dropout: 0.0,
+            recurrent_dropout: 0.0,
+            weight_drop: 0.0,
+            zoneout_c: 0.0,
+            zoneout_h: 0.0,
         }
     }
 
@@ -232,12 +269,53 @@ impl LstmConfig {
         self
     }
 
+    /// Sets [`LstmConfig::input_dropout`] (Keras `dropout`).
+    pub fn with_input_dropout(mut self, rate: f64) -> Self {
+        self.input_dropout = rate;
+        self
+    }
+
+    /// Sets [`LstmConfig::recurrent_dropout`].
+    pub fn with_recurrent_dropout(mut self, rate: f64) -> Self {
+        self.recurrent_dropout = rate;
+        self
+    }
+
+    /// Sets [`LstmConfig::weight_drop`].
+    pub fn with_weight_drop(mut self, rate: f64) -> Self {
+        self.weight_drop = rate;
+        self
+    }
+
+    /// Sets [`LstmConfig::zoneout_c`] and [`LstmConfig::zoneout_h`].
+    pub fn with_zoneout(mut self, zoneout_c: f64, zoneout_h: f64) -> Self {
+        self.zoneout_c = zoneout_c;
+        self.zoneout_h = zoneout_h;
+        self
+    }
+
+    /// Whether any regulariser inside the recurrence is on: input or recurrent dropout,
+    /// weight drop or zoneout.
+    pub fn regularizes_recurrence(&self) -> bool {
+        [
+            self.input_dropout,
+            self.recurrent_dropout,
+            self.weight_drop,
+            self.zoneout_c,
+            self.zoneout_h,
+        ]
+        .iter()
+        .any(|&rate| rate > 0.0)
+    }
+
     /// Checks the options against each other.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] naming the option: `num_layers` of 0, `hidden_size` of 0,
-    /// `proj_size` not below `hidden_size`, `dropout` outside `[0, 1]`, or `merge_mode`
+    /// `proj_size` not below `hidden_size`, a dropout or zoneout rate (`dropout`,
+    /// `input_dropout`, `recurrent_dropout`, `weight_drop`, `zoneout_c`, `zoneout_h`)
+    /// outside `[0, 1]`, or `merge_mode`
     /// [`MergeMode::None`] with more than one bidirectional layer.
     pub fn validate(&self) -> Result<()> {
         let reject = |option: &str, reason: String| {
@@ -261,11 +339,20 @@ impl LstmConfig {
                 ),
             );
         }
-        if !(0.0..=1.0).contains(&self.dropout) {
-            return reject(
-                "dropout",
-                format!("expected a probability in [0, 1], found {}", self.dropout),
-            );
+        for (option, rate) in [
+            ("dropout", self.dropout),
+            ("input_dropout", self.input_dropout),
+            ("recurrent_dropout", self.recurrent_dropout),
+            ("weight_drop", self.weight_drop),
+            ("zoneout_c", self.zoneout_c),
+            ("zoneout_h", self.zoneout_h),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return reject(
+                    option,
+                    format!("expected a probability in [0, 1], found {rate}"),
+                );
+            }
         }
         if self.bidirectional && self.merge_mode == MergeMode::None && self.num_layers > 1 {
             return reject(
@@ -418,6 +505,14 @@ mod tests {
         assert_eq!(option(LstmConfig::new(3, 0)), "hidden_size");
         assert_eq!(option(LstmConfig::new(3, 5).with_proj_size(5)), "proj_size");
         assert_eq!(option(LstmConfig::new(3, 5).with_dropout(1.5)), "dropout");
+        assert_eq!(
+            option(LstmConfig::new(3, 5).with_recurrent_dropout(-0.1)),
+            "recurrent_dropout"
+        );
+        assert_eq!(
+            option(LstmConfig::new(3, 5).with_zoneout(0.1, f64::NAN)),
+            "zoneout_h"
+        );
         let stacked_none = LstmConfig::new(3, 5)
             .with_num_layers(2)
             .with_bidirectional(true)

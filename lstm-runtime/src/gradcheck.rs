@@ -224,6 +224,7 @@ impl Point {
             initial_state: Some((self.h0.view(), self.c0.view())),
             constants: self.constants.as_ref().map(|c| c.view()),
             training: call.training,
+            masks: call.masks,
         }
     }
 

@@ -10,10 +10,11 @@
 //! starts.
 //!
 //! [`Direction`] is one (layer, direction) set up for one call, [`Run`] its state between
-//! chunks, [`DirectionTape`] what a training pass records for `bptt.rs`. The loop has three
-//! hook points, marked in [`Direction::run_chunk`] and [`Direction::step`]: the input before
-//! the projection, `h_prev` before the recurrent GEMM, and the state after the step; input
-//! dropout, recurrent dropout and zoneout belong there.
+//! chunks, [`DirectionTape`] what a training pass records for `bptt.rs`. The regularisers of
+//! `masks.rs` act at three points: the input before the projection (input dropout, one
+//! elementwise pass per chunk before the GEMM), `h_prev` before the recurrent GEMM (recurrent
+//! dropout; weight drop uses a masked copy of `weight_hh` made once per call), and the state
+//! after the step (zoneout).
 //!
 //! [`Rnn`] is the plain public face of one direction: no masks, no projection.
 
@@ -27,6 +28,7 @@ use num_traits::{One, Zero};
 
 use crate::error::{Error, Result, expect_shape};
 use crate::mask::{InvalidOutput, Validity};
+use crate::masks::{InRecurrence, mask_rows};
 use crate::{Cell, CellDims, Float, StepIo, linalg};
 
 /// Time steps whose input projection runs as one GEMM.
@@ -133,6 +135,7 @@ impl<C: Cell> Rnn<C> {
                 invalid_output: InvalidOutput::Zero,
                 reverse: false,
                 constants: None,
+                regularization: InRecurrence::off(),
             },
         )?;
         let (seq_len, batch, _) = input.dim();
@@ -171,6 +174,8 @@ pub(crate) struct Setup<'a, F> {
     pub(crate) reverse: bool,
     /// The call's constant input `(batch, constant_size)`, for a cell that reads one.
     pub(crate) constants: Option<ArrayView2<'a, F>>,
+    /// The regularisers the loop applies in this call.
+    pub(crate) regularization: InRecurrence<'a, F>,
 }
 
 /// One (layer, direction) set up for one call: the cell, its optional projection, the biases
@@ -187,6 +192,10 @@ pub(crate) struct Direction<'a, C: Cell> {
     pub(crate) reverse: bool,
     pub(crate) validity: &'a Validity,
     pub(crate) invalid_output: InvalidOutput,
+    /// The regularisers the loop applies in this call.
+    pub(crate) reg: InRecurrence<'a, C::Elem>,
+    /// `weight_hh ⊙ mask` under weight drop, made once per call.
+    weight_hh_dropped: Option<Array2<C::Elem>>,
 }
 
 /// The biases as every step reads them: gate-stacked slices, zeros for a cell without bias.
@@ -220,6 +229,8 @@ pub(crate) struct StepBuffers<F> {
     c: Array2<F>,
     /// The cell's working memory: `(batch, spec.scratch.len(hidden_size))`.
     scratch: Array2<F>,
+    /// `h_prev` under recurrent dropout: `(batch, recurrent_size)`, or `(0, 0)`.
+    h_dropped: Array2<F>,
     /// Which rows the step is valid for.
     valid: Vec<bool>,
 }
@@ -230,6 +241,9 @@ pub(crate) struct Run<F> {
     buffers: StepBuffers<F>,
     /// Input projection of one chunk: `(chunk steps · batch, gates · hidden_size)`.
     zx: Array2<F>,
+    /// One chunk's input under input dropout: `(chunk steps · batch, input_size)`, or
+    /// `(0, 0)`.
+    x_dropped: Array2<F>,
 }
 
 /// What a training pass records about one direction, for backward (`bptt.rs`). Per-step
@@ -249,6 +263,9 @@ pub(crate) struct DirectionTape<F> {
     /// The cell state before the first step and after every step, by processing order:
     /// `((T + 1) · batch, hidden_size)`, block `s` is the `c_prev` of step `s`.
     pub(crate) c_states: Array2<F>,
+    /// Under zoneout of `c`, the cell's own new `c` (before zoneout kept some units' old
+    /// values), by time: `(T · batch, hidden_size)`; `(0, hidden_size)` otherwise.
+    pub(crate) c_cell: Array2<F>,
 }
 
 impl<'a, C: Cell> Direction<'a, C> {
@@ -294,6 +311,8 @@ impl<'a, C: Cell> Direction<'a, C> {
             }
             (None, _) => Array2::zeros((0, 0)),
         };
+        let reg = setup.regularization;
+        let weight_hh_dropped = reg.weight_hh.map(|mask| &mask * weights.weight_hh);
         Ok(Direction {
             cell,
             weight_hr,
@@ -306,7 +325,17 @@ impl<'a, C: Cell> Direction<'a, C> {
             reverse: setup.reverse,
             validity: setup.validity,
             invalid_output: setup.invalid_output,
+            reg,
+            weight_hh_dropped,
         })
+    }
+
+    /// The recurrent weights the steps multiply by: `weight_hh`, masked under weight drop.
+    pub(crate) fn weight_hh(&self) -> ArrayView2<'_, C::Elem> {
+        match &self.weight_hh_dropped {
+            Some(dropped) => dropped.view(),
+            None => self.cell.weights().weight_hh.view(),
+        }
     }
 
     /// Rows of the gate-stacked weights: `gates · hidden_size`.
@@ -331,6 +360,11 @@ impl<'a, C: Cell> Direction<'a, C> {
         let hidden = self.dims.hidden_size;
         let gate_rows = self.gate_rows();
         let proj_rows = if self.weight_hr.is_some() { batch } else { 0 };
+        let chunk_rows = seq_len.min(CHUNK_STEPS) * batch;
+        let if_some = |mask: Option<ArrayView2<'_, C::Elem>>, rows: usize| match mask {
+            Some(mask) => (rows, mask.ncols()),
+            None => (0, 0),
+        };
         Run {
             state: State {
                 h: standard(h0),
@@ -343,9 +377,11 @@ impl<'a, C: Cell> Direction<'a, C> {
                 h_proj: Array2::zeros((proj_rows, self.dims.recurrent_size)),
                 c: Array2::zeros((batch, hidden)),
                 scratch: Array2::zeros((batch, C::SPEC.scratch.len(hidden))),
+                h_dropped: Array2::zeros(if_some(self.reg.recurrent, batch)),
                 valid: vec![true; batch],
             },
-            zx: Array2::zeros((seq_len.min(CHUNK_STEPS) * batch, gate_rows)),
+            zx: Array2::zeros((chunk_rows, gate_rows)),
+            x_dropped: Array2::zeros(if_some(self.reg.input, chunk_rows)),
         }
     }
 
@@ -370,6 +406,14 @@ impl<'a, C: Cell> Direction<'a, C> {
             h_prev: Array2::zeros((seq_len * batch, self.dims.recurrent_size)),
             h_cell: Array2::zeros((cell_rows, hidden)),
             c_states,
+            c_cell: Array2::zeros((
+                if self.reg.zoneout_c.is_on() {
+                    seq_len * batch
+                } else {
+                    0
+                },
+                hidden,
+            )),
         }
     }
 
@@ -420,14 +464,22 @@ impl<'a, C: Cell> Direction<'a, C> {
     ) -> Result<()> {
         let (steps, batch, input_size) = input.dim();
         let step_len = batch * self.gate_rows();
-        // Hook: the input before the projection (Keras `dropout` on x goes here).
         let rows: CowArray<'_, C::Elem, Ix2> = input
             .to_shape(((steps * batch, input_size), Order::RowMajor))
             // Same element count, and `to_shape` copies when the layout needs it: infallible.
             .expect("(steps, batch, input_size) always reshapes to (steps · batch, input_size)");
+        // Input dropout: the same mask at every step, applied once before the projection.
+        let rows = match self.reg.input {
+            Some(mask) => {
+                let dropped = run.x_dropped.slice_mut(s![..steps * batch, ..]);
+                mask_rows(rows.view(), mask, dropped);
+                run.x_dropped.slice(s![..steps * batch, ..])
+            }
+            None => rows.view(),
+        };
         linalg::matmul_nt(
             C::Elem::one(),
-            rows.view(),
+            rows,
             self.cell.weights().weight_ih.view(),
             C::Elem::zero(),
             run.zx.slice_mut(s![..steps * batch, ..]),
@@ -474,21 +526,31 @@ impl<'a, C: Cell> Direction<'a, C> {
             // handle empty blocks.
             return Ok(());
         }
+        // Recurrent dropout: the step sees `h_prev ⊙ mask`; the carried state is undropped.
+        let h_in = match self.reg.recurrent {
+            Some(mask) => {
+                ndarray::Zip::from(&mut buffers.h_dropped)
+                    .and(&state.h)
+                    .and(&mask)
+                    .for_each(|dropped, &h, &m| *dropped = h * m);
+                &buffers.h_dropped
+            }
+            None => &state.h,
+        };
         if let Some(tape) = tape.as_deref_mut() {
             tape.h_prev
                 .slice_mut(s![t * batch..(t + 1) * batch, ..])
-                .assign(&state.h);
+                .assign(h_in);
         }
-        // Hook: `h_prev` before the recurrent GEMM (recurrent dropout, weight drop).
         linalg::matmul_nt(
             C::Elem::one(),
-            state.h.view(),
-            self.cell.weights().weight_hh.view(),
+            h_in.view(),
+            self.weight_hh(),
             C::Elem::zero(),
             buffers.zh.view_mut(),
         )?;
         let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
-            flat(&state.h)
+            flat(h_in)
         } else {
             &[]
         };
@@ -531,8 +593,20 @@ impl<'a, C: Cell> Direction<'a, C> {
             }
             None => &mut buffers.h_cell,
         };
-        // Hook: the state after the step (zoneout). Rows whose step is masked keep their
-        // state: copied, not blended, so whatever the step computed for them is dropped.
+        // Zoneout: some units keep their previous state (in inference, the expectation).
+        if self.reg.zoneout_c.is_on() {
+            if let Some(tape) = tape.as_deref_mut() {
+                tape.c_cell
+                    .slice_mut(s![t * batch..(t + 1) * batch, ..])
+                    .assign(&buffers.c);
+            }
+            self.reg
+                .zoneout_c
+                .blend(t, state.c.view(), buffers.c.view_mut());
+        }
+        self.reg.zoneout_h.blend(t, state.h.view(), next_h.view_mut());
+        // Rows whose step is masked keep their state: copied, not blended, so whatever the
+        // step computed for them is dropped.
         if !all_valid {
             for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
                 next_h.row_mut(row).assign(&state.h.row(row));

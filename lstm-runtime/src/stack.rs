@@ -15,6 +15,8 @@
 //! Training (`forward_train`) records a [`Tape`]: per (layer, direction) the cell's cache, the
 //! recurrent inputs and cell states of every step, plus each layer's input.
 
+use std::borrow::Cow;
+
 use ndarray::{
     Array2, Array3, ArrayD, ArrayView, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, CowArray,
     Dimension, Ix2, Ix3, s,
@@ -29,6 +31,7 @@ use crate::dropout::Dropout;
 use crate::error::{Error, Result, expect_shape};
 use crate::layer::{CHUNK_STEPS, Direction, DirectionTape, Setup, check_weights};
 use crate::mask::Validity;
+use crate::masks::{InRecurrence, RecurrentMasks};
 use num_traits::Zero;
 
 use crate::{Cell, Float, Gradients, Init, LstmConfig, MergeMode, Parameters};
@@ -80,6 +83,10 @@ pub struct Tape<F> {
     validity: Validity,
     layers: Vec<LayerTape<F>>,
     constants: Option<Array2<F>>,
+    /// The call's training mode: zoneout's expectation applies when off.
+    training: bool,
+    /// The masks of the regularisers inside the recurrence the call applied.
+    masks: Option<RecurrentMasks<F>>,
 }
 
 /// One layer's part of a [`Tape`].
@@ -108,13 +115,20 @@ impl<F: Float> Tape<F> {
 
     /// Values stored, a measure of the tape's memory.
     pub fn len(&self) -> usize {
-        self.layers
+        let layers: usize = self
+            .layers
             .iter()
             .map(|layer| {
                 let directions: usize = layer
                     .directions
                     .iter()
-                    .map(|d| d.cache.len() + d.h_prev.len() + d.h_cell.len() + d.c_states.len())
+                    .map(|d| {
+                        d.cache.len()
+                            + d.h_prev.len()
+                            + d.h_cell.len()
+                            + d.c_states.len()
+                            + d.c_cell.len()
+                    })
                     .sum();
                 let operands = layer
                     .merge_operands
@@ -125,7 +139,17 @@ impl<F: Float> Tape<F> {
                     + directions
                     + operands
             })
-            .sum()
+            .sum();
+        let len2 = |a: &Option<Array2<F>>| a.as_ref().map_or(0, |a| a.len());
+        let len3 = |a: &Option<Array3<F>>| a.as_ref().map_or(0, |a| a.len());
+        let masks: usize = self.masks.iter().flat_map(|m| &m.directions).map(|m| {
+            len2(&m.input)
+                + len2(&m.recurrent)
+                + len2(&m.weight_hh)
+                + len3(&m.zoneout_c)
+                + len3(&m.zoneout_h)
+        }).sum();
+        layers + masks
     }
 
     /// Whether the tape stores nothing (an empty sequence or batch).
@@ -136,7 +160,7 @@ impl<F: Float> Tape<F> {
 
 /// A call's inputs, checked and put in the shape the time loop reads: the input borrowed for
 /// `'i`, the call's other arrays for `'c`.
-struct Prepared<'i, 'c, F> {
+struct Prepared<'i, 'c, F: Clone> {
     /// Time-major, standard layout, reversed when `go_backwards`.
     input: CowArray<'i, F, Ix3>,
     /// Of the (reversed) input.
@@ -144,8 +168,13 @@ struct Prepared<'i, 'c, F> {
     h0: Array3<F>,
     c0: Array3<F>,
     constants: Option<ArrayView2<'c, F>>,
-    /// Seeds the dropout masks when dropout applies to this call.
+    /// Seeds the between-layer dropout masks when that dropout applies to this call.
     dropout_seed: Option<u64>,
+    /// Training mode.
+    training: bool,
+    /// The masks of the regularisers inside the recurrence: injected, or drawn for a
+    /// training call of a layer that has any.
+    masks: Option<Cow<'c, RecurrentMasks<F>>>,
 }
 
 /// What the layers produce, time-major, before the config shapes it into an [`LstmOutput`].
@@ -340,6 +369,8 @@ impl<C: Cell> Lstm<C> {
             validity: prepared.validity,
             layers,
             constants: prepared.constants.map(|c| c.to_owned()),
+            training: prepared.training,
+            masks: prepared.masks.map(Cow::into_owned),
         };
         Ok((self.finish(produced), tape))
     }
@@ -387,6 +418,7 @@ impl<C: Cell> Lstm<C> {
                     reverse,
                     &tape.validity,
                     tape.constants.as_ref().map(|c| c.view()),
+                    self.regularization(tape.masks.as_ref(), tape.training, index),
                 )?;
                 let mut dh_final = dh_n.index_axis(Axis(0), index).to_owned();
                 let d_sequence = match d_output {
@@ -504,9 +536,32 @@ impl<C: Cell> Lstm<C> {
         };
         let (h0, c0) = self.initial_state(call, batch)?;
         let constants = self.constants(call, batch)?;
-        let dropout_seed =
-            (call.training && self.config.dropout > 0.0 && self.config.num_layers > 1)
-                .then(|| self.rng.random::<u64>());
+        if let Some(masks) = call.masks {
+            if !call.training {
+                return Err(Error::Config {
+                    option: "masks".into(),
+                    reason: "masks apply to training calls; this call has training off".into(),
+                });
+            }
+            masks.check::<C>(&self.config, seq_len, batch)?;
+        }
+        let between = call.training && self.config.dropout > 0.0 && self.config.num_layers > 1;
+        let draw_masks =
+            call.training && self.config.regularizes_recurrence() && call.masks.is_none();
+        // One seed per call for everything it draws, as `sample_masks` draws it.
+        let call_seed = (between || draw_masks).then(|| self.rng.random::<u64>());
+        let masks = match (call.masks, call_seed) {
+            (Some(masks), _) => Some(Cow::Borrowed(masks)),
+            (None, Some(seed)) if draw_masks => Some(Cow::Owned(RecurrentMasks::draw(
+                &self.config,
+                C::SPEC.num_gates(),
+                seq_len,
+                batch,
+                seed,
+            ))),
+            _ => None,
+        };
+        let dropout_seed = call_seed.filter(|_| between);
         Ok(Prepared {
             input,
             validity,
@@ -514,6 +569,8 @@ impl<C: Cell> Lstm<C> {
             c0,
             constants,
             dropout_seed,
+            training: call.training,
+            masks,
         })
     }
 
@@ -600,6 +657,7 @@ impl<C: Cell> Lstm<C> {
         reverse: bool,
         validity: &'a Validity,
         constants: Option<ArrayView2<'a, C::Elem>>,
+        regularization: InRecurrence<'a, C::Elem>,
     ) -> Result<Direction<'a, C>> {
         let index = layer * self.config.num_directions() + usize::from(reverse);
         Direction::new(
@@ -612,8 +670,34 @@ impl<C: Cell> Lstm<C> {
                 invalid_output: validity.invalid_output(self.config.zero_output_for_mask),
                 reverse,
                 constants,
+                regularization,
             },
         )
+    }
+
+    /// What (layer, direction) `index` applies of the regularisers inside the recurrence in
+    /// a call with `masks` (checked against the config) and training mode `training`.
+    fn regularization<'a>(
+        &self,
+        masks: Option<&'a RecurrentMasks<C::Elem>>,
+        training: bool,
+        index: usize,
+    ) -> InRecurrence<'a, C::Elem> {
+        InRecurrence::of(
+            &self.config,
+            masks.map(|masks| &masks.directions[index]),
+            training,
+        )
+    }
+
+    /// Draws the masks of the regularisers inside the recurrence (input and recurrent
+    /// dropout, weight drop, zoneout) for a `(seq_len, batch)` call, from the layer's
+    /// generator exactly as the next training call would: a clone of the layer that calls
+    /// `forward_train` instead applies these masks. Inject them with [`Call::with_masks`]
+    /// (the masks of a config without these regularisers are all `None`).
+    pub fn sample_masks(&mut self, seq_len: usize, batch: usize) -> RecurrentMasks<C::Elem> {
+        let seed = self.rng.random::<u64>();
+        RecurrentMasks::draw(&self.config, C::SPEC.num_gates(), seq_len, batch, seed)
     }
 
     /// Inference through a unidirectional stack: every layer advances chunk by chunk, the
@@ -624,7 +708,15 @@ impl<C: Cell> Lstm<C> {
         let layers = self.config.num_layers;
         let width = self.config.output_size();
         let directions = (0..layers)
-            .map(|layer| self.direction(layer, false, &prepared.validity, prepared.constants))
+            .map(|layer| {
+                self.direction(
+                    layer,
+                    false,
+                    &prepared.validity,
+                    prepared.constants,
+                    self.regularization(prepared.masks.as_deref(), prepared.training, layer),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut runs: Vec<_> = directions
             .iter()
@@ -732,8 +824,13 @@ impl<C: Cell> Lstm<C> {
             for direction_index in 0..directions {
                 let reverse = direction_index == 1;
                 let index = layer * directions + direction_index;
-                let direction =
-                    self.direction(layer, reverse, &prepared.validity, prepared.constants)?;
+                let direction = self.direction(
+                    layer,
+                    reverse,
+                    &prepared.validity,
+                    prepared.constants,
+                    self.regularization(prepared.masks.as_deref(), prepared.training, index),
+                )?;
                 let c0 = prepared.c0.index_axis(Axis(0), index);
                 let mut run = direction.start(prepared.h0.index_axis(Axis(0), index), c0, seq_len);
                 let mut sequence = keep_sequence.then(|| Array3::zeros((seq_len, batch, width)));
@@ -935,6 +1032,7 @@ impl<C: Cell> Lstm<C> {
         let rows = tape.seq_len * tape.batch;
         let hidden = self.config.hidden_size;
         let projected_rows = if self.config.proj_size > 0 { rows } else { 0 };
+        let zoned_rows = if self.config.zoneout_c > 0.0 { rows } else { 0 };
         let fits = |layer: usize, layer_tape: &LayerTape<C::Elem>| {
             layer_tape.input.dim() == (rows, self.config.layer_input_size(layer))
                 && layer_tape.directions.len() == directions
@@ -944,6 +1042,7 @@ impl<C: Cell> Lstm<C> {
                         && d.h_prev.dim() == (rows, self.config.output_size())
                         && d.h_cell.dim() == (projected_rows, hidden)
                         && d.c_states.dim() == (rows + tape.batch, hidden)
+                        && d.c_cell.dim() == (zoned_rows, hidden)
                 })
         };
         if tape.layers.len() != self.config.num_layers
