@@ -604,7 +604,9 @@ impl<'a, C: Cell> Direction<'a, C> {
                 .zoneout_c
                 .blend(t, state.c.view(), buffers.c.view_mut());
         }
-        self.reg.zoneout_h.blend(t, state.h.view(), next_h.view_mut());
+        self.reg
+            .zoneout_h
+            .blend(t, state.h.view(), next_h.view_mut());
         // Rows whose step is masked keep their state: copied, not blended, so whatever the
         // step computed for them is dropped.
         if !all_valid {

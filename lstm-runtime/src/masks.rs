@@ -188,11 +188,7 @@ impl<F: Float> RecurrentMasks<F> {
 }
 
 /// Dropout multipliers: `1 / (1 − rate)` with probability `1 − rate`, else 0.
-fn dropout_mask<F: Float>(
-    rng: &mut ChaCha8Rng,
-    shape: (usize, usize),
-    rate: f64,
-) -> Array2<F> {
+fn dropout_mask<F: Float>(rng: &mut ChaCha8Rng, shape: (usize, usize), rate: f64) -> Array2<F> {
     let keep = 1.0 - rate;
     let scale = F::of(1.0 / keep);
     Array2::from_shape_simple_fn(shape, || {

@@ -142,13 +142,18 @@ impl<F: Float> Tape<F> {
             .sum();
         let len2 = |a: &Option<Array2<F>>| a.as_ref().map_or(0, |a| a.len());
         let len3 = |a: &Option<Array3<F>>| a.as_ref().map_or(0, |a| a.len());
-        let masks: usize = self.masks.iter().flat_map(|m| &m.directions).map(|m| {
-            len2(&m.input)
-                + len2(&m.recurrent)
-                + len2(&m.weight_hh)
-                + len3(&m.zoneout_c)
-                + len3(&m.zoneout_h)
-        }).sum();
+        let masks: usize = self
+            .masks
+            .iter()
+            .flat_map(|m| &m.directions)
+            .map(|m| {
+                len2(&m.input)
+                    + len2(&m.recurrent)
+                    + len2(&m.weight_hh)
+                    + len3(&m.zoneout_c)
+                    + len3(&m.zoneout_h)
+            })
+            .sum();
         layers + masks
     }
 
