@@ -13,6 +13,7 @@ use lstm::{Call, Cell, CellVisitor, Lstm, LstmConfig, OutputGrad, linalg, visit_
 use rand_chacha::ChaCha8Rng;
 
 use super::Error;
+use super::regularization::RegularizationArgs;
 
 /// Arguments of `lstm bench`.
 #[derive(Debug, Args)]
@@ -47,6 +48,10 @@ pub struct BenchArgs {
     /// Print one JSON object per line instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// Regularisers inside the recurrence, applied in the training pass (inference is the
+    /// undropped layer, with zoneout's expectation).
+    #[command(flatten)]
+    pub regularization: RegularizationArgs,
 }
 
 /// What one benchmark measured.
@@ -70,8 +75,8 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
         writeln!(
             out,
             "{{\"batch\":{},\"seq_len\":{},\"input_size\":{},\"hidden_size\":{},\"cell\":\"{}\",\
-             \"layers\":{},\"bidirectional\":{},\"threads\":{},\"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\
-             \"gflops\":{:.2}}}",
+             \"layers\":{},\"bidirectional\":{},\"threads\":{},\"regularization\":\"{}\",\
+             \"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\"gflops\":{:.2}}}",
             args.batch,
             args.seq_len,
             args.input_size,
@@ -80,6 +85,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             args.layers,
             args.bidirectional,
             linalg::num_threads(),
+            args.regularization.describe(),
             measured.fwd_ms,
             measured.fwdbwd_ms,
             measured.gflops
@@ -87,8 +93,8 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
     } else {
         writeln!(
             out,
-            "{} B={} T={} I={} H={} layers={}{} threads={}: forward {:.3} ms, forward+backward \
-             {:.3} ms, {:.1} GFLOP/s",
+            "{} B={} T={} I={} H={} layers={}{} threads={} regularization={}: forward {:.3} ms, \
+             forward+backward {:.3} ms, {:.1} GFLOP/s",
             args.cell,
             args.batch,
             args.seq_len,
@@ -101,6 +107,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
                 ""
             },
             linalg::num_threads(),
+            args.regularization.describe(),
             measured.fwd_ms,
             measured.fwdbwd_ms,
             measured.gflops
@@ -120,9 +127,11 @@ impl CellVisitor<f32> for Bench<'_> {
     fn visit<C: Cell<Elem = f32>>(self) -> Self::Output {
         let args = self.args;
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let config = LstmConfig::new(args.input_size, args.hidden_size)
-            .with_num_layers(args.layers)
-            .with_bidirectional(args.bidirectional);
+        let config = args.regularization.apply(
+            LstmConfig::new(args.input_size, args.hidden_size)
+                .with_num_layers(args.layers)
+                .with_bidirectional(args.bidirectional),
+        );
         let mut layer = Lstm::<C>::new(config.clone(), &mut rng)?;
         let input = Array3::from_shape_fn((args.seq_len, args.batch, args.input_size), |_| {
             rng.random_range(-1.0f32..1.0)
@@ -214,6 +223,11 @@ mod tests {
             threads: Some(1),
             repeats: 2,
             json: true,
+            regularization: RegularizationArgs {
+                recurrent_dropout: 0.25,
+                zoneout_c: 0.1,
+                ..RegularizationArgs::default()
+            },
         };
         let mut out = Vec::new();
         run(&args, &mut out).unwrap();
@@ -225,6 +239,7 @@ mod tests {
             "\"fwd_ms\":",
             "\"fwdbwd_ms\":",
             "\"gflops\":",
+            "\"regularization\":\"recurrent_dropout=0.25,zoneout_c=0.1\"",
         ] {
             assert!(line.contains(key), "{line}");
         }
@@ -243,6 +258,7 @@ mod tests {
             threads: None,
             repeats: 1,
             json: false,
+            regularization: RegularizationArgs::default(),
         };
         assert!(run(&args, &mut Vec::new()).is_err());
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod cells;
 mod infer;
+mod regularization;
 mod train;
 
 use std::io::{self, Write};
