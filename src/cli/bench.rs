@@ -13,6 +13,7 @@ use lstm::{Call, Cell, CellVisitor, Lstm, LstmConfig, OutputGrad, linalg, visit_
 use rand_chacha::ChaCha8Rng;
 
 use super::Error;
+use super::memory::Counting;
 use super::regularization::RegularizationArgs;
 
 /// Arguments of `lstm bench`.
@@ -63,6 +64,13 @@ pub struct Measurement {
     pub fwdbwd_ms: f64,
     /// Forward matrix-product work (multiply-adds count 2) per second of `fwd_ms`, in GFLOP/s.
     pub gflops: f64,
+    /// Peak heap memory of one training pass (forward with its tape, then backward with all
+    /// gradients) above what was in use before it, in MB (10⁶ bytes).
+    pub train_peak_mb: f64,
+    /// The minimal activations training must keep, in MB: for every layer, direction, step
+    /// and row the gate activations (`gates · hidden`), `c` (`hidden`) and `h`
+    /// (`output_size`), as PyTorch's LSTM keeps them.
+    pub activations_mb: f64,
 }
 
 /// Runs the benchmark and writes its line.
@@ -76,7 +84,8 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             out,
             "{{\"batch\":{},\"seq_len\":{},\"input_size\":{},\"hidden_size\":{},\"cell\":\"{}\",\
              \"layers\":{},\"bidirectional\":{},\"threads\":{},\"regularization\":\"{}\",\
-             \"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\"gflops\":{:.2}}}",
+             \"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\"gflops\":{:.2},\"train_peak_mb\":{:.1},\
+             \"activations_mb\":{:.1}}}",
             args.batch,
             args.seq_len,
             args.input_size,
@@ -88,13 +97,16 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             args.regularization.describe(),
             measured.fwd_ms,
             measured.fwdbwd_ms,
-            measured.gflops
+            measured.gflops,
+            measured.train_peak_mb,
+            measured.activations_mb
         )?;
     } else {
         writeln!(
             out,
             "{} B={} T={} I={} H={} layers={}{} threads={} regularization={}: forward {:.3} ms, \
-             forward+backward {:.3} ms, {:.1} GFLOP/s",
+             forward+backward {:.3} ms, {:.1} GFLOP/s; training peak {:.1} MB ({:.2}× the \
+             {:.1} MB of minimal activations)",
             args.cell,
             args.batch,
             args.seq_len,
@@ -110,7 +122,10 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             args.regularization.describe(),
             measured.fwd_ms,
             measured.fwdbwd_ms,
-            measured.gflops
+            measured.gflops,
+            measured.train_peak_mb,
+            measured.train_peak_mb / measured.activations_mb,
+            measured.activations_mb
         )?;
     }
     Ok(())
@@ -151,13 +166,21 @@ impl CellVisitor<f32> for Bench<'_> {
             };
             layer.backward(&tape, grad).map(drop)
         };
+        let before = Counting::in_use();
+        Counting::reset_peak();
         train(&mut layer)?;
+        let train_peak_mb = Counting::peak().saturating_sub(before) as f64 / 1e6;
         let fwdbwd_ms = median_ms(repeats, || train(&mut layer))?;
         let flops = forward_flops(&config, C::SPEC.num_gates(), args.seq_len, args.batch);
+        let activations = (config.num_layers * config.num_directions() * args.seq_len * args.batch)
+            as f64
+            * ((C::SPEC.num_gates() + 1) * config.hidden_size + config.output_size()) as f64;
         Ok(Measurement {
             fwd_ms,
             fwdbwd_ms,
             gflops: flops / (fwd_ms * 1e6),
+            train_peak_mb,
+            activations_mb: activations * std::mem::size_of::<f32>() as f64 / 1e6,
         })
     }
 }
@@ -239,6 +262,8 @@ mod tests {
             "\"fwd_ms\":",
             "\"fwdbwd_ms\":",
             "\"gflops\":",
+            "\"train_peak_mb\":",
+            "\"activations_mb\":",
             "\"regularization\":\"recurrent_dropout=0.25,zoneout_c=0.1\"",
         ] {
             assert!(line.contains(key), "{line}");

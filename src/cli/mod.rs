@@ -3,6 +3,7 @@
 mod bench;
 mod cells;
 mod infer;
+pub mod memory;
 mod regularization;
 mod train;
 
