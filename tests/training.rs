@@ -7,6 +7,7 @@ use lstm::train::{
     CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions, Task, TrainConfig, Trainer, train_run,
 };
 use lstm::zoo;
+use lstm::{Constraints, Regularizers};
 
 /// The adding problem at 10 steps with a small model: learns within a few hundred steps.
 fn small_adding(steps: u64) -> TrainConfig {
@@ -19,6 +20,8 @@ fn small_adding(steps: u64) -> TrainConfig {
         max_grad_norm: 1.0,
         seed: 0,
         eval_batches: 4,
+        regularizers: Regularizers::new(),
+        constraints: Constraints::new(),
     }
 }
 

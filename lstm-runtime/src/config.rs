@@ -7,7 +7,7 @@
 //! merging, states) from it.
 
 use crate::error::{Error, Result};
-use crate::{Cell, CellDims};
+use crate::{Cell, CellDims, Constraints, Gate, Regularizers};
 
 /// How a bidirectional layer combines its two directions' outputs (Keras `merge_mode`).
 ///
@@ -155,6 +155,27 @@ pub struct LstmConfig {
     /// [`LstmConfig::zoneout_c`] for `h` (the projected `h` of an LSTMP layer). The layer
     /// outputs the zoned-out `h`. In `[0, 1]`; default 0.
     pub zoneout_h: f64,
+    /// Penalties on the weights and the outputs (Keras `kernel_regularizer`,
+    /// `recurrent_regularizer`, `bias_regularizer`, `activity_regularizer`; PyTorch has none
+    /// but `weight_decay`). Computed on request, for a training loop to add:
+    /// [`crate::Lstm::regularization_loss`], [`crate::Lstm::activity_regularization`].
+    /// Default none.
+    pub regularizers: Regularizers,
+    /// Projections of the weights after each optimizer step (Keras `kernel_constraint`,
+    /// `recurrent_constraint`, `bias_constraint`), applied by
+    /// [`crate::Lstm::apply_constraints`]. Default none.
+    pub constraints: Constraints,
+    /// Initialise the forget gate's bias to 1 and the rest of the biases to 0 (Keras
+    /// `unit_forget_bias`, Jozefowicz et al. 2015). Default `false`, because defaults follow
+    /// PyTorch, which has no such option (Keras' default is `true`). Needs `bias` and a cell
+    /// with a forget gate.
+    pub unit_forget_bias: bool,
+    /// Chrono initialisation (Tallec & Ollivier 2018) for dependencies up to `T_max` steps:
+    /// per unit, forget bias `log u` with `u ~ U(1, T_max − 1)`, input bias `−log u`; the
+    /// other gates keep the cell's init. A cell without an input gate (CIFG, `i = 1 − f`) gets
+    /// the forget bias only. Must exceed 2; needs `bias` and a forget gate; excludes
+    /// `unit_forget_bias`. Default `None`.
+    pub chrono_t_max: Option<f64>,
 }
 
 impl LstmConfig {
@@ -182,6 +203,10 @@ impl LstmConfig {
             weight_drop: 0.0,
             zoneout_c: 0.0,
             zoneout_h: 0.0,
+            regularizers: Regularizers::new(),
+            constraints: Constraints::new(),
+            unit_forget_bias: false,
+            chrono_t_max: None,
         }
     }
 
@@ -308,6 +333,30 @@ impl LstmConfig {
         .any(|&rate| rate > 0.0)
     }
 
+    /// Sets [`LstmConfig::regularizers`].
+    pub fn with_regularizers(mut self, regularizers: Regularizers) -> Self {
+        self.regularizers = regularizers;
+        self
+    }
+
+    /// Sets [`LstmConfig::constraints`].
+    pub fn with_constraints(mut self, constraints: Constraints) -> Self {
+        self.constraints = constraints;
+        self
+    }
+
+    /// Sets [`LstmConfig::unit_forget_bias`].
+    pub fn with_unit_forget_bias(mut self, unit_forget_bias: bool) -> Self {
+        self.unit_forget_bias = unit_forget_bias;
+        self
+    }
+
+    /// Sets [`LstmConfig::chrono_t_max`] (`100.0`, or `None` to turn it off).
+    pub fn with_chrono_t_max(mut self, chrono_t_max: impl Into<Option<f64>>) -> Self {
+        self.chrono_t_max = chrono_t_max.into();
+        self
+    }
+
     /// Checks the options against each other.
     ///
     /// # Errors
@@ -315,8 +364,11 @@ impl LstmConfig {
     /// [`Error::Config`] naming the option: `num_layers` of 0, `hidden_size` of 0,
     /// `proj_size` not below `hidden_size`, a dropout or zoneout rate (`dropout`,
     /// `input_dropout`, `recurrent_dropout`, `weight_drop`, `zoneout_c`, `zoneout_h`)
-    /// outside `[0, 1]`, or `merge_mode`
-    /// [`MergeMode::None`] with more than one bidirectional layer.
+    /// outside `[0, 1]`, `merge_mode` [`MergeMode::None`] with more than one bidirectional
+    /// layer, a negative or non-finite
+    /// regularization factor (`regularizers.kernel`, …), a constraint with impossible values
+    /// or axis (`constraints.bias`, …), `chrono_t_max` not above 2, or `unit_forget_bias` /
+    /// `chrono_t_max` without `bias` or together.
     pub fn validate(&self) -> Result<()> {
         let reject = |option: &str, reason: String| {
             Err(Error::Config {
@@ -364,19 +416,76 @@ impl LstmConfig {
                 ),
             );
         }
+        self.regularizers.validate()?;
+        self.constraints.validate()?;
+        self.validate_bias_init()
+    }
+
+    /// The checks of [`LstmConfig::unit_forget_bias`] and [`LstmConfig::chrono_t_max`] that
+    /// need no cell.
+    fn validate_bias_init(&self) -> Result<()> {
+        let reject = |option: &str, reason: String| {
+            Err(Error::Config {
+                option: option.into(),
+                reason,
+            })
+        };
+        if let Some(t_max) = self.chrono_t_max {
+            if !(t_max.is_finite() && t_max > 2.0) {
+                return reject(
+                    "chrono_t_max",
+                    format!(
+                        "expected a finite number of steps above 2 (the forget bias is drawn \
+                         from log U(1, T_max − 1)), found {t_max}"
+                    ),
+                );
+            }
+            if self.unit_forget_bias {
+                return reject(
+                    "unit_forget_bias",
+                    "contradicts chrono_t_max: both set the forget bias; choose one".into(),
+                );
+            }
+        }
+        for (option, asked) in [
+            ("unit_forget_bias", self.unit_forget_bias),
+            ("chrono_t_max", self.chrono_t_max.is_some()),
+        ] {
+            if asked && !self.bias {
+                return reject(
+                    option,
+                    "initialises the biases, but bias is false; enable bias".into(),
+                );
+            }
+        }
         Ok(())
     }
 
     /// Checks that cells of type `C` can run under this config: a cell that reads `h_prev`
-    /// elementwise cannot be projected, and a cell with a constant input needs its width.
+    /// elementwise cannot be projected, a cell with a constant input needs its width, and
+    /// the forget-bias inits need a forget gate.
     ///
     /// # Errors
     ///
-    /// As [`LstmConfig::validate`], and [`Error::Config`] naming `proj_size` or
-    /// `constant_size`.
+    /// As [`LstmConfig::validate`], and [`Error::Config`] naming `proj_size`,
+    /// `constant_size`, `unit_forget_bias` or `chrono_t_max`.
     pub fn validate_for<C: Cell>(&self) -> Result<()> {
         self.validate()?;
         let spec = C::SPEC;
+        for (option, asked) in [
+            ("unit_forget_bias", self.unit_forget_bias),
+            ("chrono_t_max", self.chrono_t_max.is_some()),
+        ] {
+            if asked && !spec.gates.contains(&Gate::Forget) {
+                return Err(Error::Config {
+                    option: option.into(),
+                    reason: format!(
+                        "sets the forget gate's bias, but cell `{}` computes no gate `f`",
+                        spec.name
+                    ),
+                });
+            }
+        }
         if self.proj_size > 0 && spec.reads_h_prev {
             return Err(Error::Config {
                 option: "proj_size".into(),
@@ -475,6 +584,9 @@ mod tests {
         assert!(!config.batch_first && !config.bidirectional && !config.stateful);
         assert_eq!((config.dropout, config.proj_size), (0.0, 0));
         assert_eq!(config.merge_mode, MergeMode::Concat);
+        assert_eq!(config.regularizers, Regularizers::new());
+        assert_eq!(config.constraints, Constraints::new());
+        assert!(!config.unit_forget_bias && config.chrono_t_max.is_none());
         assert_eq!(config.validate(), Ok(()));
     }
 

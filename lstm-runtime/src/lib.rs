@@ -9,6 +9,7 @@
 // must resolve too, because the zoo is defined here with the macro itself.
 extern crate self as lstm;
 
+mod bias_init;
 mod bidirectional;
 mod bptt;
 mod by_name;
@@ -30,6 +31,7 @@ mod masks;
 pub mod ops;
 pub mod optim;
 mod params;
+mod regularizers;
 mod stack;
 pub mod zoo;
 
@@ -50,6 +52,9 @@ pub use lstm_macros::lstm_cell;
 pub use ndarray;
 pub use params::{Gradients, Parameters};
 pub use rand;
+pub use regularizers::{
+    ActivityGrad, Constraint, Constraints, KERAS_EPSILON, Regularizer, Regularizers, WeightRole,
+};
 pub use stack::{Lstm, Tape};
 
 /// Helpers the generated code calls; not part of the public API.

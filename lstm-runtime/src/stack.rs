@@ -192,7 +192,9 @@ struct Produced<F> {
 
 impl<C: Cell> Lstm<C> {
     /// A layer with freshly initialised cells (each cell's own init, PyTorch's uniform
-    /// `±1/√hidden_size` by default) and projections (uniform `±1/√hidden_size`, as PyTorch).
+    /// `±1/√hidden_size` by default) and projections (uniform `±1/√hidden_size`, as PyTorch),
+    /// then the biases the config's [`LstmConfig::unit_forget_bias`] or
+    /// [`LstmConfig::chrono_t_max`] ask for.
     ///
     /// # Errors
     ///
@@ -215,6 +217,7 @@ impl<C: Cell> Lstm<C> {
                 }));
             }
         }
+        crate::bias_init::init_long_memory(&mut cells, &config, rng);
         Ok(Self::assemble(config, cells, weight_hr))
     }
 

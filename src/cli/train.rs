@@ -112,6 +112,8 @@ impl TrainArgs {
             max_grad_norm: self.max_grad_norm.unwrap_or(defaults.max_grad_norm),
             seed: self.seed.unwrap_or(defaults.seed),
             eval_batches: defaults.eval_batches,
+            regularizers: defaults.regularizers,
+            constraints: defaults.constraints,
         }
     }
 

@@ -47,11 +47,29 @@ impl<C: Cell> SequenceModel<C> {
     /// [`Error::Config`] if the cell cannot run in a plain one-layer [`Lstm`] (a cell that
     /// needs constants), or `hidden_size` is 0.
     pub fn new(task: &Task, hidden_size: usize, seed: u64) -> Result<Self> {
+        Self::with_layer_config(task, hidden_size, seed, |config| config)
+    }
+
+    /// As [`SequenceModel::new`], with the layer's config passed through `configure` before
+    /// the layer is made: to add regularizers, constraints or a bias init. The sizes,
+    /// `return_sequences` and the layout must stay as they are (the head reads them).
+    ///
+    /// # Errors
+    ///
+    /// As [`SequenceModel::new`], and whatever [`Lstm::new`] reports for the configured
+    /// config.
+    pub fn with_layer_config(
+        task: &Task,
+        hidden_size: usize,
+        seed: u64,
+        configure: impl FnOnce(LstmConfig) -> LstmConfig,
+    ) -> Result<Self> {
         task.validate()?;
         let config = LstmConfig::new(task.input_size(), hidden_size)
             .with_return_sequences(matches!(task, Task::Parity { .. }))
             .with_return_state(false)
             .with_seed(seed);
+        let config = configure(config);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let lstm = Lstm::new(config, &mut rng)?;
         let head = Linear::new(hidden_size, task.output_size(), &mut rng);
@@ -69,7 +87,9 @@ impl<C: Cell> SequenceModel<C> {
     }
 
     /// The loss on `batch` and its gradient with respect to every parameter (named as
-    /// [`Parameters`] names them: `lstm.weight_ih_l0`, `head.bias`, …).
+    /// [`Parameters`] names them: `lstm.weight_ih_l0`, `head.bias`, …). The loss includes the
+    /// layer's weight and activity penalties, if its config has regularizers, as Keras' `fit`
+    /// adds `model.losses` to the loss it reports and differentiates.
     ///
     /// # Errors
     ///
@@ -83,7 +103,7 @@ impl<C: Cell> SequenceModel<C> {
         let (output, tape) = self.lstm.forward_train(batch.input.view(), call)?;
         let features = self.features(output.output.view())?;
         let logits = self.head.forward(features.view())?;
-        let (evaluation, grad_logits) = score_with_gradient(logits, &batch.target)?;
+        let (mut evaluation, grad_logits) = score_with_gradient(logits, &batch.target)?;
         let mut head_grads = self.head.backward(features.view(), grad_logits.view())?;
         let grad_features = head_grads
             .remove("input")
@@ -93,27 +113,36 @@ impl<C: Cell> SequenceModel<C> {
                 source_name: "the head's gradients".into(),
             })?;
         let grad_shape = grad_features.shape().to_vec();
-        let grad_output = grad_features
+        let mut grad_output = grad_features
             .into_shape_with_order(output.output.shape())
             // The features are the layer's output with the time axis folded into the rows,
             // so their gradient unfolds back.
             .map_err(|_| {
                 Error::shape_mismatch("grad output", output.output.shape(), &grad_shape)
             })?;
-        let lstm_grads = self.lstm.backward(
+        let (activity_penalty, activity_grad) = self.lstm.activity_regularization(&output);
+        // Both are shaped like the layer's output.
+        grad_output += &activity_grad.output;
+        let mut lstm_grads = self.lstm.backward(
             &tape,
             OutputGrad {
                 output: Some(grad_output.view()),
+                h_n: activity_grad.h_n.as_ref().map(|grad| grad.view()),
+                c_n: activity_grad.c_n.as_ref().map(|grad| grad.view()),
                 ..OutputGrad::default()
             },
         )?;
+        self.lstm
+            .add_regularization_gradients(&mut lstm_grads.params)?;
+        evaluation.loss += activity_penalty + self.lstm.regularization_loss();
         let mut grads = Gradients::new();
         grads.extend_prefixed(LSTM_PREFIX, lstm_grads.params);
         grads.extend_prefixed(HEAD_PREFIX, head_grads);
         Ok((evaluation, grads))
     }
 
-    /// The loss (and accuracy) on `batch`, in inference mode.
+    /// The loss (and accuracy) on `batch`, in inference mode: the task's loss alone, without
+    /// the penalties [`SequenceModel::loss_and_gradients`] adds.
     ///
     /// # Errors
     ///
@@ -124,6 +153,12 @@ impl<C: Cell> SequenceModel<C> {
         let features = self.features(output.output.view())?;
         let logits = self.head.forward(features.view())?;
         score(logits, &batch.target)
+    }
+
+    /// Applies the layer's weight constraints (Keras applies them after every optimizer
+    /// step); nothing without constraints.
+    pub fn apply_constraints(&mut self) {
+        self.lstm.apply_constraints();
     }
 
     /// The layer's call for `batch`: its lengths, if it has them; training mode (which only

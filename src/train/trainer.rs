@@ -1,6 +1,7 @@
 //! [`Trainer`]: the training loop of one model on one task, one step at a time. A step draws
 //! the step's batch (a function of the seed and the step number alone), runs forward and
-//! backward, clips the gradients by their global norm and lets Adam update the weights.
+//! backward (with the config's penalties in the loss and gradients), clips the gradients by
+//! their global norm, lets Adam update the weights and applies the config's constraints.
 //!
 //! Everything that shapes the next step is in the [`Checkpoint`] the trainer writes (weights,
 //! Adam's moments and step, the seed, the loss curve so far), so a trainer rebuilt from a
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 
 use lstm::checkpoint::Checkpoint;
 use lstm::optim::{Adam, AdamConfig, Optimizer, clip_grad_norm};
-use lstm::{Cell, Error, Float, Parameters, Result};
+use lstm::{Cell, Constraints, Error, Float, Parameters, Regularizers, Result};
 
 use super::model::{Evaluation, SequenceModel};
 use super::tasks::{Task, eval_rng, train_rng};
@@ -37,6 +38,12 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Held-out batches [`Trainer::evaluate`] averages over. Default 4.
     pub eval_batches: u64,
+    /// Penalties on the recurrent layer's weights and outputs (Keras' `*_regularizer`),
+    /// added to each step's loss and gradients before clipping. Default none.
+    pub regularizers: Regularizers,
+    /// Constraints on the recurrent layer's weights (Keras' `*_constraint`), applied after
+    /// every optimizer step. Default none.
+    pub constraints: Constraints,
 }
 
 impl Default for TrainConfig {
@@ -50,6 +57,8 @@ impl Default for TrainConfig {
             max_grad_norm: 1.0,
             seed: 0,
             eval_batches: 4,
+            regularizers: Regularizers::new(),
+            constraints: Constraints::new(),
         }
     }
 }
@@ -58,8 +67,11 @@ impl TrainConfig {
     /// The settings a checkpoint must share with a config to be resumed under it: all but
     /// `steps` (a resumed run may go on longer) and `eval_batches` (evaluation does not touch
     /// the training trajectory).
+    ///
+    /// Regularizers and constraints are recorded only when set, so checkpoints of runs
+    /// without them look as they always have.
     fn trajectory_metadata(&self) -> BTreeMap<String, String> {
-        [
+        let mut metadata: BTreeMap<String, String> = [
             ("train.task", self.task.name().to_string()),
             ("train.seq_len", self.task.seq_len().to_string()),
             ("train.hidden_size", self.hidden_size.to_string()),
@@ -69,7 +81,14 @@ impl TrainConfig {
         ]
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
-        .collect()
+        .collect();
+        if self.regularizers != Regularizers::new() {
+            metadata.insert(REGULARIZERS_KEY.into(), format!("{:?}", self.regularizers));
+        }
+        if !self.constraints.is_empty() {
+            metadata.insert(CONSTRAINTS_KEY.into(), format!("{:?}", self.constraints));
+        }
+        metadata
     }
 }
 
@@ -100,6 +119,10 @@ pub struct Trainer<C: Cell> {
 const LOSS_HISTORY: &str = "loss";
 /// Metadata key of the cell's name.
 const CELL_KEY: &str = "train.cell";
+/// Metadata key of the regularizers, when set.
+const REGULARIZERS_KEY: &str = "train.regularizers";
+/// Metadata key of the constraints, when set.
+const CONSTRAINTS_KEY: &str = "train.constraints";
 
 impl<C: Cell> Trainer<C> {
     /// A trainer at step 0 with freshly initialised weights.
@@ -111,7 +134,17 @@ impl<C: Cell> Trainer<C> {
     /// cell cannot run in a plain layer.
     pub fn new(config: TrainConfig) -> Result<Self> {
         check_config(&config)?;
-        let model = SequenceModel::new(&config.task, config.hidden_size, config.seed)?;
+        let (regularizers, constraints) = (config.regularizers, config.constraints);
+        let model = SequenceModel::with_layer_config(
+            &config.task,
+            config.hidden_size,
+            config.seed,
+            |layer| {
+                layer
+                    .with_regularizers(regularizers)
+                    .with_constraints(constraints)
+            },
+        )?;
         let optimizer = Adam::new(AdamConfig::adam().with_lr(config.lr))?;
         Ok(Trainer {
             config,
@@ -138,12 +171,19 @@ impl<C: Cell> Trainer<C> {
         expected.insert("seed".into(), trainer.config.seed.to_string());
         let mut found = checkpoint.metadata.clone();
         found.insert("seed".into(), checkpoint.seed.to_string());
-        for (key, value) in &expected {
-            let saved = found.get(key).map(String::as_str).unwrap_or("(absent)");
-            if saved != value {
+        // The optional keys are compared both ways: a checkpoint with regularizers does not
+        // resume without them either.
+        let optional = [REGULARIZERS_KEY, CONSTRAINTS_KEY];
+        let keys = expected.keys().map(String::as_str).chain(optional);
+        for key in keys {
+            let value = |map: &BTreeMap<String, String>| {
+                map.get(key).cloned().unwrap_or_else(|| "(absent)".into())
+            };
+            let (saved, wanted) = (value(&found), value(&expected));
+            if saved != wanted {
                 return Err(Error::invalid_value(
                     "checkpoint",
-                    format!("it was written with {key} = {saved}; this run has {value}"),
+                    format!("it was written with {key} = {saved}; this run has {wanted}"),
                 ));
             }
         }
@@ -182,6 +222,7 @@ impl<C: Cell> Trainer<C> {
         let (evaluation, mut grads) = self.model.loss_and_gradients(&batch)?;
         let grad_norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
         self.optimizer.step(&mut self.model, &grads)?;
+        self.model.apply_constraints();
         self.step += 1;
         self.losses.push(evaluation.loss);
         Ok(StepReport {

@@ -22,14 +22,16 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Every case's name, sorted.
+/// Every case's name, sorted: the directories with a `case.json` (`regularizers/` holds the
+/// archives of `scripts/regularizer_fixtures.py` instead).
 pub fn all_cases() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root())
         .expect("tests/fixtures exists")
-        .map(|entry| {
-            entry
-                .expect("readable entry")
-                .file_name()
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|path| path.join("case.json").is_file())
+        .map(|path| {
+            path.file_name()
+                .expect("a directory entry has a name")
                 .to_string_lossy()
                 .into_owned()
         })
