@@ -4,7 +4,8 @@
 
 use lstm::checkpoint::Checkpoint;
 use lstm::train::{
-    CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions, Task, TrainConfig, Trainer, train_run,
+    CHECKPOINT_FILE, LayerOptions, METRICS_FILE, PLOT_FILE, RunOptions, Task, TrainConfig, Trainer,
+    train_run,
 };
 use lstm::zoo;
 use lstm::{Constraints, Regularizers};
@@ -22,6 +23,19 @@ fn small_adding(steps: u64) -> TrainConfig {
         eval_batches: 4,
         regularizers: Regularizers::new(),
         constraints: Constraints::new(),
+        layer: LayerOptions::default(),
+    }
+}
+
+/// Every regulariser inside the recurrence, and chrono initialisation.
+fn regularized() -> LayerOptions {
+    LayerOptions {
+        input_dropout: 0.1,
+        recurrent_dropout: 0.2,
+        weight_drop: 0.2,
+        zoneout_c: 0.1,
+        zoneout_h: 0.05,
+        chrono_t_max: Some(10.0),
     }
 }
 
@@ -86,28 +100,56 @@ fn running_parity_is_learned_with_lengths() {
 
 #[test]
 fn a_resumed_run_continues_the_loss_curve_bit_for_bit() {
+    resumes_bit_for_bit(LayerOptions::default());
+}
+
+#[test]
+fn a_resumed_run_with_dropout_and_zoneout_draws_the_same_masks() {
+    resumes_bit_for_bit(regularized());
+}
+
+#[test]
+fn dropout_and_zoneout_act_in_training_only() {
+    let config = |layer| TrainConfig {
+        layer,
+        ..small_adding(3)
+    };
+    let mut plain = Trainer::<zoo::Lstm<f64>>::new(config(LayerOptions::default())).unwrap();
+    let only_dropout = LayerOptions {
+        input_dropout: 0.3,
+        recurrent_dropout: 0.3,
+        weight_drop: 0.3,
+        ..LayerOptions::default()
+    };
+    let mut dropped = Trainer::<zoo::Lstm<f64>>::new(config(only_dropout)).unwrap();
+    // The same weights: evaluation (inference) is the undropped layer.
+    assert_eq!(plain.evaluate().unwrap(), dropped.evaluate().unwrap());
+    // Training draws masks: the first step's loss differs.
+    assert_ne!(plain.step().unwrap().loss, dropped.step().unwrap().loss);
+}
+
+/// A run stopped half way (its last checkpoint) and resumed reproduces the uninterrupted
+/// run's losses, weights and optimizer state bit for bit.
+fn resumes_bit_for_bit(layer: LayerOptions) {
     let total = 40;
+    let config = |steps| TrainConfig {
+        layer,
+        ..small_adding(steps)
+    };
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = train_run::<zoo::ForgetBias<f64>>(
-        &small_adding(total),
-        &options(straight_dir.path(), 0, false),
-    )
-    .unwrap();
+    let straight =
+        train_run::<zoo::ForgetBias<f64>>(&config(total), &options(straight_dir.path(), 0, false))
+            .unwrap();
 
     // The same run stopped at half way (its last checkpoint), then resumed to the end.
     let resumed_dir = tempfile::tempdir().unwrap();
-    train_run::<zoo::ForgetBias<f64>>(
-        &small_adding(total / 2),
-        &options(resumed_dir.path(), 7, false),
-    )
-    .unwrap();
+    train_run::<zoo::ForgetBias<f64>>(&config(total / 2), &options(resumed_dir.path(), 7, false))
+        .unwrap();
     let halfway = Checkpoint::<f64>::load(&resumed_dir.path().join(CHECKPOINT_FILE)).unwrap();
     assert_eq!(halfway.step, total / 2);
-    let resumed = train_run::<zoo::ForgetBias<f64>>(
-        &small_adding(total),
-        &options(resumed_dir.path(), 7, true),
-    )
-    .unwrap();
+    let resumed =
+        train_run::<zoo::ForgetBias<f64>>(&config(total), &options(resumed_dir.path(), 7, true))
+            .unwrap();
 
     assert_eq!(resumed.metrics.resumed_from_step, Some(total / 2));
     let bits = |losses: &[f64]| losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>();

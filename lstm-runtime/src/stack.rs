@@ -319,6 +319,14 @@ impl<C: Cell> Lstm<C> {
         self.state.as_ref().map(|(h, c)| (h, c))
     }
 
+    /// Restarts the generator every training call draws its masks from, as if the layer had
+    /// been made with [`LstmConfig::seed`] `seed` (the config keeps its value). A training
+    /// loop that reseeds before each step from `(seed, step)` gets masks that depend only on
+    /// the step, so a run resumed from a checkpoint draws what the uninterrupted run drew.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+
     /// Forgets the carried states of a stateful layer: the next call starts from zeros (Keras
     /// `reset_states`).
     pub fn reset_states(&mut self) {

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use lstm::train::{
-    CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions, RunOutcome, Task, TrainConfig,
-    TrainError, compare_runs, train_run,
+    CHECKPOINT_FILE, LayerOptions, METRICS_FILE, PLOT_FILE, RunOptions, RunOutcome, Task,
+    TrainConfig, TrainError, compare_runs, train_run,
 };
 use lstm::{Cell, CellVisitor, Float, visit_zoo_cell};
+
+use super::regularization::RegularizationArgs;
 
 /// Options of `lstm train`. Every option has a default, so `lstm train` alone trains the
 /// standard LSTM on the adding problem.
@@ -62,6 +64,13 @@ pub struct TrainArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Dropout and zoneout inside the recurrence.
+    #[command(flatten)]
+    pub regularization: RegularizationArgs,
+    /// Chrono initialisation (Tallec & Ollivier 2018) for dependencies up to T_MAX steps:
+    /// forget bias log U(1, T_MAX − 1), input bias its negative.
+    #[arg(long, value_name = "T_MAX")]
+    pub chrono: Option<f64>,
 }
 
 /// The built-in tasks by name.
@@ -114,6 +123,14 @@ impl TrainArgs {
             eval_batches: defaults.eval_batches,
             regularizers: defaults.regularizers,
             constraints: defaults.constraints,
+            layer: LayerOptions {
+                input_dropout: self.regularization.dropout,
+                recurrent_dropout: self.regularization.recurrent_dropout,
+                weight_drop: self.regularization.weight_drop,
+                zoneout_c: self.regularization.zoneout_c,
+                zoneout_h: self.regularization.zoneout_h,
+                chrono_t_max: self.chrono,
+            },
         }
     }
 
@@ -293,8 +310,31 @@ mod tests {
             "f64",
             "--resume",
             "--quiet",
+            "--dropout",
+            "0.1",
+            "--recurrent-dropout",
+            "0.2",
+            "--weight-drop",
+            "0.3",
+            "--zoneout-c",
+            "0.4",
+            "--zoneout-h",
+            "0.5",
+            "--chrono",
+            "100",
         ]);
         let config = args.config();
+        assert_eq!(
+            config.layer,
+            LayerOptions {
+                input_dropout: 0.1,
+                recurrent_dropout: 0.2,
+                weight_drop: 0.3,
+                zoneout_c: 0.4,
+                zoneout_h: 0.5,
+                chrono_t_max: Some(100.0),
+            }
+        );
         assert_eq!(config.lr, 0.003);
         assert_eq!((config.batch_size, config.hidden_size), (8, 16));
         assert_eq!(config.task, Task::adding(30));

@@ -25,7 +25,7 @@ pub use run::{
     recent_mean, train_run,
 };
 pub use tasks::{Batch, Target, Task, eval_rng, train_rng};
-pub use trainer::{StepReport, TrainConfig, Trainer};
+pub use trainer::{LayerOptions, StepReport, TrainConfig, Trainer};
 
 /// Why a training run failed.
 #[derive(Debug, thiserror::Error)]

@@ -149,7 +149,9 @@ impl<C: Cell> SequenceModel<C> {
     /// As [`SequenceModel::loss_and_gradients`].
     pub fn evaluate(&mut self, batch: &Batch<C::Elem>) -> Result<Evaluation> {
         let call = self.call(batch);
-        let output = self.lstm.forward(batch.input.view(), call)?;
+        let output = self
+            .lstm
+            .forward(batch.input.view(), call.with_training(false))?;
         let features = self.features(output.output.view())?;
         let logits = self.head.forward(features.view())?;
         score(logits, &batch.target)
@@ -161,8 +163,13 @@ impl<C: Cell> SequenceModel<C> {
         self.lstm.apply_constraints();
     }
 
-    /// The layer's call for `batch`: its lengths, if it has them; training mode (which only
-    /// matters with dropout, which this model does not use).
+    /// Restarts the layer's mask generator from `seed` (see [`Lstm::reseed`]).
+    pub fn reseed(&mut self, seed: u64) {
+        self.lstm.reseed(seed);
+    }
+
+    /// The layer's training call for `batch`: its lengths, if it has them, and training mode
+    /// (the layer's dropout and zoneout draw masks; `evaluate` turns it off).
     fn call<'a>(&self, batch: &'a Batch<C::Elem>) -> Call<'a, C::Elem> {
         let call = Call::new().with_training(true);
         match &batch.target {

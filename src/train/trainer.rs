@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use lstm::checkpoint::Checkpoint;
 use lstm::optim::{Adam, AdamConfig, Optimizer, clip_grad_norm};
-use lstm::{Cell, Constraints, Error, Float, Parameters, Regularizers, Result};
+use lstm::rand::Rng;
+use lstm::{Cell, Constraints, Error, Float, LstmConfig, Parameters, Regularizers, Result};
 
 use super::model::{Evaluation, SequenceModel};
 use super::tasks::{Task, eval_rng, train_rng};
@@ -44,6 +45,39 @@ pub struct TrainConfig {
     /// Constraints on the recurrent layer's weights (Keras' `*_constraint`), applied after
     /// every optimizer step. Default none.
     pub constraints: Constraints,
+    /// Dropout and zoneout inside the recurrence, and chrono initialisation. Default none.
+    pub layer: LayerOptions,
+}
+
+/// The layer options of a training run besides its size: the regularisers inside the
+/// recurrence ([`LstmConfig::input_dropout`] and the rest, Keras and paper names there) and
+/// chrono initialisation ([`LstmConfig::chrono_t_max`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LayerOptions {
+    /// Keras `dropout` on the layer's input.
+    pub input_dropout: f64,
+    /// Keras `recurrent_dropout` on `h_prev`.
+    pub recurrent_dropout: f64,
+    /// DropConnect on `weight_hh` (AWD-LSTM).
+    pub weight_drop: f64,
+    /// Zoneout rate of `c`.
+    pub zoneout_c: f64,
+    /// Zoneout rate of `h`.
+    pub zoneout_h: f64,
+    /// Chrono initialisation's `T_max`, if any.
+    pub chrono_t_max: Option<f64>,
+}
+
+impl LayerOptions {
+    /// `config` with these options.
+    pub fn apply(&self, config: LstmConfig) -> LstmConfig {
+        config
+            .with_input_dropout(self.input_dropout)
+            .with_recurrent_dropout(self.recurrent_dropout)
+            .with_weight_drop(self.weight_drop)
+            .with_zoneout(self.zoneout_c, self.zoneout_h)
+            .with_chrono_t_max(self.chrono_t_max)
+    }
 }
 
 impl Default for TrainConfig {
@@ -59,6 +93,7 @@ impl Default for TrainConfig {
             eval_batches: 4,
             regularizers: Regularizers::new(),
             constraints: Constraints::new(),
+            layer: LayerOptions::default(),
         }
     }
 }
@@ -87,6 +122,9 @@ impl TrainConfig {
         }
         if !self.constraints.is_empty() {
             metadata.insert(CONSTRAINTS_KEY.into(), format!("{:?}", self.constraints));
+        }
+        if self.layer != LayerOptions::default() {
+            metadata.insert(LAYER_KEY.into(), format!("{:?}", self.layer));
         }
         metadata
     }
@@ -123,6 +161,8 @@ const CELL_KEY: &str = "train.cell";
 const REGULARIZERS_KEY: &str = "train.regularizers";
 /// Metadata key of the constraints, when set.
 const CONSTRAINTS_KEY: &str = "train.constraints";
+/// Metadata key of the layer options, when set.
+const LAYER_KEY: &str = "train.layer";
 
 impl<C: Cell> Trainer<C> {
     /// A trainer at step 0 with freshly initialised weights.
@@ -135,12 +175,14 @@ impl<C: Cell> Trainer<C> {
     pub fn new(config: TrainConfig) -> Result<Self> {
         check_config(&config)?;
         let (regularizers, constraints) = (config.regularizers, config.constraints);
+        let layer_options = config.layer;
         let model = SequenceModel::with_layer_config(
             &config.task,
             config.hidden_size,
             config.seed,
             |layer| {
-                layer
+                layer_options
+                    .apply(layer)
                     .with_regularizers(regularizers)
                     .with_constraints(constraints)
             },
@@ -173,7 +215,7 @@ impl<C: Cell> Trainer<C> {
         found.insert("seed".into(), checkpoint.seed.to_string());
         // The optional keys are compared both ways: a checkpoint with regularizers does not
         // resume without them either.
-        let optional = [REGULARIZERS_KEY, CONSTRAINTS_KEY];
+        let optional = [REGULARIZERS_KEY, CONSTRAINTS_KEY, LAYER_KEY];
         let keys = expected.keys().map(String::as_str).chain(optional);
         for key in keys {
             let value = |map: &BTreeMap<String, String>| {
@@ -219,6 +261,8 @@ impl<C: Cell> Trainer<C> {
             .config
             .task
             .batch::<C::Elem, _>(self.config.batch_size, &mut rng)?;
+        // Masks depend only on (seed, step), so a resumed run draws what the whole run drew.
+        self.model.reseed(rng.random());
         let (evaluation, mut grads) = self.model.loss_and_gradients(&batch)?;
         let grad_norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
         self.optimizer.step(&mut self.model, &grads)?;
