@@ -126,64 +126,63 @@ impl<F: Float> RecurrentMasks<F> {
         for (index, masks) in self.directions.iter().enumerate() {
             let layer = index / directions;
             let input_size = config.layer_input_size(layer);
-            let kinds: [(&str, &str, f64, Option<&[usize]>, Vec<usize>); 5] = [
-                (
-                    "input",
-                    "input_dropout",
-                    config.input_dropout,
-                    masks.input.as_ref().map(|m| m.shape()),
-                    vec![batch, input_size],
-                ),
-                (
-                    "recurrent",
-                    "recurrent_dropout",
-                    config.recurrent_dropout,
-                    masks.recurrent.as_ref().map(|m| m.shape()),
-                    vec![batch, width],
-                ),
-                (
-                    "weight_hh",
-                    "weight_drop",
-                    config.weight_drop,
-                    masks.weight_hh.as_ref().map(|m| m.shape()),
-                    vec![gate_rows, width],
-                ),
-                (
-                    "zoneout_c",
-                    "zoneout_c",
-                    config.zoneout_c,
-                    masks.zoneout_c.as_ref().map(|m| m.shape()),
-                    vec![seq_len, batch, hidden],
-                ),
-                (
-                    "zoneout_h",
-                    "zoneout_h",
-                    config.zoneout_h,
-                    masks.zoneout_h.as_ref().map(|m| m.shape()),
-                    vec![seq_len, batch, width],
-                ),
-            ];
-            for (kind, option, rate, shape, expected) in kinds {
-                let name = format!("masks[{index}].{kind}");
-                match (rate > 0.0, shape) {
-                    (true, Some(shape)) => expect_shape(&name, &expected, shape)?,
-                    (false, None) => {}
-                    (true, None) => {
-                        return Err(Error::Config {
-                            option: name,
-                            reason: format!("missing, but the config's {option} is {rate}"),
-                        });
-                    }
-                    (false, Some(_)) => {
-                        return Err(Error::Config {
-                            option: name,
-                            reason: format!("given, but the config's {option} is 0"),
-                        });
-                    }
-                }
-            }
+            let name = |kind: &str| format!("masks[{index}].{kind}");
+            let shape2 = |mask: &Option<Array2<F>>| mask.as_ref().map(|m| m.shape().to_vec());
+            let shape3 = |mask: &Option<Array3<F>>| mask.as_ref().map(|m| m.shape().to_vec());
+            check_mask(
+                &name("input"),
+                ("input_dropout", config.input_dropout),
+                shape2(&masks.input),
+                &[batch, input_size],
+            )?;
+            check_mask(
+                &name("recurrent"),
+                ("recurrent_dropout", config.recurrent_dropout),
+                shape2(&masks.recurrent),
+                &[batch, width],
+            )?;
+            check_mask(
+                &name("weight_hh"),
+                ("weight_drop", config.weight_drop),
+                shape2(&masks.weight_hh),
+                &[gate_rows, width],
+            )?;
+            check_mask(
+                &name("zoneout_c"),
+                ("zoneout_c", config.zoneout_c),
+                shape3(&masks.zoneout_c),
+                &[seq_len, batch, hidden],
+            )?;
+            check_mask(
+                &name("zoneout_h"),
+                ("zoneout_h", config.zoneout_h),
+                shape3(&masks.zoneout_h),
+                &[seq_len, batch, width],
+            )?;
         }
         Ok(())
+    }
+}
+
+/// Checks the mask `name`: present exactly when its config option (`option`: name and rate)
+/// is above 0, and then of shape `expected`.
+fn check_mask(
+    name: &str,
+    (option, rate): (&str, f64),
+    found: Option<Vec<usize>>,
+    expected: &[usize],
+) -> Result<()> {
+    match (rate > 0.0, found) {
+        (true, Some(found)) => expect_shape(name, expected, &found),
+        (false, None) => Ok(()),
+        (true, None) => Err(Error::Config {
+            option: name.into(),
+            reason: format!("missing, but the config's {option} is {rate}"),
+        }),
+        (false, Some(_)) => Err(Error::Config {
+            option: name.into(),
+            reason: format!("given, but the config's {option} is 0"),
+        }),
     }
 }
 
