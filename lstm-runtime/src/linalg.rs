@@ -8,8 +8,11 @@
 //! of any strides, so transposed or sliced operands need no copy. Products too small to gain
 //! from threads run on the calling thread; larger ones on [`num_threads`] Rayon threads.
 
+use std::any::TypeId;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use faer::traits::ComplexField;
+use faer::{Accum, MatMut, MatRef, Par};
 use gemm::Parallelism;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -107,6 +110,47 @@ pub fn matmul_nn<F: Float>(
     Ok(())
 }
 
+/// The kernel library and thread count that run one product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// The [`gemm`] crate on this many threads (1: the calling thread).
+    Gemm { threads: usize },
+    /// [`faer`] on this many threads (1: the calling thread).
+    Faer { threads: usize },
+}
+
+/// Picks the faster library for a product `a: m×k` times `b: k×n`, by the measurements of the
+/// `gemm_table` benchmark on the shapes of a layer call (f32, two threads).
+///
+/// - A matrix-vector product (`m` or `n` is 1, batch 1): `gemm`, whose vector kernels are
+///   several times faster than faer's there.
+/// - `a` stored transposed (the weight gradients `dZᵀ·X`): `gemm`; faer's kernel packs that
+///   layout slowly.
+/// - Otherwise faer, which has the faster kernels for both small and large products.
+///
+/// Either library goes on `max_threads` threads only from [`PARALLEL_MIN_WORK`] multiply-adds
+/// on.
+fn plan(
+    m: usize,
+    k: usize,
+    n: usize,
+    [a_row_stride, a_col_stride]: [isize; 2],
+    max_threads: usize,
+) -> Plan {
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let threads = if work < PARALLEL_MIN_WORK {
+        1
+    } else {
+        max_threads
+    };
+    let a_transposed = a_row_stride.unsigned_abs() == 1 && a_col_stride.unsigned_abs() != 1;
+    if m == 1 || n == 1 || a_transposed {
+        Plan::Gemm { threads }
+    } else {
+        Plan::Faer { threads }
+    }
+}
+
 /// `c ← beta·c + alpha·a·b` for views whose shapes the caller has checked to fit.
 fn gemm_views<F: Float>(
     alpha: F,
@@ -130,10 +174,27 @@ fn gemm_views<F: Float>(
         }
         return;
     }
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_WORK {
-        Parallelism::None
+    match plan(m, k, n, [a.strides()[0], a.strides()[1]], num_threads()) {
+        Plan::Gemm { threads } => with_gemm(alpha, a, b, beta, c, threads),
+        Plan::Faer { threads } => with_faer(alpha, a, b, beta, c, threads),
+    }
+}
+
+/// [`gemm_views`] on the [`gemm`] crate.
+fn with_gemm<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+    threads: usize,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
     } else {
-        Parallelism::Rayon(num_threads())
+        Parallelism::None
     };
     let [c_rs, c_cs] = [c.strides()[0], c.strides()[1]];
     let [a_rs, a_cs] = [a.strides()[0], a.strides()[1]];
@@ -166,6 +227,98 @@ fn gemm_views<F: Float>(
             false,
             parallelism,
         );
+    }
+}
+
+/// [`gemm_views`] on [`faer`], for `F` = `f32` or `f64` (`Float` is sealed to those two).
+fn with_faer<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+    threads: usize,
+) {
+    // faer only replaces or adds to `c`: any other `beta` scales `c` first. `Replace` never
+    // reads `c`, so `beta == 0` keeps BLAS's semantics (NaN in `c` does not leak).
+    let accum = if beta == F::zero() {
+        Accum::Replace
+    } else {
+        if beta != F::one() {
+            c.map_inplace(|value| *value = beta * *value);
+        }
+        Accum::Add
+    };
+    let par = if threads > 1 {
+        Par::rayon(threads)
+    } else {
+        Par::Seq
+    };
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let operands = FaerOperands {
+        m,
+        k,
+        n,
+        a: (a.as_ptr().cast(), a.strides()[0], a.strides()[1]),
+        b: (b.as_ptr().cast(), b.strides()[0], b.strides()[1]),
+        c: (c.as_mut_ptr().cast(), c.strides()[0], c.strides()[1]),
+        accum,
+        par,
+    };
+    let alpha = alpha.to_f64_lossy();
+    // SAFETY (both arms): the pointers and strides are those of the caller's views, which fit
+    // `m×k`, `k×n`, `m×n`; `c` is unique, so it overlaps neither operand; and the `TypeId`
+    // check makes the element type the one the pointers were cast to. The round trip of
+    // `alpha` through f64 is exact for f32 and f64.
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        unsafe { operands.run::<f32>(alpha as f32) }
+    } else {
+        debug_assert_eq!(TypeId::of::<F>(), TypeId::of::<f64>());
+        unsafe { operands.run::<f64>(alpha) }
+    }
+}
+
+/// A product's operands as raw parts `(pointer, row stride, column stride)`, element type
+/// erased, so [`with_faer`] can hand them to faer's kernel for the concrete type.
+struct FaerOperands {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (*const (), isize, isize),
+    b: (*const (), isize, isize),
+    c: (*mut (), isize, isize),
+    accum: Accum,
+    par: Par,
+}
+
+impl FaerOperands {
+    /// `c ← (c if accum is Add) + alpha·a·b` in element type `T`.
+    ///
+    /// # Safety
+    ///
+    /// The pointers point to elements of type `T` and, with their strides, describe an
+    /// `m×k` matrix `a`, a `k×n` matrix `b` and an `m×n` matrix `c` that overlaps neither.
+    unsafe fn run<T: ComplexField + Copy>(self, alpha: T) {
+        let Self {
+            m,
+            k,
+            n,
+            a,
+            b,
+            c,
+            accum,
+            par,
+        } = self;
+        // SAFETY: as this function's contract states.
+        let (a, b, c) = unsafe {
+            (
+                MatRef::from_raw_parts(a.0.cast::<T>(), m, k, a.1, a.2),
+                MatRef::from_raw_parts(b.0.cast::<T>(), k, n, b.1, b.2),
+                MatMut::from_raw_parts_mut(c.0.cast::<T>(), m, n, c.1, c.2),
+            )
+        };
+        faer::linalg::matmul::matmul(c, accum, a, b, alpha, par);
     }
 }
 
@@ -357,6 +510,133 @@ mod tests {
             matmul_nn(1.0, a.view(), b.view(), 0.0, c.view_mut()),
             Err(Error::shape_mismatch("matmul_nn: c", &[2, 5], &[2, 4]))
         );
+    }
+
+    /// How a test stores a logical matrix: its view has these strides.
+    #[derive(Clone, Copy, Debug)]
+    enum Storage {
+        RowMajor,
+        ColumnMajor,
+        /// Every other row, backwards, and every third column: negative and non-unit strides.
+        Strided,
+    }
+
+    const STORAGES: [Storage; 3] = [Storage::RowMajor, Storage::ColumnMajor, Storage::Strided];
+
+    /// A buffer holding `x` in `storage`; [`stored_view`] gives the view of `x` in it.
+    fn store<F: Float>(x: &Array2<F>, storage: Storage) -> Array2<F> {
+        let (rows, cols) = x.dim();
+        match storage {
+            Storage::RowMajor => x.clone(),
+            Storage::ColumnMajor => x.t().to_owned(),
+            Storage::Strided => {
+                let mut buffer = Array2::from_elem((2 * rows, 3 * cols), F::nan());
+                buffer.slice_mut(s![..;-2, 1..;3]).assign(x);
+                buffer
+            }
+        }
+    }
+
+    fn stored_view<F: Float>(buffer: &mut Array2<F>, storage: Storage) -> ArrayViewMut2<'_, F> {
+        match storage {
+            Storage::RowMajor => buffer.view_mut(),
+            Storage::ColumnMajor => buffer.view_mut().reversed_axes(),
+            Storage::Strided => buffer.slice_mut(s![..;-2, 1..;3]),
+        }
+    }
+
+    /// Every backend [`plan`] can choose, forced.
+    const PLANS: [Plan; 4] = [
+        Plan::Gemm { threads: 1 },
+        Plan::Gemm { threads: 2 },
+        Plan::Faer { threads: 1 },
+        Plan::Faer { threads: 2 },
+    ];
+
+    /// `(m, k, n)` for the forced backends (`k ≥ 1`: `gemm_views` handles `k = 0` before
+    /// choosing): vectors, odd sizes, and products past faer's small-matrix kernels.
+    const BACKEND_SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (1, 7, 1),
+        (1, 37, 29),
+        (29, 37, 1),
+        (3, 4, 5),
+        (17, 13, 11),
+        (33, 65, 31),
+        (67, 45, 71),
+    ];
+
+    #[test]
+    fn every_backend_matches_naive_on_every_storage() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for plan in PLANS {
+            for &(m, k, n) in BACKEND_SHAPES {
+                for (a_storage, b_storage, c_storage) in STORAGES
+                    .into_iter()
+                    .flat_map(|a| STORAGES.into_iter().map(move |b| (a, b)))
+                    .flat_map(|(a, b)| STORAGES.into_iter().map(move |c| (a, b, c)))
+                {
+                    // beta 0 over NaN (must not leak), beta 1 (accumulate), and general scalars.
+                    for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.5, 2.0)] {
+                        let a = random::<f64>(&mut rng, m, k);
+                        let b = random::<f64>(&mut rng, k, n);
+                        let mut c = random::<f64>(&mut rng, m, n);
+                        if beta == 0.0 {
+                            c.fill(f64::NAN);
+                        }
+                        let expected = naive(alpha, &a, &b, beta, &c);
+                        let (mut a_buffer, mut b_buffer) =
+                            (store(&a, a_storage), store(&b, b_storage));
+                        let mut c_buffer = store(&c, c_storage);
+                        let a_view = stored_view(&mut a_buffer, a_storage);
+                        let b_view = stored_view(&mut b_buffer, b_storage);
+                        let c_view = stored_view(&mut c_buffer, c_storage);
+                        let (a_view, b_view) = (a_view.view(), b_view.view());
+                        match plan {
+                            Plan::Gemm { threads } => {
+                                with_gemm(alpha, a_view, b_view, beta, c_view, threads);
+                            }
+                            Plan::Faer { threads } => {
+                                with_faer(alpha, a_view, b_view, beta, c_view, threads);
+                            }
+                        }
+                        let found = stored_view(&mut c_buffer, c_storage).to_owned();
+                        assert_close(&found, &expected, 1e-12);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn faer_runs_f32_too() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for threads in [1, 2] {
+            let a = random::<f32>(&mut rng, 67, 45);
+            let b = random::<f32>(&mut rng, 45, 71);
+            let mut c = Array2::from_elem((67, 71), f32::NAN);
+            let expected = naive(1.0, &a, &b, 0.0, &c);
+            with_faer(1.0, a.view(), b.view(), 0.0, c.view_mut(), threads);
+            assert_close(&c, &expected, 1e-5);
+        }
+    }
+
+    #[test]
+    fn plan_takes_gemm_for_vectors_and_transposed_a_and_faer_otherwise() {
+        // The recurrent product at batch 1, and dh_prev there.
+        assert_eq!(plan(1, 128, 512, [512, 1], 2), Plan::Gemm { threads: 1 });
+        assert_eq!(plan(1, 512, 128, [128, 1], 2), Plan::Gemm { threads: 1 });
+        // dW_ih = dZᵀ·X: `a` is the transpose of a row-major `k×m` matrix.
+        assert_eq!(
+            plan(2048, 6400, 512, [1, 2048], 2),
+            Plan::Gemm { threads: 2 }
+        );
+        // The input projection of case 1, and a small product.
+        assert_eq!(
+            plan(4096, 512, 2048, [512, 1], 2),
+            Plan::Faer { threads: 2 }
+        );
+        assert_eq!(plan(8, 8, 8, [8, 1], 2), Plan::Faer { threads: 1 });
     }
 
     #[test]
