@@ -1,12 +1,14 @@
 //! The matrix products of the runtime. Every GEMM a layer runs (the input projection of all
 //! time steps, the recurrent projection of each step, and later the weight gradients of
-//! backpropagation through time) goes through the three functions here, which wrap the pure
-//! Rust [`gemm`] crate.
+//! backpropagation through time) goes through the three functions here, which run each product
+//! on whichever of two pure Rust libraries, the [`gemm`] crate or [`faer`], measured faster for
+//! its shape (see [`plan`]).
 //!
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
-//! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views
-//! of any strides, so transposed or sliced operands need no copy. Products too small to gain
-//! from threads run on the calling thread; larger ones on [`num_threads`] Rayon threads.
+//! swaps the roles of `alpha` and `beta`, and faer only replaces or adds; that stays inside this
+//! module) and take ndarray views of any strides, so transposed or sliced operands need no copy.
+//! One time step's products and products too small to gain from threads run on the calling
+//! thread; larger ones on [`num_threads`] Rayon threads.
 
 use std::any::TypeId;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,21 +117,35 @@ pub fn matmul_nn<F: Float>(
 enum Plan {
     /// The [`gemm`] crate on this many threads (1: the calling thread).
     Gemm { threads: usize },
-    /// [`faer`] on this many threads (1: the calling thread).
-    Faer { threads: usize },
+    /// [`faer`] on the calling thread.
+    Faer,
 }
 
-/// Picks the faster library for a product `a: m×k` times `b: k×n`, by the measurements of the
-/// `gemm_table` benchmark on the shapes of a layer call (f32, two threads).
+/// Rows up to which a product is one time step's (a batch of rows times a weight matrix, run
+/// once per step): it always runs on the calling thread. Handing a step's product to another
+/// thread costs wake-ups every step, and the `gemm_table` benchmark measured both libraries
+/// slower on two threads than on one for these shapes, up to 0.5× for `dh_prev` at batch 64.
+const STEP_MAX_ROWS: usize = 64;
+
+/// Multiply-adds up to which faer runs a step's product: faer's kernels beat the `gemm`
+/// crate's by 15–30% there (batch 32, hidden 256: 73 against 58 GFLOP/s), and lose by about
+/// 5% on the larger products of batch 64, hidden 512.
+const FAER_MAX_WORK: usize = 1 << 24;
+
+/// Picks the library and threads for a product `a: m×k` times `b: k×n`, by the measurements of
+/// the `gemm_table` benchmark on the shapes of a layer call (f32, two threads):
 ///
-/// - A matrix-vector product (`m` or `n` is 1, batch 1): `gemm`, whose vector kernels are
-///   several times faster than faer's there.
-/// - `a` stored transposed (the weight gradients `dZᵀ·X`): `gemm`; faer's kernel packs that
-///   layout slowly.
-/// - Otherwise faer, which has the faster kernels for both small and large products.
+/// - a matrix-vector product (`m` or `n` is 1, batch 1): `gemm` on the calling thread, whose
+///   vector kernels are the fastest there (faer's are close; matrixmultiply's 6× slower);
+/// - `a` stored transposed (the weight gradients `dZᵀ·X`): `gemm`; faer packs that layout
+///   slowly (about 0.6× of `gemm`);
+/// - a step's product (`m` ≤ [`STEP_MAX_ROWS`]): on the calling thread, faer up to
+///   [`FAER_MAX_WORK`] multiply-adds and `gemm` above;
+/// - anything else (the input projection of many steps, the input gradient): `gemm`, whose
+///   threaded kernels scale more steadily than faer's (faer on two threads measured as low as
+///   0.55× of one on the input projection with 128 inputs).
 ///
-/// Either library goes on `max_threads` threads only from [`PARALLEL_MIN_WORK`] multiply-adds
-/// on.
+/// `gemm` goes on `max_threads` threads only from [`PARALLEL_MIN_WORK`] multiply-adds on.
 fn plan(
     m: usize,
     k: usize,
@@ -138,16 +154,21 @@ fn plan(
     max_threads: usize,
 ) -> Plan {
     let work = m.saturating_mul(n).saturating_mul(k);
-    let threads = if work < PARALLEL_MIN_WORK {
-        1
-    } else {
-        max_threads
-    };
     let a_transposed = a_row_stride.unsigned_abs() == 1 && a_col_stride.unsigned_abs() != 1;
-    if m == 1 || n == 1 || a_transposed {
-        Plan::Gemm { threads }
+    if m == 1 || n == 1 {
+        Plan::Gemm { threads: 1 }
+    } else if m <= STEP_MAX_ROWS && !a_transposed {
+        if work <= FAER_MAX_WORK {
+            Plan::Faer
+        } else {
+            Plan::Gemm { threads: 1 }
+        }
+    } else if work < PARALLEL_MIN_WORK {
+        Plan::Gemm { threads: 1 }
     } else {
-        Plan::Faer { threads }
+        Plan::Gemm {
+            threads: max_threads,
+        }
     }
 }
 
@@ -176,7 +197,7 @@ fn gemm_views<F: Float>(
     }
     match plan(m, k, n, [a.strides()[0], a.strides()[1]], num_threads()) {
         Plan::Gemm { threads } => with_gemm(alpha, a, b, beta, c, threads),
-        Plan::Faer { threads } => with_faer(alpha, a, b, beta, c, threads),
+        Plan::Faer => with_faer(alpha, a, b, beta, c),
     }
 }
 
@@ -230,14 +251,14 @@ fn with_gemm<F: Float>(
     }
 }
 
-/// [`gemm_views`] on [`faer`], for `F` = `f32` or `f64` (`Float` is sealed to those two).
+/// [`gemm_views`] on [`faer`] on the calling thread, for `F` = `f32` or `f64` (`Float` is
+/// sealed to those two).
 fn with_faer<F: Float>(
     alpha: F,
     a: ArrayView2<'_, F>,
     b: ArrayView2<'_, F>,
     beta: F,
     mut c: ArrayViewMut2<'_, F>,
-    threads: usize,
 ) {
     // faer only replaces or adds to `c`: any other `beta` scales `c` first. `Replace` never
     // reads `c`, so `beta == 0` keeps BLAS's semantics (NaN in `c` does not leak).
@@ -249,11 +270,6 @@ fn with_faer<F: Float>(
         }
         Accum::Add
     };
-    let par = if threads > 1 {
-        Par::rayon(threads)
-    } else {
-        Par::Seq
-    };
     let (m, k) = a.dim();
     let n = b.ncols();
     let operands = FaerOperands {
@@ -264,7 +280,6 @@ fn with_faer<F: Float>(
         b: (b.as_ptr().cast(), b.strides()[0], b.strides()[1]),
         c: (c.as_mut_ptr().cast(), c.strides()[0], c.strides()[1]),
         accum,
-        par,
     };
     let alpha = alpha.to_f64_lossy();
     // SAFETY (both arms): the pointers and strides are those of the caller's views, which fit
@@ -289,7 +304,6 @@ struct FaerOperands {
     b: (*const (), isize, isize),
     c: (*mut (), isize, isize),
     accum: Accum,
-    par: Par,
 }
 
 impl FaerOperands {
@@ -308,7 +322,6 @@ impl FaerOperands {
             b,
             c,
             accum,
-            par,
         } = self;
         // SAFETY: as this function's contract states.
         let (a, b, c) = unsafe {
@@ -318,7 +331,7 @@ impl FaerOperands {
                 MatMut::from_raw_parts_mut(c.0.cast::<T>(), m, n, c.1, c.2),
             )
         };
-        faer::linalg::matmul::matmul(c, accum, a, b, alpha, par);
+        faer::linalg::matmul::matmul(c, accum, a, b, alpha, Par::Seq);
     }
 }
 
@@ -546,11 +559,10 @@ mod tests {
     }
 
     /// Every backend [`plan`] can choose, forced.
-    const PLANS: [Plan; 4] = [
+    const PLANS: [Plan; 3] = [
         Plan::Gemm { threads: 1 },
         Plan::Gemm { threads: 2 },
-        Plan::Faer { threads: 1 },
-        Plan::Faer { threads: 2 },
+        Plan::Faer,
     ];
 
     /// `(m, k, n)` for the forced backends (`k ≥ 1`: `gemm_views` handles `k = 0` before
@@ -596,9 +608,7 @@ mod tests {
                             Plan::Gemm { threads } => {
                                 with_gemm(alpha, a_view, b_view, beta, c_view, threads);
                             }
-                            Plan::Faer { threads } => {
-                                with_faer(alpha, a_view, b_view, beta, c_view, threads);
-                            }
+                            Plan::Faer => with_faer(alpha, a_view, b_view, beta, c_view),
                         }
                         let found = stored_view(&mut c_buffer, c_storage).to_owned();
                         assert_close(&found, &expected, 1e-12);
@@ -611,32 +621,46 @@ mod tests {
     #[test]
     fn faer_runs_f32_too() {
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        for threads in [1, 2] {
-            let a = random::<f32>(&mut rng, 67, 45);
-            let b = random::<f32>(&mut rng, 45, 71);
-            let mut c = Array2::from_elem((67, 71), f32::NAN);
-            let expected = naive(1.0, &a, &b, 0.0, &c);
-            with_faer(1.0, a.view(), b.view(), 0.0, c.view_mut(), threads);
-            assert_close(&c, &expected, 1e-5);
-        }
+        let a = random::<f32>(&mut rng, 67, 45);
+        let b = random::<f32>(&mut rng, 45, 71);
+        let mut c = Array2::from_elem((67, 71), f32::NAN);
+        let expected = naive(1.0, &a, &b, 0.0, &c);
+        with_faer(1.0, a.view(), b.view(), 0.0, c.view_mut());
+        assert_close(&c, &expected, 1e-5);
     }
 
     #[test]
-    fn plan_takes_gemm_for_vectors_and_transposed_a_and_faer_otherwise() {
-        // The recurrent product at batch 1, and dh_prev there.
-        assert_eq!(plan(1, 128, 512, [512, 1], 2), Plan::Gemm { threads: 1 });
-        assert_eq!(plan(1, 512, 128, [128, 1], 2), Plan::Gemm { threads: 1 });
+    fn plan_follows_the_measured_rules() {
+        let row_major = |cols: usize| [cols as isize, 1];
+        // Batch 1: the recurrent product and dh_prev are matrix-vector products.
+        assert_eq!(
+            plan(1, 128, 512, row_major(128), 2),
+            Plan::Gemm { threads: 1 }
+        );
+        assert_eq!(
+            plan(1, 512, 128, row_major(512), 2),
+            Plan::Gemm { threads: 1 }
+        );
         // dW_ih = dZᵀ·X: `a` is the transpose of a row-major `k×m` matrix.
         assert_eq!(
             plan(2048, 6400, 512, [1, 2048], 2),
             Plan::Gemm { threads: 2 }
         );
-        // The input projection of case 1, and a small product.
+        assert_eq!(plan(64, 1000, 8, [1, 64], 2), Plan::Gemm { threads: 1 });
+        // A step's products: faer up to batch 32, hidden 256, `gemm` for batch 64, hidden 512;
+        // never threaded.
+        assert_eq!(plan(32, 256, 1024, row_major(256), 2), Plan::Faer);
+        assert_eq!(plan(32, 1024, 256, row_major(1024), 2), Plan::Faer);
         assert_eq!(
-            plan(4096, 512, 2048, [512, 1], 2),
-            Plan::Faer { threads: 2 }
+            plan(64, 512, 2048, row_major(512), 2),
+            Plan::Gemm { threads: 1 }
         );
-        assert_eq!(plan(8, 8, 8, [8, 1], 2), Plan::Faer { threads: 1 });
+        // The input projection and the input gradient.
+        assert_eq!(
+            plan(4096, 512, 2048, row_major(512), 2),
+            Plan::Gemm { threads: 2 }
+        );
+        assert_eq!(plan(100, 8, 8, row_major(8), 2), Plan::Gemm { threads: 1 });
     }
 
     #[test]
