@@ -7,8 +7,8 @@
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
 //! swaps the roles of `alpha` and `beta`, and faer only replaces or adds; that stays inside this
 //! module) and take ndarray views of any strides, so transposed or sliced operands need no copy.
-//! One time step's products and products too small to gain from threads run on the calling
-//! thread; larger ones on [`num_threads`] Rayon threads.
+//! Small products (most of one time step's) run on the calling thread; larger ones on
+//! [`num_threads`] Rayon threads.
 
 use std::any::TypeId;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +20,8 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::Float;
 use crate::error::{Result, expect_shape as check};
+
+mod gemv;
 
 /// Multiply-adds below which a product runs single-threaded: handing work to other threads
 /// costs more than it saves there. The `gemm` crate's own default threading threshold.
@@ -122,30 +124,29 @@ enum Plan {
 }
 
 /// Rows up to which a product is one time step's (a batch of rows times a weight matrix, run
-/// once per step): it always runs on the calling thread. Handing a step's product to another
-/// thread costs wake-ups every step, and the `gemm_table` benchmark measured both libraries
-/// slower on two threads than on one for these shapes, up to 0.5× for `dh_prev` at batch 64.
+/// once per step), where faer can take it.
 const STEP_MAX_ROWS: usize = 64;
 
-/// Multiply-adds up to which faer runs a step's product: faer's kernels beat the `gemm`
-/// crate's by 15–30% there (batch 32, hidden 256: 73 against 58 GFLOP/s), and lose by about
-/// 5% on the larger products of batch 64, hidden 512.
+/// Multiply-adds up to which faer runs a step's product, on the calling thread: there faer's
+/// kernels beat the `gemm` crate's on one thread by 15–30% (batch 32, hidden 256: 73 against
+/// 58 GFLOP/s) and on two, whose wake-ups every step cost more than they save. Above, on the
+/// products of batch 64, hidden 512, `gemm` on two threads wins end to end.
 const FAER_MAX_WORK: usize = 1 << 24;
 
 /// Picks the library and threads for a product `a: m×k` times `b: k×n`, by the measurements of
-/// the `gemm_table` benchmark on the shapes of a layer call (f32, two threads):
+/// the `gemm_table` benchmark on the shapes of a layer call (f32, two threads) and of `lstm
+/// bench` end to end:
 ///
-/// - a matrix-vector product (`m` or `n` is 1, batch 1): `gemm` on the calling thread, whose
-///   vector kernels are the fastest there (faer's are close; matrixmultiply's 6× slower);
-/// - `a` stored transposed (the weight gradients `dZᵀ·X`): `gemm`; faer packs that layout
-///   slowly (about 0.6× of `gemm`);
-/// - a step's product (`m` ≤ [`STEP_MAX_ROWS`]): on the calling thread, faer up to
-///   [`FAER_MAX_WORK`] multiply-adds and `gemm` above;
-/// - anything else (the input projection of many steps, the input gradient): `gemm`, whose
-///   threaded kernels scale more steadily than faer's (faer on two threads measured as low as
-///   0.55× of one on the input projection with 128 inputs).
-///
-/// `gemm` goes on `max_threads` threads only from [`PARALLEL_MIN_WORK`] multiply-adds on.
+/// - a matrix-vector product (`m` or `n` is 1, batch 1; in f32 [`by_gemv`] takes most of
+///   these first): `gemm` on the calling thread, whose vector kernels are several times faster
+///   than faer's or matrixmultiply's there;
+/// - a small step's product (`m` ≤ [`STEP_MAX_ROWS`], at most [`FAER_MAX_WORK`]
+///   multiply-adds, `a` not stored transposed): faer on the calling thread;
+/// - anything else (large step products, the input projection of many steps, the gradients):
+///   `gemm`, on `max_threads` threads from [`PARALLEL_MIN_WORK`] multiply-adds on. faer packs
+///   a transposed `a` (the weight gradients `dZᵀ·X`) slowly, about 0.6× of `gemm`, and its
+///   threaded kernels scaled less steadily (down to 0.55× of one thread on the input projection
+///   with 128 inputs).
 fn plan(
     m: usize,
     k: usize,
@@ -157,12 +158,8 @@ fn plan(
     let a_transposed = a_row_stride.unsigned_abs() == 1 && a_col_stride.unsigned_abs() != 1;
     if m == 1 || n == 1 {
         Plan::Gemm { threads: 1 }
-    } else if m <= STEP_MAX_ROWS && !a_transposed {
-        if work <= FAER_MAX_WORK {
-            Plan::Faer
-        } else {
-            Plan::Gemm { threads: 1 }
-        }
+    } else if m <= STEP_MAX_ROWS && work <= FAER_MAX_WORK && !a_transposed {
+        Plan::Faer
     } else if work < PARALLEL_MIN_WORK {
         Plan::Gemm { threads: 1 }
     } else {
@@ -195,10 +192,61 @@ fn gemm_views<F: Float>(
         }
         return;
     }
+    if m == 1 && by_gemv(alpha, a, b, beta, &mut c) {
+        return;
+    }
     match plan(m, k, n, [a.strides()[0], a.strides()[1]], num_threads()) {
         Plan::Gemm { threads } => with_gemm(alpha, a, b, beta, c, threads),
         Plan::Faer => with_faer(alpha, a, b, beta, c),
     }
+}
+
+/// [`gemm_views`] for one contiguous row `a` of f32 times a contiguous matrix `b` (batch 1)
+/// by the vector kernels of [`gemv`], which beat the `gemm` crate's there by 15–40% (`linalg`
+/// against `gemm_seq` in the `gemm_table` benchmark); `false`, with nothing written, for other
+/// operands or on a machine without AVX2 and FMA.
+fn by_gemv<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    c: &mut ArrayViewMut2<'_, F>,
+) -> bool {
+    if TypeId::of::<F>() != TypeId::of::<f32>() {
+        return false;
+    }
+    let b_transposed = b.t();
+    let (Some(a), Some(c)) = (a.as_slice(), c.as_slice_mut()) else {
+        return false;
+    };
+    let (alpha, beta) = (alpha.to_f64_lossy() as f32, beta.to_f64_lossy() as f32);
+    // SAFETY (every cast): `F` is `f32`, checked above, so the slices are reinterpreted as the
+    // type they hold; the f64 round trip of the scalars is exact.
+    let (a, c) = unsafe { (as_f32(a), as_f32_mut(c)) };
+    let done = if let Some(w) = b_transposed.as_slice() {
+        gemv::dot_rows(alpha, a, unsafe { as_f32(w) }, beta, c)
+    } else if let Some(b) = b.as_slice() {
+        gemv::axpy_rows(alpha, a, unsafe { as_f32(b) }, beta, c)
+    } else {
+        None
+    };
+    done.is_some()
+}
+
+/// # Safety
+///
+/// `F` is `f32`.
+unsafe fn as_f32<F: Float>(values: &[F]) -> &[f32] {
+    // SAFETY: `F` is `f32`, as the caller guarantees.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) }
+}
+
+/// # Safety
+///
+/// `F` is `f32`.
+unsafe fn as_f32_mut<F: Float>(values: &mut [F]) -> &mut [f32] {
+    // SAFETY: `F` is `f32`, as the caller guarantees.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len()) }
 }
 
 /// [`gemm_views`] on the [`gemm`] crate.
@@ -630,6 +678,47 @@ mod tests {
     }
 
     #[test]
+    fn gemv_matches_naive_in_both_layouts() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for &(k, n) in &[(1, 1), (7, 3), (8, 4), (37, 29), (130, 70), (128, 512)] {
+            for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.5, 2.0)] {
+                let a = random::<f32>(&mut rng, 1, k);
+                let b = random::<f32>(&mut rng, k, n);
+                let mut c = random::<f32>(&mut rng, 1, n);
+                if beta == 0.0 {
+                    c.fill(f32::NAN);
+                }
+                let expected = naive(alpha, &a, &b, beta, &c);
+                // The recurrent projection's layout (`b` the transpose of a row-major
+                // matrix), then dh_prev's (`b` row-major).
+                let w = b.t().to_owned();
+                for b_view in [w.t(), b.view()] {
+                    let mut found = c.clone();
+                    let ran = by_gemv(alpha, a.view(), b_view, beta, &mut found.view_mut());
+                    assert_eq!(ran, gemv::has_avx2_fma());
+                    if ran {
+                        assert_close(&found, &expected, 1e-5);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_leaves_other_operands_to_the_general_kernels() {
+        let a = Array2::<f32>::ones((1, 6));
+        let b = Array2::<f32>::ones((6, 8));
+        let mut c = Array2::<f32>::zeros((1, 4));
+        let strided_b = b.slice(s![.., ..;2]);
+        assert!(!by_gemv(1.0, a.view(), strided_b, 0.0, &mut c.view_mut()));
+        let a = Array2::<f64>::ones((1, 6));
+        let b = Array2::<f64>::ones((6, 4));
+        let mut c = Array2::<f64>::zeros((1, 4));
+        assert!(!by_gemv(1.0, a.view(), b.view(), 0.0, &mut c.view_mut()));
+        assert!(c.iter().all(|&value| value == 0.0));
+    }
+
+    #[test]
     fn plan_follows_the_measured_rules() {
         let row_major = |cols: usize| [cols as isize, 1];
         // Batch 1: the recurrent product and dh_prev are matrix-vector products.
@@ -647,13 +736,13 @@ mod tests {
             Plan::Gemm { threads: 2 }
         );
         assert_eq!(plan(64, 1000, 8, [1, 64], 2), Plan::Gemm { threads: 1 });
-        // A step's products: faer up to batch 32, hidden 256, `gemm` for batch 64, hidden 512;
-        // never threaded.
+        // A step's products: faer up to batch 32, hidden 256, `gemm` on threads for batch 64,
+        // hidden 512.
         assert_eq!(plan(32, 256, 1024, row_major(256), 2), Plan::Faer);
         assert_eq!(plan(32, 1024, 256, row_major(1024), 2), Plan::Faer);
         assert_eq!(
             plan(64, 512, 2048, row_major(512), 2),
-            Plan::Gemm { threads: 1 }
+            Plan::Gemm { threads: 2 }
         );
         // The input projection and the input gradient.
         assert_eq!(
