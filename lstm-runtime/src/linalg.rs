@@ -7,8 +7,7 @@
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
 //! swaps the roles of `alpha` and `beta`, and faer only replaces or adds; that stays inside this
 //! module) and take ndarray views of any strides, so transposed or sliced operands need no copy.
-//! Small products (most of one time step's) run on the calling thread; larger ones on
-//! [`num_threads`] Rayon threads.
+//! Small products run on the calling thread; larger ones on [`num_threads`] Rayon threads.
 
 use std::any::TypeId;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,34 +118,37 @@ pub fn matmul_nn<F: Float>(
 enum Plan {
     /// The [`gemm`] crate on this many threads (1: the calling thread).
     Gemm { threads: usize },
-    /// [`faer`] on the calling thread.
-    Faer,
+    /// [`faer`] on this many threads (1: the calling thread).
+    Faer { threads: usize },
 }
 
-/// Rows up to which a product is one time step's (a batch of rows times a weight matrix, run
-/// once per step), where faer can take it.
-const STEP_MAX_ROWS: usize = 64;
+/// Multiply-adds from which faer goes on threads. Below, its product on one thread beat two
+/// (batch 1, the input projection of 64 steps with 64 inputs: 80 against 64 GFLOP/s); from
+/// batch 32, hidden 256 on (8.4M multiply-adds per step) two threads win, up to 1.4×.
+const FAER_PARALLEL_MIN_WORK: usize = 1 << 22;
 
-/// Multiply-adds up to which faer runs a step's product, on the calling thread: there faer's
-/// kernels beat the `gemm` crate's on one thread by 15–30% (batch 32, hidden 256: 73 against
-/// 58 GFLOP/s) and on two, whose wake-ups every step cost more than they save. Above, on the
-/// products of batch 64, hidden 512, `gemm` on two threads wins end to end.
-const FAER_MAX_WORK: usize = 1 << 24;
+/// Columns below which a product of many rows (more than [`NARROW_MAX_ROWS`]) goes to the
+/// `gemm` crate: on the input gradient `dX = dZ·W_ih` with 64 or 128 inputs its threaded
+/// kernels beat faer's by 10–20%.
+const NARROW_COLUMNS: usize = 256;
 
-/// Picks the library and threads for a product `a: m×k` times `b: k×n`, by the measurements of
-/// the `gemm_table` benchmark on the shapes of a layer call (f32, two threads) and of `lstm
-/// bench` end to end:
+/// Rows up to which a product is one time step's (a batch), never "narrow".
+const NARROW_MAX_ROWS: usize = 64;
+
+/// Picks the library and threads for a product `a: m×k` times `b: k×n`, by the `gemm_table`
+/// benchmark on the shapes of a layer call (f32, two otherwise idle threads):
 ///
 /// - a matrix-vector product (`m` or `n` is 1, batch 1; in f32 [`by_gemv`] takes most of
 ///   these first): `gemm` on the calling thread, whose vector kernels are several times faster
 ///   than faer's or matrixmultiply's there;
-/// - a small step's product (`m` ≤ [`STEP_MAX_ROWS`], at most [`FAER_MAX_WORK`]
-///   multiply-adds, `a` not stored transposed): faer on the calling thread;
-/// - anything else (large step products, the input projection of many steps, the gradients):
-///   `gemm`, on `max_threads` threads from [`PARALLEL_MIN_WORK`] multiply-adds on. faer packs
-///   a transposed `a` (the weight gradients `dZᵀ·X`) slowly, about 0.6× of `gemm`, and its
-///   threaded kernels scaled less steadily (down to 0.55× of one thread on the input projection
-///   with 128 inputs).
+/// - `a` stored transposed (the weight gradients `dZᵀ·X`): `gemm`, which packs that layout
+///   well (faer: 0.65–0.8× of it);
+/// - narrow products of many rows (the input gradient with few inputs): `gemm`;
+/// - anything else (the projections, `dh_prev`): faer, 5–55% faster than `gemm` there (most on
+///   a step's products: `dh_prev` at batch 64, hidden 512 runs at 94 against 70 GFLOP/s).
+///
+/// `gemm` goes on `max_threads` threads from [`PARALLEL_MIN_WORK`] multiply-adds on, faer from
+/// [`FAER_PARALLEL_MIN_WORK`].
 fn plan(
     m: usize,
     k: usize,
@@ -156,15 +158,17 @@ fn plan(
 ) -> Plan {
     let work = m.saturating_mul(n).saturating_mul(k);
     let a_transposed = a_row_stride.unsigned_abs() == 1 && a_col_stride.unsigned_abs() != 1;
+    let narrow = m > NARROW_MAX_ROWS && n < NARROW_COLUMNS;
+    let threads_from = |min_work: usize| if work < min_work { 1 } else { max_threads };
     if m == 1 || n == 1 {
         Plan::Gemm { threads: 1 }
-    } else if m <= STEP_MAX_ROWS && work <= FAER_MAX_WORK && !a_transposed {
-        Plan::Faer
-    } else if work < PARALLEL_MIN_WORK {
-        Plan::Gemm { threads: 1 }
-    } else {
+    } else if a_transposed || narrow {
         Plan::Gemm {
-            threads: max_threads,
+            threads: threads_from(PARALLEL_MIN_WORK),
+        }
+    } else {
+        Plan::Faer {
+            threads: threads_from(FAER_PARALLEL_MIN_WORK),
         }
     }
 }
@@ -197,7 +201,7 @@ fn gemm_views<F: Float>(
     }
     match plan(m, k, n, [a.strides()[0], a.strides()[1]], num_threads()) {
         Plan::Gemm { threads } => with_gemm(alpha, a, b, beta, c, threads),
-        Plan::Faer => with_faer(alpha, a, b, beta, c),
+        Plan::Faer { threads } => with_faer(alpha, a, b, beta, c, threads),
     }
 }
 
@@ -299,14 +303,14 @@ fn with_gemm<F: Float>(
     }
 }
 
-/// [`gemm_views`] on [`faer`] on the calling thread, for `F` = `f32` or `f64` (`Float` is
-/// sealed to those two).
+/// [`gemm_views`] on [`faer`], for `F` = `f32` or `f64` (`Float` is sealed to those two).
 fn with_faer<F: Float>(
     alpha: F,
     a: ArrayView2<'_, F>,
     b: ArrayView2<'_, F>,
     beta: F,
     mut c: ArrayViewMut2<'_, F>,
+    threads: usize,
 ) {
     // faer only replaces or adds to `c`: any other `beta` scales `c` first. `Replace` never
     // reads `c`, so `beta == 0` keeps BLAS's semantics (NaN in `c` does not leak).
@@ -328,6 +332,11 @@ fn with_faer<F: Float>(
         b: (b.as_ptr().cast(), b.strides()[0], b.strides()[1]),
         c: (c.as_mut_ptr().cast(), c.strides()[0], c.strides()[1]),
         accum,
+        par: if threads > 1 {
+            Par::rayon(threads)
+        } else {
+            Par::Seq
+        },
     };
     let alpha = alpha.to_f64_lossy();
     // SAFETY (both arms): the pointers and strides are those of the caller's views, which fit
@@ -352,6 +361,7 @@ struct FaerOperands {
     b: (*const (), isize, isize),
     c: (*mut (), isize, isize),
     accum: Accum,
+    par: Par,
 }
 
 impl FaerOperands {
@@ -370,6 +380,7 @@ impl FaerOperands {
             b,
             c,
             accum,
+            par,
         } = self;
         // SAFETY: as this function's contract states.
         let (a, b, c) = unsafe {
@@ -379,7 +390,7 @@ impl FaerOperands {
                 MatMut::from_raw_parts_mut(c.0.cast::<T>(), m, n, c.1, c.2),
             )
         };
-        faer::linalg::matmul::matmul(c, accum, a, b, alpha, Par::Seq);
+        faer::linalg::matmul::matmul(c, accum, a, b, alpha, par);
     }
 }
 
@@ -607,10 +618,11 @@ mod tests {
     }
 
     /// Every backend [`plan`] can choose, forced.
-    const PLANS: [Plan; 3] = [
+    const PLANS: [Plan; 4] = [
         Plan::Gemm { threads: 1 },
         Plan::Gemm { threads: 2 },
-        Plan::Faer,
+        Plan::Faer { threads: 1 },
+        Plan::Faer { threads: 2 },
     ];
 
     /// `(m, k, n)` for the forced backends (`k ≥ 1`: `gemm_views` handles `k = 0` before
@@ -656,7 +668,9 @@ mod tests {
                             Plan::Gemm { threads } => {
                                 with_gemm(alpha, a_view, b_view, beta, c_view, threads);
                             }
-                            Plan::Faer => with_faer(alpha, a_view, b_view, beta, c_view),
+                            Plan::Faer { threads } => {
+                                with_faer(alpha, a_view, b_view, beta, c_view, threads);
+                            }
                         }
                         let found = stored_view(&mut c_buffer, c_storage).to_owned();
                         assert_close(&found, &expected, 1e-12);
@@ -673,8 +687,11 @@ mod tests {
         let b = random::<f32>(&mut rng, 45, 71);
         let mut c = Array2::from_elem((67, 71), f32::NAN);
         let expected = naive(1.0, &a, &b, 0.0, &c);
-        with_faer(1.0, a.view(), b.view(), 0.0, c.view_mut());
-        assert_close(&c, &expected, 1e-5);
+        for threads in [1, 2] {
+            c.fill(f32::NAN);
+            with_faer(1.0, a.view(), b.view(), 0.0, c.view_mut(), threads);
+            assert_close(&c, &expected, 1e-5);
+        }
     }
 
     #[test]
@@ -736,17 +753,27 @@ mod tests {
             Plan::Gemm { threads: 2 }
         );
         assert_eq!(plan(64, 1000, 8, [1, 64], 2), Plan::Gemm { threads: 1 });
-        // A step's products: faer up to batch 32, hidden 256, `gemm` on threads for batch 64,
-        // hidden 512.
-        assert_eq!(plan(32, 256, 1024, row_major(256), 2), Plan::Faer);
-        assert_eq!(plan(32, 1024, 256, row_major(1024), 2), Plan::Faer);
+        // A step's products and the input projection: faer, on threads from batch 32,
+        // hidden 256 on.
         assert_eq!(
-            plan(64, 512, 2048, row_major(512), 2),
-            Plan::Gemm { threads: 2 }
+            plan(32, 256, 1024, row_major(256), 2),
+            Plan::Faer { threads: 2 }
         );
-        // The input projection and the input gradient.
+        assert_eq!(
+            plan(64, 2048, 512, row_major(2048), 2),
+            Plan::Faer { threads: 2 }
+        );
+        assert_eq!(
+            plan(64, 64, 512, row_major(64), 2),
+            Plan::Faer { threads: 1 }
+        );
         assert_eq!(
             plan(4096, 512, 2048, row_major(512), 2),
+            Plan::Faer { threads: 2 }
+        );
+        // The input gradient with few inputs is narrow.
+        assert_eq!(
+            plan(6400, 1024, 128, row_major(1024), 2),
             Plan::Gemm { threads: 2 }
         );
         assert_eq!(plan(100, 8, 8, row_major(8), 2), Plan::Gemm { threads: 1 });
