@@ -1,19 +1,15 @@
 //! The matrix products of the runtime. Every GEMM a layer runs (the input projection of all
 //! time steps, the recurrent projection of each step, and later the weight gradients of
-//! backpropagation through time) goes through the three functions here, which run each product
-//! on whichever of two pure Rust libraries, the [`gemm`] crate or [`faer`], measured faster for
-//! its shape (see [`plan`]).
+//! backpropagation through time) goes through the three functions here, which wrap the pure
+//! Rust [`gemm`] crate, with vector kernels of their own for batch 1 ([`gemv`]).
 //!
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
-//! swaps the roles of `alpha` and `beta`, and faer only replaces or adds; that stays inside this
-//! module) and take ndarray views of any strides, so transposed or sliced operands need no copy.
+//! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views of any strides, so transposed or sliced operands need no copy.
 //! Small products run on the calling thread; larger ones on [`num_threads`] Rayon threads.
 
 use std::any::TypeId;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use faer::traits::ComplexField;
-use faer::{Accum, MatMut, MatRef, Par};
 use gemm::Parallelism;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -113,63 +109,20 @@ pub fn matmul_nn<F: Float>(
     Ok(())
 }
 
-/// The kernel library and thread count that run one product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plan {
-    /// The [`gemm`] crate on this many threads (1: the calling thread).
-    Gemm { threads: usize },
-    /// [`faer`] on this many threads (1: the calling thread).
-    Faer { threads: usize },
-}
-
-/// Multiply-adds from which faer goes on threads. Below, its product on one thread beat two
-/// (batch 1, the input projection of 64 steps with 64 inputs: 80 against 64 GFLOP/s); from
-/// batch 32, hidden 256 on (8.4M multiply-adds per step) two threads win, up to 1.4×.
-const FAER_PARALLEL_MIN_WORK: usize = 1 << 22;
-
-/// Columns below which a product of many rows (more than [`NARROW_MAX_ROWS`]) goes to the
-/// `gemm` crate: on the input gradient `dX = dZ·W_ih` with 64 or 128 inputs its threaded
-/// kernels beat faer's by 10–20%.
-const NARROW_COLUMNS: usize = 256;
-
-/// Rows up to which a product is one time step's (a batch), never "narrow".
-const NARROW_MAX_ROWS: usize = 64;
-
-/// Picks the library and threads for a product `a: m×k` times `b: k×n`, by the `gemm_table`
-/// benchmark on the shapes of a layer call (f32, two otherwise idle threads):
+/// Threads for a product `a: m×k` times `b: k×n` on the `gemm` crate: a matrix-vector product
+/// (`m` or `n` is 1, batch 1; in f32 [`by_gemv`] takes most of these first) and anything below
+/// [`PARALLEL_MIN_WORK`] multiply-adds runs on the calling thread, the rest on `max_threads`.
 ///
-/// - a matrix-vector product (`m` or `n` is 1, batch 1; in f32 [`by_gemv`] takes most of
-///   these first): `gemm` on the calling thread, whose vector kernels are several times faster
-///   than faer's or matrixmultiply's there;
-/// - `a` stored transposed (the weight gradients `dZᵀ·X`): `gemm`, which packs that layout
-///   well (faer: 0.65–0.8× of it);
-/// - narrow products of many rows (the input gradient with few inputs): `gemm`;
-/// - anything else (the projections, `dh_prev`): faer, 5–55% faster than `gemm` there (most on
-///   a step's products: `dh_prev` at batch 64, hidden 512 runs at 94 against 70 GFLOP/s).
-///
-/// `gemm` goes on `max_threads` threads from [`PARALLEL_MIN_WORK`] multiply-adds on, faer from
-/// [`FAER_PARALLEL_MIN_WORK`].
-fn plan(
-    m: usize,
-    k: usize,
-    n: usize,
-    [a_row_stride, a_col_stride]: [isize; 2],
-    max_threads: usize,
-) -> Plan {
+/// faer was measured too (the `gemm_table` benchmark): alone, on two idle threads, it beats
+/// `gemm` by 5–55% on the projections and `dh_prev`, but inside a layer call, where its thread
+/// pool alternates with `gemm`'s, forward plus backward got slower end to end (batch 32,
+/// hidden 256: 1.3×), so it is not used.
+fn threads_for(m: usize, k: usize, n: usize, max_threads: usize) -> usize {
     let work = m.saturating_mul(n).saturating_mul(k);
-    let a_transposed = a_row_stride.unsigned_abs() == 1 && a_col_stride.unsigned_abs() != 1;
-    let narrow = m > NARROW_MAX_ROWS && n < NARROW_COLUMNS;
-    let threads_from = |min_work: usize| if work < min_work { 1 } else { max_threads };
-    if m == 1 || n == 1 {
-        Plan::Gemm { threads: 1 }
-    } else if a_transposed || narrow {
-        Plan::Gemm {
-            threads: threads_from(PARALLEL_MIN_WORK),
-        }
+    if m == 1 || n == 1 || work < PARALLEL_MIN_WORK {
+        1
     } else {
-        Plan::Faer {
-            threads: threads_from(FAER_PARALLEL_MIN_WORK),
-        }
+        max_threads
     }
 }
 
@@ -199,10 +152,7 @@ fn gemm_views<F: Float>(
     if m == 1 && by_gemv(alpha, a, b, beta, &mut c) {
         return;
     }
-    match plan(m, k, n, [a.strides()[0], a.strides()[1]], num_threads()) {
-        Plan::Gemm { threads } => with_gemm(alpha, a, b, beta, c, threads),
-        Plan::Faer { threads } => with_faer(alpha, a, b, beta, c, threads),
-    }
+    with_gemm(alpha, a, b, beta, c, threads_for(m, k, n, num_threads()));
 }
 
 /// [`gemm_views`] for one contiguous row `a` of f32 times a contiguous matrix `b` (batch 1)
@@ -300,97 +250,6 @@ fn with_gemm<F: Float>(
             false,
             parallelism,
         );
-    }
-}
-
-/// [`gemm_views`] on [`faer`], for `F` = `f32` or `f64` (`Float` is sealed to those two).
-fn with_faer<F: Float>(
-    alpha: F,
-    a: ArrayView2<'_, F>,
-    b: ArrayView2<'_, F>,
-    beta: F,
-    mut c: ArrayViewMut2<'_, F>,
-    threads: usize,
-) {
-    // faer only replaces or adds to `c`: any other `beta` scales `c` first. `Replace` never
-    // reads `c`, so `beta == 0` keeps BLAS's semantics (NaN in `c` does not leak).
-    let accum = if beta == F::zero() {
-        Accum::Replace
-    } else {
-        if beta != F::one() {
-            c.map_inplace(|value| *value = beta * *value);
-        }
-        Accum::Add
-    };
-    let (m, k) = a.dim();
-    let n = b.ncols();
-    let operands = FaerOperands {
-        m,
-        k,
-        n,
-        a: (a.as_ptr().cast(), a.strides()[0], a.strides()[1]),
-        b: (b.as_ptr().cast(), b.strides()[0], b.strides()[1]),
-        c: (c.as_mut_ptr().cast(), c.strides()[0], c.strides()[1]),
-        accum,
-        par: if threads > 1 {
-            Par::rayon(threads)
-        } else {
-            Par::Seq
-        },
-    };
-    let alpha = alpha.to_f64_lossy();
-    // SAFETY (both arms): the pointers and strides are those of the caller's views, which fit
-    // `m×k`, `k×n`, `m×n`; `c` is unique, so it overlaps neither operand; and the `TypeId`
-    // check makes the element type the one the pointers were cast to. The round trip of
-    // `alpha` through f64 is exact for f32 and f64.
-    if TypeId::of::<F>() == TypeId::of::<f32>() {
-        unsafe { operands.run::<f32>(alpha as f32) }
-    } else {
-        debug_assert_eq!(TypeId::of::<F>(), TypeId::of::<f64>());
-        unsafe { operands.run::<f64>(alpha) }
-    }
-}
-
-/// A product's operands as raw parts `(pointer, row stride, column stride)`, element type
-/// erased, so [`with_faer`] can hand them to faer's kernel for the concrete type.
-struct FaerOperands {
-    m: usize,
-    k: usize,
-    n: usize,
-    a: (*const (), isize, isize),
-    b: (*const (), isize, isize),
-    c: (*mut (), isize, isize),
-    accum: Accum,
-    par: Par,
-}
-
-impl FaerOperands {
-    /// `c ← (c if accum is Add) + alpha·a·b` in element type `T`.
-    ///
-    /// # Safety
-    ///
-    /// The pointers point to elements of type `T` and, with their strides, describe an
-    /// `m×k` matrix `a`, a `k×n` matrix `b` and an `m×n` matrix `c` that overlaps neither.
-    unsafe fn run<T: ComplexField + Copy>(self, alpha: T) {
-        let Self {
-            m,
-            k,
-            n,
-            a,
-            b,
-            c,
-            accum,
-            par,
-        } = self;
-        // SAFETY: as this function's contract states.
-        let (a, b, c) = unsafe {
-            (
-                MatRef::from_raw_parts(a.0.cast::<T>(), m, k, a.1, a.2),
-                MatRef::from_raw_parts(b.0.cast::<T>(), k, n, b.1, b.2),
-                MatMut::from_raw_parts_mut(c.0.cast::<T>(), m, n, c.1, c.2),
-            )
-        };
-        faer::linalg::matmul::matmul(c, accum, a, b, alpha, par);
     }
 }
 
@@ -617,16 +476,8 @@ mod tests {
         }
     }
 
-    /// Every backend [`plan`] can choose, forced.
-    const PLANS: [Plan; 4] = [
-        Plan::Gemm { threads: 1 },
-        Plan::Gemm { threads: 2 },
-        Plan::Faer { threads: 1 },
-        Plan::Faer { threads: 2 },
-    ];
-
     /// `(m, k, n)` for the forced backends (`k ≥ 1`: `gemm_views` handles `k = 0` before
-    /// choosing): vectors, odd sizes, and products past faer's small-matrix kernels.
+    /// choosing): vectors, odd sizes, and products past the small-matrix kernels.
     const BACKEND_SHAPES: &[(usize, usize, usize)] = &[
         (1, 1, 1),
         (1, 7, 1),
@@ -639,9 +490,9 @@ mod tests {
     ];
 
     #[test]
-    fn every_backend_matches_naive_on_every_storage() {
+    fn every_thread_count_matches_naive_on_every_storage() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for plan in PLANS {
+        for threads in [1, 2] {
             for &(m, k, n) in BACKEND_SHAPES {
                 for (a_storage, b_storage, c_storage) in STORAGES
                     .into_iter()
@@ -664,33 +515,12 @@ mod tests {
                         let b_view = stored_view(&mut b_buffer, b_storage);
                         let c_view = stored_view(&mut c_buffer, c_storage);
                         let (a_view, b_view) = (a_view.view(), b_view.view());
-                        match plan {
-                            Plan::Gemm { threads } => {
-                                with_gemm(alpha, a_view, b_view, beta, c_view, threads);
-                            }
-                            Plan::Faer { threads } => {
-                                with_faer(alpha, a_view, b_view, beta, c_view, threads);
-                            }
-                        }
+                        with_gemm(alpha, a_view, b_view, beta, c_view, threads);
                         let found = stored_view(&mut c_buffer, c_storage).to_owned();
                         assert_close(&found, &expected, 1e-12);
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn faer_runs_f32_too() {
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let a = random::<f32>(&mut rng, 67, 45);
-        let b = random::<f32>(&mut rng, 45, 71);
-        let mut c = Array2::from_elem((67, 71), f32::NAN);
-        let expected = naive(1.0, &a, &b, 0.0, &c);
-        for threads in [1, 2] {
-            c.fill(f32::NAN);
-            with_faer(1.0, a.view(), b.view(), 0.0, c.view_mut(), threads);
-            assert_close(&c, &expected, 1e-5);
         }
     }
 
@@ -736,47 +566,12 @@ mod tests {
     }
 
     #[test]
-    fn plan_follows_the_measured_rules() {
-        let row_major = |cols: usize| [cols as isize, 1];
-        // Batch 1: the recurrent product and dh_prev are matrix-vector products.
-        assert_eq!(
-            plan(1, 128, 512, row_major(128), 2),
-            Plan::Gemm { threads: 1 }
-        );
-        assert_eq!(
-            plan(1, 512, 128, row_major(512), 2),
-            Plan::Gemm { threads: 1 }
-        );
-        // dW_ih = dZᵀ·X: `a` is the transpose of a row-major `k×m` matrix.
-        assert_eq!(
-            plan(2048, 6400, 512, [1, 2048], 2),
-            Plan::Gemm { threads: 2 }
-        );
-        assert_eq!(plan(64, 1000, 8, [1, 64], 2), Plan::Gemm { threads: 1 });
-        // A step's products and the input projection: faer, on threads from batch 32,
-        // hidden 256 on.
-        assert_eq!(
-            plan(32, 256, 1024, row_major(256), 2),
-            Plan::Faer { threads: 2 }
-        );
-        assert_eq!(
-            plan(64, 2048, 512, row_major(2048), 2),
-            Plan::Faer { threads: 2 }
-        );
-        assert_eq!(
-            plan(64, 64, 512, row_major(64), 2),
-            Plan::Faer { threads: 1 }
-        );
-        assert_eq!(
-            plan(4096, 512, 2048, row_major(512), 2),
-            Plan::Faer { threads: 2 }
-        );
-        // The input gradient with few inputs is narrow.
-        assert_eq!(
-            plan(6400, 1024, 128, row_major(1024), 2),
-            Plan::Gemm { threads: 2 }
-        );
-        assert_eq!(plan(100, 8, 8, row_major(8), 2), Plan::Gemm { threads: 1 });
+    fn vectors_and_small_products_stay_on_the_calling_thread() {
+        assert_eq!(threads_for(1, 128, 512, 2), 1);
+        assert_eq!(threads_for(1, 4096, 4096, 2), 1);
+        assert_eq!(threads_for(4096, 4096, 1, 2), 1);
+        assert_eq!(threads_for(8, 8, 8, 2), 1);
+        assert_eq!(threads_for(64, 512, 2048, 2), 2);
     }
 
     #[test]
