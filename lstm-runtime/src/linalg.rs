@@ -1,13 +1,13 @@
 //! The matrix products of the runtime. Every GEMM a layer runs (the input projection of all
 //! time steps, the recurrent projection of each step, and later the weight gradients of
 //! backpropagation through time) goes through the three functions here, which wrap the pure
-//! Rust [`gemm`] crate.
+//! Rust [`gemm`] crate, with vector kernels of their own for batch 1 ([`gemv`]).
 //!
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
-//! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views
-//! of any strides, so transposed or sliced operands need no copy. Products too small to gain
-//! from threads run on the calling thread; larger ones on [`num_threads`] Rayon threads.
+//! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views of any strides, so transposed or sliced operands need no copy.
+//! Small products run on the calling thread; larger ones on [`num_threads`] Rayon threads.
 
+use std::any::TypeId;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gemm::Parallelism;
@@ -15,6 +15,8 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::Float;
 use crate::error::{Result, expect_shape as check};
+
+mod gemv;
 
 /// Multiply-adds below which a product runs single-threaded: handing work to other threads
 /// costs more than it saves there. The `gemm` crate's own default threading threshold.
@@ -107,6 +109,23 @@ pub fn matmul_nn<F: Float>(
     Ok(())
 }
 
+/// Threads for a product `a: m×k` times `b: k×n` on the `gemm` crate: a matrix-vector product
+/// (`m` or `n` is 1, batch 1; in f32 [`by_gemv`] takes most of these first) and anything below
+/// [`PARALLEL_MIN_WORK`] multiply-adds runs on the calling thread, the rest on `max_threads`.
+///
+/// faer was measured too (the `gemm_table` benchmark): alone, on two idle threads, it beats
+/// `gemm` by 5–55% on the projections and `dh_prev`, but inside a layer call, where its thread
+/// pool alternates with `gemm`'s, forward plus backward got slower end to end (batch 32,
+/// hidden 256: 1.3×), so it is not used.
+fn threads_for(m: usize, k: usize, n: usize, max_threads: usize) -> usize {
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if m == 1 || n == 1 || work < PARALLEL_MIN_WORK {
+        1
+    } else {
+        max_threads
+    }
+}
+
 /// `c ← beta·c + alpha·a·b` for views whose shapes the caller has checked to fit.
 fn gemm_views<F: Float>(
     alpha: F,
@@ -130,10 +149,75 @@ fn gemm_views<F: Float>(
         }
         return;
     }
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_WORK {
-        Parallelism::None
+    if m == 1 && by_gemv(alpha, a, b, beta, &mut c) {
+        return;
+    }
+    with_gemm(alpha, a, b, beta, c, threads_for(m, k, n, num_threads()));
+}
+
+/// [`gemm_views`] for one contiguous row `a` of f32 times a contiguous matrix `b` (batch 1)
+/// by the vector kernels of [`gemv`], which beat the `gemm` crate's there by 15–40% (`linalg`
+/// against `gemm_seq` in the `gemm_table` benchmark); `false`, with nothing written, for other
+/// operands or on a machine without AVX2 and FMA.
+fn by_gemv<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    c: &mut ArrayViewMut2<'_, F>,
+) -> bool {
+    if TypeId::of::<F>() != TypeId::of::<f32>() {
+        return false;
+    }
+    let b_transposed = b.t();
+    let (Some(a), Some(c)) = (a.as_slice(), c.as_slice_mut()) else {
+        return false;
+    };
+    let (alpha, beta) = (alpha.to_f64_lossy() as f32, beta.to_f64_lossy() as f32);
+    // SAFETY (every cast): `F` is `f32`, checked above, so the slices are reinterpreted as the
+    // type they hold; the f64 round trip of the scalars is exact.
+    let (a, c) = unsafe { (as_f32(a), as_f32_mut(c)) };
+    let done = if let Some(w) = b_transposed.as_slice() {
+        gemv::dot_rows(alpha, a, unsafe { as_f32(w) }, beta, c)
+    } else if let Some(b) = b.as_slice() {
+        gemv::axpy_rows(alpha, a, unsafe { as_f32(b) }, beta, c)
     } else {
-        Parallelism::Rayon(num_threads())
+        None
+    };
+    done.is_some()
+}
+
+/// # Safety
+///
+/// `F` is `f32`.
+unsafe fn as_f32<F: Float>(values: &[F]) -> &[f32] {
+    // SAFETY: `F` is `f32`, as the caller guarantees.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) }
+}
+
+/// # Safety
+///
+/// `F` is `f32`.
+unsafe fn as_f32_mut<F: Float>(values: &mut [F]) -> &mut [f32] {
+    // SAFETY: `F` is `f32`, as the caller guarantees.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len()) }
+}
+
+/// [`gemm_views`] on the [`gemm`] crate.
+fn with_gemm<F: Float>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ArrayViewMut2<'_, F>,
+    threads: usize,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
     };
     let [c_rs, c_cs] = [c.strides()[0], c.strides()[1]];
     let [a_rs, a_cs] = [a.strides()[0], a.strides()[1]];
@@ -357,6 +441,137 @@ mod tests {
             matmul_nn(1.0, a.view(), b.view(), 0.0, c.view_mut()),
             Err(Error::shape_mismatch("matmul_nn: c", &[2, 5], &[2, 4]))
         );
+    }
+
+    /// How a test stores a logical matrix: its view has these strides.
+    #[derive(Clone, Copy, Debug)]
+    enum Storage {
+        RowMajor,
+        ColumnMajor,
+        /// Every other row, backwards, and every third column: negative and non-unit strides.
+        Strided,
+    }
+
+    const STORAGES: [Storage; 3] = [Storage::RowMajor, Storage::ColumnMajor, Storage::Strided];
+
+    /// A buffer holding `x` in `storage`; [`stored_view`] gives the view of `x` in it.
+    fn store<F: Float>(x: &Array2<F>, storage: Storage) -> Array2<F> {
+        let (rows, cols) = x.dim();
+        match storage {
+            Storage::RowMajor => x.clone(),
+            Storage::ColumnMajor => x.t().to_owned(),
+            Storage::Strided => {
+                let mut buffer = Array2::from_elem((2 * rows, 3 * cols), F::nan());
+                buffer.slice_mut(s![..;-2, 1..;3]).assign(x);
+                buffer
+            }
+        }
+    }
+
+    fn stored_view<F: Float>(buffer: &mut Array2<F>, storage: Storage) -> ArrayViewMut2<'_, F> {
+        match storage {
+            Storage::RowMajor => buffer.view_mut(),
+            Storage::ColumnMajor => buffer.view_mut().reversed_axes(),
+            Storage::Strided => buffer.slice_mut(s![..;-2, 1..;3]),
+        }
+    }
+
+    /// `(m, k, n)` for the forced backends (`k ≥ 1`: `gemm_views` handles `k = 0` before
+    /// choosing): vectors, odd sizes, and products past the small-matrix kernels.
+    const BACKEND_SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (1, 7, 1),
+        (1, 37, 29),
+        (29, 37, 1),
+        (3, 4, 5),
+        (17, 13, 11),
+        (33, 65, 31),
+        (67, 45, 71),
+    ];
+
+    #[test]
+    fn every_thread_count_matches_naive_on_every_storage() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for threads in [1, 2] {
+            for &(m, k, n) in BACKEND_SHAPES {
+                for (a_storage, b_storage, c_storage) in STORAGES
+                    .into_iter()
+                    .flat_map(|a| STORAGES.into_iter().map(move |b| (a, b)))
+                    .flat_map(|(a, b)| STORAGES.into_iter().map(move |c| (a, b, c)))
+                {
+                    // beta 0 over NaN (must not leak), beta 1 (accumulate), and general scalars.
+                    for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.5, 2.0)] {
+                        let a = random::<f64>(&mut rng, m, k);
+                        let b = random::<f64>(&mut rng, k, n);
+                        let mut c = random::<f64>(&mut rng, m, n);
+                        if beta == 0.0 {
+                            c.fill(f64::NAN);
+                        }
+                        let expected = naive(alpha, &a, &b, beta, &c);
+                        let (mut a_buffer, mut b_buffer) =
+                            (store(&a, a_storage), store(&b, b_storage));
+                        let mut c_buffer = store(&c, c_storage);
+                        let a_view = stored_view(&mut a_buffer, a_storage);
+                        let b_view = stored_view(&mut b_buffer, b_storage);
+                        let c_view = stored_view(&mut c_buffer, c_storage);
+                        let (a_view, b_view) = (a_view.view(), b_view.view());
+                        with_gemm(alpha, a_view, b_view, beta, c_view, threads);
+                        let found = stored_view(&mut c_buffer, c_storage).to_owned();
+                        assert_close(&found, &expected, 1e-12);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_matches_naive_in_both_layouts() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for &(k, n) in &[(1, 1), (7, 3), (8, 4), (37, 29), (130, 70), (128, 512)] {
+            for (alpha, beta) in [(1.0, 0.0), (1.0, 1.0), (-0.5, 2.0)] {
+                let a = random::<f32>(&mut rng, 1, k);
+                let b = random::<f32>(&mut rng, k, n);
+                let mut c = random::<f32>(&mut rng, 1, n);
+                if beta == 0.0 {
+                    c.fill(f32::NAN);
+                }
+                let expected = naive(alpha, &a, &b, beta, &c);
+                // The recurrent projection's layout (`b` the transpose of a row-major
+                // matrix), then dh_prev's (`b` row-major).
+                let w = b.t().to_owned();
+                for b_view in [w.t(), b.view()] {
+                    let mut found = c.clone();
+                    let ran = by_gemv(alpha, a.view(), b_view, beta, &mut found.view_mut());
+                    assert_eq!(ran, gemv::has_avx2_fma());
+                    if ran {
+                        assert_close(&found, &expected, 1e-5);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_leaves_other_operands_to_the_general_kernels() {
+        let a = Array2::<f32>::ones((1, 6));
+        let b = Array2::<f32>::ones((6, 8));
+        let mut c = Array2::<f32>::zeros((1, 4));
+        let strided_b = b.slice(s![.., ..;2]);
+        assert!(!by_gemv(1.0, a.view(), strided_b, 0.0, &mut c.view_mut()));
+        let a = Array2::<f64>::ones((1, 6));
+        let b = Array2::<f64>::ones((6, 4));
+        let mut c = Array2::<f64>::zeros((1, 4));
+        assert!(!by_gemv(1.0, a.view(), b.view(), 0.0, &mut c.view_mut()));
+        assert!(c.iter().all(|&value| value == 0.0));
+    }
+
+    #[test]
+    fn vectors_and_small_products_stay_on_the_calling_thread() {
+        assert_eq!(threads_for(1, 128, 512, 2), 1);
+        assert_eq!(threads_for(1, 4096, 4096, 2), 1);
+        assert_eq!(threads_for(4096, 4096, 1, 2), 1);
+        assert_eq!(threads_for(8, 8, 8, 2), 1);
+        assert_eq!(threads_for(64, 512, 2048, 2), 2);
     }
 
     #[test]

@@ -1,0 +1,166 @@
+//! Matrix-vector products in f32 for batch 1, where one time step's products are a row vector
+//! times a weight matrix that sits in cache: `c ← beta·c + alpha·a·b` with `a` and `c` one
+//! contiguous row and `b` a contiguous matrix, in either of the two layouts a layer uses. The
+//! kernels use AVX2 and FMA intrinsics (checked at run time); on other machines, or other
+//! operands, [`super`] falls back to the `gemm` crate.
+
+/// Lanes of one AVX2 register of f32, and the width of every accumulator.
+const LANES: usize = 8;
+
+/// Rows of the weight matrix that one pass of the `dot_rows` kernel reads together: each
+/// register of `a` loaded once feeds this many independent chains of fused multiply-adds,
+/// enough to hide their latency; the reduction at the end relies on it being `LANES`.
+const DOT_ROWS: usize = LANES;
+
+/// Columns that one pass of the `axpy_rows` kernel accumulates in registers: eight
+/// independent chains of fused multiply-adds, enough to hide their latency.
+const AXPY_COLUMNS: usize = 8 * LANES;
+
+/// `c ← beta·c + alpha·W·a`, i.e. `c = a·Wᵀ` with `w` row-major `n×k` (`n = c.len()`,
+/// `k = a.len()`): the recurrent projection `h_prev · W_hhᵀ` at batch 1. `None` (nothing
+/// written) when the machine lacks AVX2 or FMA.
+pub(super) fn dot_rows(alpha: f32, a: &[f32], w: &[f32], beta: f32, c: &mut [f32]) -> Option<()> {
+    debug_assert_eq!(w.len(), a.len() * c.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for, checked above.
+        unsafe { dot_rows_avx2(alpha, a, w, beta, c) };
+        return Some(());
+    }
+    None
+}
+
+/// `c ← beta·c + alpha·a·B` with `b` row-major `k×n` (`k = a.len()`, `n = c.len()`): the
+/// gradient `dh_prev = dZ · W_hh` at batch 1. `None` (nothing written) when the machine lacks
+/// AVX2 or FMA.
+pub(super) fn axpy_rows(alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) -> Option<()> {
+    debug_assert_eq!(b.len(), a.len() * c.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for, checked above.
+        unsafe { axpy_rows_avx2(alpha, a, b, beta, c) };
+        return Some(());
+    }
+    None
+}
+
+/// Whether this machine runs the kernels here (AVX2 and FMA).
+pub(super) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `beta·old + alpha·sum`, where `beta == 0` ignores `old` (BLAS: NaN there must not leak).
+#[inline(always)]
+fn scaled(alpha: f32, sum: f32, beta: f32, old: f32) -> f32 {
+    if beta == 0.0 {
+        alpha * sum
+    } else {
+        beta * old + alpha * sum
+    }
+}
+
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_rows_avx2(alpha: f32, a: &[f32], w: &[f32], beta: f32, c: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_fmadd_ps, _mm256_hadd_ps, _mm256_loadu_ps, _mm256_permute2f128_ps,
+        _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let (k, n) = (a.len(), c.len());
+    let body = k / LANES * LANES;
+    let full_rows = n / DOT_ROWS * DOT_ROWS;
+    let tail =
+        |row: &[f32]| -> f32 { a[body..].iter().zip(&row[body..]).map(|(x, y)| x * y).sum() };
+    for first in (0..full_rows).step_by(DOT_ROWS) {
+        let block = &w[first * k..(first + DOT_ROWS) * k];
+        let mut acc = [_mm256_setzero_ps(); DOT_ROWS];
+        for start in (0..body).step_by(LANES) {
+            // SAFETY: `start + LANES ≤ body ≤ k`, the length of `a` and of each of the
+            // `DOT_ROWS` rows of `block`.
+            let x = unsafe { _mm256_loadu_ps(a.as_ptr().add(start)) };
+            for (row, sum) in acc.iter_mut().enumerate() {
+                // SAFETY: as for `x`.
+                let y = unsafe { _mm256_loadu_ps(block.as_ptr().add(row * k + start)) };
+                *sum = _mm256_fmadd_ps(x, y, *sum);
+            }
+        }
+        // Reduce the eight registers to one holding the eight sums, in row order: pairwise
+        // horizontal adds leave each 128-bit half with a partial sum of every row.
+        let pairs = [0, 2, 4, 6].map(|row| _mm256_hadd_ps(acc[row], acc[row + 1]));
+        let low_rows = _mm256_hadd_ps(pairs[0], pairs[1]);
+        let high_rows = _mm256_hadd_ps(pairs[2], pairs[3]);
+        let sums = _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(low_rows, high_rows),
+            _mm256_permute2f128_ps::<0x31>(low_rows, high_rows),
+        );
+        let mut lanes = [0.0f32; DOT_ROWS];
+        // SAFETY: `lanes` holds `DOT_ROWS = LANES` elements.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums) };
+        for (row, (value, sum)) in c[first..first + DOT_ROWS].iter_mut().zip(lanes).enumerate() {
+            let sum = sum + tail(&block[row * k..(row + 1) * k]);
+            *value = scaled(alpha, sum, beta, *value);
+        }
+    }
+    // The last rows, fewer than a block: one by one.
+    for (row, value) in c.iter_mut().enumerate().skip(full_rows) {
+        let sum: f32 = a
+            .iter()
+            .zip(&w[row * k..(row + 1) * k])
+            .map(|(x, y)| x * y)
+            .sum();
+        *value = scaled(alpha, sum, beta, *value);
+    }
+}
+
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_rows_avx2(alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    const REGISTERS: usize = AXPY_COLUMNS / LANES;
+    let n = c.len();
+    let body = n / AXPY_COLUMNS * AXPY_COLUMNS;
+    let mut sums = [0.0f32; AXPY_COLUMNS];
+    for start in (0..body).step_by(AXPY_COLUMNS) {
+        let mut acc = [_mm256_setzero_ps(); REGISTERS];
+        for (p, &x) in a.iter().enumerate() {
+            let x = _mm256_set1_ps(x);
+            let row = &b[p * n + start..p * n + start + AXPY_COLUMNS];
+            for (register, sum) in acc.iter_mut().enumerate() {
+                // SAFETY: `row` holds `AXPY_COLUMNS = REGISTERS · LANES` elements.
+                let y = unsafe { _mm256_loadu_ps(row.as_ptr().add(register * LANES)) };
+                *sum = _mm256_fmadd_ps(x, y, *sum);
+            }
+        }
+        for (register, sum) in acc.iter().enumerate() {
+            // SAFETY: `sums` holds `REGISTERS · LANES` elements.
+            unsafe { _mm256_storeu_ps(sums.as_mut_ptr().add(register * LANES), *sum) };
+        }
+        for (value, sum) in c[start..start + AXPY_COLUMNS].iter_mut().zip(sums) {
+            *value = scaled(alpha, sum, beta, *value);
+        }
+    }
+    // The last columns, fewer than a block: one by one.
+    for column in body..n {
+        let sum: f32 = a
+            .iter()
+            .zip(b[column..].iter().step_by(n))
+            .map(|(x, y)| x * y)
+            .sum();
+        c[column] = scaled(alpha, sum, beta, c[column]);
+    }
+}
