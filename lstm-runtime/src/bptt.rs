@@ -24,6 +24,7 @@ use crate::error::Result;
 use crate::layer::{Direction, DirectionTape, flat, flat_mut, standard};
 use crate::mask::InvalidOutput;
 use crate::masks::mask_rows;
+use crate::split::{self, SecondHalf};
 use crate::{BackwardIo, Cell, linalg};
 
 /// The gradients of one direction's parameters and initial state.
@@ -117,6 +118,7 @@ impl<C: Cell> Direction<'_, C> {
             self.dims.recurrent_size,
         ));
         let mut grads = C::zeros(self.dims);
+        let mut second_half = SecondHalf::<C>::new(self.dims, gate_rows);
         let mut buffers = self.backward_buffers(&seeds);
         let first_valid = self.first_valid_steps(seq_len, batch);
         if !buffers.dc.is_empty() {
@@ -144,7 +146,8 @@ impl<C: Cell> Direction<'_, C> {
                     &mut flat_mut(&mut dzh_all)[t * step_len..(t + 1) * step_len]
                 };
                 let dzx_t = &mut flat_mut(&mut dzx_all)[t * step_len..(t + 1) * step_len];
-                self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, &mut grads);
+                let grads = (&mut grads, &mut second_half);
+                self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, grads);
                 if !all_valid {
                     zero_invalid_rows(&mut dzx_all, rows.clone(), &buffers.valid);
                     if !shared {
@@ -181,6 +184,7 @@ impl<C: Cell> Direction<'_, C> {
                 std::mem::swap(&mut buffers.dc, &mut buffers.dc_prev);
             }
         }
+        second_half.add_into(&mut grads, &mut buffers.dbias_ih, &mut buffers.dbias_hh);
         let dz_hh = if shared { &dzx_all } else { &dzh_all };
         self.weight_gradients(&mut grads, tape, &seeds, &dzx_all, dz_hh, &buffers)?;
         match self.reg.input {
@@ -337,7 +341,7 @@ impl<C: Cell> Direction<'_, C> {
         buffers: &mut BackwardBuffers<C::Elem>,
         dzx_t: &mut [C::Elem],
         dzh_t: &mut [C::Elem],
-        grads: &mut C,
+        (grads, second_half): (&mut C, &mut SecondHalf<C>),
     ) {
         let batch = buffers.dc.nrows();
         let hidden = self.dims.hidden_size;
@@ -355,7 +359,8 @@ impl<C: Cell> Direction<'_, C> {
         } else {
             flat(&buffers.dh_seed)
         };
-        self.cell.step_backward(
+        split::step_backward(
+            self.cell,
             BackwardIo {
                 rows: batch,
                 dh,
@@ -380,7 +385,9 @@ impl<C: Cell> Direction<'_, C> {
                 dbias_hh: &mut buffers.dbias_hh,
                 scratch: flat_mut(&mut buffers.scratch),
             },
+            self.gate_rows(),
             grads,
+            second_half,
         );
     }
 

@@ -29,7 +29,7 @@ use num_traits::{One, Zero};
 use crate::error::{Error, Result, expect_shape};
 use crate::mask::{InvalidOutput, Validity};
 use crate::masks::{InRecurrence, mask_rows};
-use crate::{Cell, CellDims, Float, StepIo, linalg};
+use crate::{Cell, CellDims, Float, StepIo, linalg, split};
 
 /// Time steps whose input projection runs as one GEMM.
 pub(crate) const CHUNK_STEPS: usize = 64;
@@ -567,14 +567,11 @@ impl<'a, C: Cell> Direction<'a, C> {
             c: flat_mut(&mut buffers.c),
             scratch: flat_mut(&mut buffers.scratch),
         };
-        match tape.as_deref_mut() {
-            Some(tape) => {
-                let cache_len = C::SPEC.cache.len(self.dims.hidden_size) * batch;
-                let cache = &mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len];
-                self.cell.step_train(io, cache);
-            }
-            None => self.cell.step(io),
-        }
+        let cache = tape.as_deref_mut().map(|tape| {
+            let cache_len = C::SPEC.cache.len(self.dims.hidden_size) * batch;
+            &mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len]
+        });
+        split::step(self.cell, io, self.gate_rows(), cache);
         let next_h = match self.weight_hr {
             Some(weight_hr) => {
                 linalg::matmul_nt(

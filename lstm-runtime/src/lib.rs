@@ -32,6 +32,7 @@ pub mod ops;
 pub mod optim;
 mod params;
 mod regularizers;
+mod split;
 mod stack;
 pub mod zoo;
 
