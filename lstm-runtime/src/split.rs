@@ -98,21 +98,21 @@ pub(crate) fn step<C: Cell>(
 /// What the second half of a split backward step accumulates into: bias and spec-parameter
 /// gradients, added into the first half's by [`SecondHalf::add_into`].
 pub(crate) struct SecondHalf<C: Cell> {
-    grads: C,
+    dims: crate::CellDims,
+    /// Made at the first split step (a cell-shaped zero gradient is as large as the weights).
+    grads: Option<C>,
     dbias_ih: Vec<C::Elem>,
     dbias_hh: Vec<C::Elem>,
-    /// Whether any step was split (otherwise there is nothing to add).
-    used: bool,
 }
 
 impl<C: Cell> SecondHalf<C> {
     /// Zero accumulators for a cell of `dims` with `gate_rows` gate values per row.
     pub(crate) fn new(dims: crate::CellDims, gate_rows: usize) -> Self {
         SecondHalf {
-            grads: C::zeros(dims),
+            dims,
+            grads: None,
             dbias_ih: vec![num_traits::Zero::zero(); gate_rows],
             dbias_hh: vec![num_traits::Zero::zero(); gate_rows],
-            used: false,
         }
     }
 
@@ -124,11 +124,11 @@ impl<C: Cell> SecondHalf<C> {
         dbias_ih: &mut [C::Elem],
         dbias_hh: &mut [C::Elem],
     ) {
-        if !self.used {
+        let Some(second) = self.grads else {
             return;
-        }
+        };
         let mut params = Vec::new();
-        self.grads.visit(&mut |name, values| {
+        second.visit(&mut |name, values| {
             if C::SPEC.params.iter().any(|param| param.name == name) {
                 params.push((name.to_string(), values.to_owned()));
             }
@@ -161,7 +161,6 @@ pub(crate) fn step_backward<C: Cell>(
         cell.step_backward(io, grads);
         return;
     };
-    second.used = true;
     let (dh, dh2) = rows_of(io.dh, rows, at);
     let (dc, dc2) = rows_of(io.dc, rows, at);
     let (c_prev, c_prev2) = rows_of(io.c_prev, rows, at);
@@ -196,11 +195,12 @@ pub(crate) fn step_backward<C: Cell>(
         scratch,
     };
     let SecondHalf {
+        dims,
         grads: grads2,
         dbias_ih,
         dbias_hh,
-        ..
     } = second;
+    let grads2 = grads2.get_or_insert_with(|| C::zeros(*dims));
     let second_io = BackwardIo {
         rows: rows - at,
         dh: dh2,
