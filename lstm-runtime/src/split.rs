@@ -16,17 +16,17 @@ const PARALLEL_MIN_VALUES: usize = 1 << 14;
 
 /// Where a step of `rows` rows with `gate_rows` gate values per row splits, if it does.
 pub(crate) fn split_point(rows: usize, gate_rows: usize) -> Option<usize> {
-    (rows >= 2 && rows * gate_rows >= PARALLEL_MIN_VALUES && num_threads() > 1).then(|| rows / 2)
+    (rows >= 2 && rows * gate_rows >= PARALLEL_MIN_VALUES && num_threads() > 1).then_some(rows / 2)
 }
 
 /// A per-row buffer of `rows` rows split after row `at`; an empty buffer (an input the cell
 /// does not read) stays empty on both sides.
-fn rows_of<'a, T>(values: &'a [T], rows: usize, at: usize) -> (&'a [T], &'a [T]) {
+fn rows_of<T>(values: &[T], rows: usize, at: usize) -> (&[T], &[T]) {
     values.split_at(values.len() / rows * at)
 }
 
 /// As [`rows_of`], mutably.
-fn rows_of_mut<'a, T>(values: &'a mut [T], rows: usize, at: usize) -> (&'a mut [T], &'a mut [T]) {
+fn rows_of_mut<T>(values: &mut [T], rows: usize, at: usize) -> (&mut [T], &mut [T]) {
     let per_row = values.len() / rows;
     values.split_at_mut(per_row * at)
 }
