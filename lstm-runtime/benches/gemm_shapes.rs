@@ -5,7 +5,7 @@
 //!
 //! The backends of one shape run next to each other, so machine noise hits them alike;
 //! `linalg` is the runtime's own dispatch. Filter with criterion's usual argument, e.g.
-//! `cargo bench -p lstm-runtime --bench gemm_shapes -- latency`.
+//! `cargo bench -p lstm-runtime --features gemm-backends --bench gemm_shapes -- latency`.
 
 mod gemm_common;
 

@@ -3,8 +3,8 @@
 //! after round, and each cell is the median round, so load from other processes on the
 //! machine hits every backend alike (criterion's `gemm_shapes` times them one after another).
 //!
-//! `cargo bench -p lstm-runtime --bench gemm_table [-- FILTER]`: only the shapes whose name
-//! contains `FILTER`.
+//! `cargo bench -p lstm-runtime --features gemm-backends --bench gemm_table [-- FILTER]`:
+//! only the shapes whose name contains `FILTER`.
 
 mod gemm_common;
 
