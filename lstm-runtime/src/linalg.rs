@@ -8,6 +8,7 @@
 //! Small products run on the calling thread; larger ones on [`num_threads`] Rayon threads.
 
 use std::any::TypeId;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gemm::Parallelism;
@@ -25,6 +26,11 @@ const PARALLEL_MIN_WORK: usize = 48 * 48 * 256;
 /// Threads requested with [`set_num_threads`]; `0` means "not set".
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
 
+/// The machine's available parallelism, read once: asking the system costs tens of
+/// microseconds (affinity and cgroup quota), more than a small product, and every product and
+/// step asks.
+static DEFAULT_THREADS: OnceLock<usize> = OnceLock::new();
+
 /// Sets how many threads large matrix products use (PyTorch `torch.set_num_threads`).
 ///
 /// `0` restores the default, the machine's available parallelism.
@@ -33,10 +39,11 @@ pub fn set_num_threads(threads: usize) {
 }
 
 /// How many threads large matrix products use: the value given to [`set_num_threads`], or by
-/// default [`std::thread::available_parallelism`] (1 if that is unknown).
+/// default [`std::thread::available_parallelism`] (1 if that is unknown), read on first use.
 pub fn num_threads() -> usize {
     match NUM_THREADS.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => *DEFAULT_THREADS
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)),
         threads => threads,
     }
 }
