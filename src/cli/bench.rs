@@ -142,7 +142,7 @@ impl CellVisitor<f32> for Bench<'_> {
     fn visit<C: Cell<Elem = f32>>(self) -> Self::Output {
         let args = self.args;
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let config = args.regularization.apply(
+        let config = args.regularization.layer_options(None).apply(
             LstmConfig::new(args.input_size, args.hidden_size)
                 .with_num_layers(args.layers)
                 .with_bidirectional(args.bidirectional),

@@ -2,7 +2,7 @@
 //! `lstm bench`.
 
 use clap::Args;
-use lstm::LstmConfig;
+use lstm::train::LayerOptions;
 
 /// `--dropout`, `--recurrent-dropout`, `--weight-drop`, `--zoneout-c`, `--zoneout-h`: rates
 /// in `[0, 1]`, all 0 by default.
@@ -28,13 +28,16 @@ pub struct RegularizationArgs {
 }
 
 impl RegularizationArgs {
-    /// `config` with these rates.
-    pub fn apply(&self, config: LstmConfig) -> LstmConfig {
-        config
-            .with_input_dropout(self.dropout)
-            .with_recurrent_dropout(self.recurrent_dropout)
-            .with_weight_drop(self.weight_drop)
-            .with_zoneout(self.zoneout_c, self.zoneout_h)
+    /// The layer options with these rates and chrono initialisation's `chrono_t_max`.
+    pub fn layer_options(&self, chrono_t_max: Option<f64>) -> LayerOptions {
+        LayerOptions {
+            input_dropout: self.dropout,
+            recurrent_dropout: self.recurrent_dropout,
+            weight_drop: self.weight_drop,
+            zoneout_c: self.zoneout_c,
+            zoneout_h: self.zoneout_h,
+            chrono_t_max,
+        }
     }
 
     /// The rates that are on, as `name=rate` pairs joined by commas; `none` when all are 0.
@@ -61,6 +64,7 @@ impl RegularizationArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lstm::LstmConfig;
 
     #[test]
     fn rates_reach_the_config_by_their_keras_names() {
@@ -71,7 +75,7 @@ mod tests {
             zoneout_c: 0.4,
             zoneout_h: 0.5,
         };
-        let config = args.apply(LstmConfig::new(2, 3));
+        let config = args.layer_options(None).apply(LstmConfig::new(2, 3));
         assert_eq!(
             (
                 config.input_dropout,

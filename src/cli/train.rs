@@ -123,14 +123,7 @@ impl TrainArgs {
             eval_batches: defaults.eval_batches,
             regularizers: defaults.regularizers,
             constraints: defaults.constraints,
-            layer: LayerOptions {
-                input_dropout: self.regularization.dropout,
-                recurrent_dropout: self.regularization.recurrent_dropout,
-                weight_drop: self.regularization.weight_drop,
-                zoneout_c: self.regularization.zoneout_c,
-                zoneout_h: self.regularization.zoneout_h,
-                chrono_t_max: self.chrono,
-            },
+            layer: self.regularization.layer_options(self.chrono),
         }
     }
 
