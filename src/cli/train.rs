@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use lstm::train::{
-    CHECKPOINT_FILE, LayerOptions, METRICS_FILE, PLOT_FILE, RunOptions, RunOutcome, Task,
-    TrainConfig, TrainError, compare_runs, train_run,
+    CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions, RunOutcome, Task, TrainConfig,
+    TrainError, compare_runs, train_run,
 };
 use lstm::{Cell, CellVisitor, Float, visit_zoo_cell};
 
@@ -233,6 +233,7 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+    use lstm::train::LayerOptions;
 
     fn parse(args: &[&str]) -> TrainArgs {
         let mut argv = vec!["lstm", "train"];
