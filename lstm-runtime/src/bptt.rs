@@ -197,9 +197,13 @@ impl<C: Cell> Direction<'_, C> {
                     C::Elem::zero(),
                     d_dropped.view_mut(),
                 )?;
-                let mut d_input = Array2::zeros(d_dropped.raw_dim());
-                mask_rows(d_dropped.view(), mask, d_input.view_mut());
-                grads_in.input += &d_input;
+                // Both directions add into the same input gradient.
+                mask_rows(
+                    d_dropped.view(),
+                    mask,
+                    grads_in.input.view_mut(),
+                    |out, x| *out += x,
+                );
             }
             None => linalg::matmul_nn(
                 C::Elem::one(),
@@ -405,7 +409,7 @@ impl<C: Cell> Direction<'_, C> {
         let weights = grads.weights_mut();
         let dropped_input = self.reg.input.map(|mask| {
             let mut dropped = Array2::zeros(seeds.input.raw_dim());
-            mask_rows(seeds.input, mask, dropped.view_mut());
+            mask_rows(seeds.input, mask, dropped.view_mut(), |out, x| *out = x);
             dropped
         });
         linalg::matmul_tn(

@@ -472,7 +472,7 @@ impl<'a, C: Cell> Direction<'a, C> {
         let rows = match self.reg.input {
             Some(mask) => {
                 let dropped = run.x_dropped.slice_mut(s![..steps * batch, ..]);
-                mask_rows(rows.view(), mask, dropped);
+                mask_rows(rows.view(), mask, dropped, |out, x| *out = x);
                 run.x_dropped.slice(s![..steps * batch, ..])
             }
             None => rows.view(),

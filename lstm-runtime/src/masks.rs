@@ -325,11 +325,13 @@ impl<'a, F: Float> InRecurrence<'a, F> {
 }
 
 /// `rows: (steps · batch, features)` with row `r` multiplied by `mask` row `r mod batch`,
-/// written into `out` of the same shape.
+/// each product handed to `write` with its place in `out` (of the same shape): `*out = x`
+/// to store, `*out += x` to accumulate.
 pub(crate) fn mask_rows<F: Float>(
     rows: ArrayView2<'_, F>,
     mask: ArrayView2<'_, F>,
     mut out: ArrayViewMut2<'_, F>,
+    write: impl Fn(&mut F, F),
 ) {
     let batch = mask.nrows();
     for (r, (mut out, row)) in out
@@ -340,7 +342,7 @@ pub(crate) fn mask_rows<F: Float>(
         Zip::from(&mut out)
             .and(&row)
             .and(&mask.row(r % batch))
-            .for_each(|out, &x, &m| *out = x * m);
+            .for_each(|out, &x, &m| write(out, x * m));
     }
 }
 
