@@ -165,32 +165,19 @@ impl PytorchLayout {
 
     /// Directions per layer: 2 if bidirectional, else 1.
     pub fn num_directions(&self) -> usize {
-        if self.bidirectional { 2 } else { 1 }
+        self.config().num_directions()
     }
 
     /// Width of each direction's output and recurrent input: `proj_size`, or `hidden_size`
     /// without projection.
     pub fn output_size(&self) -> usize {
-        if self.proj_size > 0 {
-            self.proj_size
-        } else {
-            self.hidden_size
-        }
+        self.config().output_size()
     }
 
     /// The dims of the cells of `layer`: the first reads the input, later ones the previous
-    /// layer's directions side by side.
+    /// layer's directions side by side (as [`crate::LstmConfig::cell_dims`] of [`Self::config`]).
     pub fn cell_dims(&self, layer: usize) -> CellDims {
-        let input_size = if layer == 0 {
-            self.input_size
-        } else {
-            self.output_size() * self.num_directions()
-        };
-        let mut dims = CellDims::new(input_size, self.hidden_size);
-        dims.recurrent_size = self.output_size();
-        dims.bias = self.bias;
-        dims.constant_size = self.constant_size;
-        dims
+        self.config().cell_dims(layer)
     }
 }
 
