@@ -146,6 +146,16 @@ fn lstm_f32_matches_reference() {
     });
 }
 
+/// A shape past the thresholds of the fast paths: the time loop runs in a duet (two threads),
+/// the recurrent products on packed weights split in two (in f32 with AVX2), and 7 rows and
+/// 200 gate rows leave partial row blocks and a partial panel.
+#[test]
+fn lstm_f32_matches_reference_at_a_size_that_splits_steps() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let cell = Lstm::<f32>::init(CellDims::new(5, 50), &mut rng);
+    compare(cell, &STANDARD_GATES, 64, 7, 1e-4, &mut rng, &standard_step);
+}
+
 #[test]
 fn forget_bias_matches_reference() {
     for_each_shape(3, |dims, seq_len, batch, rng| {

@@ -157,6 +157,12 @@ pub fn kernel(
         args.push(arg);
     }
     let body = &code.body;
+    let names: Vec<_> = params
+        .keys()
+        .map(|name| format_ident!("{}", name))
+        .collect();
+    // The same kernel compiled a second time for AVX2 and FMA, chosen at run time: the crate
+    // is built for baseline x86-64 (SSE2), where the loop vectorises only 4 lanes wide.
     let definition = quote! {
         #[inline(always)]
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop, unused_variables)]
@@ -164,8 +170,27 @@ pub fn kernel(
             use #krate::ops;
             #body
         }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn row_kernel_avx2<F: #krate::Float>(hidden: usize, #(#inputs),*) {
+            row_kernel(hidden, #(#names),*)
+        }
     };
-    (definition, quote!(row_kernel(hidden, #(#args),*);))
+    let call = quote! {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if #krate::__private::has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA, checked at run time.
+                unsafe { row_kernel_avx2(hidden, #(#args),*) };
+            } else {
+                row_kernel(hidden, #(#args),*);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        row_kernel(hidden, #(#args),*);
+    };
+    (definition, call)
 }
 
 pub fn emit_row(

@@ -22,10 +22,11 @@ use num_traits::{One, Zero};
 
 use crate::error::Result;
 use crate::layer::{Direction, DirectionTape, flat, flat_mut, standard};
+use crate::linalg::StepRhs;
 use crate::mask::InvalidOutput;
 use crate::masks::mask_rows;
 use crate::split::{self, SecondHalf};
-use crate::{BackwardIo, Cell, linalg};
+use crate::{BackwardIo, Cell, duet, linalg};
 
 /// The gradients of one direction's parameters and initial state.
 pub(crate) struct DirectionGradients<C: Cell> {
@@ -122,67 +123,70 @@ impl<C: Cell> Direction<'_, C> {
         let mut buffers = self.backward_buffers(&seeds);
         let first_valid = self.first_valid_steps(seq_len, batch);
         if !buffers.dc.is_empty() {
-            for s in (0..seq_len).rev() {
-                let t = self.time_of(s, seq_len);
-                let rows = t * batch..(t + 1) * batch;
-                let all_valid = self.validity.fill_step(t, &mut buffers.valid);
-                self.seed_step(s, t, &seeds, &first_valid, &mut buffers, all_valid);
-                if let Some(weight_hr) = self.weight_hr {
-                    dh_out_all
-                        .slice_mut(s![rows.clone(), ..])
-                        .assign(&buffers.dh_seed);
-                    linalg::matmul_nn(
-                        C::Elem::one(),
-                        buffers.dh_seed.view(),
-                        weight_hr.view(),
-                        C::Elem::zero(),
-                        buffers.dh_cell.view_mut(),
+            let recurrent = StepRhs::plain(self.weight_hh());
+            duet::with_duet(self.duet_worth_it(seq_len, batch), || -> Result<()> {
+                for s in (0..seq_len).rev() {
+                    let t = self.time_of(s, seq_len);
+                    let rows = t * batch..(t + 1) * batch;
+                    let all_valid = self.validity.fill_step(t, &mut buffers.valid);
+                    self.seed_step(s, t, &seeds, &first_valid, &mut buffers, all_valid);
+                    if let Some(weight_hr) = self.weight_hr {
+                        dh_out_all
+                            .slice_mut(s![rows.clone(), ..])
+                            .assign(&buffers.dh_seed);
+                        linalg::matmul_nn(
+                            C::Elem::one(),
+                            buffers.dh_seed.view(),
+                            weight_hr.view(),
+                            C::Elem::zero(),
+                            buffers.dh_cell.view_mut(),
+                        )?;
+                    }
+                    let step_len = batch * gate_rows;
+                    let dzh_t: &mut [C::Elem] = if shared {
+                        &mut []
+                    } else {
+                        &mut flat_mut(&mut dzh_all)[t * step_len..(t + 1) * step_len]
+                    };
+                    let dzx_t = &mut flat_mut(&mut dzx_all)[t * step_len..(t + 1) * step_len];
+                    let grads = (&mut grads, &mut second_half);
+                    self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, grads);
+                    if !all_valid {
+                        zero_invalid_rows(&mut dzx_all, rows.clone(), &buffers.valid);
+                        if !shared {
+                            zero_invalid_rows(&mut dzh_all, rows.clone(), &buffers.valid);
+                        }
+                    }
+                    let dz_hh = if shared { &dzx_all } else { &dzh_all };
+                    recurrent.product(
+                        self.weight_hh(),
+                        dz_hh.slice(s![rows, ..]),
+                        buffers.dh_prev.view_mut(),
+                        false,
                     )?;
-                }
-                let step_len = batch * gate_rows;
-                let dzh_t: &mut [C::Elem] = if shared {
-                    &mut []
-                } else {
-                    &mut flat_mut(&mut dzh_all)[t * step_len..(t + 1) * step_len]
-                };
-                let dzx_t = &mut flat_mut(&mut dzx_all)[t * step_len..(t + 1) * step_len];
-                let grads = (&mut grads, &mut second_half);
-                self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, grads);
-                if !all_valid {
-                    zero_invalid_rows(&mut dzx_all, rows.clone(), &buffers.valid);
-                    if !shared {
-                        zero_invalid_rows(&mut dzh_all, rows.clone(), &buffers.valid);
+                    if C::SPEC.reads_h_prev {
+                        buffers.dh_prev += &buffers.dh_direct;
                     }
-                }
-                let dz_hh = if shared { &dzx_all } else { &dzh_all };
-                linalg::matmul_nn(
-                    C::Elem::one(),
-                    dz_hh.slice(s![rows, ..]),
-                    self.weight_hh(),
-                    C::Elem::zero(),
-                    buffers.dh_prev.view_mut(),
-                )?;
-                if C::SPEC.reads_h_prev {
-                    buffers.dh_prev += &buffers.dh_direct;
-                }
-                if let Some(mask) = self.reg.recurrent {
-                    buffers.dh_prev *= &mask;
-                }
-                if self.reg.zoneout_h.is_on() {
-                    buffers.dh_prev += &buffers.carry_h;
-                }
-                if self.reg.zoneout_c.is_on() {
-                    buffers.dc_prev += &buffers.carry_c;
-                }
-                if !all_valid {
-                    for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
-                        buffers.dh_prev.row_mut(row).assign(&buffers.dh.row(row));
-                        buffers.dc_prev.row_mut(row).assign(&buffers.dc.row(row));
+                    if let Some(mask) = self.reg.recurrent {
+                        buffers.dh_prev *= &mask;
                     }
+                    if self.reg.zoneout_h.is_on() {
+                        buffers.dh_prev += &buffers.carry_h;
+                    }
+                    if self.reg.zoneout_c.is_on() {
+                        buffers.dc_prev += &buffers.carry_c;
+                    }
+                    if !all_valid {
+                        for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
+                            buffers.dh_prev.row_mut(row).assign(&buffers.dh.row(row));
+                            buffers.dc_prev.row_mut(row).assign(&buffers.dc.row(row));
+                        }
+                    }
+                    std::mem::swap(&mut buffers.dh, &mut buffers.dh_prev);
+                    std::mem::swap(&mut buffers.dc, &mut buffers.dc_prev);
                 }
-                std::mem::swap(&mut buffers.dh, &mut buffers.dh_prev);
-                std::mem::swap(&mut buffers.dc, &mut buffers.dc_prev);
-            }
+                Ok(())
+            })?;
         }
         second_half.add_into(&mut grads, &mut buffers.dbias_ih, &mut buffers.dbias_hh);
         let dz_hh = if shared { &dzx_all } else { &dzh_all };

@@ -19,6 +19,7 @@
 //! [`Rnn`] is the plain public face of one direction: no masks, no projection.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use ndarray::{
     Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray,
@@ -27,9 +28,13 @@ use ndarray::{
 use num_traits::{One, Zero};
 
 use crate::error::{Error, Result, expect_shape};
+use crate::linalg::StepRhs;
 use crate::mask::{InvalidOutput, Validity};
 use crate::masks::{InRecurrence, mask_rows};
-use crate::{Cell, CellDims, Float, StepIo, linalg, split};
+use crate::{Cell, CellDims, Float, StepIo, duet, linalg, split};
+
+/// Multiply-adds of a call's recurrent products from which its time loop runs in a duet.
+const DUET_MIN_WORK: usize = 1 << 22;
 
 /// Time steps whose input projection runs as one GEMM.
 pub(crate) const CHUNK_STEPS: usize = 64;
@@ -196,6 +201,9 @@ pub(crate) struct Direction<'a, C: Cell> {
     pub(crate) reg: InRecurrence<'a, C::Elem>,
     /// `weight_hh ⊙ mask` under weight drop, made once per call.
     weight_hh_dropped: Option<Array2<C::Elem>>,
+    /// [`Self::weight_hh`] packed for the forward steps' `h_prev · W_hhᵀ`, on first use (a
+    /// direction set up for backward only never packs it).
+    recurrent: OnceLock<StepRhs>,
 }
 
 /// The biases as every step reads them: gate-stacked slices, zeros for a cell without bias.
@@ -327,6 +335,7 @@ impl<'a, C: Cell> Direction<'a, C> {
             invalid_output: setup.invalid_output,
             reg,
             weight_hh_dropped,
+            recurrent: OnceLock::new(),
         })
     }
 
@@ -433,21 +442,34 @@ impl<'a, C: Cell> Direction<'a, C> {
         if self.reverse {
             starts.reverse();
         }
-        for t0 in starts {
-            let t1 = (t0 + CHUNK_STEPS).min(seq_len);
-            let chunk_output = output
-                .as_mut()
-                .map(|output| output.slice_mut(s![t0..t1, .., ..]));
-            self.run_chunk(
-                input.slice(s![t0..t1, .., ..]),
-                t0,
-                seq_len,
-                run,
-                chunk_output,
-                tape.as_deref_mut(),
-            )?;
-        }
-        Ok(())
+        let batch = input.len_of(Axis(1));
+        duet::with_duet(self.duet_worth_it(seq_len, batch), || {
+            for t0 in starts {
+                let t1 = (t0 + CHUNK_STEPS).min(seq_len);
+                let chunk_output = output
+                    .as_mut()
+                    .map(|output| output.slice_mut(s![t0..t1, .., ..]));
+                self.run_chunk(
+                    input.slice(s![t0..t1, .., ..]),
+                    t0,
+                    seq_len,
+                    run,
+                    chunk_output,
+                    tape.as_deref_mut(),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether `seq_len` steps of `batch` rows are worth a duet (`duet.rs`) for their time
+    /// loop: the helper thread costs tens of microseconds to start.
+    pub(crate) fn duet_worth_it(&self, seq_len: usize, batch: usize) -> bool {
+        let work = seq_len
+            .saturating_mul(batch)
+            .saturating_mul(self.gate_rows())
+            .saturating_mul(self.dims.recurrent_size);
+        work >= DUET_MIN_WORK
     }
 
     /// Runs the steps `t0 .. t0 + steps` of a `seq_len`-step sequence, given their input
@@ -542,13 +564,9 @@ impl<'a, C: Cell> Direction<'a, C> {
                 .slice_mut(s![t * batch..(t + 1) * batch, ..])
                 .assign(h_in);
         }
-        linalg::matmul_nt(
-            C::Elem::one(),
-            h_in.view(),
-            self.weight_hh(),
-            C::Elem::zero(),
-            buffers.zh.view_mut(),
-        )?;
+        self.recurrent
+            .get_or_init(|| StepRhs::transposed(self.weight_hh()))
+            .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut(), false)?;
         let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
             flat(h_in)
         } else {

@@ -18,6 +18,7 @@ mod cell;
 pub mod checkpoint;
 mod config;
 mod dropout;
+mod duet;
 mod error;
 mod float;
 mod gradcheck;
@@ -62,6 +63,14 @@ pub use stack::{Lstm, Tape};
 #[doc(hidden)]
 pub mod __private {
     use ndarray::{Array1, Array2};
+
+    /// Whether this CPU has AVX2 and FMA, for the generated steps' choice of kernel (the
+    /// detection is cached by the standard library).
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub fn has_avx2_fma() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
 
     /// The values of a 1-D weight. Cell weights are always contiguous: they are created by
     /// `Cell::zeros`/`init` or checked by the runtime before a step runs.

@@ -1,23 +1,33 @@
-//! The matrix products of the runtime. Every GEMM a layer runs (the input projection of all
-//! time steps, the recurrent projection of each step, and later the weight gradients of
-//! backpropagation through time) goes through the three functions here, which wrap the pure
-//! Rust [`gemm`] crate, with vector kernels of their own for batch 1 ([`gemv`]).
+//! The matrix products of the runtime. The input projection of all time steps and the weight
+//! gradients of backpropagation through time go through the three functions here, which wrap
+//! the pure Rust [`gemm`] crate, with vector kernels of their own for batch 1 ([`gemv`]). The
+//! products every time step repeats with the same weights (`h_prev · W_hhᵀ`, `dZ · W_hh`) go
+//! through [`StepRhs`], which in f32 packs the weights once per call for kernels of its own
+//! (`packed.rs`).
 //!
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
-//! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views of any strides, so transposed or sliced operands need no copy.
-//! Small products run on the calling thread; larger ones on [`num_threads`] Rayon threads.
+//! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views
+//! of any strides, so transposed or sliced operands need no copy. Small products run on the
+//! calling thread; larger ones on [`num_threads`] Rayon threads, or, inside a time loop's duet
+//! (`duet.rs`), as two halves of the columns on the duet's two threads.
 
 use std::any::TypeId;
+use std::ops::Range;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gemm::Parallelism;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
-use crate::Float;
 use crate::error::{Result, expect_shape as check};
+use crate::{Float, duet};
 
 mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod packed;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "linalg/packed_none.rs"]
+mod packed;
 
 /// Multiply-adds below which a product runs single-threaded: handing work to other threads
 /// costs more than it saves there. The `gemm` crate's own default threading threshold.
@@ -133,6 +143,140 @@ fn threads_for(m: usize, k: usize, n: usize, max_threads: usize) -> usize {
     }
 }
 
+/// Multiply-adds from which a step product ([`StepRhs::product`]) outside a duet splits its
+/// panels between Rayon's threads, which costs tens of microseconds when called from outside
+/// the pool.
+const STEP_PARALLEL_MIN_WORK: usize = 1 << 21;
+
+/// Multiply-adds from which a product splits in two inside a duet (`duet.rs`), where handing
+/// half to the other core costs well under a microsecond. Batch 1 at hidden 128 (65 536)
+/// splits: each core then streams half of the weights from its own cache.
+const DUET_MIN_WORK: usize = 1 << 14;
+
+/// The right-hand operand `b: k×n` of a product that every time step repeats with new left
+/// rows: the recurrent weights, as `h_prev · W_hhᵀ` (forward) and `dZ · W_hh` (backward)
+/// read them. In f32 on a machine with AVX2 and FMA it is packed once (`packed.rs`) and every
+/// step streams the packed panels; otherwise each step is a [`gemm`] call on the weights.
+#[derive(Debug)]
+pub(crate) struct StepRhs {
+    /// Whether `b` is the transpose of the weights given.
+    transposed: bool,
+    /// `b` packed, when the kernels of `packed.rs` run here.
+    packed: Option<packed::Panels>,
+}
+
+impl StepRhs {
+    /// `b = wᵀ` for `w: n×k`.
+    pub(crate) fn transposed<F: Float>(w: ArrayView2<'_, F>) -> Self {
+        let (n, k) = w.dim();
+        StepRhs {
+            transposed: true,
+            packed: f32_slice(&w).and_then(|w| packed::Panels::transposed(w, n, k)),
+        }
+    }
+
+    /// `b = w` for `w: k×n`.
+    pub(crate) fn plain<F: Float>(w: ArrayView2<'_, F>) -> Self {
+        let (k, n) = w.dim();
+        StepRhs {
+            transposed: false,
+            packed: f32_slice(&w).and_then(|w| packed::Panels::plain(w, k, n)),
+        }
+    }
+
+    /// `c ← a·b`, or `c ← c + a·b` when `accumulate`, with `a: m×k` and `c: m×n`; `w` is the
+    /// matrix this operand was made from (read only when it was not packed).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+    pub(crate) fn product<F: Float>(
+        &self,
+        w: ArrayView2<'_, F>,
+        a: ArrayView2<'_, F>,
+        mut c: ArrayViewMut2<'_, F>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let b = if self.transposed {
+            w.reversed_axes()
+        } else {
+            w
+        };
+        let (k, n) = b.dim();
+        let m = a.nrows();
+        check("step product: a", &[m, k], a.shape())?;
+        check("step product: c", &[m, n], c.shape())?;
+        let beta = if accumulate { F::one() } else { F::zero() };
+        let packed = self
+            .packed
+            .as_ref()
+            .filter(|panels| (panels.depth(), panels.width()) == (k, n));
+        let (Some(panels), Some(a_values), Some(c_values)) =
+            (packed, f32_slice(&a), c.as_slice_mut())
+        else {
+            gemm_views(F::one(), a, b, beta, c);
+            return Ok(());
+        };
+        let work = m * k * n;
+        let out = SharedOut(c_values.as_mut_ptr().cast::<f32>());
+        // SAFETY: `F` is `f32` (`f32_slice` succeeded). `a` holds `m·k` values and `c` `m·n`
+        // (both checked above, contiguous); each thread gets a disjoint panel range, hence
+        // disjoint columns of `c`, which the unique view `c` lets no one else touch meanwhile.
+        let run = |range: Range<usize>| unsafe {
+            panels.product(a_values, m, out.get(), accumulate, range)
+        };
+        let count = panels.panel_count();
+        if duet::active() && work >= DUET_MIN_WORK && count > 1 {
+            let mid = count / 2;
+            duet::join(|| run(0..mid), || run(mid..count));
+        } else if !duet::active() && work >= STEP_PARALLEL_MIN_WORK {
+            split_panels(0..count, num_threads().min(count), &run);
+        } else {
+            run(0..count);
+        }
+        Ok(())
+    }
+}
+
+/// The output of a step product, shared by the threads that write its disjoint column
+/// ranges.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the threads given a `SharedOut` write disjoint columns (see `StepRhs::product`).
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Runs `work` over `panels` split into `parts` contiguous ranges on Rayon's threads.
+fn split_panels(panels: Range<usize>, parts: usize, work: &(dyn Fn(Range<usize>) + Sync)) {
+    if parts <= 1 || panels.len() <= 1 {
+        work(panels);
+        return;
+    }
+    let left = parts / 2;
+    let mid = panels.start + panels.len() * left / parts;
+    rayon::join(
+        || split_panels(panels.start..mid, left, work),
+        || split_panels(mid..panels.end, parts - left, work),
+    );
+}
+
+/// The values of a standard-layout f32 view, as f32; `None` for f64 or other layouts.
+fn f32_slice<'v, F: Float>(view: &'v ArrayView2<'_, F>) -> Option<&'v [f32]> {
+    if TypeId::of::<F>() != TypeId::of::<f32>() {
+        return None;
+    }
+    // SAFETY: `F` is `f32`, checked above.
+    view.as_slice().map(|values| unsafe { as_f32(values) })
+}
+
 /// `c ← beta·c + alpha·a·b` for views whose shapes the caller has checked to fit.
 fn gemm_views<F: Float>(
     alpha: F,
@@ -159,7 +303,19 @@ fn gemm_views<F: Float>(
     if m == 1 && by_gemv(alpha, a, b, beta, &mut c) {
         return;
     }
-    with_gemm(alpha, a, b, beta, c, threads_for(m, k, n, num_threads()));
+    let threads = threads_for(m, k, n, num_threads());
+    if threads > 1 && duet::active() {
+        // The two halves of the columns on the two threads of the duet.
+        let mid = n / 2;
+        let (c_left, c_right) = c.split_at(Axis(1), mid);
+        let (b_left, b_right) = b.split_at(Axis(1), mid);
+        duet::join(
+            || with_gemm(alpha, a, b_left, beta, c_left, 1),
+            || with_gemm(alpha, a, b_right, beta, c_right, 1),
+        );
+        return;
+    }
+    with_gemm(alpha, a, b, beta, c, threads);
 }
 
 /// [`gemm_views`] for one contiguous row `a` of f32 times a contiguous matrix `b` (batch 1)
@@ -579,6 +735,88 @@ mod tests {
         assert_eq!(threads_for(4096, 4096, 1, 2), 1);
         assert_eq!(threads_for(8, 8, 8, 2), 1);
         assert_eq!(threads_for(64, 512, 2048, 2), 2);
+    }
+
+    /// `(m, k, n)` of step products: batch 1 (the vector kernel), row counts that leave every
+    /// row block size, widths that leave a partial panel, zero sizes, and sizes large enough
+    /// to split between threads.
+    const STEP_SHAPES: &[(usize, usize, usize)] = &[
+        (1, 128, 512),
+        (1, 7, 5),
+        (2, 3, 16),
+        (7, 50, 200),
+        (13, 17, 33),
+        (32, 64, 256),
+        (6, 0, 5),
+        (0, 4, 5),
+        (5, 4, 0),
+        (100, 40, 48),
+    ];
+
+    /// [`StepRhs::product`] in both layouts, overwriting and accumulating, against the naive
+    /// product.
+    fn check_step_products<F: Float>(tolerance: f64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for &(m, k, n) in STEP_SHAPES {
+            for accumulate in [false, true] {
+                let a = random::<F>(&mut rng, m, k);
+                let b = random::<F>(&mut rng, k, n);
+                let c0 = random::<F>(&mut rng, m, n);
+                let beta = if accumulate { F::one() } else { F::zero() };
+                let expected = naive(F::one(), &a, &b, beta, &c0);
+                let w_transposed = b.t().to_owned();
+                let by_transposed = StepRhs::transposed(w_transposed.view());
+                let by_plain = StepRhs::plain(b.view());
+                for (rhs, w) in [(&by_transposed, w_transposed.view()), (&by_plain, b.view())] {
+                    let mut c = c0.clone();
+                    rhs.product(w, a.view(), c.view_mut(), accumulate).unwrap();
+                    assert_close(&c, &expected, tolerance);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn step_products_match_naive() {
+        check_step_products::<f32>(1e-5);
+        check_step_products::<f64>(1e-12);
+    }
+
+    #[test]
+    fn f32_step_products_are_packed_where_the_kernels_run() {
+        let w = Array2::<f32>::ones((8, 4));
+        assert_eq!(
+            StepRhs::transposed(w.view()).packed.is_some(),
+            gemv::has_avx2_fma()
+        );
+        assert!(
+            StepRhs::transposed(Array2::<f64>::ones((8, 4)).view())
+                .packed
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn products_split_in_a_duet_match_naive() {
+        duet::with_duet(true, || {
+            check_step_products::<f32>(1e-5);
+            check_step_products::<f64>(1e-12);
+            check_against_naive::<f32>(1e-5, same, transposed, matmul_nt);
+            check_against_naive::<f64>(1e-12, transposed, same, matmul_tn);
+            check_against_naive::<f64>(1e-12, same, same, matmul_nn);
+        });
+    }
+
+    #[test]
+    fn step_products_reject_shapes_that_do_not_fit() {
+        let w = Array2::<f32>::ones((8, 4));
+        let rhs = StepRhs::transposed(w.view());
+        let a = Array2::<f32>::ones((2, 3));
+        let mut c = Array2::<f32>::zeros((2, 8));
+        let error = rhs
+            .product(w.view(), a.view(), c.view_mut(), false)
+            .unwrap_err();
+        assert!(matches!(error, Error::ShapeMismatch { .. }), "{error}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! backward step's accumulators shared by all rows (bias and spec-parameter gradients) get a
 //! second copy for the second half, added into the first when the pass ends.
 
+use crate::duet;
 use crate::linalg::num_threads;
 use crate::{BackwardIo, Cell, StepIo};
 
@@ -84,13 +85,13 @@ pub(crate) fn step<C: Cell>(
     match cache {
         Some(cache) => {
             let (cache, cache2) = rows_of_mut(cache, rows, at);
-            rayon::join(
+            duet::fork(
                 || cell.step_train(first, cache),
                 || cell.step_train(second, cache2),
             );
         }
         None => {
-            rayon::join(|| cell.step(first), || cell.step(second));
+            duet::fork(|| cell.step(first), || cell.step(second));
         }
     }
 }
@@ -221,7 +222,7 @@ pub(crate) fn step_backward<C: Cell>(
         dbias_hh,
         scratch: scratch2,
     };
-    rayon::join(
+    duet::fork(
         || cell.step_backward(first, grads),
         || cell.step_backward(second_io, grads2),
     );

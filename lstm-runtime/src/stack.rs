@@ -34,7 +34,7 @@ use crate::mask::Validity;
 use crate::masks::{InRecurrence, RecurrentMasks};
 use num_traits::Zero;
 
-use crate::{Cell, Float, Gradients, Init, LstmConfig, MergeMode, Parameters};
+use crate::{Cell, Float, Gradients, Init, LstmConfig, MergeMode, Parameters, duet};
 
 /// A recurrent layer of any cell: `num_layers` stacked layers, each in one or two directions,
 /// as configured by an [`LstmConfig`].
@@ -760,36 +760,42 @@ impl<C: Cell> Lstm<C> {
             .config
             .return_sequences
             .then(|| Array3::zeros((seq_len, batch, width)));
-        for t0 in (0..seq_len).step_by(CHUNK_STEPS) {
-            let t1 = (t0 + CHUNK_STEPS).min(seq_len);
-            let steps = t1 - t0;
-            for layer in 0..layers {
-                let (below, above) = between.split_at_mut(layer);
-                let input = match layer {
-                    0 => prepared.input.slice(s![t0..t1, .., ..]),
-                    _ => below[layer - 1].slice(s![..steps, .., ..]),
-                };
-                let chunk_output = match above.first_mut() {
-                    Some(next_input) => Some(next_input.slice_mut(s![..steps, .., ..])),
-                    None => output
-                        .as_mut()
-                        .map(|output| output.slice_mut(s![t0..t1, .., ..])),
-                };
-                directions[layer].run_chunk(
-                    input,
-                    t0,
-                    seq_len,
-                    &mut runs[layer],
-                    chunk_output,
-                    None,
-                )?;
-                if let (Some(next_input), Some(Some(dropout))) =
-                    (above.first_mut(), dropouts.get_mut(layer))
-                {
-                    dropout.apply(next_input.slice_mut(s![..steps, .., ..]));
+        let worth_it = directions
+            .iter()
+            .any(|direction| direction.duet_worth_it(seq_len, batch));
+        duet::with_duet(worth_it, || {
+            for t0 in (0..seq_len).step_by(CHUNK_STEPS) {
+                let t1 = (t0 + CHUNK_STEPS).min(seq_len);
+                let steps = t1 - t0;
+                for layer in 0..layers {
+                    let (below, above) = between.split_at_mut(layer);
+                    let input = match layer {
+                        0 => prepared.input.slice(s![t0..t1, .., ..]),
+                        _ => below[layer - 1].slice(s![..steps, .., ..]),
+                    };
+                    let chunk_output = match above.first_mut() {
+                        Some(next_input) => Some(next_input.slice_mut(s![..steps, .., ..])),
+                        None => output
+                            .as_mut()
+                            .map(|output| output.slice_mut(s![t0..t1, .., ..])),
+                    };
+                    directions[layer].run_chunk(
+                        input,
+                        t0,
+                        seq_len,
+                        &mut runs[layer],
+                        chunk_output,
+                        None,
+                    )?;
+                    if let (Some(next_input), Some(Some(dropout))) =
+                        (above.first_mut(), dropouts.get_mut(layer))
+                    {
+                        dropout.apply(next_input.slice_mut(s![..steps, .., ..]));
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
         let mut h_n = Array3::zeros((layers, batch, width));
         let mut c_n = Array3::zeros((layers, batch, self.config.hidden_size));
         for (layer, run) in runs.iter().enumerate() {

@@ -236,12 +236,9 @@ fn dropout_between_layers_has_gradients() {
     );
 }
 
-#[test]
-fn f32_backward_matches_f64() {
-    let config = LstmConfig::new(INPUT, HIDDEN)
-        .with_num_layers(2)
-        .with_bidirectional(true)
-        .with_proj_size(2);
+/// Runs `config` in f64 (weights from seed 20) and in f32 with the same weights, training
+/// forward then backward with a random output gradient, and compares every gradient.
+fn check_f32_against_f64(config: LstmConfig, seq_len: usize, batch: usize, lengths: &[usize]) {
     let mut layer64 = layer::<LstmCell<f64>>(&config, 20);
     let mut layer32 =
         Lstm::<LstmCell<f32>>::new(config.clone(), &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
@@ -252,11 +249,13 @@ fn f32_backward_matches_f64() {
         v.zip_mut_with(source, |a, b| *a = *b as f32);
     });
     let mut rng = ChaCha8Rng::seed_from_u64(21);
-    let x = Array3::from_shape_fn((SEQ_LEN, BATCH, INPUT), |_| rng.random_range(-1.0..1.0));
-    let d_out = Array3::from_shape_fn((SEQ_LEN, BATCH, 4), |_| rng.random_range(-1.0..1.0));
-    let lengths = [SEQ_LEN, 3, 1];
+    let width = config.output_size() * config.num_directions();
+    let x = Array3::from_shape_fn((seq_len, batch, config.input_size), |_| {
+        rng.random_range(-1.0..1.0)
+    });
+    let d_out = Array3::from_shape_fn((seq_len, batch, width), |_| rng.random_range(-1.0..1.0));
     let (_, tape64) = layer64
-        .forward_train(x.view(), Call::new().with_lengths(&lengths))
+        .forward_train(x.view(), Call::new().with_lengths(lengths))
         .unwrap();
     let grads64 = layer64
         .backward(
@@ -270,7 +269,7 @@ fn f32_backward_matches_f64() {
     let x32 = x.mapv(|v| v as f32);
     let d_out32 = d_out.mapv(|v| v as f32);
     let (_, tape32) = layer32
-        .forward_train(x32.view(), Call::new().with_lengths(&lengths))
+        .forward_train(x32.view(), Call::new().with_lengths(lengths))
         .unwrap();
     let grads32 = layer32
         .backward(
@@ -294,4 +293,22 @@ fn f32_backward_matches_f64() {
     for (a, b) in grads32.input.iter().zip(&grads64.input) {
         assert!((f64::from(*a) - b).abs() < 1e-4, "input: {a} vs {b}");
     }
+}
+
+#[test]
+fn f32_backward_matches_f64() {
+    let config = LstmConfig::new(INPUT, HIDDEN)
+        .with_num_layers(2)
+        .with_bidirectional(true)
+        .with_proj_size(2);
+    check_f32_against_f64(config, SEQ_LEN, BATCH, &[SEQ_LEN, 3, 1]);
+}
+
+/// Past the fast paths' thresholds: the time loops run in a duet (two threads), and the f32
+/// recurrent products run on packed weights split in two (the f64 ones on the `gemm` crate,
+/// whose f64 gradients `gradcheck` checks above at small sizes).
+#[test]
+fn f32_backward_matches_f64_at_a_size_that_splits_steps() {
+    let config = LstmConfig::new(5, 50).with_bidirectional(true);
+    check_f32_against_f64(config, 64, 7, &[64, 60, 64, 1, 64, 33, 64]);
 }

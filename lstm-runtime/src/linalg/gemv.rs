@@ -48,7 +48,7 @@ pub(super) fn axpy_rows(alpha: f32, a: &[f32], b: &[f32], beta: f32, c: &mut [f3
 pub(super) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        crate::__private::has_avx2_fma()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,0 +1,248 @@
+//! A second thread that stays awake for the length of a time loop, so that each step's work
+//! can be split in two at a cost of well under a microsecond.
+//!
+//! A time step of a small layer (batch 1, hidden 128) takes a few microseconds; handing half
+//! of it to a Rayon worker from outside the pool costs more than that (the caller sleeps on a
+//! latch while a woken worker runs the join), so such steps used to run on one core. Within
+//! [`with_duet`] a helper thread spins waiting for work, and [`join`] on the calling thread
+//! posts one closure to it and runs the other itself, both returning before `join` does.
+//!
+//! Nothing inside a duet should use Rayon: the spinning helper would compete with Rayon's
+//! workers for the cores. So the matrix products and the split steps ask [`active`] and split
+//! through the duet when one is running.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::linalg::num_threads;
+
+/// The helper has nothing to do.
+const IDLE: u8 = 0;
+/// A job is posted and not finished.
+const POSTED: u8 = 1;
+/// The posted job is finished.
+const DONE: u8 = 2;
+/// The duet is over: the helper returns.
+const STOP: u8 = 3;
+
+/// Looks at the state, spinning, before a waiting thread starts yielding its core at every
+/// look: if the two threads ever share one core (another process takes the other), a spinning
+/// waiter must let the one it waits for run.
+const SPINS_BEFORE_YIELD: u32 = 1 << 10;
+
+/// A job handed to the helper: a type-erased `FnOnce` behind a mutable reference whose borrow
+/// the poster keeps alive until the job is done.
+type Job = *mut (dyn FnMut() + Send);
+
+/// The state shared by the calling thread and the helper.
+struct Shared {
+    state: AtomicU8,
+    /// The posted job, written before `state` becomes [`POSTED`].
+    job: Mutex<Option<SendJob>>,
+    /// The panic payload of a job that panicked, resumed on the calling thread.
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+/// A [`Job`] pointer that may cross to the helper thread.
+struct SendJob(Job);
+
+// SAFETY: the pointee is `Send`, and the poster keeps it alive and untouched until the helper
+// signals `DONE` (see `Duet::join`).
+unsafe impl Send for SendJob {}
+
+thread_local! {
+    /// The duet of the time loop running on this thread, if any.
+    static CURRENT: Cell<Option<*const Shared>> = const { Cell::new(None) };
+}
+
+/// Whether a duet is running for this thread.
+pub(crate) fn active() -> bool {
+    CURRENT.with(Cell::get).is_some()
+}
+
+/// Runs `body` with a duet: a helper thread for [`join`], when the machine is allowed two
+/// threads ([`num_threads`]) and `worth_it`, and no duet runs for this thread already.
+/// Otherwise `body` runs as it is.
+pub(crate) fn with_duet<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
+    if !worth_it || active() || num_threads() < 2 {
+        return body();
+    }
+    let shared = Shared {
+        state: AtomicU8::new(IDLE),
+        job: Mutex::new(None),
+        panic: Mutex::new(None),
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| helper(&shared));
+        /// Ends the duet even if `body` panics: the helper stops, `CURRENT` is cleared.
+        struct Stop<'a>(&'a Shared);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                CURRENT.with(|current| current.set(None));
+                self.0.state.store(STOP, Ordering::Release);
+            }
+        }
+        CURRENT.with(|current| current.set(Some(&shared as *const Shared)));
+        let _stop = Stop(&shared);
+        body()
+    })
+}
+
+/// The helper's loop: run posted jobs until told to stop.
+fn helper(shared: &Shared) {
+    let mut spins = 0u32;
+    loop {
+        match shared.state.load(Ordering::Acquire) {
+            POSTED => {
+                spins = 0;
+                let job = shared
+                    .job
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some(SendJob(job)) = job {
+                    // SAFETY: the poster keeps the job alive until it sees `DONE`.
+                    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
+                    if let Err(payload) = outcome {
+                        *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(payload);
+                    }
+                }
+                shared.state.store(DONE, Ordering::Release);
+            }
+            STOP => return,
+            _ => {
+                pause(&mut spins);
+            }
+        }
+    }
+}
+
+/// One wait between two looks at the state: a spin, or after [`SPINS_BEFORE_YIELD`] of them
+/// a yield of the core.
+fn pause(spins: &mut u32) {
+    if *spins < SPINS_BEFORE_YIELD {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Runs `first` on this thread and `second` on the duet's helper, or both here when no duet
+/// runs (in that order); returns when both are done. A panic in either is resumed here once
+/// both have finished.
+pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
+    let Some(shared) = CURRENT.with(Cell::get) else {
+        first();
+        second();
+        return;
+    };
+    // SAFETY: `CURRENT` is set only inside `with_duet`, on its thread, while `shared` lives.
+    let shared = unsafe { &*shared };
+    let mut second = Some(second);
+    let mut call = || {
+        if let Some(second) = second.take() {
+            second();
+        }
+    };
+    let job: *mut (dyn FnMut() + Send + '_) = &mut call;
+    // SAFETY: only the lifetime is erased; `Wait` below keeps `call` alive and borrowed until
+    // the helper has run it, even if `first` panics.
+    let job: Job = unsafe { std::mem::transmute(job) };
+    *shared.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(SendJob(job));
+    shared.state.store(POSTED, Ordering::Release);
+    /// Waits for the helper to finish the job, on return and on unwinding alike.
+    struct Wait<'a>(&'a Shared);
+    impl Drop for Wait<'_> {
+        fn drop(&mut self) {
+            let mut spins = 0;
+            while self.0.state.load(Ordering::Acquire) != DONE {
+                pause(&mut spins);
+            }
+            self.0.state.store(IDLE, Ordering::Relaxed);
+        }
+    }
+    let wait = Wait(shared);
+    first();
+    drop(wait);
+    let payload = shared
+        .panic
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(payload) = payload {
+        resume_unwind(payload);
+    }
+}
+
+/// [`join`] through the duet when one runs for this thread, else [`rayon::join`].
+pub(crate) fn fork<A: FnOnce() + Send, B: FnOnce() + Send>(first: A, second: B) {
+    if active() {
+        join(first, second);
+    } else {
+        rayon::join(first, second);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn join_runs_both_sides_with_and_without_a_duet() {
+        for worth_it in [false, true] {
+            let count = AtomicUsize::new(0);
+            let mut left = 0;
+            with_duet(worth_it, || {
+                for _ in 0..1000 {
+                    join(
+                        || left += 1,
+                        || {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        },
+                    );
+                }
+            });
+            assert_eq!((left, count.load(Ordering::Relaxed)), (1000, 1000));
+            assert!(!active());
+        }
+    }
+
+    #[test]
+    fn the_second_side_runs_on_another_thread_in_a_duet() {
+        if num_threads() < 2 {
+            return;
+        }
+        let here = std::thread::current().id();
+        let mut there = None;
+        with_duet(true, || {
+            assert!(active());
+            join(|| {}, || there = Some(std::thread::current().id()));
+        });
+        assert_ne!(there, Some(here));
+        assert!(there.is_some());
+    }
+
+    #[test]
+    fn a_panic_on_the_helper_reaches_the_caller_after_both_sides_finish() {
+        let finished = AtomicUsize::new(0);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            with_duet(true, || {
+                join(
+                    || {
+                        finished.fetch_add(1, Ordering::Relaxed);
+                    },
+                    || panic!("second side"),
+                )
+            })
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(finished.load(Ordering::Relaxed), 1);
+        assert!(!active());
+    }
+}

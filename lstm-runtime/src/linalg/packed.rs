@@ -1,0 +1,346 @@
+//! The per-step products of the time loop, `zh = h_prev · W_hhᵀ` and `dh_prev = dZ · W_hh`,
+//! in f32 against a right-hand operand packed once per call.
+//!
+//! A general GEMM (the `gemm` crate) re-packs its operands on every call; in the time loop the
+//! weights are the same at every step, so re-packing `W_hh` (4 MB at hidden 512) every step
+//! costs about as much as the arithmetic it feeds. Here the right-hand operand `b: k×n` is
+//! packed once into panels of [`NR`] columns, each stored `k` lines of [`NR`] values (one
+//! cache line), and every step streams those panels through an AVX2/FMA microkernel of up to
+//! [`MR`] rows × [`NR`] columns, whose accumulators stay in registers. The left operand (a
+//! step's batch of `h_prev` or `dZ` rows) is read in place.
+//!
+//! The panels are split between threads (each thread owns a column range of the output), so
+//! each core streams only its share of the weights.
+
+use std::ops::Range;
+
+use super::gemv::has_avx2_fma;
+
+/// Columns of one panel and of the microkernel: two AVX2 registers of f32, one cache line.
+pub(super) const NR: usize = 16;
+
+/// Rows of the microkernel: 6 rows × 2 registers = 12 accumulators, which with the two
+/// registers of `b` and one broadcast of `a` fit in the 16 AVX2 registers.
+pub(super) const MR: usize = 6;
+
+/// Left rows the kernel reads before moving to the next panel: bounds the part of `a` that
+/// must stay in the L2 cache while a panel is reused across row blocks.
+const ROWS_PER_PASS: usize = 96;
+
+/// Depth the kernel covers before moving to the next panel: a panel's share
+/// (`DEPTH_PER_PASS` lines, 16 KB) and a row block's (6 KB) then fit in the L1 cache together.
+const DEPTH_PER_PASS: usize = 256;
+
+/// One line of a panel: the [`NR`] values of one `k` index, aligned to a cache line.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Line([f32; NR]);
+
+/// A right-hand operand `b: k×n` packed into panels of [`NR`] columns.
+#[derive(Clone, Debug)]
+pub(crate) struct Panels {
+    k: usize,
+    n: usize,
+    /// `n.div_ceil(NR)` panels of `k` lines; the columns past `n` in the last panel are zero.
+    lines: Vec<Line>,
+}
+
+impl Panels {
+    /// Packs `b = wᵀ` for a row-major `w: n×k` (the recurrent weights `W_hh` as the forward
+    /// product `h_prev · W_hhᵀ` reads them); `None` on a machine without AVX2 and FMA.
+    pub(crate) fn transposed(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        debug_assert_eq!(w.len(), n * k);
+        let mut panels = Self::zeroed(k, n)?;
+        for (p, panel) in panels.lines.chunks_mut(k.max(1)).enumerate() {
+            for j in 0..NR.min(n - p * NR) {
+                let row = &w[(p * NR + j) * k..][..k];
+                for (line, &value) in panel.iter_mut().zip(row) {
+                    line.0[j] = value;
+                }
+            }
+        }
+        Some(panels)
+    }
+
+    /// Packs `b = w` for a row-major `w: k×n` (the recurrent weights `W_hh` as the backward
+    /// product `dZ · W_hh` reads them); `None` on a machine without AVX2 and FMA.
+    pub(crate) fn plain(w: &[f32], k: usize, n: usize) -> Option<Self> {
+        debug_assert_eq!(w.len(), k * n);
+        let mut panels = Self::zeroed(k, n)?;
+        for (p, panel) in panels.lines.chunks_mut(k.max(1)).enumerate() {
+            let columns = p * NR..(p * NR + NR).min(n);
+            for (kk, line) in panel.iter_mut().enumerate() {
+                line.0[..columns.len()].copy_from_slice(&w[kk * n..][columns.clone()]);
+            }
+        }
+        Some(panels)
+    }
+
+    fn zeroed(k: usize, n: usize) -> Option<Self> {
+        has_avx2_fma().then(|| Panels {
+            k,
+            n,
+            lines: vec![Line([0.0; NR]); n.div_ceil(NR) * k],
+        })
+    }
+
+    /// Depth `k` of the product.
+    pub(crate) fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// Columns `n` of the product.
+    pub(crate) fn width(&self) -> usize {
+        self.n
+    }
+
+    /// Number of panels.
+    pub(crate) fn panel_count(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    /// `c ← a · b` (or `c += a · b` when `accumulate`) for the columns of the panels in
+    /// `panels`, with `a` row-major `m×k` and `c` row-major `m×n`.
+    ///
+    /// # Safety
+    ///
+    /// `a` holds `m·k` values and `c` points at `m·n` writable values that no one else reads
+    /// or writes in the columns of `panels` meanwhile; `panels` lies within the panel count.
+    pub(crate) unsafe fn product(
+        &self,
+        a: &[f32],
+        m: usize,
+        c: *mut f32,
+        accumulate: bool,
+        panels: Range<usize>,
+    ) {
+        debug_assert_eq!(a.len(), m * self.k);
+        debug_assert!(panels.end <= self.panel_count());
+        // SAFETY: `Panels` exist only where `has_avx2_fma` held; bounds as the caller promises.
+        unsafe { self.product_avx2(a, m, c, accumulate, panels) }
+    }
+
+    /// # Safety
+    ///
+    /// As [`Self::product`], on a CPU with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn product_avx2(
+        &self,
+        a: &[f32],
+        m: usize,
+        c: *mut f32,
+        accumulate: bool,
+        panels: Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        if k == 0 {
+            if !accumulate {
+                for row in 0..m {
+                    for column in panels.start * NR..(panels.end * NR).min(n) {
+                        // SAFETY: in bounds of `c: m×n`.
+                        unsafe { *c.add(row * n + column) = 0.0 };
+                    }
+                }
+            }
+            return;
+        }
+        for pass in (0..m).step_by(ROWS_PER_PASS) {
+            let pass_rows = ROWS_PER_PASS.min(m - pass);
+            for depth in (0..k).step_by(DEPTH_PER_PASS) {
+                let depth = depth..(depth + DEPTH_PER_PASS).min(k);
+                for p in panels.clone() {
+                    let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
+                    let columns = NR.min(n - p * NR);
+                    for block in row_blocks(pass_rows) {
+                        let row = pass + block.start;
+                        let tile = Tile {
+                            a: &a[row * k + depth.start..],
+                            lda: k,
+                            // SAFETY: row `row`, column `p·NR` of `c: m×n`.
+                            c: unsafe { c.add(row * n + p * NR) },
+                            ldc: n,
+                            columns,
+                            accumulate: accumulate || depth.start > 0,
+                        };
+                        // SAFETY: AVX2 and FMA are enabled in this function; the tile lies in
+                        // the caller's bounds.
+                        unsafe {
+                            match block.len() {
+                                1 => kernel_1(panel, tile),
+                                2 => kernel::<2>(panel, tile),
+                                3 => kernel::<3>(panel, tile),
+                                4 => kernel::<4>(panel, tile),
+                                5 => kernel::<5>(panel, tile),
+                                _ => kernel::<6>(panel, tile),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Splits `m` rows into blocks of at most [`MR`] rows, as even as possible (32 rows are
+/// 6, 6, 5, 5, 5, 5 rather than five 6s and a 2, whose kernel would be latency bound).
+fn row_blocks(m: usize) -> impl Iterator<Item = Range<usize>> {
+    let blocks = m.div_ceil(MR);
+    let (base, extra) = m
+        .checked_div(blocks)
+        .map_or((0, 0), |base| (base, m % blocks));
+    (0..blocks).scan(0, move |start, b| {
+        let len = base + usize::from(b < extra);
+        let range = *start..*start + len;
+        *start += len;
+        Some(range)
+    })
+}
+
+/// One microkernel call: rows of `a` (row stride `lda`, as many values per row as the panel
+/// has lines) times one panel, into the `rows × columns` tile of `c` at `c` with row stride
+/// `ldc`.
+struct Tile<'a> {
+    a: &'a [f32],
+    lda: usize,
+    c: *mut f32,
+    ldc: usize,
+    columns: usize,
+    accumulate: bool,
+}
+
+/// `R` rows times one panel, `R` × 2 accumulators in registers.
+///
+/// # Safety
+///
+/// AVX2 and FMA; `tile.a` holds `R·k` values, `panel` `k` lines, and `tile.c` is writable for
+/// `R` rows of `tile.columns` values at stride `tile.ldc`.
+#[inline(always)]
+unsafe fn kernel<const R: usize>(panel: &[Line], tile: Tile<'_>) {
+    use std::arch::x86_64::{
+        __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_load_ps, _mm256_setzero_ps,
+    };
+    let lda = tile.lda;
+    // SAFETY: AVX2 is available, as the caller promises.
+    let mut acc: [[__m256; 2]; R] = [[unsafe { _mm256_setzero_ps() }; 2]; R];
+    let a = tile.a.as_ptr();
+    for (kk, line) in panel.iter().enumerate() {
+        // SAFETY: lines are 64-byte aligned and hold 16 values; `a` rows hold `k` values.
+        unsafe {
+            let b0 = _mm256_load_ps(line.0.as_ptr());
+            let b1 = _mm256_load_ps(line.0.as_ptr().add(8));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*a.add(i * lda + kk));
+                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+    }
+    // SAFETY: as the caller promises.
+    unsafe { store(&acc, &tile) };
+}
+
+/// One row times one panel: four independent pairs of accumulators over `k` (one register
+/// pair alone would wait on each fused multiply-add's latency).
+///
+/// # Safety
+///
+/// As [`kernel`] with `R = 1`.
+#[inline(always)]
+unsafe fn kernel_1(panel: &[Line], tile: Tile<'_>) {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_load_ps,
+        _mm256_setzero_ps,
+    };
+    // SAFETY: AVX2 is available, as the caller promises.
+    let mut acc: [[__m256; 2]; 4] = [[unsafe { _mm256_setzero_ps() }; 2]; 4];
+    let a = tile.a;
+    let body = panel.len() / 4 * 4;
+    // SAFETY: lines are 64-byte aligned and hold 16 values; `a` holds `k` values.
+    unsafe {
+        for kk in (0..body).step_by(4) {
+            for (u, acc) in acc.iter_mut().enumerate() {
+                let line = &panel[kk + u].0;
+                let x = _mm256_broadcast_ss(&a[kk + u]);
+                acc[0] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr()), acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr().add(8)), acc[1]);
+            }
+        }
+        for kk in body..panel.len() {
+            let line = &panel[kk].0;
+            let x = _mm256_broadcast_ss(&a[kk]);
+            acc[0][0] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr()), acc[0][0]);
+            acc[0][1] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr().add(8)), acc[0][1]);
+        }
+        let sum = [[
+            _mm256_add_ps(
+                _mm256_add_ps(acc[0][0], acc[1][0]),
+                _mm256_add_ps(acc[2][0], acc[3][0]),
+            ),
+            _mm256_add_ps(
+                _mm256_add_ps(acc[0][1], acc[1][1]),
+                _mm256_add_ps(acc[2][1], acc[3][1]),
+            ),
+        ]];
+        store(&sum, &tile);
+    }
+}
+
+/// Writes (or adds) `R` rows of accumulators into the tile.
+///
+/// # Safety
+///
+/// AVX2; `tile.c` is writable for `R` rows of `tile.columns` values at stride `tile.ldc`.
+#[inline(always)]
+unsafe fn store<const R: usize>(acc: &[[std::arch::x86_64::__m256; 2]; R], tile: &Tile<'_>) {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_loadu_ps, _mm256_storeu_ps};
+    for (i, acc) in acc.iter().enumerate() {
+        // SAFETY: row `i` of the tile, within the caller's bounds.
+        unsafe {
+            let row = tile.c.add(i * tile.ldc);
+            if tile.columns == NR {
+                let (mut lo, mut hi) = (acc[0], acc[1]);
+                if tile.accumulate {
+                    lo = _mm256_add_ps(lo, _mm256_loadu_ps(row));
+                    hi = _mm256_add_ps(hi, _mm256_loadu_ps(row.add(8)));
+                }
+                _mm256_storeu_ps(row, lo);
+                _mm256_storeu_ps(row.add(8), hi);
+            } else {
+                let mut values = [0.0f32; NR];
+                _mm256_storeu_ps(values.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(values.as_mut_ptr().add(8), acc[1]);
+                for (j, &value) in values[..tile.columns].iter().enumerate() {
+                    let out = row.add(j);
+                    *out = if tile.accumulate { *out + value } else { value };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_blocks_cover_the_rows_evenly() {
+        for m in 0..40 {
+            let blocks: Vec<_> = row_blocks(m).collect();
+            let mut next = 0;
+            for block in &blocks {
+                assert_eq!(block.start, next);
+                assert!((1..=MR).contains(&block.len()), "{m}: {blocks:?}");
+                next = block.end;
+            }
+            assert_eq!(next, m);
+            let lens: Vec<_> = blocks.iter().map(Range::len).collect();
+            if let (Some(max), Some(min)) = (lens.iter().max(), lens.iter().min()) {
+                assert!(max - min <= 1, "{m}: {lens:?}");
+            }
+        }
+        assert_eq!(
+            row_blocks(32).map(|b| b.len()).collect::<Vec<_>>(),
+            [6, 6, 5, 5, 5, 5]
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! Off x86_64 there are no packed kernels: [`Panels`] cannot be made, and every step product
+//! runs on the `gemm` crate.
+
+use std::ops::Range;
+
+/// Never constructed off x86_64.
+pub(crate) enum Panels {}
+
+impl Panels {
+    /// Always `None`: no kernels for this architecture.
+    pub(crate) fn transposed(_w: &[f32], _n: usize, _k: usize) -> Option<Self> {
+        None
+    }
+
+    /// Always `None`: no kernels for this architecture.
+    pub(crate) fn plain(_w: &[f32], _k: usize, _n: usize) -> Option<Self> {
+        None
+    }
+
+    pub(crate) fn depth(&self) -> usize {
+        match *self {}
+    }
+
+    pub(crate) fn width(&self) -> usize {
+        match *self {}
+    }
+
+    pub(crate) fn panel_count(&self) -> usize {
+        match *self {}
+    }
+
+    /// # Safety
+    ///
+    /// Unreachable: no value exists.
+    pub(crate) unsafe fn product(
+        &self,
+        _: &[f32],
+        _: usize,
+        _: *mut f32,
+        _: bool,
+        _: Range<usize>,
+    ) {
+        match *self {}
+    }
+}
