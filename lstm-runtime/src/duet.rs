@@ -20,12 +20,19 @@ use crate::linalg::num_threads;
 
 /// The helper has nothing to do.
 const IDLE: u8 = 0;
-/// A job is posted and not finished.
+/// A job is posted and nobody runs it yet.
 const POSTED: u8 = 1;
+/// The posted job is being run, by the helper or by the poster.
+const RUNNING: u8 = 2;
 /// The posted job is finished.
-const DONE: u8 = 2;
+const DONE: u8 = 3;
 /// The duet is over: the helper returns.
-const STOP: u8 = 3;
+const STOP: u8 = 4;
+
+/// Looks at the state the poster spends, once its own side is done, before it runs a job the
+/// helper has not started itself: a helper that is not on a core (the system gave both
+/// threads one core for a while) must not hold the time loop up.
+const SPINS_BEFORE_TAKING_BACK: u32 = 256;
 
 /// Looks at the state, spinning, before a waiting thread starts yielding its core at every
 /// look: if the two threads ever share one core (another process takes the other), a spinning
@@ -97,20 +104,13 @@ fn helper(shared: &Shared) {
         match shared.state.load(Ordering::Acquire) {
             POSTED => {
                 spins = 0;
-                let job = shared
-                    .job
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                if let Some(SendJob(job)) = job {
-                    // SAFETY: the poster keeps the job alive until it sees `DONE`.
-                    let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
-                    if let Err(payload) = outcome {
-                        *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(payload);
-                    }
+                if shared
+                    .state
+                    .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    run_posted(shared);
                 }
-                shared.state.store(DONE, Ordering::Release);
             }
             STOP => return,
             _ => {
@@ -118,6 +118,24 @@ fn helper(shared: &Shared) {
             }
         }
     }
+}
+
+/// Runs the posted job (the caller won it: `POSTED` → `RUNNING`), keeps a panic for the
+/// poster, and signals `DONE`.
+fn run_posted(shared: &Shared) {
+    let job = shared
+        .job
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(SendJob(job)) = job {
+        // SAFETY: the poster keeps the job alive until it sees `DONE`.
+        let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
+        if let Err(payload) = outcome {
+            *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
+        }
+    }
+    shared.state.store(DONE, Ordering::Release);
 }
 
 /// One wait between two looks at the state: a spin, or after [`SPINS_BEFORE_YIELD`] of them
@@ -159,8 +177,21 @@ pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
     impl Drop for Wait<'_> {
         fn drop(&mut self) {
             let mut spins = 0;
-            while self.0.state.load(Ordering::Acquire) != DONE {
-                pause(&mut spins);
+            loop {
+                match self.0.state.load(Ordering::Acquire) {
+                    DONE => break,
+                    POSTED if spins >= SPINS_BEFORE_TAKING_BACK => {
+                        if self
+                            .0
+                            .state
+                            .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            run_posted(self.0);
+                        }
+                    }
+                    _ => pause(&mut spins),
+                }
             }
             self.0.state.store(IDLE, Ordering::Relaxed);
         }
@@ -219,13 +250,42 @@ mod tests {
             return;
         }
         let here = std::thread::current().id();
-        let mut there = None;
+        let mut elsewhere = 0;
         with_duet(true, || {
             assert!(active());
-            join(|| {}, || there = Some(std::thread::current().id()));
+            // Until it does once, or for a second (the system may give both threads one core
+            // for a while).
+            let start = std::time::Instant::now();
+            while elsewhere == 0 && start.elapsed() < std::time::Duration::from_secs(1) {
+                let mut there = None;
+                // The first side lasts long enough for the helper to pick the second up.
+                let busy = || {
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_micros(50) {}
+                };
+                join(busy, || there = Some(std::thread::current().id()));
+                elsewhere += usize::from(there.is_some_and(|id| id != here));
+            }
         });
-        assert_ne!(there, Some(here));
-        assert!(there.is_some());
+        assert!(elsewhere > 0);
+    }
+
+    #[test]
+    fn the_caller_runs_a_job_the_helper_never_picks_up() {
+        // A duet whose helper never runs (as when the system gives it no core).
+        let shared = Shared {
+            state: AtomicU8::new(IDLE),
+            job: Mutex::new(None),
+            panic: Mutex::new(None),
+        };
+        CURRENT.with(|current| current.set(Some(&shared as *const Shared)));
+        let mut sides = (0, 0);
+        for _ in 0..3 {
+            join(|| sides.0 += 1, || sides.1 += 1);
+        }
+        CURRENT.with(|current| current.set(None));
+        assert_eq!(sides, (3, 3));
+        assert_eq!(shared.state.load(Ordering::Relaxed), IDLE);
     }
 
     #[test]
