@@ -5,6 +5,8 @@ For each case of the performance issue, times PyTorch's built-in ``nn.LSTM`` (an
 custom cells, the same cells written as eager PyTorch loops, the way a researcher writes a
 new cell there) and ``lstm bench`` with the same shapes and thread count, then prints a
 ratio table (``lstm`` time / PyTorch time: below 1 means faster) and writes a bar chart.
+Every round measures everything; the table gives medians over the rounds, and each ratio is
+the median of the ratios of times taken back to back in one round.
 
     python3 -m venv .venv && .venv/bin/pip install -r bench/requirements.txt
     cargo build --release
@@ -108,6 +110,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every measurement; the table gives medians over rounds")
     parser.add_argument("--binary", default="target/release/lstm")
     parser.add_argument("--plot", default="bench/compare_torch.png")
     args = parser.parse_args()
@@ -116,45 +120,68 @@ def main():
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} not found: run `cargo build --release` first")
 
+    # Every round measures every case, PyTorch then lstm back to back; the table gives the
+    # median over rounds of each time and of each round's ratio. This machine's speed drifts
+    # (other tenants) by up to 2x over minutes: a ratio of two times taken far apart measures
+    # the drift, one of times taken together does not.
+    per_round = []
+    for _ in range(args.rounds):
+        measured = {}
+        for batch, seq_len, input_size, hidden_size, _, _ in CASES:
+            shape = (batch, seq_len, input_size, hidden_size)
+            x = torch.randn(seq_len, batch, input_size)
+            module = torch.nn.LSTM(input_size, hidden_size)
+            measured[("torch", shape)] = time_torch(module, x, args.repeats)
+            measured[("lstm", shape)] = time_lstm(args.binary, *shape, "lstm", args.threads,
+                                                  args.repeats)
+        shape = CASES[0][:4]
+        x = torch.randn(shape[1], shape[0], shape[2])
+        for cell in CUSTOM_CELLS:
+            measured[("eager " + cell, shape)] = time_torch(
+                EagerCell(shape[2], shape[3], cell), x, args.repeats)
+            measured[(cell, shape)] = time_lstm(args.binary, *shape, cell, args.threads,
+                                                args.repeats)
+        per_round.append(measured)
+
+    def median_of(key, index):
+        return statistics.median(m[key][index] for m in per_round)
+
+    def median_ratio(key, reference, index):
+        return statistics.median(m[key][index] / m[reference][index] for m in per_round)
+
     rows = []
-    reference_lstm = {}
     for batch, seq_len, input_size, hidden_size, goal_fwd, goal_fwdbwd in CASES:
-        x = torch.randn(seq_len, batch, input_size)
-        module = torch.nn.LSTM(input_size, hidden_size)
-        torch_fwd, torch_fwdbwd = time_torch(module, x, args.repeats)
-        ours_fwd, ours_fwdbwd, gflops = time_lstm(
-            args.binary, batch, seq_len, input_size, hidden_size, "lstm", args.threads, args.repeats
-        )
-        reference_lstm[(batch, seq_len, input_size, hidden_size)] = (ours_fwd, ours_fwdbwd)
+        shape = (batch, seq_len, input_size, hidden_size)
+        ours, theirs = ("lstm", shape), ("torch", shape)
         rows.append({
             "case": f"lstm {batch},{seq_len},{input_size},{hidden_size}",
             "against": "torch nn.LSTM",
-            "torch_fwd_ms": torch_fwd, "torch_fwdbwd_ms": torch_fwdbwd,
-            "ours_fwd_ms": ours_fwd, "ours_fwdbwd_ms": ours_fwdbwd, "gflops": gflops,
-            "ratio_fwd": ours_fwd / torch_fwd, "ratio_fwdbwd": ours_fwdbwd / torch_fwdbwd,
+            "torch_fwd_ms": median_of(theirs, 0), "torch_fwdbwd_ms": median_of(theirs, 1),
+            "ours_fwd_ms": median_of(ours, 0), "ours_fwdbwd_ms": median_of(ours, 1),
+            "gflops": median_of(ours, 2),
+            "ratio_fwd": median_ratio(ours, theirs, 0),
+            "ratio_fwdbwd": median_ratio(ours, theirs, 1),
             "goal_fwd": goal_fwd, "goal_fwdbwd": goal_fwdbwd,
         })
-
-    batch, seq_len, input_size, hidden_size = CASES[0][:4]
-    x = torch.randn(seq_len, batch, input_size)
-    lstm_fwd, lstm_fwdbwd = reference_lstm[(batch, seq_len, input_size, hidden_size)]
+    shape = CASES[0][:4]
+    batch, seq_len, input_size, hidden_size = shape
     for cell in CUSTOM_CELLS:
-        eager_fwd, eager_fwdbwd = time_torch(EagerCell(input_size, hidden_size, cell), x, args.repeats)
-        ours_fwd, ours_fwdbwd, gflops = time_lstm(
-            args.binary, batch, seq_len, input_size, hidden_size, cell, args.threads, args.repeats
-        )
+        ours, eager, lstm = (cell, shape), ("eager " + cell, shape), ("lstm", shape)
         rows.append({
             "case": f"{cell} {batch},{seq_len},{input_size},{hidden_size}",
             "against": "our lstm",
-            "torch_fwd_ms": eager_fwd, "torch_fwdbwd_ms": eager_fwdbwd,
-            "ours_fwd_ms": ours_fwd, "ours_fwdbwd_ms": ours_fwdbwd, "gflops": gflops,
-            "ratio_fwd": ours_fwd / lstm_fwd, "ratio_fwdbwd": ours_fwdbwd / lstm_fwdbwd,
+            "torch_fwd_ms": median_of(eager, 0), "torch_fwdbwd_ms": median_of(eager, 1),
+            "ours_fwd_ms": median_of(ours, 0), "ours_fwdbwd_ms": median_of(ours, 1),
+            "gflops": median_of(ours, 2),
+            "ratio_fwd": median_ratio(ours, lstm, 0), "ratio_fwdbwd": median_ratio(ours, lstm, 1),
             "goal_fwd": 1.1, "goal_fwdbwd": 1.1,
-            "eager_ratio_fwd": ours_fwd / eager_fwd, "eager_ratio_fwdbwd": ours_fwdbwd / eager_fwdbwd,
+            "eager_ratio_fwd": median_ratio(ours, eager, 0),
+            "eager_ratio_fwdbwd": median_ratio(ours, eager, 1),
         })
 
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, {args.threads} threads each, torch {torch.__version__}")
+          f"{os.cpu_count()} cores, {args.threads} threads each, torch {torch.__version__}, "
+          f"medians of {args.rounds} rounds of {args.repeats} repeats")
     header = ("case (B,T,I,H)", "ratio vs", "torch fwd", "torch f+b", "lstm fwd", "lstm f+b",
               "fwd ratio", "f+b ratio", "goal", "met")
     print("| " + " | ".join(header) + " |")

@@ -27,6 +27,11 @@ pub(super) const MR: usize = 6;
 /// must stay in the L2 cache while a panel is reused across row blocks.
 const ROWS_PER_PASS: usize = 96;
 
+/// Bytes of left rows (a pass of up to [`ROWS_PER_PASS`] rows at full depth) up to which a
+/// panel is run to its full depth before the next: half of this machine's 512 KB L2, so the
+/// rows stay there while the panels stream past.
+const A_IN_L2_BYTES: usize = 256 * 1024;
+
 /// Depth the kernel covers before moving to the next panel: a panel's share
 /// (`DEPTH_PER_PASS` lines, 16 KB) and a row block's (6 KB) then fit in the L1 cache together.
 const DEPTH_PER_PASS: usize = 256;
@@ -145,36 +150,69 @@ impl Panels {
             return;
         }
         for pass in (0..m).step_by(ROWS_PER_PASS) {
-            let pass_rows = ROWS_PER_PASS.min(m - pass);
-            for depth in (0..k).step_by(DEPTH_PER_PASS) {
-                let depth = depth..(depth + DEPTH_PER_PASS).min(k);
+            let rows = pass..(pass + ROWS_PER_PASS).min(m);
+            let depths = (0..k)
+                .step_by(DEPTH_PER_PASS)
+                .map(|depth| depth..(depth + DEPTH_PER_PASS).min(k));
+            let tiles = |p: usize, depth: Range<usize>| {
+                let accumulate = accumulate || depth.start > 0;
+                // SAFETY: as this function's caller promises; AVX2 and FMA are available.
+                unsafe { self.panel_tiles(a, c, rows.clone(), p, depth, accumulate) }
+            };
+            if rows.len() * k * size_of::<f32>() <= A_IN_L2_BYTES {
+                // Each panel to its full depth: its tiles of `c` stay in L1 between depths,
+                // and the rows of `a` in L2 across panels.
                 for p in panels.clone() {
-                    let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
-                    let columns = NR.min(n - p * NR);
-                    for block in row_blocks(pass_rows) {
-                        let row = pass + block.start;
-                        let tile = Tile {
-                            a: &a[row * k + depth.start..],
-                            lda: k,
-                            // SAFETY: row `row`, column `p·NR` of `c: m×n`.
-                            c: unsafe { c.add(row * n + p * NR) },
-                            ldc: n,
-                            columns,
-                            accumulate: accumulate || depth.start > 0,
-                        };
-                        // SAFETY: AVX2 and FMA are enabled in this function; the tile lies in
-                        // the caller's bounds.
-                        unsafe {
-                            match block.len() {
-                                1 => kernel_1(panel, tile),
-                                2 => kernel::<2>(panel, tile),
-                                3 => kernel::<3>(panel, tile),
-                                4 => kernel::<4>(panel, tile),
-                                5 => kernel::<5>(panel, tile),
-                                _ => kernel::<6>(panel, tile),
-                            }
-                        }
-                    }
+                    depths.clone().for_each(|depth| tiles(p, depth));
+                }
+            } else {
+                // Rows too deep for L2: every panel at one depth range, then the next.
+                for depth in depths {
+                    panels.clone().for_each(|p| tiles(p, depth.clone()));
+                }
+            }
+        }
+    }
+
+    /// The tiles of `rows` × panel `p` over `depth`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::product`], on a CPU with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn panel_tiles(
+        &self,
+        a: &[f32],
+        c: *mut f32,
+        rows: Range<usize>,
+        p: usize,
+        depth: Range<usize>,
+        accumulate: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
+        let columns = NR.min(n - p * NR);
+        for block in row_blocks(rows.len()) {
+            let row = rows.start + block.start;
+            let tile = Tile {
+                a: &a[row * k + depth.start..],
+                lda: k,
+                // SAFETY: row `row`, column `p·NR` of `c: m×n`.
+                c: unsafe { c.add(row * n + p * NR) },
+                ldc: n,
+                columns,
+                accumulate,
+            };
+            // SAFETY: AVX2 and FMA are enabled in this function; the tile lies in the
+            // caller's bounds.
+            unsafe {
+                match block.len() {
+                    1 => kernel_1(panel, tile),
+                    2 => kernel::<2>(panel, tile),
+                    3 => kernel::<3>(panel, tile),
+                    4 => kernel::<4>(panel, tile),
+                    5 => kernel::<5>(panel, tile),
+                    _ => kernel::<6>(panel, tile),
                 }
             }
         }
