@@ -56,7 +56,7 @@ struct Shared {
 struct SendJob(Job);
 
 // SAFETY: the pointee is `Send`, and the poster keeps it alive and untouched until the helper
-// signals `DONE` (see `Duet::join`).
+// signals `DONE` (see `join`).
 unsafe impl Send for SendJob {}
 
 thread_local! {
@@ -82,7 +82,13 @@ pub(crate) fn with_duet<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
         panic: Mutex::new(None),
     };
     std::thread::scope(|scope| {
-        scope.spawn(|| helper(&shared));
+        let spawned = std::thread::Builder::new()
+            .name("lstm-duet".into())
+            .spawn_scoped(scope, || helper(&shared));
+        if spawned.is_err() {
+            // No thread to be had (a resource limit): the loop runs on this thread alone.
+            return body();
+        }
         /// Ends the duet even if `body` panics: the helper stops, `CURRENT` is cleared.
         struct Stop<'a>(&'a Shared);
         impl Drop for Stop<'_> {

@@ -23,8 +23,8 @@ pub(super) const NR: usize = 16;
 /// registers of `b` and one broadcast of `a` fit in the 16 AVX2 registers.
 pub(super) const MR: usize = 6;
 
-/// Left rows the kernel reads before moving to the next panel: bounds the part of `a` that
-/// must stay in the L2 cache while a panel is reused across row blocks.
+/// Left rows that one pass over the panels covers: bounds the part of `a` that must stay in
+/// the L2 cache while the panels stream past.
 const ROWS_PER_PASS: usize = 96;
 
 /// Bytes of left rows (a pass of up to [`ROWS_PER_PASS`] rows at full depth) up to which a
@@ -32,8 +32,8 @@ const ROWS_PER_PASS: usize = 96;
 /// rows stay there while the panels stream past.
 const A_IN_L2_BYTES: usize = 256 * 1024;
 
-/// Depth the kernel covers before moving to the next panel: a panel's share
-/// (`DEPTH_PER_PASS` lines, 16 KB) and a row block's (6 KB) then fit in the L1 cache together.
+/// Depth that one microkernel call covers: a panel's share (`DEPTH_PER_PASS` lines, 16 KB) and
+/// a row block's (6 KB) then fit in the L1 cache together.
 const DEPTH_PER_PASS: usize = 256;
 
 /// One line of a panel: the [`NR`] values of one `k` index, aligned to a cache line.
