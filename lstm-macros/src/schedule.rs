@@ -102,8 +102,14 @@ pub struct RowCode {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Value,
-    Slice,
-    SliceMut,
+    /// A slice; `units` when it holds one value per unit (`hidden` of them).
+    Slice {
+        units: bool,
+    },
+    /// A mutable slice, as [`Pass::Slice`].
+    SliceMut {
+        units: bool,
+    },
 }
 
 /// Wraps a row's code in an `#[inline(always)]` function that takes every slice as its own
@@ -113,6 +119,12 @@ enum Pass {
 /// tell the outputs apart from the inputs and would need a run-time overlap check for every
 /// pair before vectorising the loop (it gives up when there are many). Reference parameters
 /// carry Rust's aliasing guarantees, which survive inlining.
+///
+/// The kernel first cuts every per-unit slice to `hidden` values, so the loops over `0..hidden`
+/// carry no bounds checks (with them, the compiler runs the last iterations one unit at a
+/// time). On x86-64 the body is compiled a second time for AVX2 and FMA, where `ops` is the
+/// runtime's `ops::fma`: the polynomials of `sigmoid`, `tanh` and `exp` on fused
+/// multiply-adds.
 pub fn kernel(
     graph: &Graph,
     naming: &Naming,
@@ -126,41 +138,48 @@ pub fn kernel(
         let pass = match leaf {
             Leaf::Units => Pass::Value,
             Leaf::Param(p) if graph.param_lanes[*p] == ParamLane::Scalar => Pass::Value,
-            _ => Pass::Slice,
+            _ => Pass::Slice { units: true },
         };
         params.insert(naming.leaf(*leaf).to_string(), pass);
     }
     for sink in sinks {
-        let slice = match &sink.target {
-            SinkTarget::Unit { slice, .. } | SinkTarget::Row { slice, .. } => slice,
+        let (slice, units) = match &sink.target {
+            SinkTarget::Unit { slice, .. } => (slice, true),
+            SinkTarget::Row { slice, .. } => (slice, false),
         };
-        params.insert(slice.to_string(), Pass::SliceMut);
+        params.insert(slice.to_string(), Pass::SliceMut { units });
     }
     for source in sources.values() {
-        let (Source::Unit(slice) | Source::Row(slice, _)) = source;
+        let (slice, units) = match source {
+            Source::Unit(slice) => (slice, true),
+            Source::Row(slice, _) => (slice, false),
+        };
         if code.body.to_string().contains(&slice.to_string()) {
-            params.insert(slice.to_string(), Pass::Slice);
+            params.insert(slice.to_string(), Pass::Slice { units });
         }
     }
     for k in 0..code.spills {
-        params.insert(format!("spill{k}"), Pass::SliceMut);
+        params.insert(format!("spill{k}"), Pass::SliceMut { units: true });
     }
-    let (mut inputs, mut args) = (Vec::new(), Vec::new());
+    let (mut inputs, mut args, mut cuts) = (Vec::new(), Vec::new(), Vec::new());
     for (name, pass) in &params {
         let ident = format_ident!("{}", name);
         let (ty, arg) = match pass {
             Pass::Value => (quote!(F), quote!(#ident)),
-            Pass::Slice => (quote!(&[F]), quote!(#ident)),
-            Pass::SliceMut => (quote!(&mut [F]), quote!(&mut *#ident)),
+            Pass::Slice { .. } => (quote!(&[F]), quote!(#ident)),
+            Pass::SliceMut { .. } => (quote!(&mut [F]), quote!(&mut *#ident)),
         };
+        match pass {
+            Pass::Slice { units: true } => cuts.push(quote!(let #ident = &#ident[..hidden];)),
+            Pass::SliceMut { units: true } => {
+                cuts.push(quote!(let #ident = &mut #ident[..hidden];));
+            }
+            _ => {}
+        }
         inputs.push(quote!(#ident: #ty));
         args.push(arg);
     }
     let body = &code.body;
-    let names: Vec<_> = params
-        .keys()
-        .map(|name| format_ident!("{}", name))
-        .collect();
     // The same kernel compiled a second time for AVX2 and FMA, chosen at run time: the crate
     // is built for baseline x86-64 (SSE2), where the loop vectorises only 4 lanes wide.
     let definition = quote! {
@@ -168,13 +187,16 @@ pub fn kernel(
         #[allow(clippy::too_many_arguments, clippy::needless_range_loop, unused_variables)]
         fn row_kernel<F: #krate::Float>(hidden: usize, #(#inputs),*) {
             use #krate::ops;
+            #(#cuts)*
             #body
         }
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
+        #[allow(clippy::too_many_arguments, clippy::needless_range_loop, unused_variables)]
         unsafe fn row_kernel_avx2<F: #krate::Float>(hidden: usize, #(#inputs),*) {
-            row_kernel(hidden, #(#names),*)
+            use #krate::ops::fma as ops;
+            #(#cuts)*
+            #body
         }
     };
     let call = quote! {

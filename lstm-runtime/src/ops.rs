@@ -167,3 +167,31 @@ mod tests {
         assert_eq!(lt(1.0f64, 2.0) + le(2.0f64, 2.0) + eq(3.0f64, 3.0), 3.0);
     }
 }
+
+/// The functions of this module as a generated kernel's FMA variant calls them: `sigmoid`,
+/// `tanh` and `exp` evaluate their polynomials by fused multiply-adds (see [`Float::exp_fma`]),
+/// the rest are this module's own. A kernel compiled without FMA uses the parent module, where
+/// each fused multiply-add would be a library call.
+#[doc(hidden)]
+pub mod fma {
+    pub use super::*;
+    use crate::Float;
+
+    /// Logistic sigmoid by fused multiply-adds.
+    #[inline(always)]
+    pub fn sigmoid<F: Float>(x: F) -> F {
+        x.sigmoid_fma()
+    }
+
+    /// Hyperbolic tangent by fused multiply-adds.
+    #[inline(always)]
+    pub fn tanh<F: Float>(x: F) -> F {
+        x.tanh_fma()
+    }
+
+    /// Exponential by fused multiply-adds.
+    #[inline(always)]
+    pub fn exp<F: Float>(x: F) -> F {
+        x.exp_fma()
+    }
+}
