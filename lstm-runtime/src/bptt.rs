@@ -164,6 +164,7 @@ impl<C: Cell> Direction<'_, C> {
                         buffers.dh_prev.view_mut(),
                         false,
                     )?;
+                    linalg::prefetch(flat(&buffers.dh_prev));
                     if C::SPEC.reads_h_prev {
                         buffers.dh_prev += &buffers.dh_direct;
                     }

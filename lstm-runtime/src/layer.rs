@@ -567,6 +567,7 @@ impl<'a, C: Cell> Direction<'a, C> {
         self.recurrent
             .get_or_init(|| StepRhs::transposed(self.weight_hh()))
             .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut(), false)?;
+        linalg::prefetch(flat(&buffers.zh));
         let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
             flat(h_in)
         } else {

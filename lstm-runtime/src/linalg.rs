@@ -126,6 +126,35 @@ pub fn matmul_nn<F: Float>(
     Ok(())
 }
 
+/// Bytes up to which [`prefetch`] requests a buffer: a step's rows at small batch.
+const PREFETCH_MAX_BYTES: usize = 16 * 1024;
+
+/// Requests every cache line of a small buffer (up to [`PREFETCH_MAX_BYTES`]) before it is
+/// read, all at once; larger buffers are left to the hardware prefetcher.
+///
+/// Inside a duet each step hands values from one core to the other: the helper's half of the
+/// product reads `h_prev`, which the calling thread has just written, and the elementwise step
+/// reads the helper's half of `zh`. The kernels read those one value at a time among other
+/// loads, so without this each cache line would cross between the cores in turn (at batch 1
+/// the helper's half of the product took about 1.5 µs longer than the caller's).
+pub(crate) fn prefetch<T>(values: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        if size_of_val(values) > PREFETCH_MAX_BYTES {
+            return;
+        }
+        let bytes = values.as_ptr().cast::<i8>();
+        for offset in (0..size_of_val(values)).step_by(64) {
+            // SAFETY: the address lies inside `values`; a prefetch reads nothing and never
+            // faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
 /// Threads for a product `a: m×k` times `b: k×n` on the `gemm` crate: a matrix-vector product
 /// (`m` or `n` is 1, batch 1; in f32 [`by_gemv`] takes most of these first) and anything below
 /// [`PARALLEL_MIN_WORK`] multiply-adds runs on the calling thread, the rest on `max_threads`.
@@ -228,7 +257,13 @@ impl StepRhs {
         let count = panels.panel_count();
         if duet::active() && work >= DUET_MIN_WORK && count > 1 {
             let mid = count / 2;
-            duet::join(|| run(0..mid), || run(mid..count));
+            duet::join(
+                || run(0..mid),
+                || {
+                    prefetch(a_values);
+                    run(mid..count);
+                },
+            );
         } else if !duet::active() && work >= STEP_PARALLEL_MIN_WORK {
             split_panels(0..count, num_threads().min(count), &run);
         } else {
