@@ -5,10 +5,12 @@
 //! the cell's generated backward step (`dL/dh`, `dL/dc` → `dL/dzx`, `dL/dzh`, `dL/dc_prev`),
 //! and one GEMM `dL/dh_prev = dL/dzh · W_hh` (plus the part through the cell's own use of
 //! `h_prev`). Rows whose step was masked pass their gradients straight to the previous state,
-//! as their state was carried. `dL/dzx` and `dL/dzh` of every step are kept; the weight
-//! gradients then run batched over all steps: `dW_ih = dZxᵀ · X`, `dX = dZx · W_ih`,
-//! `dW_hh = dZhᵀ · H_prev`, `dW_hr = dH_outᵀ · H_cell`, and for a constant input
-//! `dW_c = dconstantᵀ · constants`, `d constants = dconstant · W_c`.
+//! as their state was carried. `dL/dzx` and `dL/dzh` are collected for a chunk of steps
+//! ([`GRAD_CHUNK_ROWS`] rows or more); the weight gradients then run batched over the chunk:
+//! `dW_ih += dZxᵀ · X`, `dX = dZx · W_ih`, `dW_hh += dZhᵀ · H_prev`, `dW_hr += dH_outᵀ ·
+//! H_cell`, and at the end, for a constant input, `dW_c = dconstantᵀ · constants`,
+//! `d constants = dconstant · W_c`. A chunk is as good as the whole sequence for the GEMM's
+//! speed, and `dL/dz` of every step would take as much memory as the tape's gates.
 //!
 //! The regularisers of `masks.rs` reverse as they act: input dropout multiplies `X` in
 //! `dW_ih` and `dX` by its mask; recurrent dropout multiplies `dL/dh_prev` (the tape holds the
@@ -64,6 +66,27 @@ pub(crate) struct InputGrads<'a, F> {
     pub(crate) constants: Option<ArrayViewMut2<'a, F>>,
 }
 
+/// Rows (steps × batch) of `dL/dz` the reverse loop collects before it runs the weight- and
+/// input-gradient products over them: enough rows for the products to run at the GEMM's full
+/// speed, a small fraction of what keeping `dL/dz` of every step would take (four values per
+/// unit of every step for the standard cell, as much as its whole tape of gates).
+const GRAD_CHUNK_ROWS: usize = 512;
+
+/// `dL/dz` of one chunk of steps, by time, and what its products read.
+struct GradChunk<F> {
+    /// Steps per chunk (the last one walked, the sequence's first, may be shorter).
+    steps: usize,
+    /// `dL/dzx`: `(steps · batch, gates · hidden)`.
+    dzx: Array2<F>,
+    /// `dL/dzh` for a cell whose recurrent pre-activation gradient differs from `dzx`, else
+    /// `(0, gates · hidden)`.
+    dzh: Array2<F>,
+    /// `dL/d output` of a projected layer (`(steps · batch, proj_size)`), else empty.
+    dh_out: Array2<F>,
+    /// The chunk's input under input dropout, then `dL/d(dropped input)`; else empty.
+    x_dropped: Array2<F>,
+}
+
 /// Per-step buffers of the reverse loop, allocated once per call.
 struct BackwardBuffers<F> {
     /// `dL/dh` of the state after the current step (`(batch, recurrent_size)`).
@@ -111,14 +134,9 @@ impl<C: Cell> Direction<'_, C> {
         let seq_len = tape.seq_len;
         let gate_rows = self.gate_rows();
         let shared = C::SPEC.shared_preactivation_grad;
-        let mut dzx_all = Array2::zeros((seq_len * batch, gate_rows));
-        let mut dzh_all = Array2::zeros((if shared { 0 } else { seq_len * batch }, gate_rows));
-        let projected = self.weight_hr.is_some();
-        let mut dh_out_all = Array2::zeros((
-            if projected { seq_len * batch } else { 0 },
-            self.dims.recurrent_size,
-        ));
+        let mut chunk = self.grad_chunk(seq_len, batch);
         let mut grads = C::zeros(self.dims);
+        let mut d_weight_hr = self.weight_hr.map(|w| Array2::zeros(w.raw_dim()));
         let mut second_half = SecondHalf::<C>::new(self.dims, gate_rows);
         let mut buffers = self.backward_buffers(&seeds);
         let first_valid = self.first_valid_steps(seq_len, batch);
@@ -127,12 +145,22 @@ impl<C: Cell> Direction<'_, C> {
             duet::with_duet(self.duet_worth_it(seq_len, batch), || -> Result<()> {
                 for s in (0..seq_len).rev() {
                     let t = self.time_of(s, seq_len);
-                    let rows = t * batch..(t + 1) * batch;
+                    // The chunk holds steps `first..first + steps` by time; the walk enters
+                    // it at its last step in walk order and flushes it at its first.
+                    let walked = seq_len - 1 - s;
+                    let steps = chunk.steps.min(seq_len - (walked - walked % chunk.steps));
+                    let first = if self.reverse {
+                        t - walked % chunk.steps
+                    } else {
+                        t + walked % chunk.steps + 1 - steps
+                    };
+                    let local = (t - first) * batch..(t - first + 1) * batch;
                     let all_valid = self.validity.fill_step(t, &mut buffers.valid);
                     self.seed_step(s, t, &seeds, &first_valid, &mut buffers, all_valid);
                     if let Some(weight_hr) = self.weight_hr {
-                        dh_out_all
-                            .slice_mut(s![rows.clone(), ..])
+                        chunk
+                            .dh_out
+                            .slice_mut(s![local.clone(), ..])
                             .assign(&buffers.dh_seed);
                         linalg::matmul_nn(
                             C::Elem::one(),
@@ -143,24 +171,25 @@ impl<C: Cell> Direction<'_, C> {
                         )?;
                     }
                     let step_len = batch * gate_rows;
+                    let at = (t - first) * step_len;
                     let dzh_t: &mut [C::Elem] = if shared {
                         &mut []
                     } else {
-                        &mut flat_mut(&mut dzh_all)[t * step_len..(t + 1) * step_len]
+                        &mut flat_mut(&mut chunk.dzh)[at..at + step_len]
                     };
-                    let dzx_t = &mut flat_mut(&mut dzx_all)[t * step_len..(t + 1) * step_len];
-                    let grads = (&mut grads, &mut second_half);
-                    self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, grads);
+                    let dzx_t = &mut flat_mut(&mut chunk.dzx)[at..at + step_len];
+                    let grads_pair = (&mut grads, &mut second_half);
+                    self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, grads_pair);
                     if !all_valid {
-                        zero_invalid_rows(&mut dzx_all, rows.clone(), &buffers.valid);
+                        zero_invalid_rows(&mut chunk.dzx, local.clone(), &buffers.valid);
                         if !shared {
-                            zero_invalid_rows(&mut dzh_all, rows.clone(), &buffers.valid);
+                            zero_invalid_rows(&mut chunk.dzh, local.clone(), &buffers.valid);
                         }
                     }
-                    let dz_hh = if shared { &dzx_all } else { &dzh_all };
+                    let dz_hh = if shared { &chunk.dzx } else { &chunk.dzh };
                     recurrent.product(
                         self.weight_hh(),
-                        dz_hh.slice(s![rows, ..]),
+                        dz_hh.slice(s![local, ..]),
                         buffers.dh_prev.view_mut(),
                         false,
                     )?;
@@ -185,38 +214,34 @@ impl<C: Cell> Direction<'_, C> {
                     }
                     std::mem::swap(&mut buffers.dh, &mut buffers.dh_prev);
                     std::mem::swap(&mut buffers.dc, &mut buffers.dc_prev);
+                    if (walked + 1) % chunk.steps == 0 || s == 0 {
+                        let rows = first * batch..(first + steps) * batch;
+                        let into = (&mut grads, d_weight_hr.as_mut(), &mut grads_in.input);
+                        self.flush_chunk(&mut chunk, rows, tape, &seeds, into)?;
+                    }
                 }
                 Ok(())
             })?;
         }
         second_half.add_into(&mut grads, &mut buffers.dbias_ih, &mut buffers.dbias_hh);
-        let dz_hh = if shared { &dzx_all } else { &dzh_all };
-        self.weight_gradients(&mut grads, tape, &seeds, &dzx_all, dz_hh, &buffers)?;
-        match self.reg.input {
-            Some(mask) => {
-                let mut d_dropped = Array2::zeros(grads_in.input.raw_dim());
-                linalg::matmul_nn(
-                    C::Elem::one(),
-                    dzx_all.view(),
-                    self.cell.weights().weight_ih.view(),
-                    C::Elem::zero(),
-                    d_dropped.view_mut(),
-                )?;
-                // Both directions add into the same input gradient.
-                mask_rows(
-                    d_dropped.view(),
-                    mask,
-                    grads_in.input.view_mut(),
-                    |out, x| *out += x,
-                );
-            }
-            None => linalg::matmul_nn(
+        let weights = grads.weights_mut();
+        if let Some(mask) = self.reg.weight_hh {
+            *weights.weight_hh *= &mask;
+        }
+        if let Some(bias) = weights.bias_ih {
+            bias.assign(&ArrayView1::from(&buffers.dbias_ih));
+        }
+        if let Some(bias) = weights.bias_hh {
+            bias.assign(&ArrayView1::from(&buffers.dbias_hh));
+        }
+        if let (Some(weight), Some(constants)) = (weights.weight_constant, seeds.constants) {
+            linalg::matmul_tn(
                 C::Elem::one(),
-                dzx_all.view(),
-                self.cell.weights().weight_ih.view(),
-                C::Elem::one(),
-                grads_in.input.view_mut(),
-            )?,
+                buffers.dconstant.view(),
+                constants,
+                C::Elem::zero(),
+                weight.view_mut(),
+            )?;
         }
         if let (Some(weight), Some(d_constants)) = (
             self.cell.weights().weight_constant,
@@ -230,26 +255,93 @@ impl<C: Cell> Direction<'_, C> {
                 d_constants.view_mut(),
             )?;
         }
-        let weight_hr = match self.weight_hr {
-            Some(weight_hr) => {
-                let mut grad = Array2::zeros(weight_hr.raw_dim());
-                linalg::matmul_tn(
-                    C::Elem::one(),
-                    dh_out_all.view(),
-                    tape.h_cell.view(),
-                    C::Elem::zero(),
-                    grad.view_mut(),
-                )?;
-                Some(grad)
-            }
-            None => None,
-        };
         Ok(DirectionGradients {
             cell: grads,
-            weight_hr,
+            weight_hr: d_weight_hr,
             h0: buffers.dh,
             c0: buffers.dc,
         })
+    }
+
+    /// The buffers of one chunk of the reverse loop, for chunks of at least
+    /// [`GRAD_CHUNK_ROWS`] rows (whole steps, at most the sequence).
+    fn grad_chunk(&self, seq_len: usize, batch: usize) -> GradChunk<C::Elem> {
+        let steps = GRAD_CHUNK_ROWS
+            .div_ceil(batch.max(1))
+            .clamp(1, seq_len.max(1));
+        let rows = steps * batch;
+        let gate_rows = self.gate_rows();
+        let shared = C::SPEC.shared_preactivation_grad;
+        GradChunk {
+            steps,
+            dzx: Array2::zeros((rows, gate_rows)),
+            dzh: Array2::zeros((if shared { 0 } else { rows }, gate_rows)),
+            dh_out: Array2::zeros((
+                if self.weight_hr.is_some() { rows } else { 0 },
+                self.dims.recurrent_size,
+            )),
+            x_dropped: Array2::zeros(match self.reg.input {
+                Some(mask) => (rows, mask.ncols()),
+                None => (0, 0),
+            }),
+        }
+    }
+
+    /// The products of one chunk of steps, `rows` of the sequence by time (`rows.len()` of
+    /// the chunk's first rows hold its values): adds `dZxᵀ · X` to `dW_ih`, `dZhᵀ · H_prev` to
+    /// `dW_hh` (masked once at the end under weight drop), `dH_outᵀ · H_cell` to `dW_hr`, and
+    /// `dZx · W_ih` to the input gradient.
+    #[allow(clippy::type_complexity)]
+    fn flush_chunk(
+        &self,
+        chunk: &mut GradChunk<C::Elem>,
+        rows: std::ops::Range<usize>,
+        tape: &DirectionTape<C::Elem>,
+        seeds: &Seeds<'_, C::Elem>,
+        (grads, weight_hr, d_input): (
+            &mut C,
+            Option<&mut Array2<C::Elem>>,
+            &mut ArrayViewMut2<'_, C::Elem>,
+        ),
+    ) -> Result<()> {
+        let one = C::Elem::one();
+        let len = rows.len();
+        let dzx = chunk.dzx.slice(s![..len, ..]);
+        let dz_hh = if C::SPEC.shared_preactivation_grad {
+            dzx
+        } else {
+            chunk.dzh.slice(s![..len, ..])
+        };
+        let input = seeds.input.slice(s![rows.clone(), ..]);
+        let input = match self.reg.input {
+            Some(mask) => {
+                let mut dropped = chunk.x_dropped.slice_mut(s![..len, ..]);
+                mask_rows(input, mask, dropped.view_mut(), |out, x| *out = x);
+                chunk.x_dropped.slice(s![..len, ..])
+            }
+            None => input,
+        };
+        let weights = grads.weights_mut();
+        linalg::matmul_tn(one, dzx, input, one, weights.weight_ih.view_mut())?;
+        let h_prev = tape.h_prev.slice(s![rows.clone(), ..]);
+        linalg::matmul_tn(one, dz_hh, h_prev, one, weights.weight_hh.view_mut())?;
+        if let Some(grad) = weight_hr {
+            let dh_out = chunk.dh_out.slice(s![..len, ..]);
+            let h_cell = tape.h_cell.slice(s![rows.clone(), ..]);
+            linalg::matmul_tn(one, dh_out, h_cell, one, grad.view_mut())?;
+        }
+        let weight_ih = self.cell.weights().weight_ih.view();
+        let d_input = d_input.slice_mut(s![rows, ..]);
+        match self.reg.input {
+            Some(mask) => {
+                let mut d_dropped = chunk.x_dropped.slice_mut(s![..len, ..]);
+                linalg::matmul_nn(one, dzx, weight_ih, C::Elem::zero(), d_dropped.view_mut())?;
+                // Both directions add into the same input gradient.
+                mask_rows(d_dropped.view(), mask, d_input, |out, x| *out += x);
+            }
+            None => linalg::matmul_nn(one, dzx, weight_ih, one, d_input)?,
+        }
+        Ok(())
     }
 
     /// The buffers of the reverse loop; `dh`, `dc` start as the final states' gradients.
@@ -398,60 +490,6 @@ impl<C: Cell> Direction<'_, C> {
             grads,
             second_half,
         );
-    }
-
-    /// The weight gradients batched over all steps, into `grads`' four weights (its spec
-    /// parameters already hold theirs).
-    fn weight_gradients(
-        &self,
-        grads: &mut C,
-        tape: &DirectionTape<C::Elem>,
-        seeds: &Seeds<'_, C::Elem>,
-        dzx_all: &Array2<C::Elem>,
-        dz_hh: &Array2<C::Elem>,
-        buffers: &BackwardBuffers<C::Elem>,
-    ) -> Result<()> {
-        let weights = grads.weights_mut();
-        let dropped_input = self.reg.input.map(|mask| {
-            let mut dropped = Array2::zeros(seeds.input.raw_dim());
-            mask_rows(seeds.input, mask, dropped.view_mut(), |out, x| *out = x);
-            dropped
-        });
-        linalg::matmul_tn(
-            C::Elem::one(),
-            dzx_all.view(),
-            dropped_input
-                .as_ref()
-                .map_or(seeds.input, |dropped| dropped.view()),
-            C::Elem::zero(),
-            weights.weight_ih.view_mut(),
-        )?;
-        linalg::matmul_tn(
-            C::Elem::one(),
-            dz_hh.view(),
-            tape.h_prev.view(),
-            C::Elem::zero(),
-            weights.weight_hh.view_mut(),
-        )?;
-        if let Some(mask) = self.reg.weight_hh {
-            *weights.weight_hh *= &mask;
-        }
-        if let Some(bias) = weights.bias_ih {
-            bias.assign(&ArrayView1::from(&buffers.dbias_ih));
-        }
-        if let Some(bias) = weights.bias_hh {
-            bias.assign(&ArrayView1::from(&buffers.dbias_hh));
-        }
-        if let (Some(weight), Some(constants)) = (weights.weight_constant, seeds.constants) {
-            linalg::matmul_tn(
-                C::Elem::one(),
-                buffers.dconstant.view(),
-                constants,
-                C::Elem::zero(),
-                weight.view_mut(),
-            )?;
-        }
-        Ok(())
     }
 }
 

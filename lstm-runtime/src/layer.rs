@@ -1,7 +1,7 @@
 //! Unrolling one cell over a sequence in one direction: the time loop every layer runs.
 //!
 //! A forward pass is two kinds of work. The input projection `zx = x · W_ihᵀ` does not depend
-//! on the recurrence, so it runs as one GEMM per chunk of [`CHUNK_STEPS`] time steps (chunks
+//! on the recurrence, so it runs as one GEMM per chunk of [`chunk_steps`] time steps (chunks
 //! keep the workspace, and inference memory, independent of the sequence length). Then the
 //! time loop: per step one GEMM for the recurrent projection `zh = h_prev · W_hhᵀ`, the
 //! cell's fused elementwise step (which adds the biases and yields `h` and `c`), the
@@ -36,8 +36,19 @@ use crate::{Cell, CellDims, Float, StepIo, duet, linalg, split};
 /// Multiply-adds of a call's recurrent products from which its time loop runs in a duet.
 const DUET_MIN_WORK: usize = 1 << 22;
 
-/// Time steps whose input projection runs as one GEMM.
-pub(crate) const CHUNK_STEPS: usize = 64;
+/// Time steps whose input projection runs as one GEMM, at most.
+const CHUNK_STEPS: usize = 64;
+
+/// Rows (steps × batch) of a chunk's input projection from which it takes fewer steps: the
+/// GEMM runs at full speed from about a thousand rows, and its result, `gates · hidden`
+/// values per row, is workspace that training holds beside the whole tape.
+const CHUNK_ROWS: usize = 1024;
+
+/// Time steps whose input projection runs as one GEMM at `batch` rows per step: enough for
+/// [`CHUNK_ROWS`] rows, at most [`CHUNK_STEPS`].
+pub(crate) fn chunk_steps(batch: usize) -> usize {
+    CHUNK_ROWS.div_ceil(batch.max(1)).clamp(1, CHUNK_STEPS)
+}
 
 /// One recurrent layer in one direction: a cell unrolled over time.
 ///
@@ -357,7 +368,7 @@ impl<'a, C: Cell> Direction<'a, C> {
         if self.reverse { seq_len - 1 - s } else { s }
     }
 
-    /// A run starting from `(h0, c0)` with workspaces for chunks of up to [`CHUNK_STEPS`]
+    /// A run starting from `(h0, c0)` with workspaces for chunks of up to [`chunk_steps`]
     /// steps of a `seq_len`-step sequence.
     pub(crate) fn start(
         &self,
@@ -369,7 +380,7 @@ impl<'a, C: Cell> Direction<'a, C> {
         let hidden = self.dims.hidden_size;
         let gate_rows = self.gate_rows();
         let proj_rows = if self.weight_hr.is_some() { batch } else { 0 };
-        let chunk_rows = seq_len.min(CHUNK_STEPS) * batch;
+        let chunk_rows = seq_len.min(chunk_steps(batch)) * batch;
         let if_some = |mask: Option<ArrayView2<'_, C::Elem>>, rows: usize| match mask {
             Some(mask) => (rows, mask.ncols()),
             None => (0, 0),
@@ -438,14 +449,15 @@ impl<'a, C: Cell> Direction<'a, C> {
         mut tape: Option<&mut DirectionTape<C::Elem>>,
     ) -> Result<()> {
         let seq_len = input.len_of(Axis(0));
-        let mut starts: Vec<usize> = (0..seq_len).step_by(CHUNK_STEPS).collect();
+        let batch = input.len_of(Axis(1));
+        let chunk = chunk_steps(batch);
+        let mut starts: Vec<usize> = (0..seq_len).step_by(chunk).collect();
         if self.reverse {
             starts.reverse();
         }
-        let batch = input.len_of(Axis(1));
         duet::with_duet(self.duet_worth_it(seq_len, batch), || {
             for t0 in starts {
-                let t1 = (t0 + CHUNK_STEPS).min(seq_len);
+                let t1 = (t0 + chunk).min(seq_len);
                 let chunk_output = output
                     .as_mut()
                     .map(|output| output.slice_mut(s![t0..t1, .., ..]));

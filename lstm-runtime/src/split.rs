@@ -100,7 +100,8 @@ pub(crate) fn step<C: Cell>(
 /// gradients, added into the first half's by [`SecondHalf::add_into`].
 pub(crate) struct SecondHalf<C: Cell> {
     dims: crate::CellDims,
-    /// Made at the first split step (a cell-shaped zero gradient is as large as the weights).
+    /// Made at the first split step, with weight matrices of no columns: only the spec
+    /// parameters' gradients are accumulated here.
     grads: Option<C>,
     dbias_ih: Vec<C::Elem>,
     dbias_hh: Vec<C::Elem>,
@@ -201,7 +202,17 @@ pub(crate) fn step_backward<C: Cell>(
         dbias_ih,
         dbias_hh,
     } = second;
-    let grads2 = grads2.get_or_insert_with(|| C::zeros(*dims));
+    // The backward step writes only the spec parameters' gradients into `grads`; the weight
+    // matrices (`gates · hidden` by input and recurrent widths) would be as large as the
+    // weights, so they get no columns.
+    let grads2 = grads2.get_or_insert_with(|| {
+        C::zeros(crate::CellDims {
+            input_size: 0,
+            recurrent_size: 0,
+            constant_size: 0,
+            ..*dims
+        })
+    });
     let second_io = BackwardIo {
         rows: rows - at,
         dh: dh2,

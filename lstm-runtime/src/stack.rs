@@ -13,13 +13,15 @@
 //! the output itself (nothing at all with `return_sequences = false`). A bidirectional layer
 //! needs its input whole: each layer's merged output is materialised for the next one.
 //! Training (`forward_train`) records a [`Tape`]: per (layer, direction) the cell's cache, the
-//! recurrent inputs and cell states of every step, plus each layer's input.
+//! recurrent inputs and cell states of every step, plus each layer's input (the caller's own
+//! array for the first layer, borrowed, where it can be read as it is). For the standard cell
+//! that is the minimal set PyTorch keeps too: the four gates, `c` and `h` of every step.
 
 use std::borrow::Cow;
 
 use ndarray::{
-    Array2, Array3, ArrayD, ArrayView, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, CowArray,
-    Dimension, Ix2, Ix3, s,
+    Array2, Array3, ArrayD, ArrayView, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMutD, Axis,
+    CowArray, Dimension, Ix2, Ix3, s,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,7 +31,7 @@ use crate::bptt::{InputGrads, Seeds};
 use crate::call::{Call, LstmGradients, LstmOutput, Output, OutputGrad};
 use crate::dropout::Dropout;
 use crate::error::{Error, Result, expect_shape};
-use crate::layer::{CHUNK_STEPS, Direction, DirectionTape, Setup, check_weights};
+use crate::layer::{Direction, DirectionTape, Setup, check_weights, chunk_steps};
 use crate::mask::Validity;
 use crate::masks::{InRecurrence, RecurrentMasks};
 use num_traits::Zero;
@@ -69,6 +71,15 @@ pub struct Lstm<C: Cell> {
     rng: ChaCha8Rng,
 }
 
+/// The gradient of one direction's output, time-major: the caller's own array where it can
+/// be read in place, else computed (split from a merge, or the layer above's input gradient).
+enum DOutput<'g, F> {
+    /// `(seq_len, batch, features)`.
+    Sequence(CowArray<'g, F, Ix3>),
+    /// `(batch, features)`.
+    Last(CowArray<'g, F, Ix2>),
+}
+
 /// `(h, c)` of every layer and direction: `(num_layers · num_directions, batch, ·)` each.
 type StatePair<F> = (Array3<F>, Array3<F>);
 
@@ -76,12 +87,16 @@ type StatePair<F> = (Array3<F>, Array3<F>);
 /// cell's cache, recurrent inputs and cell states of every step, each layer's input and
 /// dropout mask, and the call's lengths or mask and constants. Opaque; pass it back to the
 /// layer that made it, with the same weights.
+///
+/// The tape borrows the call's input for `'i` instead of copying it when the first layer can
+/// read it as it is (time-major in standard layout, not reversed by `go_backwards`, no
+/// padding to zero), so the input must outlive the tape, as a training step's batch does.
 #[derive(Clone, Debug)]
-pub struct Tape<F> {
+pub struct Tape<'i, F> {
     seq_len: usize,
     batch: usize,
     validity: Validity,
-    layers: Vec<LayerTape<F>>,
+    layers: Vec<LayerTape<'i, F>>,
     constants: Option<Array2<F>>,
     /// The call's training mode: zoneout's expectation applies when off.
     training: bool,
@@ -91,9 +106,11 @@ pub struct Tape<F> {
 
 /// One layer's part of a [`Tape`].
 #[derive(Clone, Debug)]
-struct LayerTape<F> {
-    /// The layer's input, time-major: `(seq_len · batch, input features)`.
-    input: Array2<F>,
+struct LayerTape<'i, F> {
+    /// The layer's input, time-major: `(seq_len · batch, input features)`. The first layer
+    /// borrows the caller's input when it is time-major in standard layout and has no
+    /// padding (which training zeroes in a copy).
+    input: CowArray<'i, F, Ix2>,
     /// The dropout multipliers that made `input` from the layer below's output.
     dropout: Option<Array3<F>>,
     /// Forward, then reverse.
@@ -102,7 +119,7 @@ struct LayerTape<F> {
     merge_operands: Option<(ArrayD<F>, ArrayD<F>)>,
 }
 
-impl<F: Float> Tape<F> {
+impl<F: Float> Tape<'_, F> {
     /// Steps of the recorded call.
     pub fn seq_len(&self) -> usize {
         self.seq_len
@@ -168,6 +185,8 @@ impl<F: Float> Tape<F> {
 struct Prepared<'i, 'c, F: Clone> {
     /// Time-major, standard layout, reversed when `go_backwards`.
     input: CowArray<'i, F, Ix3>,
+    /// `input` when it is the caller's own array (not copied to reverse or lay it out).
+    borrowed: Option<ArrayView3<'i, F>>,
     /// Of the (reversed) input.
     validity: Validity,
     h0: Array3<F>,
@@ -370,11 +389,11 @@ impl<C: Cell> Lstm<C> {
     ///
     /// As [`Lstm::forward`].
     #[allow(clippy::type_complexity)] // PyTorch's pair: the output, and the tape.
-    pub fn forward_train<D: Dimension>(
+    pub fn forward_train<'i, D: Dimension>(
         &mut self,
-        input: ArrayView<'_, C::Elem, D>,
+        input: ArrayView<'i, C::Elem, D>,
         call: Call<'_, C::Elem>,
-    ) -> Result<(LstmOutput<C::Elem>, Tape<C::Elem>)> {
+    ) -> Result<(LstmOutput<C::Elem>, Tape<'i, C::Elem>)> {
         let prepared = self.prepare(input, &call)?;
         let mut layers = Vec::new();
         let produced = self.run_layers(&prepared, Some(&mut layers))?;
@@ -406,7 +425,7 @@ impl<C: Cell> Lstm<C> {
     /// [`MergeMode::None`].
     pub fn backward(
         &self,
-        tape: &Tape<C::Elem>,
+        tape: &Tape<'_, C::Elem>,
         grad: OutputGrad<'_, C::Elem>,
     ) -> Result<LstmGradients<C::Elem>> {
         self.check_tape(tape)?;
@@ -422,7 +441,7 @@ impl<C: Cell> Lstm<C> {
         let mut h0 = Array3::zeros((states, batch, width));
         let mut c0 = Array3::zeros((states, batch, hidden));
         let mut d_constants = tape.constants.as_ref().map(|c| Array2::zeros(c.raw_dim()));
-        let mut d_input = Array3::zeros((seq_len, batch, self.config.input_size));
+        let mut d_input = None;
         for layer in (0..self.config.num_layers).rev() {
             let layer_tape = &tape.layers[layer];
             let mut d_layer_input = Array2::zeros(layer_tape.input.raw_dim());
@@ -438,8 +457,8 @@ impl<C: Cell> Lstm<C> {
                 )?;
                 let mut dh_final = dh_n.index_axis(Axis(0), index).to_owned();
                 let d_sequence = match d_output {
-                    Output::Sequence(d_sequence) => Some(d_sequence.view()),
-                    Output::Last(d_last) => {
+                    DOutput::Sequence(d_sequence) => Some(d_sequence.view()),
+                    DOutput::Last(d_last) => {
                         // The last valid output is the final `h` of a row with a valid step.
                         for (row, mut dh) in dh_final.axis_iter_mut(Axis(0)).enumerate() {
                             if tape.validity.any_valid(row, seq_len) {
@@ -479,15 +498,19 @@ impl<C: Cell> Lstm<C> {
                 // (seq_len · batch, features) elements in standard layout: infallible.
                 .expect("the layer input gradient has seq_len · batch rows");
             if layer == 0 {
-                d_input = d_layer_input;
+                d_input = Some(d_layer_input);
             } else {
                 if let Some(mask) = &layer_tape.dropout {
                     d_layer_input *= mask;
                 }
-                d_directions =
-                    self.split_merged(Output::Sequence(d_layer_input), &tape.layers[layer - 1]);
+                d_directions = self.split_merged(
+                    DOutput::Sequence(CowArray::from(d_layer_input)),
+                    &tape.layers[layer - 1],
+                );
             }
         }
+        // `num_layers ≥ 1` is validated, and the loop ends with layer 0.
+        let mut d_input = d_input.expect("layer 0 sets the input gradient");
         if self.config.go_backwards {
             d_input = tape.validity.reverse_time(d_input.view());
         }
@@ -539,14 +562,15 @@ impl<C: Cell> Lstm<C> {
             return Err(Error::shape_mismatch("input", &expected, &caller_shape));
         }
         let validity = Validity::of_call(call.lengths, call.mask, seq_len, batch)?;
-        let (input, validity) = if self.config.go_backwards {
+        let (input, borrowed, validity) = if self.config.go_backwards {
             let reversed = validity.reverse_time(input);
-            (CowArray::from(reversed), validity.reversed())
+            (CowArray::from(reversed), None, validity.reversed())
         } else if input.is_standard_layout() {
-            (CowArray::from(input), validity)
+            (CowArray::from(input), Some(input), validity)
         } else {
             (
                 CowArray::from(input.as_standard_layout().into_owned()),
+                None,
                 validity,
             )
         };
@@ -580,6 +604,7 @@ impl<C: Cell> Lstm<C> {
         let dropout_seed = call_seed.filter(|_| between);
         Ok(Prepared {
             input,
+            borrowed,
             validity,
             h0,
             c0,
@@ -745,7 +770,8 @@ impl<C: Cell> Lstm<C> {
                 )
             })
             .collect();
-        let chunk = seq_len.min(CHUNK_STEPS);
+        let steps_per_chunk = chunk_steps(batch);
+        let chunk = seq_len.min(steps_per_chunk);
         let mut between: Vec<Array3<C::Elem>> = (1..layers)
             .map(|_| Array3::zeros((chunk, batch, width)))
             .collect();
@@ -764,8 +790,8 @@ impl<C: Cell> Lstm<C> {
             .iter()
             .any(|direction| direction.duet_worth_it(seq_len, batch));
         duet::with_duet(worth_it, || {
-            for t0 in (0..seq_len).step_by(CHUNK_STEPS) {
-                let t1 = (t0 + CHUNK_STEPS).min(seq_len);
+            for t0 in (0..seq_len).step_by(steps_per_chunk) {
+                let t1 = (t0 + steps_per_chunk).min(seq_len);
                 let steps = t1 - t0;
                 for layer in 0..layers {
                     let (below, above) = between.split_at_mut(layer);
@@ -816,10 +842,10 @@ impl<C: Cell> Lstm<C> {
 
     /// Layer after layer, each direction over the whole sequence: inference through
     /// bidirectional stacks, and every training pass (recording into `tape`).
-    fn run_layers(
+    fn run_layers<'i>(
         &self,
-        prepared: &Prepared<'_, '_, C::Elem>,
-        mut tape: Option<&mut Vec<LayerTape<C::Elem>>>,
+        prepared: &Prepared<'i, '_, C::Elem>,
+        mut tape: Option<&mut Vec<LayerTape<'i, C::Elem>>>,
     ) -> Result<Produced<C::Elem>> {
         let (seq_len, batch, _) = prepared.input.dim();
         let layers = self.config.num_layers;
@@ -827,14 +853,18 @@ impl<C: Cell> Lstm<C> {
         let width = self.config.output_size();
         let mut h_n = Array3::zeros((layers * directions, batch, width));
         let mut c_n = Array3::zeros((layers * directions, batch, self.config.hidden_size));
-        let mut layer_input: CowArray<'_, C::Elem, Ix3> = match tape {
-            // Training multiplies by the input in `dW_ih = dZxᵀ · X`: padding must be zero.
-            Some(_) => {
+        // Training multiplies by the input in `dW_ih = dZxᵀ · X`: padding must be zero, in a
+        // copy. Without padding the tape borrows the caller's array.
+        let tape_borrows = prepared
+            .borrowed
+            .filter(|_| tape.is_some() && prepared.validity == Validity::All);
+        let mut layer_input: CowArray<'_, C::Elem, Ix3> = match (&tape, tape_borrows) {
+            (Some(_), None) => {
                 let mut input = prepared.input.to_owned();
                 prepared.validity.zero_invalid(input.view_mut());
                 CowArray::from(input)
             }
-            None => CowArray::from(prepared.input.view()),
+            _ => CowArray::from(prepared.input.view()),
         };
         let mut input_dropout = None;
         let mut produced = None;
@@ -875,21 +905,27 @@ impl<C: Cell> Lstm<C> {
             let (merged, output_reverse, merge_operands) =
                 self.merge_outputs(outputs, keep_operands);
             if let Some(tape) = tape.as_deref_mut() {
-                let features = layer_input.len_of(Axis(2));
-                // The next layer reads the merged output, so the tape can take this input
-                // (moved when owned, as it always is in training).
-                let input =
-                    std::mem::replace(&mut layer_input, CowArray::from(Array3::zeros((0, 0, 0))))
+                let rows = (seq_len * batch, layer_input.len_of(Axis(2)));
+                // Standard layout, same element count: infallible.
+                let fits = "the layer input has seq_len · batch rows";
+                let input = match tape_borrows.filter(|_| layer == 0) {
+                    Some(caller) => CowArray::from(caller.into_shape_with_order(rows).expect(fits)),
+                    None => {
+                        // The next layer reads the merged output, so the tape can take this
+                        // input (moved: owned unless borrowed above).
+                        let input = std::mem::replace(
+                            &mut layer_input,
+                            CowArray::from(Array3::zeros((0, 0, 0))),
+                        )
                         .into_owned();
-                let input = if input.is_standard_layout() {
-                    input
-                } else {
-                    input.as_standard_layout().into_owned()
+                        let input = if input.is_standard_layout() {
+                            input
+                        } else {
+                            input.as_standard_layout().into_owned()
+                        };
+                        CowArray::from(input.into_shape_with_order(rows).expect(fits))
+                    }
                 };
-                let input = input
-                    .into_shape_with_order((seq_len * batch, features))
-                    // Standard layout, same element count: infallible.
-                    .expect("the layer input has seq_len · batch rows");
                 tape.push(LayerTape {
                     input,
                     dropout: input_dropout.take(),
@@ -956,36 +992,36 @@ impl<C: Cell> Lstm<C> {
 
     /// The per-direction gradients of a layer's outputs from the gradient of its merged
     /// output.
-    fn split_merged(
+    fn split_merged<'g>(
         &self,
-        d_merged: Output<C::Elem>,
-        layer: &LayerTape<C::Elem>,
-    ) -> Vec<Output<C::Elem>> {
+        d_merged: DOutput<'g, C::Elem>,
+        layer: &LayerTape<'_, C::Elem>,
+    ) -> Vec<DOutput<'g, C::Elem>> {
         if self.config.num_directions() == 1 {
             return vec![d_merged];
         }
         let mode = self.config.merge_mode;
         let operands = layer.merge_operands.as_ref();
         match d_merged {
-            Output::Sequence(d) => {
+            DOutput::Sequence(d) => {
                 let operands = operands.map(|(f, r)| (dim3(f.view()), dim3(r.view())));
                 let (df, dr) = merge_backward(mode, d.view(), operands);
-                vec![Output::Sequence(df), Output::Sequence(dr)]
+                vec![DOutput::Sequence(df.into()), DOutput::Sequence(dr.into())]
             }
-            Output::Last(d) => {
+            DOutput::Last(d) => {
                 let operands = operands.map(|(f, r)| (dim2(f.view()), dim2(r.view())));
                 let (df, dr) = merge_backward(mode, d.view(), operands);
-                vec![Output::Last(df), Output::Last(dr)]
+                vec![DOutput::Last(df.into()), DOutput::Last(dr.into())]
             }
         }
     }
 
     /// The gradients of the last layer's direction outputs, time-major, from the caller's.
-    fn top_gradients(
+    fn top_gradients<'g>(
         &self,
-        tape: &Tape<C::Elem>,
-        grad: &OutputGrad<'_, C::Elem>,
-    ) -> Result<Vec<Output<C::Elem>>> {
+        tape: &Tape<'_, C::Elem>,
+        grad: &OutputGrad<'g, C::Elem>,
+    ) -> Result<Vec<DOutput<'g, C::Elem>>> {
         let split_none = self.config.bidirectional && self.config.merge_mode == MergeMode::None;
         let width = if split_none {
             self.config.output_size()
@@ -1011,51 +1047,54 @@ impl<C: Cell> Lstm<C> {
         Ok(self.split_merged(d_output, &tape.layers[self.config.num_layers - 1]))
     }
 
-    /// A caller's output gradient checked against the output's shape, time-major; zeros
-    /// when absent.
-    fn caller_gradient(
+    /// A caller's output gradient checked against the output's shape, time-major (a view of
+    /// the caller's array, permuted when `batch_first`); zeros when absent.
+    fn caller_gradient<'g>(
         &self,
         what: &str,
-        grad: Option<ArrayViewD<'_, C::Elem>>,
-        tape: &Tape<C::Elem>,
+        grad: Option<ArrayViewD<'g, C::Elem>>,
+        tape: &Tape<'_, C::Elem>,
         width: usize,
-    ) -> Result<Output<C::Elem>> {
+    ) -> Result<DOutput<'g, C::Elem>> {
         let (seq_len, batch) = (tape.seq_len, tape.batch);
         if !self.config.return_sequences {
-            let mut d_last = Array2::zeros((batch, width));
-            if let Some(grad) = grad {
-                expect_shape(what, d_last.shape(), grad.shape())?;
-                d_last.assign(&dim2(grad));
-            }
-            return Ok(Output::Last(d_last));
+            let shape = [batch, width];
+            return Ok(DOutput::Last(match grad {
+                Some(grad) => {
+                    expect_shape(what, &shape, grad.shape())?;
+                    dim2(grad).into()
+                }
+                None => Array2::zeros(shape).into(),
+            }));
         }
-        let mut d_sequence = Array3::zeros((seq_len, batch, width));
-        if let Some(grad) = grad {
-            let expected = if self.config.batch_first {
-                [batch, seq_len, width]
-            } else {
-                [seq_len, batch, width]
-            };
-            expect_shape(what, &expected, grad.shape())?;
-            let grad = dim3(grad);
-            if self.config.batch_first {
-                d_sequence.assign(&grad.permuted_axes([1, 0, 2]));
-            } else {
-                d_sequence.assign(&grad);
-            }
-        }
-        Ok(Output::Sequence(d_sequence))
+        let Some(grad) = grad else {
+            return Ok(DOutput::Sequence(
+                Array3::zeros((seq_len, batch, width)).into(),
+            ));
+        };
+        let expected = if self.config.batch_first {
+            [batch, seq_len, width]
+        } else {
+            [seq_len, batch, width]
+        };
+        expect_shape(what, &expected, grad.shape())?;
+        let grad = dim3(grad);
+        Ok(DOutput::Sequence(if self.config.batch_first {
+            grad.permuted_axes([1, 0, 2]).into()
+        } else {
+            grad.into()
+        }))
     }
 
     /// Checks that `tape` was recorded by a layer of this one's shape: backward slices it by
     /// this layer's sizes.
-    fn check_tape(&self, tape: &Tape<C::Elem>) -> Result<()> {
+    fn check_tape(&self, tape: &Tape<'_, C::Elem>) -> Result<()> {
         let directions = self.config.num_directions();
         let rows = tape.seq_len * tape.batch;
         let hidden = self.config.hidden_size;
         let projected_rows = if self.config.proj_size > 0 { rows } else { 0 };
         let zoned_rows = if self.config.zoneout_c > 0.0 { rows } else { 0 };
-        let fits = |layer: usize, layer_tape: &LayerTape<C::Elem>| {
+        let fits = |layer: usize, layer_tape: &LayerTape<'_, C::Elem>| {
             layer_tape.input.dim() == (rows, self.config.layer_input_size(layer))
                 && layer_tape.directions.len() == directions
                 && layer_tape.directions.iter().all(|d| {

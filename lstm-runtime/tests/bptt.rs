@@ -312,3 +312,32 @@ fn f32_backward_matches_f64_at_a_size_that_splits_steps() {
     let config = LstmConfig::new(5, 50).with_bidirectional(true);
     check_f32_against_f64(config, 64, 7, &[64, 60, 64, 1, 64, 33, 64]);
 }
+
+/// Long enough that the reverse loop runs its weight- and input-gradient products in several
+/// chunks (1024 rows or more each: 342 steps at batch 3, so 342 + 342 + 16), in both
+/// directions, with a projection, input dropout and rows that end mid-chunk or never start.
+#[test]
+fn gradients_of_a_sequence_longer_than_one_chunk() {
+    const LONG: usize = 700;
+    let config = LstmConfig::new(INPUT, HIDDEN)
+        .with_bidirectional(true)
+        .with_proj_size(2)
+        .with_input_dropout(0.3)
+        .with_seed(8);
+    let layer = layer::<LstmCell<f64>>(&config, 15);
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let x = Array3::from_shape_fn((LONG, BATCH, INPUT), |_| rng.random_range(-1.5..1.5));
+    let lengths = [LONG, 400, 0];
+    let call = Call::new().with_lengths(&lengths).with_training(true);
+    let options = GradcheckOptions {
+        max_values_per_tensor: 60,
+        ..GradcheckOptions::default()
+    };
+    let report = gradcheck(&layer, x.view(), call, &options).unwrap();
+    let worst = report.worst_relative_error();
+    assert!(
+        worst < TOLERANCE,
+        "worst relative error {worst:e}\n{report}"
+    );
+    assert_eq!(report.entry("input").unwrap().checked, 60);
+}

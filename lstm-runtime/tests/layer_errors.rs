@@ -260,7 +260,9 @@ fn from_cells_checks_counts_and_shapes() {
 #[test]
 fn output_gradients_of_the_wrong_shape_are_errors() {
     let mut lstm = standard();
-    let (_, tape) = lstm.forward_train(x().view(), Call::new()).unwrap();
+    // The tape borrows the input.
+    let input = x();
+    let (_, tape) = lstm.forward_train(input.view(), Call::new()).unwrap();
     let wrong = ArrayD::<f64>::zeros(IxDyn(&[5, 2, 5]));
     let err = lstm
         .backward(

@@ -67,10 +67,22 @@ pub struct Measurement {
     /// Peak heap memory of one training pass (forward with its tape, then backward with all
     /// gradients) above what was in use before it, in MB (10⁶ bytes).
     pub train_peak_mb: f64,
+    /// What any implementation holds at that peak besides its own memory, in MB: the output
+    /// the pass returns, the output gradient the caller hands back, and the gradients the
+    /// backward pass returns (every parameter, the input, the initial states). The rest of
+    /// the peak, `train_peak_mb − held_mb`, is the layer's own: its tape and workspaces.
+    pub held_mb: f64,
     /// The minimal activations training must keep, in MB: for every layer, direction, step
     /// and row the gate activations (`gates · hidden`), `c` (`hidden`) and `h`
     /// (`output_size`), as PyTorch's LSTM keeps them.
     pub activations_mb: f64,
+}
+
+impl Measurement {
+    /// The layer's own part of the training peak, in MB: `train_peak_mb − held_mb`.
+    pub fn own_mb(&self) -> f64 {
+        self.train_peak_mb - self.held_mb
+    }
 }
 
 /// Runs the benchmark and writes its line.
@@ -85,7 +97,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             "{{\"batch\":{},\"seq_len\":{},\"input_size\":{},\"hidden_size\":{},\"cell\":\"{}\",\
              \"layers\":{},\"bidirectional\":{},\"threads\":{},\"regularization\":\"{}\",\
              \"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\"gflops\":{:.2},\"train_peak_mb\":{:.1},\
-             \"activations_mb\":{:.1}}}",
+             \"held_mb\":{:.1},\"activations_mb\":{:.1}}}",
             args.batch,
             args.seq_len,
             args.input_size,
@@ -99,6 +111,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             measured.fwdbwd_ms,
             measured.gflops,
             measured.train_peak_mb,
+            measured.held_mb,
             measured.activations_mb
         )?;
     } else {
@@ -106,7 +119,8 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             out,
             "{} B={} T={} I={} H={} layers={}{} threads={} regularization={}: forward {:.3} ms, \
              forward+backward {:.3} ms, {:.1} GFLOP/s; training peak {:.1} MB ({:.2}× the \
-             {:.1} MB of minimal activations)",
+             {:.1} MB of minimal activations): {:.1} MB output, its gradient and the returned \
+             gradients, {:.1} MB tape and workspaces ({:.2}× the minimal activations)",
             args.cell,
             args.batch,
             args.seq_len,
@@ -125,7 +139,10 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             measured.gflops,
             measured.train_peak_mb,
             measured.train_peak_mb / measured.activations_mb,
-            measured.activations_mb
+            measured.activations_mb,
+            measured.held_mb,
+            measured.own_mb(),
+            measured.own_mb() / measured.activations_mb
         )?;
     }
     Ok(())
@@ -156,7 +173,8 @@ impl CellVisitor<f32> for Bench<'_> {
         let forward = |layer: &mut Lstm<C>| layer.forward(input.view(), Call::new()).map(drop);
         forward(&mut layer)?;
         let fwd_ms = median_ms(repeats, || forward(&mut layer))?;
-        let train = |layer: &mut Lstm<C>| -> Result<(), lstm::Error> {
+        // Returns the values the pass held for its caller (see `Measurement::held_mb`).
+        let train = |layer: &mut Lstm<C>| -> Result<usize, lstm::Error> {
             let (output, tape) =
                 layer.forward_train(input.view(), Call::new().with_training(true))?;
             let ones = ArrayD::from_elem(output.output.shape(), 1.0f32);
@@ -164,13 +182,15 @@ impl CellVisitor<f32> for Bench<'_> {
                 output: Some(ones.view()),
                 ..OutputGrad::default()
             };
-            layer.backward(&tape, grad).map(drop)
+            let grads = layer.backward(&tape, grad)?;
+            let params: usize = grads.params.iter().map(|(_, values)| values.len()).sum();
+            Ok(2 * ones.len() + params + grads.input.len() + grads.h0.len() + grads.c0.len())
         };
         let before = Counting::in_use();
         Counting::reset_peak();
-        train(&mut layer)?;
+        let held = train(&mut layer)?;
         let train_peak_mb = Counting::peak().saturating_sub(before) as f64 / 1e6;
-        let fwdbwd_ms = median_ms(repeats, || train(&mut layer))?;
+        let fwdbwd_ms = median_ms(repeats, || train(&mut layer).map(drop))?;
         let flops = forward_flops(&config, C::SPEC.num_gates(), args.seq_len, args.batch);
         let activations = (config.num_layers * config.num_directions() * args.seq_len * args.batch)
             as f64
@@ -180,6 +200,7 @@ impl CellVisitor<f32> for Bench<'_> {
             fwdbwd_ms,
             gflops: flops / (fwd_ms * 1e6),
             train_peak_mb,
+            held_mb: (held * std::mem::size_of::<f32>()) as f64 / 1e6,
             activations_mb: activations * std::mem::size_of::<f32>() as f64 / 1e6,
         })
     }
@@ -263,6 +284,7 @@ mod tests {
             "\"fwdbwd_ms\":",
             "\"gflops\":",
             "\"train_peak_mb\":",
+            "\"held_mb\":",
             "\"activations_mb\":",
             "\"regularization\":\"recurrent_dropout=0.25,zoneout_c=0.1\"",
         ] {

@@ -4,7 +4,9 @@
 //! What the training step caches is decided here from the backward graph: the forward values
 //! the backward step reads (the *frontier* between forward-only and seed-dependent nodes),
 //! minus those the runtime already keeps (`c_prev`, the new `c`, `h_prev`, biases,
-//! parameters) and minus cheap arithmetic over values that are cached anyway.
+//! parameters), minus functions of one of those (`tanh(c)`: one evaluation per unit in the
+//! backward step instead of one stored value per unit and step), and minus cheap arithmetic
+//! over values that are cached anyway. The standard LSTM caches its four gates.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -632,23 +634,7 @@ fn frontier(graph: &Graph, backward_roots: &[Id], c_new: Id) -> Vec<Id> {
         };
     }
     let needed = crate::grad::reachable(graph, backward_roots);
-    let available = |id: Id| -> bool {
-        id == c_new
-            || matches!(
-                graph.node(id),
-                Node::Leaf(
-                    Leaf::BiasIh(_)
-                        | Leaf::BiasHh(_)
-                        | Leaf::CPrev
-                        | Leaf::HPrev
-                        | Leaf::Param(_)
-                        | Leaf::GateParam(..)
-                        | Leaf::Constant(_)
-                        | Leaf::Lit(_)
-                        | Leaf::Units
-                )
-            )
-    };
+    let available = |id: Id| available(graph, id, c_new);
     let mut frontier: BTreeSet<Id> = BTreeSet::new();
     for &id in &needed {
         if seeded[id] {
@@ -703,6 +689,29 @@ fn frontier(graph: &Graph, backward_roots: &[Id], c_new: Id) -> Vec<Id> {
         }
     }
     frontier.into_iter().collect()
+}
+
+/// Whether the backward step has `id` without a cache: the runtime keeps it (`c_prev`, the
+/// new `c`, `h_prev`, biases, parameters, constants), or it is a function of one such value
+/// (`tanh(c)`), recomputed for one evaluation per unit instead of one stored value per step.
+fn available(graph: &Graph, id: Id, c_new: Id) -> bool {
+    match graph.node(id) {
+        Node::Leaf(
+            Leaf::BiasIh(_)
+            | Leaf::BiasHh(_)
+            | Leaf::CPrev
+            | Leaf::HPrev
+            | Leaf::Param(_)
+            | Leaf::GateParam(..)
+            | Leaf::Constant(_)
+            | Leaf::Lit(_)
+            | Leaf::Units,
+        ) => true,
+        Node::Unary(_, input) => {
+            graph.lane(id) == Lane::Unit && (*input == c_new || available(graph, *input, c_new))
+        }
+        _ => id == c_new,
+    }
 }
 
 /// `ForgetBias` → `forget_bias`.
