@@ -88,6 +88,7 @@ def time_torch(module, x, repeats):
 
     def forward_backward():
         module.zero_grad(set_to_none=True)
+        x.grad = None
         out = module(x)
         out = out[0] if isinstance(out, tuple) else out
         out.sum().backward()
@@ -129,13 +130,14 @@ def main():
         measured = {}
         for batch, seq_len, input_size, hidden_size, _, _ in CASES:
             shape = (batch, seq_len, input_size, hidden_size)
-            x = torch.randn(seq_len, batch, input_size)
+            # The input requires a gradient: `lstm bench` computes the input's as well.
+            x = torch.randn(seq_len, batch, input_size, requires_grad=True)
             module = torch.nn.LSTM(input_size, hidden_size)
             measured[("torch", shape)] = time_torch(module, x, args.repeats)
             measured[("lstm", shape)] = time_lstm(args.binary, *shape, "lstm", args.threads,
                                                   args.repeats)
         shape = CASES[0][:4]
-        x = torch.randn(shape[1], shape[0], shape[2])
+        x = torch.randn(shape[1], shape[0], shape[2], requires_grad=True)
         for cell in CUSTOM_CELLS:
             measured[("eager " + cell, shape)] = time_torch(
                 EagerCell(shape[2], shape[3], cell), x, args.repeats)

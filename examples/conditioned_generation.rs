@@ -368,7 +368,7 @@ impl Model {
         let d_hidden =
             d_hidden.into_shape_with_order((seq_len, batch_size, self.head.in_features()))?;
         let lstm = self.lstm.backward(
-            &tape,
+            tape,
             OutputGrad {
                 output: Some(d_hidden.view().into_dyn()),
                 ..Default::default()

@@ -111,7 +111,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             .remove("input")
             .ok_or("the head returns dL/d input")?;
         let layer_grads = layer.backward(
-            &tape,
+            tape,
             OutputGrad {
                 output: Some(d_features.view()),
                 ..Default::default()

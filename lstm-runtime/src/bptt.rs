@@ -6,7 +6,9 @@
 //! and one GEMM `dL/dh_prev = dL/dzh · W_hh` (plus the part through the cell's own use of
 //! `h_prev`). Rows whose step was masked pass their gradients straight to the previous state,
 //! as their state was carried. `dL/dzx` and `dL/dzh` are collected for a chunk of steps
-//! ([`GRAD_CHUNK_ROWS`] rows or more); the weight gradients then run batched over the chunk:
+//! ([`GRAD_CHUNK_ROWS`] rows or more), written over the steps' spent cache where it has room
+//! (every zoo cell: the standard one caches exactly its four gates), else in chunk buffers;
+//! the weight gradients then run batched over the chunk:
 //! `dW_ih += dZxᵀ · X`, `dX = dZx · W_ih`, `dW_hh += dZhᵀ · H_prev`, `dW_hr += dH_outᵀ ·
 //! H_cell`, and at the end, for a constant input, `dW_c = dconstantᵀ · constants`,
 //! `d constants = dconstant · W_c`. A chunk is as good as the whole sequence for the GEMM's
@@ -68,18 +70,25 @@ pub(crate) struct InputGrads<'a, F> {
 
 /// Rows (steps × batch) of `dL/dz` the reverse loop collects before it runs the weight- and
 /// input-gradient products over them: enough rows for the products to run at the GEMM's full
-/// speed, a small fraction of what keeping `dL/dz` of every step would take (four values per
-/// unit of every step for the standard cell, as much as its whole tape of gates).
+/// speed; for a cell whose `dL/dz` does not fit in its spent cache, a small fraction of what
+/// keeping `dL/dz` of every step would take.
 const GRAD_CHUNK_ROWS: usize = 512;
 
 /// `dL/dz` of one chunk of steps, by time, and what its products read.
+///
+/// A step's cache is spent once its backward step has run, so where a cache row has room for
+/// the row's `dL/dz` (the standard cell caches exactly its four gates) `dL/dz` is moved into
+/// the tape's cache, and the chunk buffers hold one step only.
 struct GradChunk<F> {
     /// Steps per chunk (the last one walked, the sequence's first, may be shorter).
     steps: usize,
-    /// `dL/dzx`: `(steps · batch, gates · hidden)`.
+    /// Whether `dL/dz` of the chunk's steps lives in the tape's cache: row `r` of the cache
+    /// holds `dL/dzx` in its first `gates · hidden` values, then `dL/dzh` if apart.
+    in_tape: bool,
+    /// `dL/dzx`: `(steps · batch, gates · hidden)`, or `(batch, ·)` when `in_tape`.
     dzx: Array2<F>,
-    /// `dL/dzh` for a cell whose recurrent pre-activation gradient differs from `dzx`, else
-    /// `(0, gates · hidden)`.
+    /// `dL/dzh` for a cell whose recurrent pre-activation gradient differs from `dzx`, shaped
+    /// as `dzx`; else `(0, gates · hidden)`.
     dzh: Array2<F>,
     /// `dL/d output` of a projected layer (`(steps · batch, proj_size)`), else empty.
     dh_out: Array2<F>,
@@ -126,7 +135,7 @@ impl<C: Cell> Direction<'_, C> {
     /// `grads_in` and returning the direction's own.
     pub(crate) fn backward(
         &self,
-        tape: &DirectionTape<C::Elem>,
+        tape: &mut DirectionTape<C::Elem>,
         seeds: Seeds<'_, C::Elem>,
         mut grads_in: InputGrads<'_, C::Elem>,
     ) -> Result<DirectionGradients<C>> {
@@ -155,6 +164,11 @@ impl<C: Cell> Direction<'_, C> {
                         t + walked % chunk.steps + 1 - steps
                     };
                     let local = (t - first) * batch..(t - first + 1) * batch;
+                    let dz_rows = if chunk.in_tape {
+                        0..batch
+                    } else {
+                        local.clone()
+                    };
                     let all_valid = self.validity.fill_step(t, &mut buffers.valid);
                     self.seed_step(s, t, &seeds, &first_valid, &mut buffers, all_valid);
                     if let Some(weight_hr) = self.weight_hr {
@@ -171,7 +185,7 @@ impl<C: Cell> Direction<'_, C> {
                         )?;
                     }
                     let step_len = batch * gate_rows;
-                    let at = (t - first) * step_len;
+                    let at = dz_rows.start * gate_rows;
                     let dzh_t: &mut [C::Elem] = if shared {
                         &mut []
                     } else {
@@ -181,18 +195,29 @@ impl<C: Cell> Direction<'_, C> {
                     let grads_pair = (&mut grads, &mut second_half);
                     self.cell_backward(tape, s, t, &mut buffers, dzx_t, dzh_t, grads_pair);
                     if !all_valid {
-                        zero_invalid_rows(&mut chunk.dzx, local.clone(), &buffers.valid);
+                        zero_invalid_rows(&mut chunk.dzx, dz_rows.clone(), &buffers.valid);
                         if !shared {
-                            zero_invalid_rows(&mut chunk.dzh, local.clone(), &buffers.valid);
+                            zero_invalid_rows(&mut chunk.dzh, dz_rows.clone(), &buffers.valid);
                         }
                     }
                     let dz_hh = if shared { &chunk.dzx } else { &chunk.dzh };
                     recurrent.product(
                         self.weight_hh(),
-                        dz_hh.slice(s![local, ..]),
+                        dz_hh.slice(s![dz_rows, ..]),
                         buffers.dh_prev.view_mut(),
                         false,
                     )?;
+                    if chunk.in_tape {
+                        // The step's cache is spent: its rows take the step's `dL/dz`.
+                        let rows = t * batch..(t + 1) * batch;
+                        let mut cache = tape.cache.slice_mut(s![rows, ..]);
+                        cache.slice_mut(s![.., ..gate_rows]).assign(&chunk.dzx);
+                        if !shared {
+                            cache
+                                .slice_mut(s![.., gate_rows..2 * gate_rows])
+                                .assign(&chunk.dzh);
+                        }
+                    }
                     linalg::prefetch(flat(&buffers.dh_prev));
                     if C::SPEC.reads_h_prev {
                         buffers.dh_prev += &buffers.dh_direct;
@@ -272,10 +297,14 @@ impl<C: Cell> Direction<'_, C> {
         let rows = steps * batch;
         let gate_rows = self.gate_rows();
         let shared = C::SPEC.shared_preactivation_grad;
+        let dz_per_row = if shared { gate_rows } else { 2 * gate_rows };
+        let in_tape = C::SPEC.cache.len(self.dims.hidden_size) >= dz_per_row;
+        let dz_rows = if in_tape { batch } else { rows };
         GradChunk {
             steps,
-            dzx: Array2::zeros((rows, gate_rows)),
-            dzh: Array2::zeros((if shared { 0 } else { rows }, gate_rows)),
+            in_tape,
+            dzx: Array2::zeros((dz_rows, gate_rows)),
+            dzh: Array2::zeros((if shared { 0 } else { dz_rows }, gate_rows)),
             dh_out: Array2::zeros((
                 if self.weight_hr.is_some() { rows } else { 0 },
                 self.dims.recurrent_size,
@@ -306,11 +335,17 @@ impl<C: Cell> Direction<'_, C> {
     ) -> Result<()> {
         let one = C::Elem::one();
         let len = rows.len();
-        let dzx = chunk.dzx.slice(s![..len, ..]);
-        let dz_hh = if C::SPEC.shared_preactivation_grad {
-            dzx
+        let gate_rows = self.gate_rows();
+        let shared = C::SPEC.shared_preactivation_grad;
+        let (dzx, dz_hh) = if chunk.in_tape {
+            let cache = tape.cache.slice(s![rows.clone(), ..]);
+            let dzx = cache.slice_move(s![.., ..gate_rows]);
+            let dzh = cache.slice_move(s![.., gate_rows..(2 * gate_rows).min(cache.ncols())]);
+            (dzx, if shared { dzx } else { dzh })
         } else {
-            chunk.dzh.slice(s![..len, ..])
+            let dzx = chunk.dzx.slice(s![..len, ..]);
+            let dzh = chunk.dzh.slice(s![..len.min(chunk.dzh.nrows()), ..]);
+            (dzx, if shared { dzx } else { dzh })
         };
         let input = seeds.input.slice(s![rows.clone(), ..]);
         let input = match self.reg.input {

@@ -137,7 +137,7 @@ pub fn gradcheck<C: Cell<Elem = f64>>(
         constants,
     };
     let (_, tape) = layer.clone().forward_train(input, point.call(&call))?;
-    let grads = layer.backward(&tape, probe.weights.as_grad())?;
+    let grads = layer.backward(tape, probe.weights.as_grad())?;
 
     let mut report = GradcheckReport::default();
     let mut names = Vec::new();

@@ -417,6 +417,11 @@ impl<C: Cell> Lstm<C> {
     /// Gradients of `h_n`/`c_n` are accepted even when `return_state` is off (they are the
     /// gradients of the states the layer reached).
     ///
+    /// Consumes the tape, as PyTorch frees a graph's saved tensors in its backward pass: a
+    /// step's cached gate values are spent once its backward step has run, and their memory
+    /// takes that step's pre-activation gradients for the batched weight products. To run
+    /// backward twice, clone the tape first.
+    ///
     /// # Errors
     ///
     /// [`Error::ShapeMismatch`] naming `grad output`, `grad output_reverse`, `grad h_n` or
@@ -425,10 +430,10 @@ impl<C: Cell> Lstm<C> {
     /// [`MergeMode::None`].
     pub fn backward(
         &self,
-        tape: &Tape<'_, C::Elem>,
+        mut tape: Tape<'_, C::Elem>,
         grad: OutputGrad<'_, C::Elem>,
     ) -> Result<LstmGradients<C::Elem>> {
-        self.check_tape(tape)?;
+        self.check_tape(&tape)?;
         let (seq_len, batch) = (tape.seq_len, tape.batch);
         let directions = self.config.num_directions();
         let states = self.config.num_layers * directions;
@@ -436,14 +441,14 @@ impl<C: Cell> Lstm<C> {
         let hidden = self.config.hidden_size;
         let dh_n = grad_or_zeros("grad h_n", grad.h_n, (states, batch, width))?;
         let dc_n = grad_or_zeros("grad c_n", grad.c_n, (states, batch, hidden))?;
-        let mut d_directions = self.top_gradients(tape, &grad)?;
+        let mut d_directions = self.top_gradients(&tape, &grad)?;
         let mut params = Gradients::new();
         let mut h0 = Array3::zeros((states, batch, width));
         let mut c0 = Array3::zeros((states, batch, hidden));
         let mut d_constants = tape.constants.as_ref().map(|c| Array2::zeros(c.raw_dim()));
         let mut d_input = None;
         for layer in (0..self.config.num_layers).rev() {
-            let layer_tape = &tape.layers[layer];
+            let layer_tape = &mut tape.layers[layer];
             let mut d_layer_input = Array2::zeros(layer_tape.input.raw_dim());
             for (direction_index, d_output) in d_directions.iter().enumerate() {
                 let reverse = direction_index == 1;
@@ -469,7 +474,7 @@ impl<C: Cell> Lstm<C> {
                     }
                 };
                 let grads = direction.backward(
-                    &layer_tape.directions[direction_index],
+                    &mut layer_tape.directions[direction_index],
                     Seeds {
                         input: layer_tape.input.view(),
                         d_output: d_sequence,

@@ -259,7 +259,7 @@ fn check_f32_against_f64(config: LstmConfig, seq_len: usize, batch: usize, lengt
         .unwrap();
     let grads64 = layer64
         .backward(
-            &tape64,
+            tape64,
             OutputGrad {
                 output: Some(d_out.view().into_dyn()),
                 ..Default::default()
@@ -273,7 +273,7 @@ fn check_f32_against_f64(config: LstmConfig, seq_len: usize, batch: usize, lengt
         .unwrap();
     let grads32 = layer32
         .backward(
-            &tape32,
+            tape32,
             OutputGrad {
                 output: Some(d_out32.view().into_dyn()),
                 ..Default::default()
@@ -313,18 +313,32 @@ fn f32_backward_matches_f64_at_a_size_that_splits_steps() {
     check_f32_against_f64(config, 64, 7, &[64, 60, 64, 1, 64, 33, 64]);
 }
 
+/// A cell whose backward step needs fewer cached values than it has gates (the constant input
+/// gate leaves `g` linear with a constant derivative): its `dL/dz` cannot be written over
+/// its spent cache, so the reverse loop keeps it in chunk buffers.
+#[lstm_runtime::lstm_cell(crate = "lstm_runtime", i = 0.5, g = z_g)]
+pub struct HalfInput;
+
 /// Long enough that the reverse loop runs its weight- and input-gradient products in several
-/// chunks (1024 rows or more each: 342 steps at batch 3, so 342 + 342 + 16), in both
-/// directions, with a projection, input dropout and rows that end mid-chunk or never start.
+/// chunks (512 rows or more each: 171 steps at batch 3, so 4 × 171 + 16), in both directions,
+/// with a projection, input dropout and rows that end mid-chunk or never start; for a cell
+/// whose `dL/dz` goes into its spent cache and one whose `dL/dz` does not fit there.
 #[test]
 fn gradients_of_a_sequence_longer_than_one_chunk() {
+    assert!(HalfInput::<f64>::SPEC.cache.per_unit < HalfInput::<f64>::SPEC.num_gates());
+    assert!(LstmCell::<f64>::SPEC.cache.per_unit >= LstmCell::<f64>::SPEC.num_gates());
+    long_sequence::<LstmCell<f64>>();
+    long_sequence::<HalfInput<f64>>();
+}
+
+fn long_sequence<C: Cell<Elem = f64>>() {
     const LONG: usize = 700;
     let config = LstmConfig::new(INPUT, HIDDEN)
         .with_bidirectional(true)
         .with_proj_size(2)
         .with_input_dropout(0.3)
         .with_seed(8);
-    let layer = layer::<LstmCell<f64>>(&config, 15);
+    let layer = layer::<C>(&config, 15);
     let mut rng = ChaCha8Rng::seed_from_u64(16);
     let x = Array3::from_shape_fn((LONG, BATCH, INPUT), |_| rng.random_range(-1.5..1.5));
     let lengths = [LONG, 400, 0];
@@ -337,7 +351,8 @@ fn gradients_of_a_sequence_longer_than_one_chunk() {
     let worst = report.worst_relative_error();
     assert!(
         worst < TOLERANCE,
-        "worst relative error {worst:e}\n{report}"
+        "{}: worst relative error {worst:e}\n{report}",
+        C::SPEC.name
     );
     assert_eq!(report.entry("input").unwrap().checked, 60);
 }

@@ -266,7 +266,7 @@ fn output_gradients_of_the_wrong_shape_are_errors() {
     let wrong = ArrayD::<f64>::zeros(IxDyn(&[5, 2, 5]));
     let err = lstm
         .backward(
-            &tape,
+            tape.clone(),
             OutputGrad {
                 output: Some(wrong.view()),
                 ..Default::default()
@@ -277,7 +277,7 @@ fn output_gradients_of_the_wrong_shape_are_errors() {
     let wrong_h = Array3::<f64>::zeros((2, 2, 4));
     let err = lstm
         .backward(
-            &tape,
+            tape.clone(),
             OutputGrad {
                 h_n: Some(wrong_h.view()),
                 ..Default::default()
@@ -288,7 +288,7 @@ fn output_gradients_of_the_wrong_shape_are_errors() {
     let right = ArrayD::<f64>::zeros(IxDyn(&[5, 2, 4]));
     let err = lstm
         .backward(
-            &tape,
+            tape.clone(),
             OutputGrad {
                 output_reverse: Some(right.view()),
                 ..Default::default()
@@ -304,7 +304,7 @@ fn output_gradients_of_the_wrong_shape_are_errors() {
         LstmConfig::new(3, 4).with_bidirectional(true),
     ] {
         let err = layer(other)
-            .backward(&tape, OutputGrad::default())
+            .backward(tape.clone(), OutputGrad::default())
             .unwrap_err();
         assert_eq!(config_option(err), "tape");
     }

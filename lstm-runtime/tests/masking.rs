@@ -210,7 +210,7 @@ fn padding_never_reaches_outputs_or_gradients() {
             .unwrap();
         let grads = lstm
             .backward(
-                &tape,
+                tape,
                 OutputGrad {
                     output: Some(d_out.view().into_dyn()),
                     ..Default::default()

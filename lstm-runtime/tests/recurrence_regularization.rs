@@ -407,7 +407,7 @@ fn weight_drop_gradients_reach_only_kept_entries() {
     let d_output = output.output.view().mapv(|_| 1.0);
     let grads = layer
         .backward(
-            &tape,
+            tape,
             lstm_runtime::OutputGrad {
                 output: Some(d_output.view()),
                 ..Default::default()

@@ -31,7 +31,7 @@ fn run<C: Cell<Elem = f64>>(config: &LstmConfig) -> (LstmOutput<f64>, LstmGradie
     let d_output = output.output.view().mapv(|v| v.sin());
     let grads = layer
         .backward(
-            &tape,
+            tape,
             OutputGrad {
                 output: Some(d_output.view()),
                 ..Default::default()

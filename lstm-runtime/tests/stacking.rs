@@ -119,12 +119,12 @@ proptest! {
         prop_assert!(outputs_close(&found, &expected));
         let d_out = expected_sequence.mapv(|v| v * 0.5 + 0.25);
         let grad = |d: ndarray::ArrayViewD<'_, f64>| {
-            time_major.backward(&tape, OutputGrad { output: Some(d), ..Default::default() })
+            time_major.backward(tape, OutputGrad { output: Some(d), ..Default::default() })
         };
         let expected_grads = grad(d_out.view().into_dyn()).unwrap();
         let found_grads = batch_first
             .backward(
-                &batch_first_tape,
+                batch_first_tape,
                 OutputGrad {
                     output: Some(d_out.view().permuted_axes([1, 0, 2]).into_dyn()),
                     ..Default::default()

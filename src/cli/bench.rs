@@ -182,7 +182,7 @@ impl CellVisitor<f32> for Bench<'_> {
                 output: Some(ones.view()),
                 ..OutputGrad::default()
             };
-            let grads = layer.backward(&tape, grad)?;
+            let grads = layer.backward(tape, grad)?;
             let params: usize = grads.params.iter().map(|(_, values)| values.len()).sum();
             Ok(2 * ones.len() + params + grads.input.len() + grads.h0.len() + grads.c0.len())
         };

@@ -139,7 +139,7 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
                     output: Some(grad_output.view()),
                     ..OutputGrad::default()
                 };
-                let gradients = layer.backward(&tape, grad)?;
+                let gradients = layer.backward(tape, grad)?;
                 (output, Some((gradients, grads_path)))
             }
             _ => (layer.forward(input.view(), call)?, None),

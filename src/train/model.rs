@@ -124,7 +124,7 @@ impl<C: Cell> SequenceModel<C> {
         // Both are shaped like the layer's output.
         grad_output += &activity_grad.output;
         let mut lstm_grads = self.lstm.backward(
-            &tape,
+            tape,
             OutputGrad {
                 output: Some(grad_output.view()),
                 h_n: activity_grad.h_n.as_ref().map(|grad| grad.view()),

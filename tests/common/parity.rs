@@ -156,7 +156,7 @@ fn run_case<C: Cell>(fixture: &Fixture) {
             ..OutputGrad::default()
         }
     };
-    let grads = layer.backward(&tape, grad).unwrap();
+    let grads = layer.backward(tape, grad).unwrap();
     let expected = fixture.tensors("grads.safetensors");
     for (key, tensor) in expected.iter() {
         let expected: ArrayD<C::Elem> = tensor.to_float(key).unwrap();
