@@ -336,16 +336,16 @@ impl<C: Cell> Direction<'_, C> {
         let one = C::Elem::one();
         let len = rows.len();
         let gate_rows = self.gate_rows();
-        let shared = C::SPEC.shared_preactivation_grad;
-        let (dzx, dz_hh) = if chunk.in_tape {
-            let cache = tape.cache.slice(s![rows.clone(), ..]);
-            let dzx = cache.slice_move(s![.., ..gate_rows]);
-            let dzh = cache.slice_move(s![.., gate_rows..(2 * gate_rows).min(cache.ncols())]);
-            (dzx, if shared { dzx } else { dzh })
+        let cache = tape.cache.slice(s![rows.clone(), ..]);
+        let dzx = if chunk.in_tape {
+            cache.slice_move(s![.., ..gate_rows])
         } else {
-            let dzx = chunk.dzx.slice(s![..len, ..]);
-            let dzh = chunk.dzh.slice(s![..len.min(chunk.dzh.nrows()), ..]);
-            (dzx, if shared { dzx } else { dzh })
+            chunk.dzx.slice(s![..len, ..])
+        };
+        let dz_hh = match (C::SPEC.shared_preactivation_grad, chunk.in_tape) {
+            (true, _) => dzx,
+            (false, true) => cache.slice_move(s![.., gate_rows..2 * gate_rows]),
+            (false, false) => chunk.dzh.slice(s![..len, ..]),
         };
         let input = seeds.input.slice(s![rows.clone(), ..]);
         let input = match self.reg.input {
