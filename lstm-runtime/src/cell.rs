@@ -161,6 +161,11 @@ pub struct CellSpec {
     /// Whether `dL/dzx` and `dL/dzh` are always equal (the pre-activations enter only as the
     /// sum `zx + zh`): then backward writes only `dzx` and the runtime uses it for both.
     pub shared_preactivation_grad: bool,
+    /// Whether every value of a hidden unit depends on that unit's values alone (no layer
+    /// norm or other sum over the units, nor their count): a step over units `a..b` of a row
+    /// is then the step of a cell of `b − a` units whose per-unit parameters are `a..b` of
+    /// this cell's. The runtime splits batch-1 steps between two cores by units when it holds.
+    pub unit_local: bool,
 }
 
 impl CellSpec {

@@ -146,7 +146,7 @@ fn run_posted(shared: &Shared) {
 
 /// One wait between two looks at the state: a spin, or after [`SPINS_BEFORE_YIELD`] of them
 /// a yield of the core.
-fn pause(spins: &mut u32) {
+pub(crate) fn pause(spins: &mut u32) {
     if *spins < SPINS_BEFORE_YIELD {
         *spins += 1;
         std::hint::spin_loop();

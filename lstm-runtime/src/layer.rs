@@ -16,6 +16,10 @@
 //! dropout; weight drop uses a masked copy of `weight_hh` made once per call), and the state
 //! after the step (zoneout).
 //!
+//! At batch 1, with two threads, a cell whose units do not read each other runs each chunk
+//! split by units instead (`units.rs`): each thread projects, multiplies and steps half of
+//! the units, and only `h` crosses between the cores.
+//!
 //! [`Rnn`] is the plain public face of one direction: no masks, no projection.
 
 use std::borrow::Cow;
@@ -31,6 +35,7 @@ use crate::error::{Error, Result, expect_shape};
 use crate::linalg::StepRhs;
 use crate::mask::{InvalidOutput, Validity};
 use crate::masks::{InRecurrence, mask_rows};
+use crate::units::{Chunk, SideBuffers, SideTape, UnitSplit};
 use crate::{Cell, CellDims, Float, StepIo, duet, linalg, split};
 
 /// Multiply-adds of a call's recurrent products from which its time loop runs in a duet.
@@ -215,6 +220,9 @@ pub(crate) struct Direction<'a, C: Cell> {
     /// [`Self::weight_hh`] packed for the forward steps' `h_prev · W_hhᵀ`, on first use (a
     /// direction set up for backward only never packs it).
     recurrent: OnceLock<StepRhs>,
+    /// The cell split by units for batch-1 steps on two threads (`units.rs`), made by
+    /// [`Self::start`] when the call's steps run that way.
+    units: OnceLock<Option<UnitSplit<C>>>,
 }
 
 /// The biases as every step reads them: gate-stacked slices, zeros for a cell without bias.
@@ -263,6 +271,8 @@ pub(crate) struct Run<F> {
     /// One chunk's input under input dropout: `(chunk steps · batch, input_size)`, or
     /// `(0, 0)`.
     x_dropped: Array2<F>,
+    /// The two threads' workspaces when the steps are split by units (`units.rs`).
+    units: Option<[SideBuffers<F>; 2]>,
 }
 
 /// What a training pass records about one direction, for backward (`bptt.rs`). Per-step
@@ -347,6 +357,7 @@ impl<'a, C: Cell> Direction<'a, C> {
             reg,
             weight_hh_dropped,
             recurrent: OnceLock::new(),
+            units: OnceLock::new(),
         })
     }
 
@@ -402,7 +413,41 @@ impl<'a, C: Cell> Direction<'a, C> {
             },
             zx: Array2::zeros((chunk_rows, gate_rows)),
             x_dropped: Array2::zeros(if_some(self.reg.input, chunk_rows)),
+            units: self
+                .unit_split(seq_len, batch)
+                .map(|split| split.buffers(seq_len.min(chunk_steps(batch)))),
         }
+    }
+
+    /// The cell split by units (`units.rs`) if this call's `seq_len` steps of `batch` rows run
+    /// that way: one row, a cell whose units do not interact, no projection, no masks, no
+    /// dropout or zoneout, two threads and enough work for a duet, and `f32` with the packed
+    /// kernels.
+    fn unit_split(&self, seq_len: usize, batch: usize) -> Option<&UnitSplit<C>> {
+        let applies = batch == 1
+            && UnitSplit::<C>::applies(self.dims.hidden_size)
+            && self.weight_hr.is_none()
+            && *self.validity == Validity::All
+            && self.reg.input.is_none()
+            && self.reg.recurrent.is_none()
+            && !self.reg.zoneout_c.is_on()
+            && !self.reg.zoneout_h.is_on()
+            && linalg::num_threads() >= 2
+            && self.duet_worth_it(seq_len, batch);
+        if !applies {
+            return None;
+        }
+        self.units
+            .get_or_init(|| {
+                UnitSplit::new(
+                    self.cell,
+                    self.weight_hh(),
+                    &self.biases.ih,
+                    &self.biases.hh,
+                    self.constant.view(),
+                )
+            })
+            .as_ref()
     }
 
     /// An empty tape for a `seq_len`-step pass starting from `c0`.
@@ -502,6 +547,66 @@ impl<'a, C: Cell> Direction<'a, C> {
             .to_shape(((steps * batch, input_size), Order::RowMajor))
             // Same element count, and `to_shape` copies when the layout needs it: infallible.
             .expect("(steps, batch, input_size) always reshapes to (steps · batch, input_size)");
+        if let (Some(Some(split)), Some(buffers)) = (self.units.get(), run.units.as_mut())
+            && duet::active()
+        {
+            let x = rows.as_standard_layout();
+            let at = split.at();
+            let output = match output {
+                Some(output) => {
+                    let (first, second) = output.index_axis_move(Axis(1), 0).split_at(Axis(1), at);
+                    [Some(first), Some(second)]
+                }
+                None => [None, None],
+            };
+            let tape = match tape {
+                Some(tape) => {
+                    let (rows, hidden) = (tape.cache.nrows(), self.dims.hidden_size);
+                    let cache = tape
+                        .cache
+                        .view_mut()
+                        .into_shape_with_order((rows, C::SPEC.cache.per_unit, hidden))
+                        .expect(
+                            "a unit-local cell caches only per-unit values (`UnitSplit::applies`)",
+                        );
+                    let (cache, cache2) = cache.split_at(Axis(2), at);
+                    let (h_prev, h_prev2) = tape.h_prev.view_mut().split_at(Axis(1), at);
+                    let (c_states, c_states2) = tape.c_states.view_mut().split_at(Axis(1), at);
+                    [
+                        Some(SideTape {
+                            cache,
+                            h_prev,
+                            c_states,
+                        }),
+                        Some(SideTape {
+                            cache: cache2,
+                            h_prev: h_prev2,
+                            c_states: c_states2,
+                        }),
+                    ]
+                }
+                None => [None, None],
+            };
+            split.run_chunk(
+                Chunk {
+                    x: x.view(),
+                    reverse: self.reverse,
+                    t0,
+                    seq_len,
+                },
+                flat_mut(&mut run.state.h),
+                flat_mut(&mut run.buffers.h_cell),
+                flat_mut(&mut run.state.c),
+                flat_mut(&mut run.buffers.c),
+                buffers,
+                output,
+                tape,
+            );
+            if steps > 0 {
+                run.state.seen.fill(true);
+            }
+            return Ok(());
+        }
         // Input dropout: the same mask at every step, applied once before the projection.
         let rows = match self.reg.input {
             Some(mask) => {

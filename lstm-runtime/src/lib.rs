@@ -35,6 +35,7 @@ mod params;
 mod regularizers;
 mod split;
 mod stack;
+mod units;
 pub mod zoo;
 
 pub use by_name::{CellVisitor, visit_zoo_cell};
@@ -70,6 +71,12 @@ pub mod __private {
     #[inline]
     pub fn has_avx2_fma() -> bool {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// Chunks of time steps this process has run split by units on two threads
+    /// (`units.rs`): lets tests check that they exercised that path.
+    pub fn unit_split_chunks() -> usize {
+        crate::units::CHUNKS.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The values of a 1-D weight. Cell weights are always contiguous: they are created by

@@ -273,6 +273,70 @@ impl StepRhs {
     }
 }
 
+/// `b = w[rows]ᵀ` for a selection of the rows of `w: n×k`, packed (`packed.rs`): the right
+/// operand of the products one thread runs for its share of a step's units (`units.rs`),
+/// `c = a · b` for a few left rows `a: m×k`, on the calling thread.
+#[derive(Debug)]
+pub(crate) struct PackedRows<F> {
+    panels: packed::Panels,
+    elem: std::marker::PhantomData<F>,
+}
+
+impl<F: Float> PackedRows<F> {
+    /// Packs the rows `rows` of `w`, in that order; `None` unless `F` is `f32` on a machine
+    /// with the kernels of `packed.rs` (AVX2 and FMA).
+    pub(crate) fn new(w: ArrayView2<'_, F>, rows: &[usize]) -> Option<Self> {
+        if TypeId::of::<F>() != TypeId::of::<f32>() {
+            return None;
+        }
+        let k = w.ncols();
+        let mut gathered = Vec::with_capacity(rows.len() * k);
+        for &row in rows {
+            // SAFETY: `F` is `f32`, checked above.
+            gathered.extend(
+                w.row(row)
+                    .iter()
+                    .map(|v| unsafe { *(v as *const F).cast::<f32>() }),
+            );
+        }
+        packed::Panels::transposed(&gathered, rows.len(), k).map(|panels| PackedRows {
+            panels,
+            elem: std::marker::PhantomData,
+        })
+    }
+
+    /// Columns of `b`: the rows selected.
+    pub(crate) fn width(&self) -> usize {
+        self.panels.width()
+    }
+
+    /// `c ← a · b` with `a` row-major `m×k` and `c` row-major `m×n`.
+    ///
+    /// # Panics
+    ///
+    /// If `a` or `c` is not of that length (a bug of the caller, which sizes both once).
+    pub(crate) fn product(&self, a: &[F], m: usize, c: &mut [F]) {
+        let (k, n) = (self.panels.depth(), self.panels.width());
+        assert!(
+            a.len() == m * k && c.len() == m * n,
+            "packed product: a has {} values for {m}×{k}, c {} for {m}×{n}",
+            a.len(),
+            c.len()
+        );
+        // SAFETY: `F` is `f32` (the only type `new` packs for); `a` holds `m·k` values and `c`
+        // `m·n` writable ones (checked above), which the unique borrow keeps to this call.
+        unsafe {
+            self.panels.product(
+                as_f32(a),
+                m,
+                as_f32_mut(c).as_mut_ptr(),
+                false,
+                0..self.panels.panel_count(),
+            );
+        }
+    }
+}
+
 /// The output of a step product, shared by the threads that write its disjoint column
 /// ranges.
 #[derive(Clone, Copy)]

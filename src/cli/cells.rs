@@ -130,6 +130,7 @@ mod tests {
         cache: NO_WORKSPACE,
         backward_scratch: NO_WORKSPACE,
         shared_preactivation_grad: true,
+        unit_local: false,
     };
 
     #[test]

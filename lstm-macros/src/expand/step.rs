@@ -31,6 +31,9 @@ pub struct Steps {
     /// Cached per-row nodes.
     cached_rows: Vec<Id>,
     shared_grad: bool,
+    /// Whether no value of a unit depends on another unit's (no sum over the units, nor
+    /// their count): the steps then run over any subset of the units as a cell of that size.
+    unit_local: bool,
 }
 
 impl Steps {
@@ -180,6 +183,10 @@ impl Steps {
             cached_units,
             cached_rows,
             shared_grad,
+            unit_local: !graph
+                .nodes
+                .iter()
+                .any(|node| matches!(node, Node::Sum(_) | Node::Leaf(Leaf::Units))),
         }
     }
 
@@ -218,6 +225,7 @@ impl Steps {
         let cache_rows = n(self.cached_rows.len());
         let backward_scratch = self.backward.spills;
         let shared = self.shared_grad;
+        let unit_local = self.unit_local;
         quote! {
             #krate::CellSpec {
                 name: #name,
@@ -231,6 +239,7 @@ impl Steps {
                 cache: #krate::Workspace { per_unit: #cache_units, per_row: #cache_rows },
                 backward_scratch: #krate::Workspace { per_unit: #backward_scratch, per_row: 0 },
                 shared_preactivation_grad: #shared,
+                unit_local: #unit_local,
             }
         }
     }

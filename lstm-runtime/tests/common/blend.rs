@@ -77,6 +77,7 @@ impl<F: Float> Cell for Blend<F> {
             per_row: 0,
         },
         shared_preactivation_grad: true,
+        unit_local: false,
     };
 
     fn init<R: Rng + ?Sized>(dims: CellDims, rng: &mut R) -> Self {

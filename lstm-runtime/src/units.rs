@@ -1,0 +1,544 @@
+//! Time steps of one batch row split by hidden units between the two threads of a duet.
+//!
+//! At batch 1 a step is a matrix-vector product `zh = h_prev · W_hhᵀ` and the cell's
+//! elementwise step over one row. The row split of `split.rs` has nothing to split, and
+//! handing half of the product's columns to the other core each step ([`crate::duet::join`])
+//! costs a round trip between the cores (about 0.3 µs here), after which one core runs the
+//! whole elementwise step while the other waits.
+//!
+//! For a cell whose units do not read each other ([`crate::CellSpec::unit_local`]), the units
+//! `a..b` of a step are a step of a cell of `b − a` units, given the columns of `zx`, `zh`,
+//! the biases and the per-unit parameters that belong to them. So each of the two threads
+//! owns half of the units for a whole chunk of steps: the rows of `W_ih` and `W_hh` that feed
+//! them (packed once per call), its own input projection, product, elementwise step, and its
+//! half of `c`, which never leaves its core. The only value that crosses is `h`: each step
+//! needs all of `h_prev`, so a thread waits (spinning, [`crate::duet::Lockstep`]) until the
+//! other has written its half of the previous step's `h`, one cache-line transfer per step
+//! instead of a round trip.
+//!
+//! `h` alternates between two buffers: a step reads all of one and writes its half of the
+//! other. A thread starts step `i` only once the other has finished step `i − 1`, so it never
+//! writes the buffer the other still reads (that one was read at step `i − 1`, which the
+//! other has finished), and never reads one the other is still writing.
+
+use std::ops::Range;
+
+use ndarray::{ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis};
+use num_traits::Zero;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::duet;
+use crate::linalg::{PackedRows, prefetch};
+use crate::{Cell, CellDims, ParamShape, StepIo};
+
+/// Hidden units below which a step is not split: each side's elementwise step would be a few
+/// vector lanes.
+const MIN_UNITS: usize = 16;
+
+/// Chunks run split by units so far, in this process (`__private::unit_split_chunks`).
+pub(crate) static CHUNKS: AtomicUsize = AtomicUsize::new(0);
+
+/// A cell's batch-1 steps split by units between two threads, set up for one call.
+pub(crate) struct UnitSplit<C: Cell> {
+    /// The cell's hidden units.
+    hidden: usize,
+    sides: [Side<C>; 2],
+}
+
+/// What one thread needs for its units.
+struct Side<C: Cell> {
+    units: Range<usize>,
+    /// A cell of `units.len()` units, holding the spec parameters of these units.
+    cell: C,
+    /// The rows of `W_ih` that feed these units' gates (gate after gate), packed.
+    input: PackedRows<C::Elem>,
+    /// The rows of `W_hh` likewise.
+    recurrent: PackedRows<C::Elem>,
+    bias_ih: Vec<C::Elem>,
+    bias_hh: Vec<C::Elem>,
+    /// The constant input's projection for these units, or empty.
+    constant: Vec<C::Elem>,
+}
+
+/// One side's per-call workspace.
+pub(crate) struct SideBuffers<F> {
+    /// The chunk's input projection for this side's units: `(chunk steps, gates · units)`.
+    zx: Vec<F>,
+    /// `h_prev · W_hhᵀ` for this side's units: `gates · units`.
+    zh: Vec<F>,
+    scratch: Vec<F>,
+    /// The training step's cache for this side's units, before it goes to the tape.
+    cache: Vec<F>,
+}
+
+/// A chunk's share of the tape for one side: whole-sequence arrays cut to its units.
+pub(crate) struct SideTape<'t, F> {
+    /// `(T, cache values per unit, units)`.
+    pub(crate) cache: ArrayViewMut3<'t, F>,
+    /// `(T, units)`.
+    pub(crate) h_prev: ArrayViewMut2<'t, F>,
+    /// `(T + 1, units)`, by processing order.
+    pub(crate) c_states: ArrayViewMut2<'t, F>,
+}
+
+/// What the two threads of a chunk share, besides the split itself.
+pub(crate) struct Chunk<'x, F> {
+    /// The chunk's input, `(steps, input_size)`, standard layout.
+    pub(crate) x: ArrayView2<'x, F>,
+    /// Walk the chunk's steps backwards.
+    pub(crate) reverse: bool,
+    /// Time index of the chunk's first row.
+    pub(crate) t0: usize,
+    pub(crate) seq_len: usize,
+}
+
+impl<C: Cell> UnitSplit<C> {
+    /// Whether a cell of this type, with `hidden` units, splits at all.
+    pub(crate) fn applies(hidden: usize) -> bool {
+        let spec = C::SPEC;
+        spec.unit_local
+            && spec.cache.per_row == 0
+            && spec.scratch.per_row == 0
+            && hidden >= MIN_UNITS
+    }
+
+    /// Splits `cell` (stepping with the recurrent weights `weight_hh`, the gate-stacked biases
+    /// and the constant projection `(1, gates · hidden)` or empty) in two halves of its units;
+    /// `None` unless the element type is `f32` on a machine with the packed kernels.
+    pub(crate) fn new(
+        cell: &C,
+        weight_hh: ArrayView2<'_, C::Elem>,
+        bias_ih: &[C::Elem],
+        bias_hh: &[C::Elem],
+        constant: ArrayView2<'_, C::Elem>,
+    ) -> Option<Self> {
+        let dims = cell.dims();
+        let hidden = dims.hidden_size;
+        let half = hidden / 2;
+        let side = |units: Range<usize>| {
+            Side::new(cell, dims, units, weight_hh, bias_ih, bias_hh, constant)
+        };
+        Some(UnitSplit {
+            hidden,
+            sides: [side(0..half)?, side(half..hidden)?],
+        })
+    }
+
+    /// Workspaces for both sides, for chunks of up to `chunk_steps` steps.
+    pub(crate) fn buffers(&self, chunk_steps: usize) -> [SideBuffers<C::Elem>; 2] {
+        self.sides.each_ref().map(|side| {
+            let n = side.units.len();
+            let width = side.input.width();
+            SideBuffers {
+                zx: vec![C::Elem::zero(); chunk_steps * width],
+                zh: vec![C::Elem::zero(); width],
+                scratch: vec![C::Elem::zero(); C::SPEC.scratch.len(n)],
+                cache: vec![C::Elem::zero(); C::SPEC.cache.len(n)],
+            }
+        })
+    }
+
+    /// Where the units split: the first side's count.
+    pub(crate) fn at(&self) -> usize {
+        self.sides[0].units.len()
+    }
+
+    /// Runs the chunk's steps on both threads. `h` holds `h_prev` and receives the last
+    /// step's `h` (`other_h` is the second buffer), likewise `c` and `other_c`; `output`
+    /// `(steps, units)` per side receives every step's `h`, `tape` records training steps.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_chunk(
+        &self,
+        chunk: Chunk<'_, C::Elem>,
+        h: &mut [C::Elem],
+        other_h: &mut [C::Elem],
+        c: &mut [C::Elem],
+        other_c: &mut [C::Elem],
+        buffers: &mut [SideBuffers<C::Elem>; 2],
+        output: [Option<ArrayViewMut2<'_, C::Elem>>; 2],
+        tape: [Option<SideTape<'_, C::Elem>>; 2],
+    ) {
+        let steps = chunk.x.nrows();
+        assert!(
+            h.len() == self.hidden && other_h.len() == self.hidden,
+            "h buffers hold the {} units",
+            self.hidden
+        );
+        let shared = SharedH {
+            buffers: [h.as_mut_ptr(), other_h.as_mut_ptr()],
+            len: self.hidden,
+        };
+        let at = self.at();
+        let (c0, c1) = c.split_at_mut(at);
+        let (other_c0, other_c1) = other_c.split_at_mut(at);
+        let [buffers0, buffers1] = buffers;
+        let [output0, output1] = output;
+        let [tape0, tape1] = tape;
+        let mut first = SideWork {
+            c: [c0, other_c0],
+            buffers: buffers0,
+            output: output0,
+            tape: tape0,
+        };
+        let second = Claimed(std::cell::UnsafeCell::new(SideWork {
+            c: [c1, other_c1],
+            buffers: buffers1,
+            output: output1,
+            tape: tape1,
+        }));
+        CHUNKS.fetch_add(1, Ordering::Relaxed);
+        let progress = Progress::default();
+        let (chunk, shared, second, progress) = (&chunk, &shared, &second, &progress);
+        // SAFETY (both sides): the second side's work runs only under a claim of its next
+        // step (`Progress::claim`), after the step before it has finished; `h` as the module
+        // docs say.
+        let run_second = |i: usize| unsafe {
+            let work = &mut *second.0.get();
+            if i == 0 {
+                self.project(1, chunk, work);
+            }
+            self.step(1, i, chunk, shared, work);
+        };
+        duet::join(
+            || {
+                let _ended = Ended(&progress.first);
+                for i in 0..steps {
+                    if i == 0 {
+                        self.project(0, chunk, &mut first);
+                    } else {
+                        progress.complete_second(i - 1, &run_second);
+                    }
+                    // SAFETY: the second side has finished step `i − 1` (above).
+                    unsafe { self.step(0, i, chunk, shared, &mut first) };
+                    progress.first.0.store(i + 1, Ordering::Release);
+                }
+                if steps > 0 {
+                    progress.complete_second(steps - 1, &run_second);
+                }
+            },
+            || {
+                let _ended = Ended(&progress.second);
+                progress.help(steps, &run_second);
+            },
+        );
+        if steps % 2 == 1 {
+            // The last step wrote the second buffers.
+            h.swap_with_slice(other_h);
+            c.swap_with_slice(other_c);
+        }
+    }
+
+    /// The chunk's input projection for side `me`'s units, into its `zx`.
+    fn project(&self, me: usize, chunk: &Chunk<'_, C::Elem>, work: &mut SideWork<'_, '_, C::Elem>) {
+        let side = &self.sides[me];
+        let steps = chunk.x.nrows();
+        let x = chunk
+            .x
+            .as_slice()
+            .expect("the chunk input is in standard layout");
+        side.input
+            .product(x, steps, &mut work.buffers.zx[..steps * side.input.width()]);
+    }
+
+    /// Step `i` of the chunk for side `me`'s units: reads `h` buffer `i % 2` whole and its
+    /// units of `c` buffer `i % 2`, writes its units of both buffers `(i + 1) % 2`.
+    ///
+    /// # Safety
+    ///
+    /// Both sides have finished step `i − 1`, and the other side touches only its own units
+    /// of `h` buffer `(i + 1) % 2` meanwhile.
+    unsafe fn step(
+        &self,
+        me: usize,
+        i: usize,
+        chunk: &Chunk<'_, C::Elem>,
+        shared: &SharedH<C::Elem>,
+        work: &mut SideWork<'_, '_, C::Elem>,
+    ) {
+        let side = &self.sides[me];
+        let steps = chunk.x.nrows();
+        let width = side.input.width();
+        let units = side.units.clone();
+        let k = if chunk.reverse { steps - 1 - i } else { i };
+        let t = chunk.t0 + k;
+        // SAFETY: as the caller promises.
+        let (h_prev, h_next) =
+            unsafe { (shared.whole(i % 2), shared.units(1 - i % 2, units.clone())) };
+        prefetch(h_prev);
+        let SideWork {
+            c: [c_a, c_b],
+            buffers,
+            output,
+            tape,
+        } = work;
+        let (c_prev, c_next): (&[C::Elem], &mut [C::Elem]) = if i.is_multiple_of(2) {
+            (&**c_a, &mut **c_b)
+        } else {
+            (&**c_b, &mut **c_a)
+        };
+        side.recurrent.product(h_prev, 1, &mut buffers.zh);
+        let io = StepIo {
+            rows: 1,
+            zx: &buffers.zx[k * width..(k + 1) * width],
+            zh: &buffers.zh,
+            bias_ih: &side.bias_ih,
+            bias_hh: &side.bias_hh,
+            constant: &side.constant,
+            c_prev,
+            h_prev: if C::SPEC.reads_h_prev {
+                &h_prev[units.clone()]
+            } else {
+                &[]
+            },
+            h: &mut *h_next,
+            c: &mut *c_next,
+            scratch: &mut buffers.scratch,
+        };
+        match tape.as_mut() {
+            Some(tape) => {
+                side.cell.step_train(io, &mut buffers.cache);
+                let n = units.len();
+                let mut row = tape.cache.index_axis_mut(Axis(0), t);
+                for (mut to, from) in row.axis_iter_mut(Axis(0)).zip(buffers.cache.chunks(n)) {
+                    assign(to.view_mut(), from);
+                }
+                assign(tape.h_prev.row_mut(t), &h_prev[units]);
+                let s = if chunk.reverse {
+                    chunk.seq_len - 1 - t
+                } else {
+                    t
+                };
+                assign(tape.c_states.row_mut(s + 1), c_next);
+            }
+            None => side.cell.step(io),
+        }
+        if let Some(output) = output.as_mut() {
+            assign(output.row_mut(k), h_next);
+        }
+    }
+}
+
+/// One side's share of a chunk's buffers.
+struct SideWork<'a, 't, F> {
+    /// Its units of the two `c` buffers.
+    c: [&'a mut [F]; 2],
+    buffers: &'a mut SideBuffers<F>,
+    /// `(steps, units)`.
+    output: Option<ArrayViewMut2<'a, F>>,
+    tape: Option<SideTape<'t, F>>,
+}
+
+/// The second side's work, run by whichever thread claims its next step.
+struct Claimed<T>(std::cell::UnsafeCell<T>);
+
+// SAFETY: one thread at a time runs the second side's steps: the one that claimed the step
+// (`Progress`), after the step before it finished (its writes acquired through `second`).
+unsafe impl<T: Send> Sync for Claimed<T> {}
+
+/// How far the two sides of a chunk have come, and who runs the second side's next step.
+///
+/// The caller's thread runs the first side; the second side's steps go to the duet's helper,
+/// one claim at a time. When the caller needs a step of the second side that nobody has
+/// claimed (the helper is not on a core: the system may put both threads on one for a while),
+/// it claims and runs it itself, so a chunk never waits for a thread that is not running.
+#[derive(Default)]
+struct Progress {
+    /// Steps the first side has finished.
+    first: Counter,
+    /// Steps the second side has finished.
+    second: Counter,
+    /// The second side's next unclaimed step.
+    next: Counter,
+}
+
+/// A step count alone on its cache lines: one thread writes it while the other reads.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counter(AtomicUsize);
+
+/// Marks a side as past every step when its thread leaves the chunk, by returning or by a
+/// panic, so the other never waits for it forever (a panic is resumed by `duet::join`).
+struct Ended<'a>(&'a Counter);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.0.store(usize::MAX, Ordering::Release);
+    }
+}
+
+impl Progress {
+    /// Claims the second side's step `i` for the calling thread, if nobody has.
+    fn claim(&self, i: usize) -> bool {
+        self.next.0.load(Ordering::Relaxed) == i
+            && self
+                .next
+                .0
+                .compare_exchange(i, i + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Returns once the second side's step `i` has finished, running it here if unclaimed.
+    /// The caller has seen its step `i − 1` finish.
+    fn complete_second(&self, i: usize, run: &impl Fn(usize)) {
+        let mut spins = 0;
+        while self.second.0.load(Ordering::Acquire) <= i {
+            if self.claim(i) {
+                run(i);
+                self.second.0.store(i + 1, Ordering::Release);
+                return;
+            }
+            duet::pause(&mut spins);
+        }
+    }
+
+    /// The helper's loop: claims and runs the second side's steps, each once both sides have
+    /// finished the step before, until all `steps` are claimed.
+    fn help(&self, steps: usize, run: &impl Fn(usize)) {
+        loop {
+            let i = self.next.0.load(Ordering::Acquire);
+            if i >= steps {
+                return;
+            }
+            let mut spins = 0;
+            while self.first.0.load(Ordering::Acquire) < i
+                || self.second.0.load(Ordering::Acquire) < i
+            {
+                duet::pause(&mut spins);
+            }
+            if self.claim(i) {
+                run(i);
+                self.second.0.store(i + 1, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Copies `from` into the one-dimensional view `to`.
+fn assign<F: Copy>(mut to: ndarray::ArrayViewMut1<'_, F>, from: &[F]) {
+    for (to, from) in to.iter_mut().zip(from) {
+        *to = *from;
+    }
+}
+
+impl<C: Cell> Side<C> {
+    fn new(
+        cell: &C,
+        dims: CellDims,
+        units: Range<usize>,
+        weight_hh: ArrayView2<'_, C::Elem>,
+        bias_ih: &[C::Elem],
+        bias_hh: &[C::Elem],
+        constant: ArrayView2<'_, C::Elem>,
+    ) -> Option<Self> {
+        let hidden = dims.hidden_size;
+        let gates = C::SPEC.num_gates();
+        let rows: Vec<usize> = (0..gates)
+            .flat_map(|gate| units.clone().map(move |unit| gate * hidden + unit))
+            .collect();
+        let weights = cell.weights();
+        let input = PackedRows::new(weights.weight_ih.view(), &rows)?;
+        let recurrent = PackedRows::new(weight_hh, &rows)?;
+        let gather =
+            |values: &[C::Elem]| -> Vec<C::Elem> { rows.iter().map(|&row| values[row]).collect() };
+        let n = units.len();
+        let mut sub = C::zeros(CellDims {
+            input_size: 0,
+            hidden_size: n,
+            recurrent_size: n,
+            ..dims
+        });
+        if !copy_params(cell, &mut sub, gates, hidden, &units) {
+            return None;
+        }
+        Some(Side {
+            cell: sub,
+            input,
+            recurrent,
+            bias_ih: gather(bias_ih),
+            bias_hh: gather(bias_hh),
+            constant: match constant.rows().into_iter().next() {
+                Some(row) => rows.iter().map(|&column| row[column]).collect(),
+                None => Vec::new(),
+            },
+            units,
+        })
+    }
+}
+
+/// Copies the spec parameters of `units` from `cell` into `sub`, a cell of that many units;
+/// `false` if a parameter's size does not fit its shape.
+fn copy_params<C: Cell>(
+    cell: &C,
+    sub: &mut C,
+    gates: usize,
+    hidden: usize,
+    units: &Range<usize>,
+) -> bool {
+    let mut taken: Vec<(&'static str, Vec<C::Elem>)> = Vec::new();
+    let mut fits = true;
+    cell.visit(&mut |name, values| {
+        let Some(param) = C::SPEC.params.iter().find(|param| param.name == name) else {
+            return;
+        };
+        let all: Vec<C::Elem> = values.iter().copied().collect();
+        if all.len() != param.shape.len(gates, hidden) {
+            fits = false;
+            return;
+        }
+        let picked = match param.shape {
+            ParamShape::Scalar => all,
+            ParamShape::PerUnit => all[units.clone()].to_vec(),
+            ParamShape::Gates => (0..gates)
+                .flat_map(|gate| all[gate * hidden..][units.clone()].iter().copied())
+                .collect(),
+        };
+        taken.push((name, picked));
+    });
+    sub.visit_mut(&mut |name, mut values| {
+        if let Some((_, picked)) = taken.iter().find(|(param, _)| *param == name) {
+            if values.len() == picked.len() {
+                for (to, from) in values.iter_mut().zip(picked) {
+                    *to = *from;
+                }
+            } else {
+                fits = false;
+            }
+        }
+    });
+    fits && taken.len() == C::SPEC.params.len()
+}
+
+/// The two `h` buffers of a chunk, written by both threads (each its own units) and read
+/// whole by both, in the order [`UnitSplit::run_side`] keeps.
+struct SharedH<F> {
+    buffers: [*mut F; 2],
+    len: usize,
+}
+
+// SAFETY: the threads access the buffers only as `whole` and `units` allow, in lockstep.
+unsafe impl<F: Send> Sync for SharedH<F> {}
+
+impl<F> SharedH<F> {
+    /// All of buffer `which`.
+    ///
+    /// # Safety
+    ///
+    /// No thread writes buffer `which` while the returned slice is used.
+    unsafe fn whole(&self, which: usize) -> &[F] {
+        // SAFETY: the buffer holds `len` values; no writer, as the caller promises.
+        unsafe { std::slice::from_raw_parts(self.buffers[which], self.len) }
+    }
+
+    /// The values `units` of buffer `which`.
+    ///
+    /// # Safety
+    ///
+    /// No other thread reads or writes these values while the returned slice is used.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn units(&self, which: usize, units: Range<usize>) -> &mut [F] {
+        debug_assert!(units.end <= self.len);
+        // SAFETY: in bounds; exclusive, as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.buffers[which].add(units.start), units.len()) }
+    }
+}
