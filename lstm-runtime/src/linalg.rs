@@ -310,6 +310,29 @@ impl<F: Float> PackedRows<F> {
         self.panels.width()
     }
 
+    /// `c ← a · b[depth, ..]`, or `c += …` when `accumulate`, for one left row of which `a`
+    /// holds only the values `depth`: a product over the part of `h_prev` already at hand.
+    ///
+    /// # Panics
+    ///
+    /// If `depth` exceeds `b`'s depth or `a` and `c` do not hold `depth.len()` and `n` values
+    /// (a bug of the caller).
+    pub(crate) fn row_product(&self, a: &[F], depth: Range<usize>, c: &mut [F], accumulate: bool) {
+        let (k, n) = (self.panels.depth(), self.panels.width());
+        assert!(
+            depth.end <= k && a.len() == depth.len() && c.len() == n,
+            "packed row product: depth {depth:?} of {k}, a has {} values, c {} of {n}",
+            a.len(),
+            c.len()
+        );
+        // SAFETY: `F` is `f32` (the only type `new` packs for); bounds checked above; the
+        // unique borrow of `c` keeps it to this call.
+        unsafe {
+            self.panels
+                .row_product(as_f32(a), depth, as_f32_mut(c).as_mut_ptr(), accumulate);
+        }
+    }
+
     /// `c ← a · b` with `a` row-major `m×k` and `c` row-major `m×n`.
     ///
     /// # Panics

@@ -12,21 +12,25 @@
 //! owns half of the units for a whole chunk of steps: the rows of `W_ih` and `W_hh` that feed
 //! them (packed once per call), its own input projection, product, elementwise step, and its
 //! half of `c`, which never leaves its core. The only value that crosses is `h`: each step
-//! needs all of `h_prev`, so a thread waits (spinning, [`crate::duet::Lockstep`]) until the
-//! other has written its half of the previous step's `h`, one cache-line transfer per step
-//! instead of a round trip.
+//! needs all of `h_prev`. A step first multiplies the half of `h_prev` its own thread wrote,
+//! then waits (spinning) until the other thread has written the other half, and finishes
+//! the product with it: one cache-line transfer per step instead of a round trip, hidden
+//! behind half of the product when the two threads keep pace.
 //!
-//! `h` alternates between two buffers: a step reads all of one and writes its half of the
-//! other. A thread starts step `i` only once the other has finished step `i − 1`, so it never
-//! writes the buffer the other still reads (that one was read at step `i − 1`, which the
-//! other has finished), and never reads one the other is still writing.
+//! `h` alternates between two buffers: step `i` reads buffer `i % 2` and writes its half of
+//! the other. A thread writes only after its wait, when the other has finished step `i − 1`
+//! (the last step that read the buffer now written), and the other reads this thread's half
+//! of the buffer only after waiting for this thread in turn.
+//!
+//! The second half's steps are claimed one at a time ([`Progress`]): the duet's helper runs
+//! them, but when the caller needs one that nobody has claimed (the system has not given the
+//! helper a core), it runs it itself, so a chunk never waits for a thread that is not running.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::{ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis};
 use num_traits::Zero;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::duet;
 use crate::linalg::{PackedRows, prefetch};
@@ -190,31 +194,34 @@ impl<C: Cell> UnitSplit<C> {
         CHUNKS.fetch_add(1, Ordering::Relaxed);
         let progress = Progress::default();
         let (chunk, shared, second, progress) = (&chunk, &shared, &second, &progress);
-        // SAFETY (both sides): the second side's work runs only under a claim of its next
-        // step (`Progress::claim`), after the step before it has finished; `h` as the module
-        // docs say.
-        let run_second = |i: usize| unsafe {
+        // SAFETY (both sides): the second side's work runs only under a claim of its step
+        // (`Progress`), once its step before has finished; `wait` returns once the first
+        // side has finished the step before too (see `step`).
+        let run_second = |i: usize, wait: &dyn Fn()| unsafe {
             let work = &mut *second.0.get();
             if i == 0 {
                 self.project(1, chunk, work);
             }
-            self.step(1, i, chunk, shared, work);
+            self.step(1, i, chunk, shared, work, wait);
         };
         duet::join(
             || {
                 let _ended = Ended(&progress.first);
+                self.project(0, chunk, &mut first);
                 for i in 0..steps {
-                    if i == 0 {
-                        self.project(0, chunk, &mut first);
-                    } else {
-                        progress.complete_second(i - 1, &run_second);
-                    }
-                    // SAFETY: the second side has finished step `i − 1` (above).
-                    unsafe { self.step(0, i, chunk, shared, &mut first) };
+                    // Until the second side's step `i − 1` is done, run here if unclaimed;
+                    // that step waits for nothing: this side's step `i − 1` is done.
+                    let wait = || {
+                        if i > 0 {
+                            progress.complete_second(i - 1, &|j| run_second(j, &|| {}));
+                        }
+                    };
+                    // SAFETY: this side has finished step `i − 1`; `wait` as `step` needs.
+                    unsafe { self.step(0, i, chunk, shared, &mut first, &wait) };
                     progress.first.0.store(i + 1, Ordering::Release);
                 }
                 if steps > 0 {
-                    progress.complete_second(steps - 1, &run_second);
+                    progress.complete_second(steps - 1, &|j| run_second(j, &|| {}));
                 }
             },
             || {
@@ -244,10 +251,16 @@ impl<C: Cell> UnitSplit<C> {
     /// Step `i` of the chunk for side `me`'s units: reads `h` buffer `i % 2` whole and its
     /// units of `c` buffer `i % 2`, writes its units of both buffers `(i + 1) % 2`.
     ///
+    /// The product over its own units of `h_prev` runs first; `wait` returns once the other
+    /// side has written its units of `h_prev` (its step `i − 1`), and only then does the
+    /// step read those and write anything shared.
+    ///
     /// # Safety
     ///
-    /// Both sides have finished step `i − 1`, and the other side touches only its own units
-    /// of `h` buffer `(i + 1) % 2` meanwhile.
+    /// This side has finished step `i − 1`, and `wait` returns only once the other side has
+    /// too; until this side finishes step `i`, the other side reads buffer `i % 2` and
+    /// writes only its own units (of buffer `i % 2` until its step `i − 1` is done, then of
+    /// buffer `(i + 1) % 2`).
     unsafe fn step(
         &self,
         me: usize,
@@ -255,17 +268,34 @@ impl<C: Cell> UnitSplit<C> {
         chunk: &Chunk<'_, C::Elem>,
         shared: &SharedH<C::Elem>,
         work: &mut SideWork<'_, '_, C::Elem>,
+        wait: &dyn Fn(),
     ) {
         let side = &self.sides[me];
+        let other = &self.sides[1 - me];
         let steps = chunk.x.nrows();
         let width = side.input.width();
         let units = side.units.clone();
         let k = if chunk.reverse { steps - 1 - i } else { i };
         let t = chunk.t0 + k;
-        // SAFETY: as the caller promises.
-        let (h_prev, h_next) =
-            unsafe { (shared.whole(i % 2), shared.units(1 - i % 2, units.clone())) };
-        prefetch(h_prev);
+        let zh = &mut work.buffers.zh;
+        // SAFETY: this side wrote these values in its step `i − 1` (or they are the chunk's
+        // start); the other side writes other units.
+        let own = unsafe { shared.part(i % 2, units.clone()) };
+        side.recurrent.row_product(own, units.clone(), zh, false);
+        wait();
+        // SAFETY: the other side has finished step `i − 1` (`wait`) and does not write
+        // buffer `i % 2` before this side finishes step `i`.
+        let (h_prev, h_next) = unsafe {
+            (
+                shared.part(i % 2, 0..self.hidden),
+                shared.units(1 - i % 2, units.clone()),
+            )
+        };
+        // Written on the other core: every line asked for at once, not one by one as the
+        // product reads them.
+        prefetch(&h_prev[other.units.clone()]);
+        side.recurrent
+            .row_product(&h_prev[other.units.clone()], other.units.clone(), zh, true);
         let SideWork {
             c: [c_a, c_b],
             buffers,
@@ -277,7 +307,6 @@ impl<C: Cell> UnitSplit<C> {
         } else {
             (&**c_b, &mut **c_a)
         };
-        side.recurrent.product(h_prev, 1, &mut buffers.zh);
         let io = StepIo {
             rows: 1,
             zx: &buffers.zx[k * width..(k + 1) * width],
@@ -380,7 +409,7 @@ impl Progress {
 
     /// Returns once the second side's step `i` has finished, running it here if unclaimed.
     /// The caller has seen its step `i − 1` finish.
-    fn complete_second(&self, i: usize, run: &impl Fn(usize)) {
+    fn complete_second(&self, i: usize, run: &dyn Fn(usize)) {
         let mut spins = 0;
         while self.second.0.load(Ordering::Acquire) <= i {
             if self.claim(i) {
@@ -392,22 +421,27 @@ impl Progress {
         }
     }
 
-    /// The helper's loop: claims and runs the second side's steps, each once both sides have
-    /// finished the step before, until all `steps` are claimed.
-    fn help(&self, steps: usize, run: &impl Fn(usize)) {
+    /// The helper's loop: claims and runs the second side's steps, each once its step before
+    /// has finished, until all `steps` are claimed. A step it runs waits, after the product
+    /// over its own units, for the first side's step before (`run`'s second argument).
+    fn help(&self, steps: usize, run: &dyn Fn(usize, &dyn Fn())) {
+        let first_done = |i: usize| {
+            let mut spins = 0;
+            while self.first.0.load(Ordering::Acquire) < i {
+                duet::pause(&mut spins);
+            }
+        };
         loop {
             let i = self.next.0.load(Ordering::Acquire);
             if i >= steps {
                 return;
             }
             let mut spins = 0;
-            while self.first.0.load(Ordering::Acquire) < i
-                || self.second.0.load(Ordering::Acquire) < i
-            {
+            while self.second.0.load(Ordering::Acquire) < i {
                 duet::pause(&mut spins);
             }
             if self.claim(i) {
-                run(i);
+                run(i, &|| first_done(i));
                 self.second.0.store(i + 1, Ordering::Release);
             }
         }
@@ -520,14 +554,15 @@ struct SharedH<F> {
 unsafe impl<F: Send> Sync for SharedH<F> {}
 
 impl<F> SharedH<F> {
-    /// All of buffer `which`.
+    /// The values `range` of buffer `which`.
     ///
     /// # Safety
     ///
-    /// No thread writes buffer `which` while the returned slice is used.
-    unsafe fn whole(&self, which: usize) -> &[F] {
-        // SAFETY: the buffer holds `len` values; no writer, as the caller promises.
-        unsafe { std::slice::from_raw_parts(self.buffers[which], self.len) }
+    /// No thread writes these values while the returned slice is used.
+    unsafe fn part(&self, which: usize, range: Range<usize>) -> &[F] {
+        debug_assert!(range.end <= self.len);
+        // SAFETY: in bounds; no writer, as the caller promises.
+        unsafe { std::slice::from_raw_parts(self.buffers[which].add(range.start), range.len()) }
     }
 
     /// The values `units` of buffer `which`.
@@ -540,5 +575,110 @@ impl<F> SharedH<F> {
         debug_assert!(units.end <= self.len);
         // SAFETY: in bounds; exclusive, as the caller promises.
         unsafe { std::slice::from_raw_parts_mut(self.buffers[which].add(units.start), units.len()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, s};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::zoo::Lstm;
+
+    fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// Outside a duet the caller claims every step of the second side itself: the chunk still
+    /// comes out as the standard LSTM's steps, computed here in `f64` one unit at a time.
+    #[test]
+    fn the_caller_runs_both_sides_when_no_helper_runs() {
+        let (hidden, input, steps) = (21, 3, 7);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let cell = Lstm::<f32>::init(CellDims::new(input, hidden), &mut rng);
+        let weights = cell.weights();
+        let (bias_ih, bias_hh) = (
+            weights.bias_ih.unwrap().to_vec(),
+            weights.bias_hh.unwrap().to_vec(),
+        );
+        let Some(split) = UnitSplit::new(
+            &cell,
+            weights.weight_hh.view(),
+            &bias_ih,
+            &bias_hh,
+            Array2::zeros((0, 0)).view(),
+        ) else {
+            // No packed kernels on this machine: nothing splits.
+            return;
+        };
+        assert_eq!(split.at(), 10);
+        let x = Array2::from_shape_fn((steps, input), |_| rng.random_range(-1.0f32..1.0));
+        let mut h: Vec<f32> = (0..hidden).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let mut c: Vec<f32> = (0..hidden).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let (mut other_h, mut other_c) = (vec![0.0; hidden], vec![0.0; hidden]);
+        let mut output = Array2::<f32>::zeros((steps, hidden));
+        // The naive steps, from the same start.
+        let (mut h64, mut c64): (Vec<f64>, Vec<f64>) = (
+            h.iter().map(|&v| f64::from(v)).collect(),
+            c.iter().map(|&v| f64::from(v)).collect(),
+        );
+        let mut expected = Array2::<f64>::zeros((steps, hidden));
+        let w = |m: &Array2<f32>, row: usize, v: &[f64]| -> f64 {
+            m.row(row)
+                .iter()
+                .zip(v)
+                .map(|(&a, b)| f64::from(a) * b)
+                .sum()
+        };
+        for t in 0..steps {
+            let xt: Vec<f64> = x.row(t).iter().map(|&v| f64::from(v)).collect();
+            let z = |gate: usize, j: usize| {
+                let row = gate * hidden + j;
+                w(weights.weight_ih, row, &xt)
+                    + w(weights.weight_hh, row, &h64)
+                    + f64::from(bias_ih[row] + bias_hh[row])
+            };
+            let (next_h, next_c): (Vec<f64>, Vec<f64>) = (0..hidden)
+                .map(|j| {
+                    let c = sigmoid(z(1, j)) * c64[j] + sigmoid(z(0, j)) * z(2, j).tanh();
+                    (sigmoid(z(3, j)) * c.tanh(), c)
+                })
+                .unzip();
+            expected
+                .row_mut(t)
+                .assign(&ndarray::Array1::from(next_h.clone()));
+            (h64, c64) = (next_h, next_c);
+        }
+        let mut buffers = split.buffers(steps);
+        assert!(!duet::active());
+        let (first, second) = output.view_mut().split_at(Axis(1), split.at());
+        split.run_chunk(
+            Chunk {
+                x: x.view(),
+                reverse: false,
+                t0: 0,
+                seq_len: steps,
+            },
+            &mut h,
+            &mut other_h,
+            &mut c,
+            &mut other_c,
+            &mut buffers,
+            [Some(first), Some(second)],
+            [None, None],
+        );
+        let worst = |found: &[f32], expected: &[f64]| {
+            found
+                .iter()
+                .zip(expected)
+                .map(|(&a, b)| (f64::from(a) - b).abs())
+                .fold(0.0, f64::max)
+        };
+        let last = expected.slice(s![steps - 1, ..]).to_vec();
+        assert!(worst(&h, &last) < 1e-5, "h");
+        assert!(worst(&c, &c64) < 1e-5, "c");
+        assert!(worst(output.as_slice().unwrap(), expected.as_slice().unwrap()) < 1e-5);
     }
 }

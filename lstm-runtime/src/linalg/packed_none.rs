@@ -42,4 +42,11 @@ impl Panels {
     ) {
         match *self {}
     }
+
+    /// # Safety
+    ///
+    /// Unreachable: no value exists.
+    pub(crate) unsafe fn row_product(&self, _: &[f32], _: Range<usize>, _: *mut f32, _: bool) {
+        match *self {}
+    }
 }
