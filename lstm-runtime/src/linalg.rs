@@ -292,12 +292,16 @@ impl<F: Float> PackedRows<F> {
         let k = w.ncols();
         let mut gathered = Vec::with_capacity(rows.len() * k);
         for &row in rows {
-            // SAFETY: `F` is `f32`, checked above.
-            gathered.extend(
-                w.row(row)
-                    .iter()
-                    .map(|v| unsafe { *(v as *const F).cast::<f32>() }),
-            );
+            let row = w.row(row);
+            match row.as_slice() {
+                // SAFETY: `F` is `f32`, checked above.
+                Some(values) => gathered.extend_from_slice(unsafe { as_f32(values) }),
+                // SAFETY: as above.
+                None => gathered.extend(
+                    row.iter()
+                        .map(|v| unsafe { *(v as *const F).cast::<f32>() }),
+                ),
+            }
         }
         packed::Panels::transposed(&gathered, rows.len(), k).map(|panels| PackedRows {
             panels,
