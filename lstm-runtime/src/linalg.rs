@@ -337,29 +337,32 @@ impl<F: Float> PackedRows<F> {
         }
     }
 
-    /// `c ← a · b` with `a` row-major `m×k` and `c` row-major `m×n`.
+    /// Number of panels of [`packed::NR`] columns (the last one may be partly empty).
+    pub(crate) fn panel_count(&self) -> usize {
+        self.panels.panel_count()
+    }
+
+    /// `c ← a · b` for the columns of the panels `panels`, with `a` row-major `m×k` and `c`
+    /// row-major `m×n` (its other columns untouched).
     ///
     /// # Panics
     ///
-    /// If `a` or `c` is not of that length (a bug of the caller, which sizes both once).
-    pub(crate) fn product(&self, a: &[F], m: usize, c: &mut [F]) {
+    /// If `a` or `c` is not of that length or `panels` exceeds the panel count (a bug of the
+    /// caller, which sizes both once).
+    pub(crate) fn product(&self, a: &[F], m: usize, c: &mut [F], panels: Range<usize>) {
         let (k, n) = (self.panels.depth(), self.panels.width());
         assert!(
-            a.len() == m * k && c.len() == m * n,
-            "packed product: a has {} values for {m}×{k}, c {} for {m}×{n}",
+            a.len() == m * k && c.len() == m * n && panels.end <= self.panels.panel_count(),
+            "packed product: a has {} values for {m}×{k}, c {} for {m}×{n}, panels {panels:?}",
             a.len(),
             c.len()
         );
         // SAFETY: `F` is `f32` (the only type `new` packs for); `a` holds `m·k` values and `c`
-        // `m·n` writable ones (checked above), which the unique borrow keeps to this call.
+        // `m·n` writable ones, the panels exist (checked above); the unique borrow keeps `c`
+        // to this call.
         unsafe {
-            self.panels.product(
-                as_f32(a),
-                m,
-                as_f32_mut(c).as_mut_ptr(),
-                false,
-                0..self.panels.panel_count(),
-            );
+            self.panels
+                .product(as_f32(a), m, as_f32_mut(c).as_mut_ptr(), false, panels);
         }
     }
 }

@@ -40,6 +40,14 @@ use crate::{Cell, CellDims, ParamShape, StepIo};
 /// vector lanes.
 const MIN_UNITS: usize = 16;
 
+/// Rows of the chunk's input projection one piece of it covers: one block of the packed
+/// kernel's rows.
+const PROJECTION_ROWS: usize = 6;
+
+/// Panels (16 columns each) one piece of the projection covers: about half a microsecond of
+/// work, the size of the waits it fills.
+const PROJECTION_PANELS: usize = 4;
+
 /// Chunks run split by units so far, in this process (`__private::unit_split_chunks`).
 pub(crate) static CHUNKS: AtomicUsize = AtomicUsize::new(0);
 
@@ -184,44 +192,57 @@ impl<C: Cell> UnitSplit<C> {
             buffers: buffers0,
             output: output0,
             tape: tape0,
+            projected: 0,
         };
         let second = Claimed(std::cell::UnsafeCell::new(SideWork {
             c: [c1, other_c1],
             buffers: buffers1,
             output: output1,
             tape: tape1,
+            projected: 0,
         }));
         CHUNKS.fetch_add(1, Ordering::Relaxed);
         let progress = Progress::default();
         let (chunk, shared, second, progress) = (&chunk, &shared, &second, &progress);
         // SAFETY (both sides): the second side's work runs only under a claim of its step
-        // (`Progress`), once its step before has finished; `wait` returns once the first
+        // (`Progress`), once its step before has finished; `first_side` tells when the first
         // side has finished the step before too (see `step`).
-        let run_second = |i: usize, wait: &dyn Fn()| unsafe {
-            let work = &mut *second.0.get();
-            if i == 0 {
-                self.project(1, chunk, work);
-            }
-            self.step(1, i, chunk, shared, work, wait);
+        let run_second = |i: usize, first_side: Other<'_>| unsafe {
+            self.step(1, i, chunk, shared, &mut *second.0.get(), first_side);
+        };
+        // A step of the second side that the first runs: the first side's step before it is
+        // done.
+        let steal = |j: usize| {
+            run_second(
+                j,
+                Other {
+                    ready: &|| true,
+                    wait: &|| {},
+                },
+            );
         };
         duet::join(
             || {
                 let _ended = Ended(&progress.first);
-                self.project(0, chunk, &mut first);
                 for i in 0..steps {
-                    // Until the second side's step `i − 1` is done, run here if unclaimed;
-                    // that step waits for nothing: this side's step `i − 1` is done.
+                    // Until the second side's step `i − 1` is done, run here if unclaimed.
+                    let ready = || i == 0 || progress.second.0.load(Ordering::Acquire) >= i;
                     let wait = || {
                         if i > 0 {
-                            progress.complete_second(i - 1, &|j| run_second(j, &|| {}));
+                            progress.complete_second(i - 1, &steal);
                         }
                     };
-                    // SAFETY: this side has finished step `i − 1`; `wait` as `step` needs.
-                    unsafe { self.step(0, i, chunk, shared, &mut first, &wait) };
+                    // SAFETY: this side has finished step `i − 1`; `second_side` as `step`
+                    // needs.
+                    let second_side = Other {
+                        ready: &ready,
+                        wait: &wait,
+                    };
+                    unsafe { self.step(0, i, chunk, shared, &mut first, second_side) };
                     progress.first.0.store(i + 1, Ordering::Release);
                 }
                 if steps > 0 {
-                    progress.complete_second(steps - 1, &|j| run_second(j, &|| {}));
+                    progress.complete_second(steps - 1, &steal);
                 }
             },
             || {
@@ -236,29 +257,68 @@ impl<C: Cell> UnitSplit<C> {
         }
     }
 
-    /// The chunk's input projection for side `me`'s units, into its `zx`.
-    fn project(&self, me: usize, chunk: &Chunk<'_, C::Elem>, work: &mut SideWork<'_, '_, C::Elem>) {
+    /// Pieces of the projection per block of rows on side `me`.
+    fn pieces_per_block(&self, me: usize) -> usize {
+        self.sides[me]
+            .input
+            .panel_count()
+            .div_ceil(PROJECTION_PANELS)
+            .max(1)
+    }
+
+    /// The next piece of the chunk's input projection for side `me`'s units, into its `zx`:
+    /// [`PROJECTION_PANELS`] panels of a block of [`PROJECTION_ROWS`] rows, blocks in the
+    /// order the steps read them. `false` once the whole chunk is projected.
+    fn project_piece(
+        &self,
+        me: usize,
+        chunk: &Chunk<'_, C::Elem>,
+        work: &mut SideWork<'_, '_, C::Elem>,
+    ) -> bool {
         let side = &self.sides[me];
         let steps = chunk.x.nrows();
+        let count = side.input.panel_count();
+        let per_block = self.pieces_per_block(me);
+        let (block, piece) = (work.projected / per_block, work.projected % per_block);
+        let first = block * PROJECTION_ROWS;
+        if first >= steps {
+            return false;
+        }
+        let panels =
+            (piece * PROJECTION_PANELS).min(count)..((piece + 1) * PROJECTION_PANELS).min(count);
+        let last = steps.min(first + PROJECTION_ROWS);
+        let rows = if chunk.reverse {
+            steps - last..steps - first
+        } else {
+            first..last
+        };
+        let (input, width) = (chunk.x.ncols(), side.input.width());
         let x = chunk
             .x
             .as_slice()
             .expect("the chunk input is in standard layout");
-        side.input
-            .product(x, steps, &mut work.buffers.zx[..steps * side.input.width()]);
+        side.input.product(
+            &x[rows.start * input..rows.end * input],
+            rows.len(),
+            &mut work.buffers.zx[rows.start * width..rows.end * width],
+            panels,
+        );
+        work.projected += 1;
+        true
     }
 
     /// Step `i` of the chunk for side `me`'s units: reads `h` buffer `i % 2` whole and its
     /// units of `c` buffer `i % 2`, writes its units of both buffers `(i + 1) % 2`.
     ///
-    /// The product over its own units of `h_prev` runs first; `wait` returns once the other
-    /// side has written its units of `h_prev` (its step `i − 1`), and only then does the
-    /// step read those and write anything shared.
+    /// The step's row of the chunk's projection comes first if no earlier wait has computed
+    /// it, then the product over its own units of `h_prev`. While the other side has not
+    /// finished its step `i − 1` (`other_side`), pieces of later rows of the projection fill
+    /// the wait; then the step reads the other side's units of `h_prev` and writes.
     ///
     /// # Safety
     ///
-    /// This side has finished step `i − 1`, and `wait` returns only once the other side has
-    /// too; until this side finishes step `i`, the other side reads buffer `i % 2` and
+    /// This side has finished step `i − 1`, and `other_side.wait` returns only once the other
+    /// side has too; until this side finishes step `i`, the other side reads buffer `i % 2` and
     /// writes only its own units (of buffer `i % 2` until its step `i − 1` is done, then of
     /// buffer `(i + 1) % 2`).
     unsafe fn step(
@@ -268,7 +328,7 @@ impl<C: Cell> UnitSplit<C> {
         chunk: &Chunk<'_, C::Elem>,
         shared: &SharedH<C::Elem>,
         work: &mut SideWork<'_, '_, C::Elem>,
-        wait: &dyn Fn(),
+        other_side: Other<'_>,
     ) {
         let side = &self.sides[me];
         let other = &self.sides[1 - me];
@@ -277,12 +337,18 @@ impl<C: Cell> UnitSplit<C> {
         let units = side.units.clone();
         let k = if chunk.reverse { steps - 1 - i } else { i };
         let t = chunk.t0 + k;
-        let zh = &mut work.buffers.zh;
+        // This step's row of the projection, if earlier waits have not computed it.
+        let needed = (i / PROJECTION_ROWS + 1) * self.pieces_per_block(me);
+        while work.projected < needed && self.project_piece(me, chunk, work) {}
         // SAFETY: this side wrote these values in its step `i − 1` (or they are the chunk's
         // start); the other side writes other units.
         let own = unsafe { shared.part(i % 2, units.clone()) };
-        side.recurrent.row_product(own, units.clone(), zh, false);
-        wait();
+        side.recurrent
+            .row_product(own, units.clone(), &mut work.buffers.zh, false);
+        // While the other side is not done, project rows of later steps instead of spinning.
+        while !(other_side.ready)() && self.project_piece(me, chunk, work) {}
+        (other_side.wait)();
+        let zh = &mut work.buffers.zh;
         // SAFETY: the other side has finished step `i − 1` (`wait`) and does not write
         // buffer `i % 2` before this side finishes step `i`.
         let (h_prev, h_next) = unsafe {
@@ -301,6 +367,7 @@ impl<C: Cell> UnitSplit<C> {
             buffers,
             output,
             tape,
+            ..
         } = work;
         let (c_prev, c_next): (&[C::Elem], &mut [C::Elem]) = if i.is_multiple_of(2) {
             (&**c_a, &mut **c_b)
@@ -348,6 +415,15 @@ impl<C: Cell> UnitSplit<C> {
     }
 }
 
+/// How a step learns that the other side has finished the step before it.
+#[derive(Clone, Copy)]
+struct Other<'a> {
+    /// Whether it has.
+    ready: &'a dyn Fn() -> bool,
+    /// Returns once it has.
+    wait: &'a dyn Fn(),
+}
+
 /// One side's share of a chunk's buffers.
 struct SideWork<'a, 't, F> {
     /// Its units of the two `c` buffers.
@@ -356,6 +432,8 @@ struct SideWork<'a, 't, F> {
     /// `(steps, units)`.
     output: Option<ArrayViewMut2<'a, F>>,
     tape: Option<SideTape<'t, F>>,
+    /// Pieces of the chunk's projection done ([`UnitSplit::project_piece`]).
+    projected: usize,
 }
 
 /// The second side's work, run by whichever thread claims its next step.
@@ -424,10 +502,11 @@ impl Progress {
     /// The helper's loop: claims and runs the second side's steps, each once its step before
     /// has finished, until all `steps` are claimed. A step it runs waits, after the product
     /// over its own units, for the first side's step before (`run`'s second argument).
-    fn help(&self, steps: usize, run: &dyn Fn(usize, &dyn Fn())) {
-        let first_done = |i: usize| {
+    fn help(&self, steps: usize, run: &dyn Fn(usize, Other<'_>)) {
+        let first_done = |i: usize| self.first.0.load(Ordering::Acquire) >= i;
+        let wait_first = |i: usize| {
             let mut spins = 0;
-            while self.first.0.load(Ordering::Acquire) < i {
+            while !first_done(i) {
                 duet::pause(&mut spins);
             }
         };
@@ -441,7 +520,13 @@ impl Progress {
                 duet::pause(&mut spins);
             }
             if self.claim(i) {
-                run(i, &|| first_done(i));
+                run(
+                    i,
+                    Other {
+                        ready: &|| first_done(i),
+                        wait: &|| wait_first(i),
+                    },
+                );
                 self.second.0.store(i + 1, Ordering::Release);
             }
         }

@@ -67,6 +67,8 @@ fn cases() -> Vec<(usize, LstmConfig)> {
         (1031, LstmConfig::new(INPUT, 37).with_bidirectional(true)),
         (350, LstmConfig::new(INPUT, 64).with_num_layers(2)),
         (345, LstmConfig::new(INPUT, 64).with_go_backwards(true)),
+        // 128 units: each half's projection comes in several pieces of panels per row block.
+        (100, LstmConfig::new(INPUT, 128)),
     ]
 }
 
