@@ -29,7 +29,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ndarray::{ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis};
+use ndarray::{ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis, aview1};
 use num_traits::Zero;
 
 use crate::duet;
@@ -397,20 +397,20 @@ impl<C: Cell> UnitSplit<C> {
                 let n = units.len();
                 let mut row = tape.cache.index_axis_mut(Axis(0), t);
                 for (mut to, from) in row.axis_iter_mut(Axis(0)).zip(buffers.cache.chunks(n)) {
-                    assign(to.view_mut(), from);
+                    to.assign(&aview1(from));
                 }
-                assign(tape.h_prev.row_mut(t), &h_prev[units]);
+                tape.h_prev.row_mut(t).assign(&aview1(&h_prev[units]));
                 let s = if chunk.reverse {
                     chunk.seq_len - 1 - t
                 } else {
                     t
                 };
-                assign(tape.c_states.row_mut(s + 1), c_next);
+                tape.c_states.row_mut(s + 1).assign(&aview1(c_next));
             }
             None => side.cell.step(io),
         }
         if let Some(output) = output.as_mut() {
-            assign(output.row_mut(k), h_next);
+            output.row_mut(k).assign(&aview1(h_next));
         }
     }
 }
@@ -530,13 +530,6 @@ impl Progress {
                 self.second.0.store(i + 1, Ordering::Release);
             }
         }
-    }
-}
-
-/// Copies `from` into the one-dimensional view `to`.
-fn assign<F: Copy>(mut to: ndarray::ArrayViewMut1<'_, F>, from: &[F]) {
-    for (to, from) in to.iter_mut().zip(from) {
-        *to = *from;
     }
 }
 

@@ -15,7 +15,7 @@ mod zoo_steps;
 
 use std::rc::Rc;
 
-use ndarray::{Array2, Array3, ArrayD, ArrayView2};
+use ndarray::{Array, Array2, Array3, ArrayView2, ArrayViewD, Dimension};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -24,8 +24,8 @@ use lstm_runtime::zoo::{
     Cifg, ForgetBias, HardSigmoid, LayerNorm, Lstm as LstmCell, Peephole, ScaledForget,
 };
 use lstm_runtime::{
-    __private::unit_split_chunks, Call, Cell, Float, Lstm, LstmConfig, OutputGrad, Parameters,
-    linalg, lstm_cell,
+    __private::unit_split_chunks, Call, Cell, Float, Lstm, LstmConfig, LstmGradients, OutputGrad,
+    Parameters, Tape, linalg, lstm_cell,
 };
 use zoo_steps::sigmoid;
 
@@ -91,6 +91,19 @@ where
     (single, double)
 }
 
+/// Every gradient of `layer`'s training pass recorded in `tape`, given the output's.
+fn backward<C: Cell>(
+    layer: &Lstm<C>,
+    tape: Tape<'_, C::Elem>,
+    d_output: ArrayViewD<'_, C::Elem>,
+) -> LstmGradients<C::Elem> {
+    let grad = OutputGrad {
+        output: Some(d_output),
+        ..Default::default()
+    };
+    layer.backward(tape, grad).unwrap()
+}
+
 /// `call` with the constant input, if the cell reads one.
 fn with<'a, F: Float>(call: Call<'a, F>, constants: Option<ArrayView2<'a, F>>) -> Call<'a, F> {
     match constants {
@@ -100,7 +113,7 @@ fn with<'a, F: Float>(call: Call<'a, F>, constants: Option<ArrayView2<'a, F>>) -
 }
 
 /// Max |a − b| / max(1, |b|) over two arrays of one shape.
-fn relative(a: &ArrayD<f32>, b: &ArrayD<f64>) -> f64 {
+fn relative<D: Dimension>(a: &Array<f32, D>, b: &Array<f64, D>) -> f64 {
     assert_eq!(a.shape(), b.shape());
     a.iter()
         .zip(b)
@@ -186,29 +199,13 @@ where
             "{name} case {seed}: training"
         );
         let d_output = output.output.view().mapv(|v| (3.0 * v).sin());
-        let grads = single
-            .backward(
-                tape,
-                OutputGrad {
-                    output: Some(d_output.view()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let grads = backward(&single, tape, d_output.view());
         let (output64, tape64) = double
             .forward_train(x.view(), with(Call::new().with_training(true), c64))
             .unwrap();
         let d_output64 = d_output.mapv(f64::from);
         assert!(max_diff(output.output.view(), output64.output.view()) < 2e-4);
-        let grads64 = double
-            .backward(
-                tape64,
-                OutputGrad {
-                    output: Some(d_output64.view()),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let grads64 = backward(&double, tape64, d_output64.view());
         for (param, expected) in grads64.params.iter() {
             let found = grads.params.get(param).unwrap();
             let worst = relative(found, expected);
@@ -217,10 +214,7 @@ where
                 "{name} case {seed}: d{param} differs by {worst}"
             );
         }
-        let worst = relative(
-            &grads.input.clone().into_dyn(),
-            &grads64.input.clone().into_dyn(),
-        );
+        let worst = relative(&grads.input, &grads64.input);
         assert!(worst < 2e-3, "{name} case {seed}: dx differs by {worst}");
     }
 }

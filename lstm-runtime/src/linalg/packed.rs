@@ -217,17 +217,8 @@ impl Panels {
                 accumulate,
             };
             let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
-            if depth.is_empty() {
-                // Nothing to add; a product over no depth is zero.
-                if !accumulate {
-                    for column in 0..columns {
-                        // SAFETY: within `c`'s `n` values.
-                        unsafe { *tile.c.add(column) = 0.0 };
-                    }
-                }
-                continue;
-            }
-            // SAFETY: AVX2 and FMA are enabled here; the tile lies in the caller's bounds.
+            // SAFETY: AVX2 and FMA are enabled here; the tile lies in the caller's bounds (an
+            // empty depth range stores, or adds, zeros).
             unsafe { kernel_1(panel, tile) };
         }
     }
