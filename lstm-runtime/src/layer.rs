@@ -35,7 +35,7 @@ use crate::error::{Error, Result, expect_shape};
 use crate::linalg::StepRhs;
 use crate::mask::{InvalidOutput, Validity};
 use crate::masks::{InRecurrence, mask_rows};
-use crate::units::{Chunk, SideBuffers, SideTape, UnitSplit};
+use crate::units::{Chunk, SideTape, SplitBuffers, UnitSplit};
 use crate::{Cell, CellDims, Float, StepIo, duet, linalg, split};
 
 /// Multiply-adds of a call's recurrent products from which its time loop runs in a duet.
@@ -272,7 +272,7 @@ pub(crate) struct Run<F> {
     /// `(0, 0)`.
     x_dropped: Array2<F>,
     /// The two threads' workspaces when the steps are split by units (`units.rs`).
-    units: Option<[SideBuffers<F>; 2]>,
+    units: Option<SplitBuffers<F>>,
 }
 
 /// What a training pass records about one direction, for backward (`bptt.rs`). Per-step
@@ -595,9 +595,7 @@ impl<'a, C: Cell> Direction<'a, C> {
                     seq_len,
                 },
                 flat_mut(&mut run.state.h),
-                flat_mut(&mut run.buffers.h_cell),
                 flat_mut(&mut run.state.c),
-                flat_mut(&mut run.buffers.c),
                 buffers,
                 output,
                 tape,

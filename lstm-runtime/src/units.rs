@@ -20,7 +20,10 @@
 //! `h` alternates between two buffers: step `i` reads buffer `i % 2` and writes its half of
 //! the other. A thread writes only after its wait, when the other has finished step `i − 1`
 //! (the last step that read the buffer now written), and the other reads this thread's half
-//! of the buffer only after waiting for this thread in turn.
+//! of the buffer only after waiting for this thread in turn. Each side's part of each buffer,
+//! like its `c` and the second side's output rows, sits on cache lines of its own
+//! ([`Lines`]): a line holding values of both threads would cross between the cores at every
+//! write.
 //!
 //! The second half's steps are claimed one at a time ([`Progress`]): the duet's helper runs
 //! them, but when the caller needs one that nobody has claimed (the system has not given the
@@ -73,8 +76,29 @@ struct Side<C: Cell> {
     constant: Vec<C::Elem>,
 }
 
+/// Bytes of memory the values that one thread writes keep to themselves: two cache lines,
+/// as the adjacent-line prefetcher moves lines in pairs.
+const OWN_BYTES: usize = 128;
+
+/// The per-call workspace of a split: each side's, and the two `h` buffers.
+pub(crate) struct SplitBuffers<F> {
+    sides: [SideBuffers<F>; 2],
+    /// `h` buffer `which`, side `s`'s units: `h[which][s]`.
+    h: [[Lines<F>; 2]; 2],
+}
+
 /// One side's per-call workspace.
-pub(crate) struct SideBuffers<F> {
+struct SideBuffers<F> {
+    step: Workspace<F>,
+    /// This side's units of the two `c` buffers (see `h` in [`SplitBuffers`]).
+    c: [Lines<F>; 2],
+    /// The second side's `h` of the chunk's steps, `(chunk steps, units)`, copied to the
+    /// output after the chunk; empty for the first side, which writes the output directly.
+    output: Lines<F>,
+}
+
+/// What one side's step computes in.
+struct Workspace<F> {
     /// The chunk's input projection for this side's units: `(chunk steps, gates · units)`.
     zx: Vec<F>,
     /// `h_prev · W_hhᵀ` for this side's units: `gates · units`.
@@ -82,6 +106,38 @@ pub(crate) struct SideBuffers<F> {
     scratch: Vec<F>,
     /// The training step's cache for this side's units, before it goes to the tape.
     cache: Vec<F>,
+}
+
+/// `len` values on cache lines of their own ([`OWN_BYTES`] on either side).
+///
+/// Each thread writes its units of `h`, `c` and the output at every step; where the two
+/// threads' values share a line, every write first pulls the line from the other core.
+struct Lines<F> {
+    values: Vec<F>,
+    start: usize,
+    len: usize,
+}
+
+impl<F: Zero + Clone> Lines<F> {
+    fn new(len: usize) -> Self {
+        let pad = (OWN_BYTES / size_of::<F>().max(1)).max(1);
+        let values = vec![F::zero(); len + 2 * pad];
+        // `align_offset` may decline (`usize::MAX`): then the values start unaligned, which
+        // costs speed, never correctness.
+        let start = match values.as_ptr().align_offset(OWN_BYTES) {
+            offset if offset < pad => offset,
+            _ => 0,
+        };
+        Lines { values, start, len }
+    }
+
+    fn get(&self) -> &[F] {
+        &self.values[self.start..self.start + self.len]
+    }
+
+    fn get_mut(&mut self) -> &mut [F] {
+        &mut self.values[self.start..self.start + self.len]
+    }
 }
 
 /// A chunk's share of the tape for one side: whole-sequence arrays cut to its units.
@@ -138,17 +194,34 @@ impl<C: Cell> UnitSplit<C> {
     }
 
     /// Workspaces for both sides, for chunks of up to `chunk_steps` steps.
-    pub(crate) fn buffers(&self, chunk_steps: usize) -> [SideBuffers<C::Elem>; 2] {
-        self.sides.each_ref().map(|side| {
+    pub(crate) fn buffers(&self, chunk_steps: usize) -> SplitBuffers<C::Elem> {
+        let [first, second] = self.sides.each_ref().map(|side| {
             let n = side.units.len();
             let width = side.input.width();
             SideBuffers {
-                zx: vec![C::Elem::zero(); chunk_steps * width],
-                zh: vec![C::Elem::zero(); width],
-                scratch: vec![C::Elem::zero(); C::SPEC.scratch.len(n)],
-                cache: vec![C::Elem::zero(); C::SPEC.cache.len(n)],
+                step: Workspace {
+                    zx: vec![C::Elem::zero(); chunk_steps * width],
+                    zh: vec![C::Elem::zero(); width],
+                    scratch: vec![C::Elem::zero(); C::SPEC.scratch.len(n)],
+                    cache: vec![C::Elem::zero(); C::SPEC.cache.len(n)],
+                },
+                c: [Lines::new(n), Lines::new(n)],
+                output: Lines::new(0),
             }
-        })
+        });
+        let second = SideBuffers {
+            output: Lines::new(chunk_steps * self.sides[1].units.len()),
+            ..second
+        };
+        let h = || {
+            self.sides
+                .each_ref()
+                .map(|side| Lines::new(side.units.len()))
+        };
+        SplitBuffers {
+            sides: [first, second],
+            h: [h(), h()],
+        }
     }
 
     /// Where the units split: the first side's count.
@@ -157,47 +230,58 @@ impl<C: Cell> UnitSplit<C> {
     }
 
     /// Runs the chunk's steps on both threads. `h` holds `h_prev` and receives the last
-    /// step's `h` (`other_h` is the second buffer), likewise `c` and `other_c`; `output`
-    /// `(steps, units)` per side receives every step's `h`, `tape` records training steps.
-    #[allow(clippy::too_many_arguments)]
+    /// step's `h`, likewise `c`; `output` `(steps, units)` per side receives every step's `h`,
+    /// `tape` records training steps.
     pub(crate) fn run_chunk(
         &self,
         chunk: Chunk<'_, C::Elem>,
         h: &mut [C::Elem],
-        other_h: &mut [C::Elem],
         c: &mut [C::Elem],
-        other_c: &mut [C::Elem],
-        buffers: &mut [SideBuffers<C::Elem>; 2],
+        buffers: &mut SplitBuffers<C::Elem>,
         output: [Option<ArrayViewMut2<'_, C::Elem>>; 2],
         tape: [Option<SideTape<'_, C::Elem>>; 2],
     ) {
         let steps = chunk.x.nrows();
         assert!(
-            h.len() == self.hidden && other_h.len() == self.hidden,
-            "h buffers hold the {} units",
+            h.len() == self.hidden && c.len() == self.hidden,
+            "h and c hold the {} units",
             self.hidden
         );
-        let shared = SharedH {
-            buffers: [h.as_mut_ptr(), other_h.as_mut_ptr()],
-            len: self.hidden,
-        };
         let at = self.at();
-        let (c0, c1) = c.split_at_mut(at);
-        let (other_c0, other_c1) = other_c.split_at_mut(at);
-        let [buffers0, buffers1] = buffers;
-        let [output0, output1] = output;
+        let SplitBuffers {
+            sides: [buffers0, buffers1],
+            h: h_buffers,
+        } = buffers;
+        for (s, range) in [(0, 0..at), (1, at..self.hidden)] {
+            h_buffers[0][s].get_mut().copy_from_slice(&h[range.clone()]);
+        }
+        buffers0.c[0].get_mut().copy_from_slice(&c[..at]);
+        buffers1.c[0].get_mut().copy_from_slice(&c[at..]);
+        let shared = SharedH {
+            buffers: h_buffers
+                .each_mut()
+                .map(|sides| sides.each_mut().map(|side| side.get_mut().as_mut_ptr())),
+            lens: [at, self.hidden - at],
+        };
+        let [output0, mut output1] = output;
         let [tape0, tape1] = tape;
+        let n1 = self.hidden - at;
+        let [c_a, c_b] = &mut buffers0.c;
         let mut first = SideWork {
-            c: [c0, other_c0],
-            buffers: buffers0,
+            c: [c_a.get_mut(), c_b.get_mut()],
+            buffers: &mut buffers0.step,
             output: output0,
             tape: tape0,
             projected: 0,
         };
+        let [c_a, c_b] = &mut buffers1.c;
         let second = Claimed(std::cell::UnsafeCell::new(SideWork {
-            c: [c1, other_c1],
-            buffers: buffers1,
-            output: output1,
+            c: [c_a.get_mut(), c_b.get_mut()],
+            buffers: &mut buffers1.step,
+            output: output1.as_ref().map(|_| {
+                ArrayViewMut2::from_shape((steps, n1), &mut buffers1.output.get_mut()[..steps * n1])
+                    .expect("the output buffer holds a chunk of steps")
+            }),
             tape: tape1,
             projected: 0,
         }));
@@ -250,10 +334,17 @@ impl<C: Cell> UnitSplit<C> {
                 progress.help(steps, &run_second);
             },
         );
-        if steps % 2 == 1 {
-            // The last step wrote the second buffers.
-            h.swap_with_slice(other_h);
-            c.swap_with_slice(other_c);
+        // The last step wrote buffer `steps % 2`.
+        let last = steps % 2;
+        for (s, range) in [(0, 0..at), (1, at..self.hidden)] {
+            h[range].copy_from_slice(h_buffers[last][s].get());
+        }
+        c[..at].copy_from_slice(buffers0.c[last].get());
+        c[at..].copy_from_slice(buffers1.c[last].get());
+        if let Some(output1) = output1.as_mut() {
+            let written = ArrayView2::from_shape((steps, n1), &buffers1.output.get()[..steps * n1])
+                .expect("the output buffer holds a chunk of steps");
+            output1.assign(&written);
         }
     }
 
@@ -342,26 +433,22 @@ impl<C: Cell> UnitSplit<C> {
         while work.projected < needed && self.project_piece(me, chunk, work) {}
         // SAFETY: this side wrote these values in its step `i − 1` (or they are the chunk's
         // start); the other side writes other units.
-        let own = unsafe { shared.part(i % 2, units.clone()) };
+        let own_prev = unsafe { shared.side(i % 2, me) };
         side.recurrent
-            .row_product(own, units.clone(), &mut work.buffers.zh, false);
+            .row_product(own_prev, units.clone(), &mut work.buffers.zh, false);
         // While the other side is not done, project rows of later steps instead of spinning.
         while !(other_side.ready)() && self.project_piece(me, chunk, work) {}
         (other_side.wait)();
         let zh = &mut work.buffers.zh;
         // SAFETY: the other side has finished step `i − 1` (`wait`) and does not write
         // buffer `i % 2` before this side finishes step `i`.
-        let (h_prev, h_next) = unsafe {
-            (
-                shared.part(i % 2, 0..self.hidden),
-                shared.units(1 - i % 2, units.clone()),
-            )
-        };
+        let (other_prev, h_next) =
+            unsafe { (shared.side(i % 2, 1 - me), shared.side_mut(1 - i % 2, me)) };
         // Written on the other core: every line asked for at once, not one by one as the
         // product reads them.
-        prefetch(&h_prev[other.units.clone()]);
+        prefetch(other_prev);
         side.recurrent
-            .row_product(&h_prev[other.units.clone()], other.units.clone(), zh, true);
+            .row_product(other_prev, other.units.clone(), zh, true);
         let SideWork {
             c: [c_a, c_b],
             buffers,
@@ -382,11 +469,7 @@ impl<C: Cell> UnitSplit<C> {
             bias_hh: &side.bias_hh,
             constant: &side.constant,
             c_prev,
-            h_prev: if C::SPEC.reads_h_prev {
-                &h_prev[units.clone()]
-            } else {
-                &[]
-            },
+            h_prev: if C::SPEC.reads_h_prev { own_prev } else { &[] },
             h: &mut *h_next,
             c: &mut *c_next,
             scratch: &mut buffers.scratch,
@@ -399,7 +482,7 @@ impl<C: Cell> UnitSplit<C> {
                 for (mut to, from) in row.axis_iter_mut(Axis(0)).zip(buffers.cache.chunks(n)) {
                     to.assign(&aview1(from));
                 }
-                tape.h_prev.row_mut(t).assign(&aview1(&h_prev[units]));
+                tape.h_prev.row_mut(t).assign(&aview1(own_prev));
                 let s = if chunk.reverse {
                     chunk.seq_len - 1 - t
                 } else {
@@ -428,7 +511,7 @@ struct Other<'a> {
 struct SideWork<'a, 't, F> {
     /// Its units of the two `c` buffers.
     c: [&'a mut [F]; 2],
-    buffers: &'a mut SideBuffers<F>,
+    buffers: &'a mut Workspace<F>,
     /// `(steps, units)`.
     output: Option<ArrayViewMut2<'a, F>>,
     tape: Option<SideTape<'t, F>>,
@@ -621,38 +704,37 @@ fn copy_params<C: Cell>(
     fits && taken.len() == C::SPEC.params.len()
 }
 
-/// The two `h` buffers of a chunk, written by both threads (each its own units) and read
-/// whole by both, in the order [`UnitSplit::run_side`] keeps.
+/// The two `h` buffers of a chunk, each in two parts (a side's units), each part written by
+/// its side's thread and read by both, in the order [`UnitSplit::step`] keeps.
 struct SharedH<F> {
-    buffers: [*mut F; 2],
-    len: usize,
+    /// Part `s` of buffer `which`: `buffers[which][s]`, `lens[s]` values.
+    buffers: [[*mut F; 2]; 2],
+    lens: [usize; 2],
 }
 
-// SAFETY: the threads access the buffers only as `whole` and `units` allow, in lockstep.
+// SAFETY: the threads access the buffers only as `side` and `side_mut` allow, in lockstep.
 unsafe impl<F: Send> Sync for SharedH<F> {}
 
 impl<F> SharedH<F> {
-    /// The values `range` of buffer `which`.
+    /// Side `s`'s units of buffer `which`.
     ///
     /// # Safety
     ///
     /// No thread writes these values while the returned slice is used.
-    unsafe fn part(&self, which: usize, range: Range<usize>) -> &[F] {
-        debug_assert!(range.end <= self.len);
-        // SAFETY: in bounds; no writer, as the caller promises.
-        unsafe { std::slice::from_raw_parts(self.buffers[which].add(range.start), range.len()) }
+    unsafe fn side(&self, which: usize, s: usize) -> &[F] {
+        // SAFETY: a whole part; no writer, as the caller promises.
+        unsafe { std::slice::from_raw_parts(self.buffers[which][s], self.lens[s]) }
     }
 
-    /// The values `units` of buffer `which`.
+    /// Side `s`'s units of buffer `which`, to write.
     ///
     /// # Safety
     ///
     /// No other thread reads or writes these values while the returned slice is used.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn units(&self, which: usize, units: Range<usize>) -> &mut [F] {
-        debug_assert!(units.end <= self.len);
-        // SAFETY: in bounds; exclusive, as the caller promises.
-        unsafe { std::slice::from_raw_parts_mut(self.buffers[which].add(units.start), units.len()) }
+    unsafe fn side_mut(&self, which: usize, s: usize) -> &mut [F] {
+        // SAFETY: a whole part; exclusive, as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.buffers[which][s], self.lens[s]) }
     }
 }
 
@@ -695,7 +777,6 @@ mod tests {
         let x = Array2::from_shape_fn((steps, input), |_| rng.random_range(-1.0f32..1.0));
         let mut h: Vec<f32> = (0..hidden).map(|_| rng.random_range(-0.5..0.5)).collect();
         let mut c: Vec<f32> = (0..hidden).map(|_| rng.random_range(-0.5..0.5)).collect();
-        let (mut other_h, mut other_c) = (vec![0.0; hidden], vec![0.0; hidden]);
         let mut output = Array2::<f32>::zeros((steps, hidden));
         // The naive steps, from the same start.
         let (mut h64, mut c64): (Vec<f64>, Vec<f64>) = (
@@ -740,9 +821,7 @@ mod tests {
                 seq_len: steps,
             },
             &mut h,
-            &mut other_h,
             &mut c,
-            &mut other_c,
             &mut buffers,
             [Some(first), Some(second)],
             [None, None],

@@ -340,21 +340,23 @@ unsafe fn kernel_1(panel: &[Line], tile: Tile<'_>) {
     };
     // SAFETY: AVX2 is available, as the caller promises.
     let mut acc: [[__m256; 2]; 4] = [[unsafe { _mm256_setzero_ps() }; 2]; 4];
-    let a = tile.a;
+    // Both cut to the panel's depth and walked in step, so the loops carry no bounds checks
+    // (with them, a quarter more instructions than the arithmetic).
+    let a = &tile.a[..panel.len()];
     let body = panel.len() / 4 * 4;
     // SAFETY: lines are 64-byte aligned and hold 16 values; `a` holds `k` values.
     unsafe {
-        for kk in (0..body).step_by(4) {
+        for (lines, a) in panel[..body].chunks_exact(4).zip(a.chunks_exact(4)) {
             for (u, acc) in acc.iter_mut().enumerate() {
-                let line = &panel[kk + u].0;
-                let x = _mm256_broadcast_ss(&a[kk + u]);
+                let line = &lines[u].0;
+                let x = _mm256_broadcast_ss(&a[u]);
                 acc[0] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr()), acc[0]);
                 acc[1] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr().add(8)), acc[1]);
             }
         }
-        for kk in body..panel.len() {
-            let line = &panel[kk].0;
-            let x = _mm256_broadcast_ss(&a[kk]);
+        for (line, a) in panel[body..].iter().zip(&a[body..]) {
+            let line = &line.0;
+            let x = _mm256_broadcast_ss(a);
             acc[0][0] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr()), acc[0][0]);
             acc[0][1] = _mm256_fmadd_ps(x, _mm256_load_ps(line.as_ptr().add(8)), acc[0][1]);
         }
