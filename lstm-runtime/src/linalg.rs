@@ -434,14 +434,27 @@ fn gemm_views<F: Float>(
     }
     let threads = threads_for(m, k, n, num_threads());
     if threads > 1 && duet::active() {
-        // The two halves of the columns on the two threads of the duet.
-        let mid = n / 2;
-        let (c_left, c_right) = c.split_at(Axis(1), mid);
-        let (b_left, b_right) = b.split_at(Axis(1), mid);
-        duet::join(
-            || with_gemm(alpha, a, b_left, beta, c_left, 1),
-            || with_gemm(alpha, a, b_right, beta, c_right, 1),
-        );
+        // The two halves of the longer side of `c` on the two threads of the duet. Split by
+        // columns, both threads read (and the `gemm` crate packs) all of `a`: for a weight
+        // gradient (`c` 2048×512 at hidden 512, `a` the transposed `dZ`), that ran at
+        // 87–124 GFLOP/s against 147–158 split by rows.
+        if m > n {
+            let mid = m / 2;
+            let (c_top, c_bottom) = c.split_at(Axis(0), mid);
+            let (a_top, a_bottom) = a.split_at(Axis(0), mid);
+            duet::join(
+                || with_gemm(alpha, a_top, b, beta, c_top, 1),
+                || with_gemm(alpha, a_bottom, b, beta, c_bottom, 1),
+            );
+        } else {
+            let mid = n / 2;
+            let (c_left, c_right) = c.split_at(Axis(1), mid);
+            let (b_left, b_right) = b.split_at(Axis(1), mid);
+            duet::join(
+                || with_gemm(alpha, a, b_left, beta, c_left, 1),
+                || with_gemm(alpha, a, b_right, beta, c_right, 1),
+            );
+        }
         return;
     }
     with_gemm(alpha, a, b, beta, c, threads);
@@ -554,8 +567,8 @@ mod tests {
     use super::*;
     use crate::Error;
 
-    /// `(m, k, n)` triples: single rows and columns, zero sizes, odd sizes, and one product big
-    /// enough to take the threaded path.
+    /// `(m, k, n)` triples: single rows and columns, zero sizes, odd sizes, and two products
+    /// big enough to take the threaded path (in a duet one splits by rows, one by columns).
     const SHAPES: &[(usize, usize, usize)] = &[
         (1, 1, 1),
         (1, 7, 1),
@@ -568,7 +581,8 @@ mod tests {
         (3, 0, 4),
         (3, 4, 0),
         (0, 0, 0),
-        (130, 120, 100),
+        (131, 120, 100),
+        (100, 120, 131),
     ];
 
     fn random<F: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<F> {
