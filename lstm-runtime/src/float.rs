@@ -260,11 +260,10 @@ mod fast_f32 {
         if FMA { a.mul_add(b, c) } else { a * b + c }
     }
 
+    /// `(r, 2^n)` with `x = n·ln 2 + r`, `n` the integer nearest `x / ln 2`, `|r| ≤ ln 2 / 2`:
+    /// `e^x = 2^n · e^r`. `x` keeps `2^n` a normal f32 (the callers clamp it).
     #[inline(always)]
-    pub fn exp<const FMA: bool>(x: f32) -> f32 {
-        // Beyond these bounds e^x is not a normal f32; clamping keeps 2^n representable.
-        let x = select(x > 88.376_26, 88.376_26, x);
-        let x = select(x < -87.336_55, -87.336_55, x);
+    fn reduce<const FMA: bool>(x: f32) -> (f32, f32) {
         let shifted = madd::<FMA>(x, std::f32::consts::LOG2_E, ROUND);
         let n = shifted - ROUND;
         // x − n·ln 2 in two parts (Cody–Waite), so the reduction loses no precision.
@@ -273,6 +272,17 @@ mod fast_f32 {
         } else {
             x - n * 0.693_359_4 - n * -2.121_944_4e-4
         };
+        // 2^n from n's integer value in `shifted`'s low bits.
+        let n_int = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
+        (r, f32::from_bits(((n_int + 127) << 23) as u32))
+    }
+
+    #[inline(always)]
+    pub fn exp<const FMA: bool>(x: f32) -> f32 {
+        // Beyond these bounds e^x is not a normal f32; clamping keeps 2^n representable.
+        let x = select(x > 88.376_26, 88.376_26, x);
+        let x = select(x < -87.336_55, -87.336_55, x);
+        let (r, scale) = reduce::<FMA>(x);
         let p = 1.987_569_1e-4;
         let p = madd::<FMA>(p, r, 1.398_199_9e-3);
         let p = madd::<FMA>(p, r, 8.333_452e-3);
@@ -280,9 +290,6 @@ mod fast_f32 {
         let p = madd::<FMA>(p, r, 1.666_666_5e-1);
         let p = madd::<FMA>(p, r, 5.000_000_1e-1);
         let e_r = madd::<FMA>(p * r, r, r) + 1.0;
-        // 2^n from n's integer value in `shifted`'s low bits.
-        let n_int = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
-        let scale = f32::from_bits(((n_int + 127) << 23) as u32);
         e_r * scale
     }
 
@@ -291,13 +298,7 @@ mod fast_f32 {
         // tanh |x| = m / (m + 2) with m = e^{2|x|} − 1, one formula from zero (where m ≈ 2|x|
         // keeps the relative precision) to 10, past which tanh rounds to 1.
         let y = 2.0 * select(x.abs() > 10.0, 10.0, x.abs());
-        let shifted = madd::<FMA>(y, std::f32::consts::LOG2_E, ROUND);
-        let n = shifted - ROUND;
-        let r = if FMA {
-            n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, y))
-        } else {
-            y - n * 0.693_359_4 - n * -2.121_944_4e-4
-        };
+        let (r, scale) = reduce::<FMA>(y);
         // e^r − 1 = r + r² · q(r) on |r| ≤ ln 2 / 2, Taylor to r⁷.
         let q = 1.0 / 5040.0;
         let q = madd::<FMA>(q, r, 1.0 / 720.0);
@@ -307,8 +308,6 @@ mod fast_f32 {
         let q = madd::<FMA>(q, r, 0.5);
         let em1_r = madd::<FMA>(q * r, r, r);
         // e^y − 1 = 2^n (e^r − 1) + (2^n − 1), exact for n = 0.
-        let n_int = (shifted.to_bits() as i32).wrapping_sub(0x4B40_0000);
-        let scale = f32::from_bits(((n_int + 127) << 23) as u32);
         let m = madd::<FMA>(scale, em1_r, scale - 1.0);
         let t = m / (m + 2.0);
         f32::from_bits(t.to_bits() | (x.to_bits() & 0x8000_0000))

@@ -314,18 +314,16 @@ impl<F: Float> PackedRows<F> {
         self.panels.width()
     }
 
-    /// `c ← a · b[depth, ..]`, or `c += …` when `accumulate`, for one left row of which `a`
-    /// holds only the values `depth`: a product over the part of `h_prev` already at hand.
+    /// `c ← a · b`, or `c += a · b` when `accumulate`, for one left row `a` of `k` values.
     ///
     /// # Panics
     ///
-    /// If `depth` exceeds `b`'s depth or `a` and `c` do not hold `depth.len()` and `n` values
-    /// (a bug of the caller).
-    pub(crate) fn row_product(&self, a: &[F], depth: Range<usize>, c: &mut [F], accumulate: bool) {
+    /// If `a` and `c` do not hold `k` and `n` values (a bug of the caller).
+    pub(crate) fn row_product(&self, a: &[F], c: &mut [F], accumulate: bool) {
         let (k, n) = (self.panels.depth(), self.panels.width());
         assert!(
-            depth.end <= k && a.len() == depth.len() && c.len() == n,
-            "packed row product: depth {depth:?} of {k}, a has {} values, c {} of {n}",
+            a.len() == k && c.len() == n,
+            "packed row product: a has {} values for {k}, c {} for {n}",
             a.len(),
             c.len()
         );
@@ -333,7 +331,7 @@ impl<F: Float> PackedRows<F> {
         // unique borrow of `c` keeps it to this call.
         unsafe {
             self.panels
-                .row_product(as_f32(a), depth, as_f32_mut(c).as_mut_ptr(), accumulate);
+                .row_product(as_f32(a), as_f32_mut(c).as_mut_ptr(), accumulate);
         }
     }
 

@@ -428,7 +428,6 @@ impl<C: Cell> UnitSplit<C> {
         other_side: Other<'_>,
     ) {
         let side = &self.sides[me];
-        let other = &self.sides[1 - me];
         let steps = chunk.x.nrows();
         let width = side.input.width();
         let units = side.units.clone();
@@ -440,7 +439,7 @@ impl<C: Cell> UnitSplit<C> {
         // SAFETY: this side wrote these values in its step `i − 1` (or they are the chunk's
         // start); the other side writes other units.
         let own_prev = unsafe { shared.side(i % 2, me) };
-        side.recurrent[me].row_product(own_prev, 0..units.len(), &mut work.buffers.zh, false);
+        side.recurrent[me].row_product(own_prev, &mut work.buffers.zh, false);
         // While the other side is not done, project rows of later steps instead of spinning.
         while !(other_side.ready)() && self.project_piece(me, chunk, work) {}
         (other_side.wait)();
@@ -452,7 +451,7 @@ impl<C: Cell> UnitSplit<C> {
         // Written on the other core: every line asked for at once, not one by one as the
         // product reads them.
         prefetch(other_prev);
-        side.recurrent[1 - me].row_product(other_prev, 0..other.units.len(), zh, true);
+        side.recurrent[1 - me].row_product(other_prev, zh, true);
         let SideWork {
             c: [c_a, c_b],
             buffers,

@@ -174,51 +174,39 @@ impl Panels {
         }
     }
 
-    /// `c ← a · b[depth, ..]` (or `c += …` when `accumulate`) for one left row `a` holding
-    /// the `depth.len()` values of that depth range, into `c`'s `n` values.
+    /// `c ← a · b` (or `c += a · b` when `accumulate`) for one left row `a` of `k` values,
+    /// into `c`'s `n` values.
     ///
     /// # Safety
     ///
-    /// `depth` lies within `0..k`, `a` holds `depth.len()` values and `c` points at `n`
-    /// writable values that no one else reads or writes meanwhile.
-    pub(crate) unsafe fn row_product(
-        &self,
-        a: &[f32],
-        depth: Range<usize>,
-        c: *mut f32,
-        accumulate: bool,
-    ) {
-        debug_assert!(depth.end <= self.k && a.len() == depth.len());
+    /// `a` holds `k` values and `c` points at `n` writable values that no one else reads or
+    /// writes meanwhile.
+    pub(crate) unsafe fn row_product(&self, a: &[f32], c: *mut f32, accumulate: bool) {
+        debug_assert_eq!(a.len(), self.k);
         // SAFETY: `Panels` exist only where `has_avx2_fma` held; bounds as the caller promises.
-        unsafe { self.row_product_avx2(a, depth, c, accumulate) }
+        unsafe { self.row_product_avx2(a, c, accumulate) }
     }
 
     /// # Safety
     ///
     /// As [`Self::row_product`], on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_product_avx2(
-        &self,
-        a: &[f32],
-        depth: Range<usize>,
-        c: *mut f32,
-        accumulate: bool,
-    ) {
+    unsafe fn row_product_avx2(&self, a: &[f32], c: *mut f32, accumulate: bool) {
         let (k, n) = (self.k, self.n);
         for p in 0..self.panel_count() {
             let columns = NR.min(n - p * NR);
             let tile = Tile {
                 a,
-                lda: depth.len(),
+                lda: k,
                 // SAFETY: column `p·NR` of `c: 1×n`.
                 c: unsafe { c.add(p * NR) },
                 ldc: n,
                 columns,
                 accumulate,
             };
-            let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
-            // SAFETY: AVX2 and FMA are enabled here; the tile lies in the caller's bounds (an
-            // empty depth range stores, or adds, zeros).
+            let panel = &self.lines[p * k..(p + 1) * k];
+            // SAFETY: AVX2 and FMA are enabled here; the tile lies in the caller's bounds (a
+            // depth of zero stores, or adds, zeros).
             unsafe { kernel_1(panel, tile) };
         }
     }

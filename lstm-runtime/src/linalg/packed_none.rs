@@ -46,7 +46,7 @@ impl Panels {
     /// # Safety
     ///
     /// Unreachable: no value exists.
-    pub(crate) unsafe fn row_product(&self, _: &[f32], _: Range<usize>, _: *mut f32, _: bool) {
+    pub(crate) unsafe fn row_product(&self, _: &[f32], _: *mut f32, _: bool) {
         match *self {}
     }
 }
