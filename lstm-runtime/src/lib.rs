@@ -23,6 +23,7 @@ mod error;
 mod float;
 mod gradcheck;
 pub mod io;
+pub mod isa;
 mod layer;
 pub mod linalg;
 mod linear;
@@ -65,12 +66,12 @@ pub use stack::{Lstm, Tape};
 pub mod __private {
     use ndarray::{Array1, Array2};
 
-    /// Whether this CPU has AVX2 and FMA, for the generated steps' choice of kernel (the
-    /// detection is cached by the standard library).
+    /// Whether the kernels may use AVX2 and FMA: the CPU has them and the active ISA level
+    /// ([`crate::isa::active`]) is not lowered below them.
     #[cfg(target_arch = "x86_64")]
     #[inline]
     pub fn has_avx2_fma() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        crate::isa::active() >= crate::isa::Isa::Avx2
     }
 
     /// Chunks of time steps this process has run split by units on two threads
