@@ -16,9 +16,11 @@
 //! - `regularization`: dropout, weight drop and zoneout inside the recurrence; Keras'
 //!   penalties and constraints.
 //! - `recurrence`: the time loops of one (layer, direction), forward and backward, masking.
-//! - `layer`: the layer, [`Lstm`]: config, calls, stacking, directions, training and backward.
-//! - `io`: weight files, the PyTorch and Keras layouts, training checkpoints; `train`: the
-//!   pieces a training loop needs (optimizers, losses, a linear head).
+//! - `layer`: the layer, [`Lstm`]: config, calls, stacking, directions, training, backward.
+//! - `train`: what a training loop needs (optimizers, losses, a linear head); `io`: weight
+//!   files, the PyTorch and Keras layouts, training checkpoints.
+//!
+//! Each module imports from the modules before it in this list, never from one after it.
 
 // Generated code names runtime items as `::lstm::…` (the facade); inside this crate that path
 // must resolve too, because the zoo is defined here with the macro itself.
@@ -30,8 +32,8 @@ mod error;
 mod float;
 pub mod io;
 pub mod isa;
-pub mod linalg;
 mod layer;
+pub mod linalg;
 pub mod ops;
 mod parallel;
 mod params;

@@ -224,7 +224,9 @@ fn weights_that_no_longer_fit_are_errors() {
     lstm.cell_mut(0, Direction::Forward).unwrap().bias_hh = Some(Array1::zeros(3));
     let err = lstm.forward(x().view(), Call::new()).unwrap_err();
     assert_eq!(err, mismatch("bias_hh_l0", &[16], &[3]));
-    assert!(lstm.cell(0, Direction::Reverse).is_none() && lstm.cell(1, Direction::Forward).is_none());
+    assert!(
+        lstm.cell(0, Direction::Reverse).is_none() && lstm.cell(1, Direction::Forward).is_none()
+    );
 }
 
 #[test]

@@ -107,11 +107,9 @@ impl<F: Float> Checkpoint<F> {
             }
             seen += 1;
             checked = match self.model.get(name) {
-                Some(saved) => expect_shape(
-                    &format!("{MODEL}{name}"),
-                    values.shape(),
-                    saved.shape(),
-                ),
+                Some(saved) => {
+                    expect_shape(&format!("{MODEL}{name}"), values.shape(), saved.shape())
+                }
                 None => Err(Error::MissingTensor {
                     name: format!("{MODEL}{name}"),
                     source_name: "the checkpoint".into(),

@@ -99,9 +99,10 @@ impl PytorchLayout {
             }
         }
         let constant_size = match spec.constant {
-            Some(constant) => {
-                matrix_shape(map, &ParamName::new(format!("weight_{constant}"), 0, Direction::Forward))?[1]
-            }
+            Some(constant) => matrix_shape(
+                map,
+                &ParamName::new(format!("weight_{constant}"), 0, Direction::Forward),
+            )?[1],
             None => 0,
         };
         Ok(PytorchLayout {
@@ -289,12 +290,7 @@ pub fn cell_from_pytorch<C: Cell>(
 }
 
 /// Adds every tensor of `cell` to `map` under its PyTorch name for `layer` and `direction`.
-pub fn cell_to_pytorch<C: Cell>(
-    cell: &C,
-    layer: usize,
-    direction: Direction,
-    map: &mut TensorMap,
-) {
+pub fn cell_to_pytorch<C: Cell>(cell: &C, layer: usize, direction: Direction, map: &mut TensorMap) {
     cell.visit(&mut |param, values| {
         let key = ParamName::new(param, layer, direction).to_string();
         map.insert(key, Tensor::from_float::<C::Elem>(values.to_owned()));

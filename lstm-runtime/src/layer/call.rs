@@ -19,11 +19,11 @@ pub struct Call<'a, F> {
     /// valid part only. A length of 0 gives zero outputs and the initial state as final state.
     /// Exclusive with `mask`.
     pub lengths: Option<&'a [usize]>,
-    /// Keras mask, `(batch, seq_len)` in either layout, `true` where a step is real: at a
-    /// masked step the state is carried unchanged and the output repeats the previous output
-    /// (zeros before the first valid step) or is zero with
-    /// [`LstmConfig::zero_output_for_mask`](super::config::LstmConfig::zero_output_for_mask). Holes may be anywhere. Exclusive with
-    /// `lengths`.
+    /// Keras mask, `(batch, seq_len)` in either layout, `true` where a step is real: at a masked
+    /// step the state is carried unchanged and the output repeats the previous output (zeros before
+    /// the first valid step) or is zero with
+    /// [`LstmConfig::zero_output_for_mask`](super::config::LstmConfig::zero_output_for_mask). Holes
+    /// may be anywhere. Exclusive with `lengths`.
     pub mask: Option<ArrayView2<'a, bool>>,
     /// `(h0, c0)`: `h0` is `(num_layers · num_directions, batch, output_size)`, `c0`
     /// `(num_layers · num_directions, batch, hidden_size)`, in PyTorch's order (layer-major,
@@ -38,8 +38,8 @@ pub struct Call<'a, F> {
     /// the layer is the undropped one and zoneout takes its expectation.
     pub training: bool,
     /// Masks to apply instead of drawing them (a training call only), e.g. from
-    /// [`Lstm::sample_masks`](super::Lstm::sample_masks) or built by hand: one entry per (layer, direction), each
-    /// mask present exactly when its rate in the config is above 0.
+    /// [`Lstm::sample_masks`](super::Lstm::sample_masks) or built by hand: one entry per (layer,
+    /// direction), each mask present exactly when its rate in the config is above 0.
     pub masks: Option<&'a RecurrentMasks<F>>,
 }
 
@@ -183,7 +183,8 @@ pub struct LstmOutput<F> {
     /// `hidden_size`) per direction, twice that for a concatenating bidirectional layer; with
     /// [`MergeMode::None`](super::bidirectional::MergeMode::None) the forward direction's.
     pub output: Output<F>,
-    /// The reverse direction's output under [`MergeMode::None`](super::bidirectional::MergeMode::None), else `None`.
+    /// The reverse direction's output under
+    /// [`MergeMode::None`](super::bidirectional::MergeMode::None), else `None`.
     pub output_reverse: Option<Output<F>>,
     /// Final hidden states `(num_layers · num_directions, batch, output_size)` in PyTorch's
     /// order; `None` when `return_state` is off.
@@ -194,8 +195,8 @@ pub struct LstmOutput<F> {
 }
 
 /// The gradient of a loss with respect to what a call returned, for
-/// [`Lstm::backward`](super::Lstm::backward). Each part is optional (absent means zero) and shaped like what
-/// it is the gradient of.
+/// [`Lstm::backward`](super::Lstm::backward). Each part is optional (absent means zero) and shaped
+/// like what it is the gradient of.
 #[derive(Clone, Debug, Default)]
 pub struct OutputGrad<'a, F> {
     /// `dL/d output`, shaped like [`LstmOutput::output`] (a sequence in the call's layout, or
@@ -212,8 +213,8 @@ pub struct OutputGrad<'a, F> {
 /// Everything [`Lstm::backward`](super::Lstm::backward) returns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LstmGradients<F> {
-    /// Gradients of every parameter, keyed like [`Parameters`](crate::params::Parameters) names them
-    /// (`weight_ih_l0`, `bias_hh_l1_reverse`, `weight_hr_l0`, `{param}_l0`,
+    /// Gradients of every parameter, keyed like [`Parameters`](crate::params::Parameters) names
+    /// them (`weight_ih_l0`, `bias_hh_l1_reverse`, `weight_hr_l0`, `{param}_l0`,
     /// `weight_{constant}_l0`).
     pub params: Gradients<F>,
     /// `dL/d input`, shaped like the input (in the call's layout); zero at padding.

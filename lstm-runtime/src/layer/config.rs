@@ -45,8 +45,9 @@ pub struct LstmConfig {
     /// Masks are `(batch, seq_len)` either way. Default `false`.
     pub batch_first: bool,
     /// Probability of zeroing each input of layers `1..num_layers` (PyTorch `dropout`: on the
-    /// outputs of every layer but the last, only when [`Call::training`](super::call::Call::training)). Inverted
-    /// dropout: kept values are scaled by `1 / (1 − dropout)`. In `[0, 1]`; default 0.
+    /// outputs of every layer but the last, only when
+    /// [`Call::training`](super::call::Call::training)). Inverted dropout: kept values are scaled
+    /// by `1 / (1 − dropout)`. In `[0, 1]`; default 0.
     pub dropout: f64,
     /// Run every layer in both directions (PyTorch `bidirectional`, Keras `Bidirectional`).
     /// Default `false`.
@@ -81,9 +82,10 @@ pub struct LstmConfig {
     /// Width of the per-sequence constant input (Keras `constants`) for cells whose spec
     /// declares one; 0 for cells without. Default 0.
     pub constant_size: usize,
-    /// Seed of the layer's random generator, from which every training call draws the seed
-    /// of its masks (between-layer dropout, and the masks of [`RecurrentMasks`](crate::regularization::masks::RecurrentMasks)): the
-    /// same seed gives the same masks, call after call. Default 0.
+    /// Seed of the layer's random generator, from which every training call draws the seed of its
+    /// masks (between-layer dropout, and the masks of
+    /// [`RecurrentMasks`](crate::regularization::masks::RecurrentMasks)): the same seed gives the
+    /// same masks, call after call. Default 0.
     pub seed: u64,
     /// Probability of dropping each input feature of every layer (Keras `LSTM(dropout=…)`,
     /// named `input_dropout` here because `dropout` is PyTorch's between-layer option).
@@ -536,7 +538,12 @@ impl LstmConfig {
 
     /// The sizes of the masks of every (layer, direction), in PyTorch's order, for a
     /// `(seq_len, batch)` call of cells with `gates` gate blocks.
-    pub(crate) fn mask_shapes(&self, gates: usize, seq_len: usize, batch: usize) -> Vec<MaskShapes> {
+    pub(crate) fn mask_shapes(
+        &self,
+        gates: usize,
+        seq_len: usize,
+        batch: usize,
+    ) -> Vec<MaskShapes> {
         (0..self.num_layers * self.num_directions())
             .map(|index| MaskShapes {
                 seq_len,

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{Array3, ArrayD, ArrayView, Axis, CowArray, Dimension, Ix3, s};
+use ndarray::{Array3, ArrayView, Axis, CowArray, Dimension, Ix3, s};
 
 use super::bidirectional::{MergeMode, merge};
 use super::call::{Call, LstmOutput, Output};

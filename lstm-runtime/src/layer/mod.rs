@@ -236,9 +236,7 @@ impl<C: Cell> Lstm<C> {
     /// The masks of the regularisers inside the recurrence for a `(seq_len, batch)` call
     /// seeded with `seed`.
     fn draw_masks(&self, seq_len: usize, batch: usize, seed: u64) -> RecurrentMasks<C::Elem> {
-        let shapes = self
-            .config
-            .mask_shapes(C::SPEC.num_gates(), seq_len, batch);
+        let shapes = self.config.mask_shapes(C::SPEC.num_gates(), seq_len, batch);
         RecurrentMasks::draw(&self.config.recurrent_rates(), &shapes, seed)
     }
 

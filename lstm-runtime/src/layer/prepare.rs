@@ -99,9 +99,7 @@ impl<C: Cell> Lstm<C> {
                     reason: "masks apply to training calls; this call has training off".into(),
                 });
             }
-            let shapes = self
-                .config
-                .mask_shapes(C::SPEC.num_gates(), seq_len, batch);
+            let shapes = self.config.mask_shapes(C::SPEC.num_gates(), seq_len, batch);
             masks.check(&self.config.recurrent_rates(), &shapes)?;
         }
         let between = training && self.config.dropout > 0.0 && self.config.num_layers > 1;

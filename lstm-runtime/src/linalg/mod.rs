@@ -41,7 +41,7 @@ const PARALLEL_MIN_WORK: usize = 48 * 48 * 256;
 ///
 /// # Errors
 ///
-/// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+/// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) if the shapes do not fit together.
 pub fn matmul_nt<F: Float>(
     alpha: F,
     a: ArrayView2<'_, F>,
@@ -64,7 +64,7 @@ pub fn matmul_nt<F: Float>(
 ///
 /// # Errors
 ///
-/// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+/// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) if the shapes do not fit together.
 pub fn matmul_tn<F: Float>(
     alpha: F,
     a: ArrayView2<'_, F>,
@@ -86,7 +86,7 @@ pub fn matmul_tn<F: Float>(
 ///
 /// # Errors
 ///
-/// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+/// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) if the shapes do not fit together.
 pub fn matmul_nn<F: Float>(
     alpha: F,
     a: ArrayView2<'_, F>,
@@ -328,7 +328,11 @@ mod tests {
         out
     }
 
-    pub(super) fn assert_close<F: Float>(found: &Array2<F>, expected: &Array2<f64>, tolerance: f64) {
+    pub(super) fn assert_close<F: Float>(
+        found: &Array2<F>,
+        expected: &Array2<f64>,
+        tolerance: f64,
+    ) {
         assert_eq!(found.shape(), expected.shape());
         for (f, e) in found.iter().zip(expected) {
             let f = f.to_f64_lossy();

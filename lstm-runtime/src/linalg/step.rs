@@ -16,8 +16,8 @@ use crate::float::Float;
 use crate::parallel::helper_thread;
 use crate::parallel::threads::num_threads;
 
-/// Multiply-adds from which a step product ([`StepRhs::product`]) without a helper thread
-/// splits its panels between Rayon's threads, which costs tens of microseconds when called from outside
+/// Multiply-adds from which a step product ([`StepRhs::product`]) without a helper thread splits
+/// its panels between Rayon's threads, which costs tens of microseconds when called from outside
 /// the pool.
 const STEP_PARALLEL_MIN_WORK: usize = 1 << 21;
 
@@ -63,7 +63,8 @@ impl StepRhs {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::ShapeMismatch`] if the shapes do not fit together.
+    /// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) if the shapes do not fit
+    /// together.
     pub(crate) fn product<F: Float>(
         &self,
         w: ArrayView2<'_, F>,
@@ -94,9 +95,8 @@ impl StepRhs {
         // SAFETY: `F` is `f32` (`f32_slice` succeeded). `a` holds `m·k` values and `c` `m·n`
         // (both checked above, contiguous); each thread gets a disjoint panel range, hence
         // disjoint columns of `c`, which the unique view `c` lets no one else touch meanwhile.
-        let run = |range: Range<usize>| unsafe {
-            panels.product(a_values, m, out.get(), false, range)
-        };
+        let run =
+            |range: Range<usize>| unsafe { panels.product(a_values, m, out.get(), false, range) };
         let count = panels.panel_count();
         if helper_thread::active() && work >= HELPER_MIN_WORK && count > 1 {
             let mid = count / 2;
@@ -348,9 +348,7 @@ mod tests {
         let rhs = StepRhs::transposed(w.view());
         let a = Array2::<f32>::ones((2, 3));
         let mut c = Array2::<f32>::zeros((2, 8));
-        let error = rhs
-            .product(w.view(), a.view(), c.view_mut())
-            .unwrap_err();
+        let error = rhs.product(w.view(), a.view(), c.view_mut()).unwrap_err();
         assert!(matches!(error, Error::ShapeMismatch { .. }), "{error}");
     }
 }

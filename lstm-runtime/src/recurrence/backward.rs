@@ -14,11 +14,11 @@
 //! `d constants = dconstant · W_c`. A chunk is as good as the whole sequence for the GEMM's
 //! speed, and `dL/dz` of every step would take as much memory as the tape's gates.
 //!
-//! The regularisers inside the recurrence (`regularization/`) reverse as they act: input dropout multiplies `X` in
-//! `dW_ih` and `dX` by its mask; recurrent dropout multiplies `dL/dh_prev` (the tape holds the
-//! dropped `h_prev`, so `dW_hh` needs nothing more); weight drop runs `dL/dh_prev` through the
-//! masked `weight_hh` and masks `dW_hh`; zoneout splits each state's gradient into the part
-//! that reaches the cell's new state, `(1 − d) ⊙ g`, and the part carried straight to the
+//! The regularisers inside the recurrence (`regularization/`) reverse as they act: input dropout
+//! multiplies `X` in `dW_ih` and `dX` by its mask; recurrent dropout multiplies `dL/dh_prev` (the
+//! tape holds the dropped `h_prev`, so `dW_hh` needs nothing more); weight drop runs `dL/dh_prev`
+//! through the masked `weight_hh` and masks `dW_hh`; zoneout splits each state's gradient into the
+//! part that reaches the cell's new state, `(1 − d) ⊙ g`, and the part carried straight to the
 //! previous state, `d ⊙ g`.
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, s};

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use ndarray::{Array1, Array2, ArrayView2, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use num_traits::{One, Zero};
 
 use super::mask::{InvalidOutput, Validity};
@@ -342,7 +342,6 @@ impl<'a, C: Cell> Pass<'a, C> {
             )),
         }
     }
-
 }
 
 impl<F: Float> Run<F> {

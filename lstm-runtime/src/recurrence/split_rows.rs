@@ -1,6 +1,6 @@
-//! The cell's elementwise step on both cores, split by batch rows: rows are independent in
-//! every generated step (each row reads and writes only its own rows of the per-row buffers),
-//! so a step over many rows runs as two halves on two threads. The GEMMs around it already use every core;
+//! The cell's elementwise step on both cores, split by batch rows: rows are independent in every
+//! generated step (each row reads and writes only its own rows of the per-row buffers), so a step
+//! over many rows runs as two halves on two threads. The GEMMs around it already use every core;
 //! without this, the step is the single-threaded part of each time step.
 //!
 //! Per-row buffers are split by rows; shared inputs (the biases) are passed whole; the

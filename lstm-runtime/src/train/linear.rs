@@ -56,8 +56,8 @@ impl<F: Float> Linear<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) naming `input` if its width is not `in_features`, or
-    /// `bias` if the bias does not match the weight.
+    /// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) naming `input` if its width is
+    /// not `in_features`, or `bias` if the bias does not match the weight.
     pub fn forward(&self, input: ArrayView2<'_, F>) -> Result<Array2<F>> {
         self.check_weights()?;
         let rows = input.nrows();
@@ -84,7 +84,8 @@ impl<F: Float> Linear<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) naming `input` or `grad_output` if a shape does not fit.
+    /// [`Error::ShapeMismatch`](crate::error::Error::ShapeMismatch) naming `input` or `grad_output`
+    /// if a shape does not fit.
     pub fn backward(
         &self,
         input: ArrayView2<'_, F>,

@@ -34,18 +34,19 @@ mod handoff;
 mod side;
 mod step;
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::{ArrayView2, ArrayViewMut2, ArrayViewMut3};
+use num_traits::Zero;
 
 use self::handoff::{Claimed, Ended, Other, Progress, SharedH};
-use self::side::{Lines, Side, SideBuffers, Workspace};
 pub(crate) use self::side::SplitBuffers;
+use self::side::{Lines, Side, SideBuffers, Workspace};
 use self::step::SideWork;
 use super::Record;
 use crate::cell::Cell;
 use crate::direction::Direction;
-use crate::float::Float;
 use crate::parallel::helper_thread;
 
 /// Hidden units below which a step is not split: each side's elementwise step would be a few
@@ -291,8 +292,8 @@ mod tests {
         1.0 / (1.0 + (-x).exp())
     }
 
-    /// Without a helper thread the caller claims every step of the second side itself: the chunk still
-    /// comes out as the standard LSTM's steps, computed here in `f64` one unit at a time.
+    /// Without a helper thread the caller claims every step of the second side itself: the chunk
+    /// still comes out as the standard LSTM's steps, computed here in `f64` one unit at a time.
     #[test]
     fn the_caller_runs_both_sides_when_no_helper_runs() {
         let (hidden, input, steps) = (21, 3, 7);

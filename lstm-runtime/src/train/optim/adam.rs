@@ -126,8 +126,9 @@ impl<F: Float> Adam<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidValue`](crate::error::Error::InvalidValue) naming `lr`, `eps` or `weight_decay` if it is negative
-    /// or not finite, or `beta1`/`beta2` if it is outside `[0, 1)`.
+    /// [`InvalidValue`](crate::error::Error::InvalidValue) naming `lr`, `eps` or
+    /// `weight_decay` if it is negative or not finite, or `beta1`/`beta2` if it is outside
+    /// `[0, 1)`.
     pub fn new(config: AdamConfig) -> Result<Self> {
         check_range("lr", config.lr, 0.0, f64::INFINITY)?;
         check_range("beta1", config.beta1, 0.0, 1.0)?;

@@ -87,8 +87,8 @@ impl<F: Float> Sgd<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidValue`](crate::error::Error::InvalidValue) naming `lr`, `momentum`, `dampening` or
-    /// `weight_decay` if it is negative or not finite.
+    /// [`Error::InvalidValue`](crate::error::Error::InvalidValue) naming `lr`, `momentum`,
+    /// `dampening` or `weight_decay` if it is negative or not finite.
     pub fn new(config: SgdConfig) -> Result<Self> {
         check_range("lr", config.lr, 0.0, f64::INFINITY)?;
         check_range("momentum", config.momentum, 0.0, f64::INFINITY)?;

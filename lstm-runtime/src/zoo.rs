@@ -1,7 +1,7 @@
 //! The zoo: ready-made cells, each defined with `#[lstm_cell]` exactly as a user would.
 //!
 //! Every cell has a snake_case name (its `SPEC.name`) by which the command line selects it;
-//! [`all`] lists them, and [`visit_zoo_cell`](lookup::visit_zoo_cell) (`lookup.rs`) runs
+//! [`all`] lists them, and [`visit_zoo_cell`](lookup::visit_zoo_cell) (`zoo/lookup.rs`) runs
 //! code generic over the cell type with the cell of a given name.
 
 pub(crate) mod lookup;
