@@ -19,8 +19,7 @@ pub(super) struct Side<C: Cell> {
     pub(super) input: PackedRows<C::Elem>,
     /// The rows of `W_hh` likewise, in two packings: the columns of the first side's units
     /// and those of the second's, each product over one part of `h_prev` streaming one
-    /// contiguous block (over both parts of one packing it skipped half of each panel, and the
-    /// product ran about 10% slower).
+    /// contiguous block (over both parts of one packing it would skip half of each panel).
     pub(super) recurrent: [PackedRows<C::Elem>; 2],
     pub(super) bias_ih: Vec<C::Elem>,
     pub(super) bias_hh: Vec<C::Elem>,
