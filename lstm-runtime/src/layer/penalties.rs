@@ -156,6 +156,7 @@ fn output_batch_axis<F>(config: &LstmConfig, output: &Output<F>) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use lstm_macros::lstm_cell;
     use ndarray::{Array3, ArrayD};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -167,7 +168,7 @@ mod tests {
     use crate::regularization::constraint::{Constraint, Constraints};
     use crate::regularization::penalty::{Regularizer, Regularizers};
     use crate::regularization::role::WeightRole;
-    use crate::{lstm_cell, zoo};
+    use crate::zoo;
 
     /// Every gate reads a per-sequence constant, projected by `weight_ctx`.
     #[lstm_cell(z = z + ctx)]
