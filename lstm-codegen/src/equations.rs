@@ -41,6 +41,9 @@ pub struct Equations {
     /// The derived backward step: `d_x` is `∂L/∂x`; `dh` and `dc` are the gradients the step
     /// receives for its outputs `h` and `c`.
     pub backward: Vec<Equation>,
+    /// The spec's functions the cell calls: `(name, what it computes, PyTorch's convention
+    /// where its derivative does not exist everywhere)`.
+    pub functions: Vec<(&'static str, &'static str, Option<&'static str>)>,
 }
 
 impl Equations {
@@ -63,6 +66,14 @@ impl Equations {
             gates: forward.letters().to_vec(),
             forward: forward_equations,
             backward: backward_equations(checked, forward, backward),
+            functions: checked
+                .functions()
+                .into_iter()
+                .map(|func| {
+                    let row = func.row();
+                    (row.name, row.doc, row.convention)
+                })
+                .collect(),
         }
     }
 }
@@ -92,6 +103,13 @@ impl fmt::Display for Equations {
         )?;
         for equation in &self.backward {
             writeln!(f, "  {} = {}", equation.name, equation.rhs)?;
+        }
+        writeln!(f, "\nfunctions:")?;
+        for (name, doc, convention) in &self.functions {
+            match convention {
+                Some(convention) => writeln!(f, "  {name}: {doc}; {convention} (PyTorch)")?,
+                None => writeln!(f, "  {name}: {doc}")?,
+            }
         }
         Ok(())
     }
@@ -200,6 +218,26 @@ const PRODUCT: u8 = 2;
 const UNARY: u8 = 3;
 const ATOM: u8 = 4;
 
+/// A number as a reader writes it: `1.5`, `1/6`, `−3`.
+fn number(value: f64) -> (String, u8) {
+    let magnitude = value.abs();
+    let fraction = (2..=12).find_map(|denominator| {
+        let numerator = magnitude * f64::from(denominator);
+        let exact = numerator.fract() == 0.0 && numerator / f64::from(denominator) == magnitude;
+        (exact && magnitude.fract() != 0.0 && (magnitude * 10.0).fract() != 0.0)
+            .then(|| format!("{numerator}/{denominator}"))
+    });
+    let (text, strength) = match fraction {
+        Some(text) => (text, PRODUCT),
+        None => (format!("{magnitude}"), ATOM),
+    };
+    if value < 0.0 {
+        (format!("−{text}"), UNARY)
+    } else {
+        (text, strength)
+    }
+}
+
 impl Text<'_> {
     /// The right-hand side of a named node: its expression, never its own name.
     fn rhs(&self, id: Id) -> String {
@@ -229,16 +267,13 @@ impl Text<'_> {
         let graph = self.graph;
         match graph.node(id) {
             Node::Leaf(leaf) => match graph.literal(id) {
-                Some(value) if value < 0.0 => (format!("−{}", -value), UNARY),
-                Some(value) => (format!("{value}"), ATOM),
+                Some(value) => number(value),
                 None => (graph.leaf_names.name(*leaf), ATOM),
             },
-            Node::Add(..) => {
-                let terms: Vec<String> = self
-                    .terms(id)
-                    .into_iter()
-                    .map(|t| self.wrapped(t, SUM))
-                    .collect();
+            Node::Add(a, b) => {
+                let mut terms = self.terms(*a);
+                terms.extend(self.terms(*b));
+                let terms: Vec<String> = terms.into_iter().map(|t| self.wrapped(t, SUM)).collect();
                 (terms.join(" + "), SUM)
             }
             Node::Sub(a, b) => (
@@ -247,7 +282,11 @@ impl Text<'_> {
             ),
             Node::Mul(..) => (self.product(id), PRODUCT),
             Node::Div(a, b) => (
-                format!("{} / {}", self.wrapped(*a, PRODUCT), self.wrapped(*b, UNARY)),
+                format!(
+                    "{} / {}",
+                    self.wrapped(*a, PRODUCT),
+                    self.wrapped(*b, UNARY)
+                ),
                 PRODUCT,
             ),
             Node::Neg(a) => (format!("−{}", self.wrapped(*a, UNARY)), UNARY),
@@ -271,23 +310,15 @@ impl Text<'_> {
         }
     }
 
-    /// The terms of a sum, looking through unnamed sums.
+    /// The terms a node contributes to a sum: itself, or an unnamed sum's terms.
     fn terms(&self, id: Id) -> Vec<Id> {
         match self.graph.node(id) {
-            Node::Add(a, b) if self.unnamed(id) || self.graph.label(id).is_none() => {
-                let mut terms = self.flatten_terms(*a);
-                terms.extend(self.flatten_terms(*b));
+            Node::Add(a, b) if self.unnamed(id) => {
+                let mut terms = self.terms(*a);
+                terms.extend(self.terms(*b));
                 terms
             }
             _ => vec![id],
-        }
-    }
-
-    fn flatten_terms(&self, id: Id) -> Vec<Id> {
-        if self.unnamed(id) && matches!(self.graph.node(id), Node::Add(..)) {
-            self.terms(id)
-        } else {
-            vec![id]
         }
     }
 

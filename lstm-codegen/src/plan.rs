@@ -240,8 +240,16 @@ fn backward_sinks(
         if !shared_grad {
             sinks.push(unit_sink(backward.dzh[s], &format!("dzh_{letter}"), false));
         }
-        sinks.push(unit_sink(backward.dbias_ih[s], &format!("db_ih_{letter}"), true));
-        sinks.push(unit_sink(backward.dbias_hh[s], &format!("db_hh_{letter}"), true));
+        sinks.push(unit_sink(
+            backward.dbias_ih[s],
+            &format!("db_ih_{letter}"),
+            true,
+        ));
+        sinks.push(unit_sink(
+            backward.dbias_hh[s],
+            &format!("db_hh_{letter}"),
+            true,
+        ));
     }
     sinks.push(unit_sink(backward.dc_prev, "dc_prev_out", false));
     if checked.reads_h_prev {
@@ -279,7 +287,10 @@ fn backward_sinks(
 fn cache_names(graph: &Graph, cached: &[Id]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (k, &id) in cached.iter().enumerate() {
-        let base = match graph.label(id).or_else(|| schedule::derived_name(graph, id)) {
+        let base = match graph
+            .label(id)
+            .or_else(|| schedule::derived_name(graph, id))
+        {
             Some(label) => format!("cache_{label}"),
             None => format!("cache_{k}"),
         };
@@ -349,7 +360,13 @@ impl Interface<'_> {
         ];
         for (name, stem, leaf) in gatewise {
             let names = self.gate_names(stem, |s| reads(leaf(s)));
-            stacked_input(kernel, name, names, None, io_slice(name, Width::Gates, false));
+            stacked_input(
+                kernel,
+                name,
+                names,
+                None,
+                io_slice(name, Width::Gates, false),
+            );
         }
         if let Some(constant) = &self.forward.graph.leaf_names.constant {
             let names = self.gate_names(constant, |s| reads(Leaf::Constant(s)));
@@ -358,7 +375,12 @@ impl Interface<'_> {
         }
         for (leaf, name) in [(Leaf::CPrev, "c_prev"), (Leaf::HPrev, "h_prev")] {
             if reads(leaf) {
-                input(kernel, name, Kind::Slice, io_slice(name, Width::Hidden, false));
+                input(
+                    kernel,
+                    name,
+                    Kind::Slice,
+                    io_slice(name, Width::Hidden, false),
+                );
             }
         }
         for (p, param) in self.checked.spec.params.iter().enumerate() {
@@ -381,12 +403,22 @@ impl Interface<'_> {
         }
         for (leaf, name) in [(Leaf::SeedH, "dh"), (Leaf::SeedC, "dc")] {
             if reads(leaf) {
-                input(kernel, name, Kind::Slice, io_slice(name, Width::Hidden, false));
+                input(
+                    kernel,
+                    name,
+                    Kind::Slice,
+                    io_slice(name, Width::Hidden, false),
+                );
             }
         }
         let loads = kernel.row.loads.clone();
         if loads.contains("c_new") {
-            input(kernel, "c_new", Kind::Slice, io_slice("c", Width::Hidden, false));
+            input(
+                kernel,
+                "c_new",
+                Kind::Slice,
+                io_slice("c", Width::Hidden, false),
+            );
         }
         let names: Vec<Option<String>> = self
             .cache
@@ -410,16 +442,34 @@ impl Interface<'_> {
                 output(kernel, "c_out", io_slice("c", Width::Hidden, true));
             }
             Step::Backward => {
-                row_blocks(kernel, all("dzx"), None, io_slice("dzx", Width::Gates, true));
+                row_blocks(
+                    kernel,
+                    all("dzx"),
+                    None,
+                    io_slice("dzx", Width::Gates, true),
+                );
                 if !self.shared_grad {
-                    row_blocks(kernel, all("dzh"), None, io_slice("dzh", Width::Gates, true));
+                    row_blocks(
+                        kernel,
+                        all("dzh"),
+                        None,
+                        io_slice("dzh", Width::Gates, true),
+                    );
                 }
                 let bias = |field| call_slice(Buffer::Io(field), Width::Gates);
                 call_blocks(kernel, all("db_ih"), bias("dbias_ih"));
                 call_blocks(kernel, all("db_hh"), bias("dbias_hh"));
-                output(kernel, "dc_prev_out", io_slice("dc_prev", Width::Hidden, true));
+                output(
+                    kernel,
+                    "dc_prev_out",
+                    io_slice("dc_prev", Width::Hidden, true),
+                );
                 if self.checked.reads_h_prev {
-                    output(kernel, "dh_prev_out", io_slice("dh_prev", Width::Hidden, true));
+                    output(
+                        kernel,
+                        "dh_prev_out",
+                        io_slice("dh_prev", Width::Hidden, true),
+                    );
                 }
                 self.gradients(kernel);
                 if self.forward.graph.leaf_names.constant.is_some() {
@@ -440,7 +490,12 @@ impl Interface<'_> {
             row_blocks(kernel, names, rest, of);
         }
         let scratch = kernel.row.scratch.iter().cloned().map(Some).collect();
-        row_blocks(kernel, scratch, None, io_slice("scratch", Width::Scratch, true));
+        row_blocks(
+            kernel,
+            scratch,
+            None,
+            io_slice("scratch", Width::Scratch, true),
+        );
     }
 
     /// The backward step's accumulators of the spec's parameter gradients.

@@ -54,8 +54,16 @@ pub enum Value {
 }
 
 pub enum Stmt {
-    Let { name: String, value: Value },
-    Store { slice: String, at: At, accumulate: bool, value: Value },
+    Let {
+        name: String,
+        value: Value,
+    },
+    Store {
+        slice: String,
+        at: At,
+        accumulate: bool,
+        value: Value,
+    },
 }
 
 /// Statements run once per row, or once per unit in a loop over the units.
@@ -222,7 +230,12 @@ impl<'a> Planner<'a> {
 
     /// The blocks of the row, as items.
     fn items(&self) -> Vec<(bool, Vec<Item>)> {
-        let max_stage = self.needed.iter().map(|id| self.stage[id]).max().unwrap_or(0);
+        let max_stage = self
+            .needed
+            .iter()
+            .map(|id| self.stage[id])
+            .max()
+            .unwrap_or(0);
         let mut blocks = Vec::new();
         for s in 0..=max_stage {
             // Per-row values of this stage (sums finished in the previous loop are bound).
@@ -237,11 +250,7 @@ impl<'a> Planner<'a> {
             if !row.is_empty() {
                 blocks.push((false, row));
             }
-            let mut units: Vec<Item> = self
-                .recomputed(s)
-                .into_iter()
-                .map(Item::Compute)
-                .collect();
+            let mut units: Vec<Item> = self.recomputed(s).into_iter().map(Item::Compute).collect();
             let mut finished = Vec::new();
             for &id in &self.needed {
                 if !self.computed(id) {
@@ -283,9 +292,8 @@ impl<'a> Planner<'a> {
     fn recomputed(&self, s: usize) -> BTreeSet<Id> {
         let mut wanted: BTreeSet<Id> = BTreeSet::new();
         for &id in &self.needed {
-            let here = self.computed(id)
-                && self.loop_of(id) == s
-                && (self.unit(id) || self.is_sum(id));
+            let here =
+                self.computed(id) && self.loop_of(id) == s && (self.unit(id) || self.is_sum(id));
             if here {
                 wanted.extend(self.graph.node(id).inputs());
             }
@@ -359,10 +367,7 @@ impl<'a> Planner<'a> {
             } else {
                 bound.units.get(&block).cloned().unwrap_or_default()
             };
-            let mut stmts: Vec<Stmt> = loaded
-                .into_iter()
-                .map(|id| writer.bound_load(id))
-                .collect();
+            let mut stmts: Vec<Stmt> = loaded.into_iter().map(|id| writer.bound_load(id)).collect();
             let stage = items
                 .iter()
                 .map(|&item| writer.stage_of(item))
@@ -457,8 +462,8 @@ impl BoundLoads {
                     // A graph name belongs to this node alone.
                     Some(own) => own.clone(),
                     None => {
-                        let base = derived_name(planner.graph, id)
-                            .unwrap_or_else(|| format!("t{id}"));
+                        let base =
+                            derived_name(planner.graph, id).unwrap_or_else(|| format!("t{id}"));
                         unique(base, taken)
                     }
                 })

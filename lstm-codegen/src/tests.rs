@@ -29,3 +29,13 @@ fn zoo_expansions() {
         insta::assert_snapshot!(cell.name(), cell.expand());
     }
 }
+
+#[test]
+fn zoo_equations() {
+    for cell in crate::cells(ZOO).expect("the zoo compiles") {
+        insta::assert_snapshot!(
+            format!("{}_equations", cell.name()),
+            cell.equations().to_string()
+        );
+    }
+}

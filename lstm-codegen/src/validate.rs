@@ -144,6 +144,41 @@ impl RExpr {
             }
         }
     }
+
+    fn visit_funcs(&self, visit: &mut impl FnMut(Func)) {
+        match self {
+            RExpr::Lit(_) | RExpr::Ref(..) => {}
+            RExpr::Neg(a) => a.visit_funcs(visit),
+            RExpr::Binary(_, a, b) => {
+                a.visit_funcs(visit);
+                b.visit_funcs(visit);
+            }
+            RExpr::Call(func, args) => {
+                visit(*func);
+                args.iter().for_each(|a| a.visit_funcs(visit));
+            }
+            RExpr::LayerNorm { arg, .. } => {
+                visit(Func::LayerNorm);
+                arg.visit_funcs(visit);
+            }
+        }
+    }
+}
+
+impl Checked {
+    /// The spec's functions the cell calls, written or defaulted, in the table's order.
+    pub fn functions(&self) -> Vec<Func> {
+        let mut used = Vec::new();
+        let overrides = [&self.zx, &self.zh, &self.z].into_iter().flatten();
+        for expr in overrides.chain(self.order.iter().map(|(_, e)| e)) {
+            expr.visit_funcs(&mut |func| used.push(func));
+        }
+        crate::functions::FUNCTIONS
+            .iter()
+            .map(|row| row.func)
+            .filter(|func| used.contains(func))
+            .collect()
+    }
 }
 
 /// One equation of the checked cell, for documentation.

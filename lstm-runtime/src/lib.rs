@@ -180,7 +180,11 @@ pub mod __private {
         let (rows, hidden) = (io.rows, cell.dims().hidden_size);
         let gates = C::SPEC.num_gates() * hidden;
         let constant = if C::SPEC.constant.is_some() { gates } else { 0 };
-        let dzh = if C::SPEC.shared_preactivation_grad { 0 } else { gates };
+        let dzh = if C::SPEC.shared_preactivation_grad {
+            0
+        } else {
+            gates
+        };
         assert!(
             io.dh.len() >= rows * hidden
                 && io.dc.len() >= rows * hidden

@@ -7,7 +7,7 @@
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::plan::{Arg, Blocks, Buffer, Kind, Kernel, Step, Width};
+use crate::plan::{Arg, Blocks, Buffer, Kernel, Kind, Step, Width};
 use crate::schedule::{At, Block, Stmt, Value};
 use crate::spec::BinOp;
 
@@ -99,7 +99,13 @@ fn helpers(kernel: &Kernel, krate: &syn::Path) -> TokenStream {
     let read_only = kernel.blocks.iter();
     let mutable = kernel.call_blocks.iter().chain(&kernel.row_blocks);
     let mut names: Vec<&str> = read_only
-        .map(|b| if b.rest.is_some() { "blocks_rest" } else { "blocks" })
+        .map(|b| {
+            if b.rest.is_some() {
+                "blocks_rest"
+            } else {
+                "blocks"
+            }
+        })
         .chain(mutable.map(|b| {
             if b.rest.is_some() {
                 "blocks_rest_mut"
@@ -411,14 +417,12 @@ pub fn expression(value: &Value) -> TokenStream {
             // `a + b` is `b + a` to the bit, so a compound right operand of a sum or product
             // moves left, where it needs no parentheses: `zx_i[j] + b_ih_i[j] + zh_i[j]`.
             let commutes = matches!(op, BinOp::Add | BinOp::Mul);
-            let (left, right) = if commutes
-                && precedence(right) == strength
-                && precedence(left) != strength
-            {
-                (right, left)
-            } else {
-                (left, right)
-            };
+            let (left, right) =
+                if commutes && precedence(right) == strength && precedence(left) != strength {
+                    (right, left)
+                } else {
+                    (left, right)
+                };
             let left = operand(left, strength);
             let right = operand(right, strength + 1);
             match op {
