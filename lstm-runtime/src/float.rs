@@ -138,8 +138,9 @@ mod tests {
         }
     }
 
-    /// The fused variants as the AVX2 kernels run them: compiled for FMA, where `mul_add` is
-    /// one instruction rather than a library call. Same results as the library's `fmaf`.
+    /// The fused variants as the AVX2 and AVX-512 kernels run them: compiled for FMA, where
+    /// `mul_add` is one instruction rather than a library call, and vectorised 8 or 16 lanes
+    /// wide. Same results as the library's `fmaf`.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn fused_variants_compiled_for_fma_match_the_portable_ones() {
@@ -149,16 +150,34 @@ mod tests {
                 *y = x.exp_fma() + x.tanh_fma() + x.sigmoid_fma();
             }
         }
-        if !crate::__private::has_avx2_fma() {
-            return;
+        #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+        fn avx512_kernel(xs: &[f32], out: &mut [f32]) {
+            for (y, &x) in out.iter_mut().zip(xs) {
+                *y = x.exp_fma() + x.tanh_fma() + x.sigmoid_fma();
+            }
         }
+        use crate::isa::Isa;
         let xs: Vec<f32> = grid(-30.0, 30.0, 100_000).collect();
+        let check = |out: &[f32], level: Isa| {
+            for (&x, &y) in xs.iter().zip(out) {
+                let portable = x.exp_fma() + x.tanh_fma() + x.sigmoid_fma();
+                assert_eq!(y.to_bits(), portable.to_bits(), "{level} at {x}");
+            }
+        };
         let mut out = vec![0.0; xs.len()];
-        // SAFETY: the CPU has AVX2 and FMA, checked above.
-        unsafe { fma_kernel(&xs, &mut out) };
-        for (&x, &y) in xs.iter().zip(&out) {
-            let portable = x.exp_fma() + x.tanh_fma() + x.sigmoid_fma();
-            assert_eq!(y.to_bits(), portable.to_bits(), "at {x}");
+        if Isa::Avx2.supported() {
+            // SAFETY: the CPU has AVX2 and FMA, checked above.
+            unsafe { fma_kernel(&xs, &mut out) };
+            check(&out, Isa::Avx2);
+        } else {
+            eprintln!("skipped: this CPU has no AVX2 and FMA");
+        }
+        if Isa::Avx512.supported() {
+            // SAFETY: the CPU has AVX-512, checked above.
+            unsafe { avx512_kernel(&xs, &mut out) };
+            check(&out, Isa::Avx512);
+        } else {
+            eprintln!("skipped: this CPU has no AVX-512");
         }
     }
 }

@@ -76,6 +76,33 @@ pub mod __private {
         crate::isa::active() >= crate::isa::Isa::Avx2
     }
 
+    /// The recurrent weights as the time loops multiply them at every step (packed once where
+    /// the kernels of `linalg/packed.rs` run): public for the `step_products` benchmark.
+    #[derive(Debug)]
+    pub struct StepProduct(crate::linalg::StepRhs);
+
+    impl StepProduct {
+        /// `b = wᵀ` for `w: n×k`, as the forward product `h_prev · W_hhᵀ` reads `W_hh`.
+        pub fn transposed(w: ndarray::ArrayView2<'_, f32>) -> Self {
+            StepProduct(crate::linalg::StepRhs::transposed(w))
+        }
+
+        /// `b = w` for `w: k×n`, as the backward product `dZ · W_hh` reads `W_hh`.
+        pub fn plain(w: ndarray::ArrayView2<'_, f32>) -> Self {
+            StepProduct(crate::linalg::StepRhs::plain(w))
+        }
+
+        /// `c ← a · b` for `a: m×k`; `w` is the matrix `b` was made from.
+        pub fn run(
+            &self,
+            w: ndarray::ArrayView2<'_, f32>,
+            a: ndarray::ArrayView2<'_, f32>,
+            c: ndarray::ArrayViewMut2<'_, f32>,
+        ) -> crate::Result<()> {
+            self.0.product(w, a, c, false)
+        }
+    }
+
     /// Chunks of time steps this process has run split by units on two threads
     /// (`units.rs`): lets tests check that they exercised that path.
     pub fn unit_split_chunks() -> usize {

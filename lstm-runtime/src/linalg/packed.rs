@@ -10,11 +10,15 @@
 //! step's batch of `h_prev` or `dZ` rows) is read in place.
 //!
 //! The panels are split between threads (each thread owns a column range of the output), so
-//! each core streams only its share of the weights.
+//! each core streams only its share of the weights. On a CPU with AVX-512 the same panels run
+//! through the wider kernels of [`avx512`], chosen at every call by [`crate::isa::active`].
+
+mod avx512;
 
 use std::ops::Range;
 
 use super::gemv::has_avx2_fma;
+use crate::isa::{self, Isa};
 
 /// Columns of one panel and of the microkernel: two AVX2 registers of f32, one cache line.
 pub(super) const NR: usize = 16;
@@ -119,15 +123,50 @@ impl Panels {
         accumulate: bool,
         panels: Range<usize>,
     ) {
+        // SAFETY: as the caller promises.
+        unsafe { self.product_at(isa::active(), a, m, c, accumulate, panels) }
+    }
+
+    /// [`Self::product`] with the kernels of `level` (AVX2's below AVX-512).
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::product`]; the CPU supports `level`.
+    unsafe fn product_at(
+        &self,
+        level: Isa,
+        a: &[f32],
+        m: usize,
+        c: *mut f32,
+        accumulate: bool,
+        panels: Range<usize>,
+    ) {
         debug_assert_eq!(a.len(), m * self.k);
         debug_assert!(panels.end <= self.panel_count());
-        // SAFETY: `Panels` exist only where `has_avx2_fma` held; bounds as the caller promises.
-        unsafe { self.product_avx2(a, m, c, accumulate, panels) }
+        if self.k == 0 {
+            if !accumulate {
+                for row in 0..m {
+                    for column in panels.start * NR..(panels.end * NR).min(self.n) {
+                        // SAFETY: in bounds of `c: m×n`, as the caller promises.
+                        unsafe { *c.add(row * self.n + column) = 0.0 };
+                    }
+                }
+            }
+            return;
+        }
+        // SAFETY: `Panels` exist only where `has_avx2_fma` held, and the CPU supports `level`;
+        // bounds as the caller promises.
+        unsafe {
+            match level {
+                Isa::Avx512 => self.product_avx512(a, m, c, accumulate, panels),
+                Isa::Avx2 | Isa::Baseline => self.product_avx2(a, m, c, accumulate, panels),
+            }
+        }
     }
 
     /// # Safety
     ///
-    /// As [`Self::product`], on a CPU with AVX2 and FMA.
+    /// As [`Self::product`], with `k > 0`, on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn product_avx2(
         &self,
@@ -137,18 +176,7 @@ impl Panels {
         accumulate: bool,
         panels: Range<usize>,
     ) {
-        let (k, n) = (self.k, self.n);
-        if k == 0 {
-            if !accumulate {
-                for row in 0..m {
-                    for column in panels.start * NR..(panels.end * NR).min(n) {
-                        // SAFETY: in bounds of `c: m×n`.
-                        unsafe { *c.add(row * n + column) = 0.0 };
-                    }
-                }
-            }
-            return;
-        }
+        let k = self.k;
         for pass in (0..m).step_by(ROWS_PER_PASS) {
             let rows = pass..(pass + ROWS_PER_PASS).min(m);
             let depths = (0..k)
@@ -182,9 +210,25 @@ impl Panels {
     /// `a` holds `k` values and `c` points at `n` writable values that no one else reads or
     /// writes meanwhile.
     pub(crate) unsafe fn row_product(&self, a: &[f32], c: *mut f32, accumulate: bool) {
+        // SAFETY: as the caller promises.
+        unsafe { self.row_product_at(isa::active(), a, c, accumulate) }
+    }
+
+    /// [`Self::row_product`] with the kernels of `level` (AVX2's below AVX-512).
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::row_product`]; the CPU supports `level`.
+    unsafe fn row_product_at(&self, level: Isa, a: &[f32], c: *mut f32, accumulate: bool) {
         debug_assert_eq!(a.len(), self.k);
-        // SAFETY: `Panels` exist only where `has_avx2_fma` held; bounds as the caller promises.
-        unsafe { self.row_product_avx2(a, c, accumulate) }
+        // SAFETY: `Panels` exist only where `has_avx2_fma` held, and the CPU supports `level`;
+        // bounds as the caller promises.
+        unsafe {
+            match level {
+                Isa::Avx512 => self.row_product_avx512(a, c, accumulate),
+                Isa::Avx2 | Isa::Baseline => self.row_product_avx2(a, c, accumulate),
+            }
+        }
     }
 
     /// # Safety
@@ -229,7 +273,7 @@ impl Panels {
         let (k, n) = (self.k, self.n);
         let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
         let columns = NR.min(n - p * NR);
-        for block in row_blocks(rows.len()) {
+        for block in row_blocks(rows.len(), MR) {
             let row = rows.start + block.start;
             let tile = Tile {
                 a: &a[row * k + depth.start..],
@@ -256,10 +300,10 @@ impl Panels {
     }
 }
 
-/// Splits `m` rows into blocks of at most [`MR`] rows, as even as possible (32 rows are
-/// 6, 6, 5, 5, 5, 5 rather than five 6s and a 2, whose kernel would be latency bound).
-fn row_blocks(m: usize) -> impl Iterator<Item = Range<usize>> {
-    let blocks = m.div_ceil(MR);
+/// Splits `m` rows into blocks of at most `mr` rows, as even as possible (32 rows in blocks of
+/// 6 are 6, 6, 5, 5, 5, 5 rather than five 6s and a 2, whose kernel would be latency bound).
+fn row_blocks(m: usize, mr: usize) -> impl Iterator<Item = Range<usize>> {
+    let blocks = m.div_ceil(mr);
     let (base, extra) = m
         .checked_div(blocks)
         .map_or((0, 0), |base| (base, m % blocks));
@@ -397,12 +441,118 @@ unsafe fn store<const R: usize>(acc: &[[std::arch::x86_64::__m256; 2]; R], tile:
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
+
+    /// `a·wᵀ` in f64 for row-major `a: m×k`, `w: n×k`, plus `c0` where given.
+    fn naive(a: &[f32], w: &[f32], m: usize, k: usize, n: usize, c0: Option<&[f32]>) -> Vec<f64> {
+        (0..m * n)
+            .map(|index| {
+                let (row, column) = (index / n, index % n);
+                let sum: f64 = (0..k)
+                    .map(|kk| f64::from(a[row * k + kk]) * f64::from(w[column * k + kk]))
+                    .sum();
+                sum + c0.map_or(0.0, |c0| f64::from(c0[index]))
+            })
+            .collect()
+    }
+
+    fn assert_close(found: &[f32], expected: &[f64], what: &str) {
+        for (index, (&found, &expected)) in found.iter().zip(expected).enumerate() {
+            let tolerance = 1e-5 * (1.0 + expected.abs());
+            assert!(
+                (f64::from(found) - expected).abs() <= tolerance,
+                "{what}: c[{index}] = {found}, expected {expected}"
+            );
+        }
+    }
+
+    /// Every kernel level this CPU supports, on shapes that exercise partial row blocks,
+    /// partial panel groups, partial last panels, several depth passes and L2 passes, and
+    /// panel subranges, with and without accumulation.
+    #[test]
+    fn every_level_matches_naive() {
+        let levels: Vec<Isa> = [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|level| level.supported())
+            .collect();
+        for level in [Isa::Avx2, Isa::Avx512] {
+            if !level.supported() {
+                eprintln!("skipped: this CPU does not run the {level} kernels");
+            }
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let shapes = [
+            (1, 64, 128),
+            (1, 37, 21),
+            (3, 5, 16),
+            (13, 300, 70),
+            (64, 129, 112),
+            (33, 260, 49),
+            (100, 700, 40),
+            (9, 0, 20),
+        ];
+        for (m, k, n) in shapes {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let c0: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let Some(panels) = Panels::transposed(&w, n, k) else {
+                eprintln!("skipped: no AVX2 and FMA");
+                return;
+            };
+            let all = 0..panels.panel_count();
+            let part = all.len() / 3..all.len() - all.len() / 4;
+            for &level in &levels {
+                let what = format!("{level} {m}x{k}x{n}");
+                let mut c = vec![f32::NAN; m * n];
+                // SAFETY: the CPU supports `level`; `a` is m×k and `c` m×n.
+                unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), false, all.clone()) };
+                assert_close(&c, &naive(&a, &w, m, k, n, None), &what);
+                let mut c = c0.clone();
+                // SAFETY: as above.
+                unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), true, all.clone()) };
+                assert_close(
+                    &c,
+                    &naive(&a, &w, m, k, n, Some(&c0)),
+                    &format!("{what} +="),
+                );
+                let mut c = c0.clone();
+                // SAFETY: as above; `part` lies within the panel count.
+                unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), false, part.clone()) };
+                let expected = naive(&a, &w, m, k, n, None);
+                for (index, (&found, &old)) in c.iter().zip(&c0).enumerate() {
+                    let column = index % n;
+                    if part.contains(&(column / NR)) {
+                        let tolerance = 1e-5 * (1.0 + expected[index].abs());
+                        assert!(
+                            (f64::from(found) - expected[index]).abs() <= tolerance,
+                            "{what} part"
+                        );
+                    } else {
+                        assert_eq!(
+                            found.to_bits(),
+                            old.to_bits(),
+                            "{what}: column {column} written"
+                        );
+                    }
+                }
+                if m >= 1 {
+                    let mut c = c0[..n].to_vec();
+                    // SAFETY: the CPU supports `level`; `a`'s first row holds k values.
+                    unsafe { panels.row_product_at(level, &a[..k], c.as_mut_ptr(), true) };
+                    let expected = naive(&a[..k], &w, 1, k, n, Some(&c0[..n]));
+                    assert_close(&c, &expected, &format!("{what} row"));
+                }
+            }
+        }
+    }
 
     #[test]
     fn row_blocks_cover_the_rows_evenly() {
         for m in 0..40 {
-            let blocks: Vec<_> = row_blocks(m).collect();
+            let blocks: Vec<_> = row_blocks(m, MR).collect();
             let mut next = 0;
             for block in &blocks {
                 assert_eq!(block.start, next);
@@ -416,7 +566,7 @@ mod tests {
             }
         }
         assert_eq!(
-            row_blocks(32).map(|b| b.len()).collect::<Vec<_>>(),
+            row_blocks(32, MR).map(|b| b.len()).collect::<Vec<_>>(),
             [6, 6, 5, 5, 5, 5]
         );
     }

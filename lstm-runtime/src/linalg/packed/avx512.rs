@@ -1,0 +1,284 @@
+//! The packed step products on AVX-512: the same panels as the AVX2 kernels (one 64-byte line
+//! of [`NR`] columns per depth index, which is exactly one `zmm` register), streamed through a
+//! microkernel of up to [`MR`] rows × [`PANELS`] panels whose 24 accumulators stay in 24 of
+//! the 32 `zmm` registers. Each line of `b` loaded feeds [`MR`] fused multiply-adds and each
+//! broadcast of `a` feeds [`PANELS`], so the kernel is bound by the FMA units, not by loads.
+
+use std::arch::x86_64::{
+    __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_load_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+};
+use std::ops::Range;
+
+use super::{A_IN_L2_BYTES, Line, NR, Panels, ROWS_PER_PASS, row_blocks};
+
+/// Rows of the microkernel: the batch sizes the layers run (32, 64) are whole multiples.
+const MR: usize = 8;
+
+/// Panels side by side in one microkernel call: [`MR`] × 3 = 24 accumulators, plus 3
+/// registers of `b` and one broadcast, fit in the 32 `zmm` registers.
+const PANELS: usize = 3;
+
+/// Depth that one microkernel call covers: [`PANELS`] panels' share (24 KB) and a row block's
+/// (4 KB) then fit in the L1 data cache together.
+const DEPTH_PER_PASS: usize = 128;
+
+impl Panels {
+    /// [`Panels::product`] on AVX-512.
+    ///
+    /// # Safety
+    ///
+    /// As [`Panels::product`], with `k > 0`, on a CPU with AVX-512 (F, VL, BW, DQ).
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub(super) unsafe fn product_avx512(
+        &self,
+        a: &[f32],
+        m: usize,
+        c: *mut f32,
+        accumulate: bool,
+        panels: Range<usize>,
+    ) {
+        let k = self.k;
+        let groups = (panels.start..panels.end)
+            .step_by(PANELS)
+            .map(|p| p..(p + PANELS).min(panels.end));
+        let depths = (0..k)
+            .step_by(DEPTH_PER_PASS)
+            .map(|depth| depth..(depth + DEPTH_PER_PASS).min(k));
+        for pass in (0..m).step_by(ROWS_PER_PASS) {
+            let rows = pass..(pass + ROWS_PER_PASS).min(m);
+            let tiles = |group: Range<usize>, depth: Range<usize>| {
+                let accumulate = accumulate || depth.start > 0;
+                // SAFETY: as this function's caller promises; AVX-512 is available.
+                unsafe { self.group_tiles(a, c, rows.clone(), group, depth, accumulate) }
+            };
+            if rows.len() * k * size_of::<f32>() <= A_IN_L2_BYTES {
+                // Each group of panels to its full depth: its tiles of `c` stay in L1 between
+                // depths, and the rows of `a` in L2 across groups.
+                for group in groups.clone() {
+                    depths.clone().for_each(|depth| tiles(group.clone(), depth));
+                }
+            } else {
+                for depth in depths.clone() {
+                    groups.clone().for_each(|group| tiles(group, depth.clone()));
+                }
+            }
+        }
+    }
+
+    /// [`Panels::row_product`] on AVX-512.
+    ///
+    /// # Safety
+    ///
+    /// As [`Panels::row_product`], on a CPU with AVX-512 (F, VL, BW, DQ).
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    pub(super) unsafe fn row_product_avx512(&self, a: &[f32], c: *mut f32, accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        for p in 0..self.panel_count() {
+            let panel = &self.lines[p * k..(p + 1) * k];
+            let tile = Tile {
+                a,
+                lda: k,
+                // SAFETY: column `p·NR` of `c: 1×n`.
+                c: unsafe { c.add(p * NR) },
+                ldc: n,
+                columns: n - p * NR,
+                accumulate,
+            };
+            // SAFETY: AVX-512 is enabled here; the tile lies in the caller's bounds.
+            unsafe { kernel_1(panel, tile) };
+        }
+    }
+
+    /// The tiles of `rows` × the panels of `group` over `depth`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::product_avx512`]; `group` holds 1 to [`PANELS`] panels.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    unsafe fn group_tiles(
+        &self,
+        a: &[f32],
+        c: *mut f32,
+        rows: Range<usize>,
+        group: Range<usize>,
+        depth: Range<usize>,
+        accumulate: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        let lines = |p: usize| self.lines[p * k..(p + 1) * k][depth.clone()].as_ptr();
+        for block in row_blocks(rows.len(), MR) {
+            let row = rows.start + block.start;
+            let tile = Tile {
+                a: &a[row * k + depth.start..],
+                lda: k,
+                // SAFETY: row `row`, column `group.start·NR` of `c: m×n`.
+                c: unsafe { c.add(row * n + group.start * NR) },
+                ldc: n,
+                columns: n - group.start * NR,
+                accumulate,
+            };
+            let depth = depth.len();
+            // SAFETY: AVX-512 is enabled here; the panels hold `depth` lines from these
+            // pointers and the tile lies in the caller's bounds.
+            unsafe {
+                match group.len() {
+                    1 => rows_kernel::<1>(block.len(), [lines(group.start)], depth, tile),
+                    2 => rows_kernel::<2>(
+                        block.len(),
+                        [lines(group.start), lines(group.start + 1)],
+                        depth,
+                        tile,
+                    ),
+                    _ => rows_kernel::<3>(
+                        block.len(),
+                        [
+                            lines(group.start),
+                            lines(group.start + 1),
+                            lines(group.start + 2),
+                        ],
+                        depth,
+                        tile,
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// One microkernel call: rows of `a` (row stride `lda`, one value per depth index) times a
+/// group of panels, into the tile of `c` at `c` with row stride `ldc`, of which `columns`
+/// (counted from the group's first column to the end of `c`'s row) exist.
+struct Tile<'a> {
+    a: &'a [f32],
+    lda: usize,
+    c: *mut f32,
+    ldc: usize,
+    columns: usize,
+    accumulate: bool,
+}
+
+/// [`kernel`] for a block of `rows` (1 to [`MR`]) rows.
+///
+/// # Safety
+///
+/// As [`kernel`].
+#[inline(always)]
+unsafe fn rows_kernel<const P: usize>(
+    rows: usize,
+    panels: [*const Line; P],
+    depth: usize,
+    tile: Tile<'_>,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        match rows {
+            1 => kernel::<1, P>(panels, depth, tile),
+            2 => kernel::<2, P>(panels, depth, tile),
+            3 => kernel::<3, P>(panels, depth, tile),
+            4 => kernel::<4, P>(panels, depth, tile),
+            5 => kernel::<5, P>(panels, depth, tile),
+            6 => kernel::<6, P>(panels, depth, tile),
+            7 => kernel::<7, P>(panels, depth, tile),
+            _ => kernel::<8, P>(panels, depth, tile),
+        }
+    }
+}
+
+/// `R` rows times `P` panels, `R × P` accumulators in registers.
+///
+/// # Safety
+///
+/// AVX-512; each panel pointer reads `depth` lines, `tile.a` holds `R` rows of `depth` values
+/// at stride `tile.lda`, and `tile.c` is writable for `R` rows of the tile's columns.
+#[inline(always)]
+unsafe fn kernel<const R: usize, const P: usize>(
+    panels: [*const Line; P],
+    depth: usize,
+    tile: Tile<'_>,
+) {
+    let lda = tile.lda;
+    let a = tile.a.as_ptr();
+    // SAFETY: AVX-512 is available, as the caller promises.
+    let mut acc: [[__m512; P]; R] = [[unsafe { _mm512_setzero_ps() }; P]; R];
+    for kk in 0..depth {
+        // SAFETY: lines are 64-byte aligned and hold 16 values; each panel has `depth` lines
+        // and each row of `a` `depth` values, as the caller promises.
+        unsafe {
+            let mut b = [_mm512_setzero_ps(); P];
+            for (b, panel) in b.iter_mut().zip(panels) {
+                *b = _mm512_load_ps(panel.add(kk).cast::<f32>());
+            }
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.add(i * lda + kk));
+                for (acc, b) in acc.iter_mut().zip(&b) {
+                    *acc = _mm512_fmadd_ps(x, *b, *acc);
+                }
+            }
+        }
+    }
+    // SAFETY: as the caller promises.
+    unsafe { store(&acc, &tile) };
+}
+
+/// One row times one panel: four independent accumulators over `k` (one alone would wait on
+/// each fused multiply-add's latency).
+///
+/// # Safety
+///
+/// AVX-512; `tile.a` holds `panel.len()` values and `tile.c` is writable for the tile's
+/// columns (up to [`NR`]).
+#[inline(always)]
+unsafe fn kernel_1(panel: &[Line], tile: Tile<'_>) {
+    // SAFETY: AVX-512 is available, as the caller promises.
+    let mut acc = [unsafe { _mm512_setzero_ps() }; 4];
+    let a = &tile.a[..panel.len()];
+    let body = panel.len() / 4 * 4;
+    // SAFETY: lines are 64-byte aligned and hold 16 values.
+    unsafe {
+        for (lines, a) in panel[..body].chunks_exact(4).zip(a.chunks_exact(4)) {
+            for (u, acc) in acc.iter_mut().enumerate() {
+                let line = _mm512_load_ps(lines[u].0.as_ptr());
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(a[u]), line, *acc);
+            }
+        }
+        for (line, a) in panel[body..].iter().zip(&a[body..]) {
+            let line = _mm512_load_ps(line.0.as_ptr());
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(*a), line, acc[0]);
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        store(&[[sum]], &tile);
+    }
+}
+
+/// Writes (or adds) `R` rows of `P` panels of accumulators into the tile; the columns past
+/// `tile.columns` are neither read nor written.
+///
+/// # Safety
+///
+/// AVX-512; `tile.c` is writable for `R` rows of `min(tile.columns, P·NR)` values at stride
+/// `tile.ldc`.
+#[inline(always)]
+unsafe fn store<const R: usize, const P: usize>(acc: &[[__m512; P]; R], tile: &Tile<'_>) {
+    for (i, acc) in acc.iter().enumerate() {
+        for (j, &value) in acc.iter().enumerate() {
+            let columns = tile.columns.saturating_sub(j * NR).min(NR);
+            let mask = if columns == NR {
+                u16::MAX
+            } else {
+                (1u16 << columns) - 1
+            };
+            // SAFETY: row `i`, panel `j` of the tile: the masked lanes lie within the
+            // caller's bounds, the others are not touched.
+            unsafe {
+                let out = tile.c.add(i * tile.ldc + j * NR);
+                let value = if tile.accumulate {
+                    _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, out))
+                } else {
+                    value
+                };
+                _mm512_mask_storeu_ps(out, mask, value);
+            }
+        }
+    }
+}
