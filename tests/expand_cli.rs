@@ -52,10 +52,11 @@ fn run<C: Cell<Elem = f64>>() -> Vec<f64> {
     let mut layer = Lstm::<C>::new(config, &mut rng).unwrap();
     let x = Array3::from_shape_fn((4, 2, 3), |(t, b, k)| (t + 2 * b) as f64 * 0.1 - k as f64 * 0.2);
     let (out, tape) = layer.forward_train(x.view(), Call::new()).unwrap();
-    let d_output = out.output.mapv(|v| v * 0.5 + 0.1).into_dyn();
+    let output = out.output.sequence().unwrap().clone();
+    let d_output = output.mapv(|v| v * 0.5 + 0.1).into_dyn();
     let grad = OutputGrad { output: Some(d_output.view()), ..Default::default() };
     let grads = layer.backward(tape, grad).unwrap();
-    let mut values: Vec<f64> = out.output.iter().copied().collect();
+    let mut values: Vec<f64> = output.iter().copied().collect();
     values.extend(grads.input.iter().copied());
     values
 }

@@ -178,7 +178,7 @@ fn rows(kernel: &Kernel, cell: &Cell) -> TokenStream {
         fn rows<F: #krate::Float, Ops: #krate::ops::Flavour>(
             ops: Ops,
             cell: &#ident<F>,
-            mut io: #io
+            io: #io
             #extra
         ) {
             #sizes
