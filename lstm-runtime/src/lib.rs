@@ -75,6 +75,8 @@ pub use zoo::lookup::{CellVisitor, visit_zoo_cell};
 pub mod __private {
     use ndarray::{Array1, Array2};
 
+    use crate::cell::{BackwardIo, Cell, StepIo};
+
     /// Whether the kernels may use AVX2 and FMA: the CPU has them and the active ISA level
     /// ([`crate::isa::active`]) is not lowered below them.
     #[cfg(target_arch = "x86_64")]
@@ -136,5 +138,106 @@ pub mod __private {
         values
             .as_slice_mut()
             .expect("cell weights are contiguous arrays")
+    }
+
+    /// The first `N` blocks of `len` values of `values`: a gate-stacked row cut into its
+    /// gates, a cache row into its slots. Each block holds exactly `len` values, so a loop
+    /// over `0..len` indexes them without bounds checks.
+    #[inline(always)]
+    pub fn blocks<F, const N: usize>(values: &[F], len: usize) -> [&[F]; N] {
+        let mut rest = values;
+        std::array::from_fn(|_| {
+            let (block, tail) = rest.split_at(len);
+            rest = tail;
+            block
+        })
+    }
+
+    /// [`blocks`], mutably: each block is a slice of its own, so a kernel can take it as a
+    /// separate parameter the compiler knows aliases nothing else.
+    #[inline(always)]
+    pub fn blocks_mut<F, const N: usize>(values: &mut [F], len: usize) -> [&mut [F]; N] {
+        let mut rest = values;
+        std::array::from_fn(|_| {
+            let (block, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            block
+        })
+    }
+
+    /// [`blocks`], and the values after them (a cache row's per-row values).
+    #[inline(always)]
+    pub fn blocks_rest<F, const N: usize>(values: &[F], len: usize) -> ([&[F]; N], &[F]) {
+        let (head, rest) = values.split_at(N * len);
+        (blocks(head, len), rest)
+    }
+
+    /// [`blocks_mut`], and the values after them.
+    #[inline(always)]
+    pub fn blocks_rest_mut<F, const N: usize>(
+        values: &mut [F],
+        len: usize,
+    ) -> ([&mut [F]; N], &mut [F]) {
+        let (head, rest) = values.split_at_mut(N * len);
+        (blocks_mut(head, len), rest)
+    }
+
+    /// Panics unless `io` holds every value the forward step of `cell` reads and writes.
+    pub fn check_step<C: Cell>(cell: &C, io: &StepIo<'_, C::Elem>) {
+        let (rows, hidden) = (io.rows, cell.dims().hidden_size);
+        let gates = C::SPEC.num_gates() * hidden;
+        let constant = if C::SPEC.constant.is_some() { gates } else { 0 };
+        assert!(
+            io.zx.len() >= rows * gates
+                && io.zh.len() >= rows * gates
+                && io.constant.len() >= rows * constant
+                && io.bias_ih.len() >= gates
+                && io.bias_hh.len() >= gates
+                && io.c_prev.len() >= rows * hidden
+                && io.h.len() >= rows * hidden
+                && io.c.len() >= rows * hidden
+                && io.scratch.len() >= rows * C::SPEC.scratch.len(hidden),
+            "step buffers are smaller than the Cell contract requires"
+        );
+    }
+
+    /// [`check_step`], and that `cache` holds what the training step of `cell` caches.
+    pub fn check_train<C: Cell>(cell: &C, io: &StepIo<'_, C::Elem>, cache: &[C::Elem]) {
+        check_step(cell, io);
+        let hidden = cell.dims().hidden_size;
+        assert!(
+            cache.len() >= io.rows * C::SPEC.cache.len(hidden),
+            "cache holds fewer values than rows × SPEC.cache"
+        );
+    }
+
+    /// Panics unless `io` holds every value the backward step of `cell` reads and writes.
+    pub fn check_backward<C: Cell>(cell: &C, io: &BackwardIo<'_, C::Elem>) {
+        let (rows, hidden) = (io.rows, cell.dims().hidden_size);
+        let gates = C::SPEC.num_gates() * hidden;
+        let constant = if C::SPEC.constant.is_some() { gates } else { 0 };
+        let dzh = if C::SPEC.shared_preactivation_grad {
+            0
+        } else {
+            gates
+        };
+        assert!(
+            io.dh.len() >= rows * hidden
+                && io.dc.len() >= rows * hidden
+                && io.c_prev.len() >= rows * hidden
+                && io.c.len() >= rows * hidden
+                && io.cache.len() >= rows * C::SPEC.cache.len(hidden)
+                && io.dzx.len() >= rows * gates
+                && io.dzh.len() >= rows * dzh
+                && io.dc_prev.len() >= rows * hidden
+                && io.bias_ih.len() >= gates
+                && io.bias_hh.len() >= gates
+                && io.dbias_ih.len() >= gates
+                && io.dbias_hh.len() >= gates
+                && io.scratch.len() >= rows * C::SPEC.backward_scratch.len(hidden)
+                && io.constant.len() >= rows * constant
+                && io.dconstant.len() >= rows * constant,
+            "backward buffers are smaller than the Cell contract requires"
+        );
     }
 }

@@ -168,30 +168,133 @@ mod tests {
     }
 }
 
-/// The functions of this module as a generated kernel's FMA variant calls them: `sigmoid`,
-/// `tanh` and `exp` evaluate their polynomials by fused multiply-adds (see [`Float::exp_fma`]),
-/// the rest are this module's own. A kernel compiled without FMA uses the parent module, where
-/// each fused multiply-add would be a library call.
-#[doc(hidden)]
-pub mod fma {
-    pub use super::*;
-    use crate::float::Float;
-
-    /// Logistic sigmoid by fused multiply-adds.
+/// How a generated kernel computes the spec's functions. A kernel is one generic body over
+/// a flavour, `ops.sigmoid(z_f)`; its ISA variants are thin wrappers that compile that body
+/// for a target feature and pick a flavour: [`Portable`] at the baseline, [`Fma`] in the AVX2
+/// and AVX-512 variants, where `sigmoid`, `tanh` and `exp` evaluate their polynomials by
+/// fused multiply-adds (see [`Float::exp_fma`]). Every other function is this module's own in
+/// both (compiled without FMA, each fused multiply-add would be a library call).
+pub trait Flavour: Copy {
+    /// [`sigmoid`].
     #[inline(always)]
-    pub fn sigmoid<F: Float>(x: F) -> F {
+    fn sigmoid<F: Float>(self, x: F) -> F {
+        sigmoid(x)
+    }
+
+    /// [`tanh`].
+    #[inline(always)]
+    fn tanh<F: Float>(self, x: F) -> F {
+        tanh(x)
+    }
+
+    /// [`exp`].
+    #[inline(always)]
+    fn exp<F: Float>(self, x: F) -> F {
+        exp(x)
+    }
+
+    /// [`hard_sigmoid`].
+    #[inline(always)]
+    fn hard_sigmoid<F: Float>(self, x: F) -> F {
+        hard_sigmoid(x)
+    }
+
+    /// [`hard_sigmoid_keras2`].
+    #[inline(always)]
+    fn hard_sigmoid_keras2<F: Float>(self, x: F) -> F {
+        hard_sigmoid_keras2(x)
+    }
+
+    /// [`relu`].
+    #[inline(always)]
+    fn relu<F: Float>(self, x: F) -> F {
+        relu(x)
+    }
+
+    /// [`softsign`].
+    #[inline(always)]
+    fn softsign<F: Float>(self, x: F) -> F {
+        softsign(x)
+    }
+
+    /// [`min`].
+    #[inline(always)]
+    fn min<F: Float>(self, a: F, b: F) -> F {
+        min(a, b)
+    }
+
+    /// [`max`].
+    #[inline(always)]
+    fn max<F: Float>(self, a: F, b: F) -> F {
+        max(a, b)
+    }
+
+    /// [`clip`].
+    #[inline(always)]
+    fn clip<F: Float>(self, x: F, lo: F, hi: F) -> F {
+        clip(x, lo, hi)
+    }
+
+    /// [`abs`].
+    #[inline(always)]
+    fn abs<F: Float>(self, x: F) -> F {
+        abs(x)
+    }
+
+    /// [`sqrt`].
+    #[inline(always)]
+    fn sqrt<F: Float>(self, x: F) -> F {
+        sqrt(x)
+    }
+
+    /// [`sum`].
+    #[inline(always)]
+    fn sum<F: Float>(self, values: &[F]) -> F {
+        sum(values)
+    }
+
+    /// [`lt`].
+    #[inline(always)]
+    fn lt<F: Float>(self, a: F, b: F) -> F {
+        lt(a, b)
+    }
+
+    /// [`le`].
+    #[inline(always)]
+    fn le<F: Float>(self, a: F, b: F) -> F {
+        le(a, b)
+    }
+
+    /// [`eq`].
+    #[inline(always)]
+    fn eq<F: Float>(self, a: F, b: F) -> F {
+        eq(a, b)
+    }
+}
+
+/// The functions of this module as they are, for code compiled for any CPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Portable;
+
+impl Flavour for Portable {}
+
+/// `sigmoid`, `tanh` and `exp` by fused multiply-adds, for code compiled with FMA.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fma;
+
+impl Flavour for Fma {
+    #[inline(always)]
+    fn sigmoid<F: Float>(self, x: F) -> F {
         x.sigmoid_fma()
     }
 
-    /// Hyperbolic tangent by fused multiply-adds.
     #[inline(always)]
-    pub fn tanh<F: Float>(x: F) -> F {
+    fn tanh<F: Float>(self, x: F) -> F {
         x.tanh_fma()
     }
 
-    /// Exponential by fused multiply-adds.
     #[inline(always)]
-    pub fn exp<F: Float>(x: F) -> F {
+    fn exp<F: Float>(self, x: F) -> F {
         x.exp_fma()
     }
 }

@@ -87,6 +87,9 @@ impl Measurement {
 
 /// Runs the benchmark and writes its line.
 pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
+    // A misspelt `LSTM_ISA` would otherwise run at the detected level and be reported as if
+    // it had been asked for.
+    lstm::isa::requested()?;
     if let Some(threads) = args.threads {
         linalg::set_num_threads(threads);
     }
@@ -95,9 +98,9 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
         writeln!(
             out,
             "{{\"batch\":{},\"seq_len\":{},\"input_size\":{},\"hidden_size\":{},\"cell\":\"{}\",\
-             \"layers\":{},\"bidirectional\":{},\"threads\":{},\"regularization\":\"{}\",\
-             \"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\"gflops\":{:.2},\"train_peak_mb\":{:.1},\
-             \"held_mb\":{:.1},\"activations_mb\":{:.1}}}",
+             \"layers\":{},\"bidirectional\":{},\"threads\":{},\"isa\":\"{}\",\
+             \"regularization\":\"{}\",\"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\"gflops\":{:.2},\
+             \"train_peak_mb\":{:.1},\"held_mb\":{:.1},\"activations_mb\":{:.1}}}",
             args.batch,
             args.seq_len,
             args.input_size,
@@ -106,6 +109,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
             args.layers,
             args.bidirectional,
             linalg::num_threads(),
+            lstm::isa::active().name(),
             args.regularization.describe(),
             measured.fwd_ms,
             measured.fwdbwd_ms,
@@ -117,9 +121,9 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
     } else {
         writeln!(
             out,
-            "{} B={} T={} I={} H={} layers={}{} threads={} regularization={}: forward {:.3} ms, \
-             forward+backward {:.3} ms, {:.1} GFLOP/s; training peak {:.1} MB ({:.2}× the \
-             {:.1} MB of minimal activations): {:.1} MB output, its gradient and the returned \
+            "{} B={} T={} I={} H={} layers={}{} threads={} isa={} regularization={}: forward \
+             {:.3} ms, forward+backward {:.3} ms, {:.1} GFLOP/s; training peak {:.1} MB ({:.2}× \
+             the {:.1} MB of minimal activations): {:.1} MB output, its gradient and the returned \
              gradients, {:.1} MB tape and workspaces ({:.2}× the minimal activations)",
             args.cell,
             args.batch,
@@ -133,6 +137,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
                 ""
             },
             linalg::num_threads(),
+            lstm::isa::active().name(),
             args.regularization.describe(),
             measured.fwd_ms,
             measured.fwdbwd_ms,
@@ -280,6 +285,7 @@ mod tests {
             "\"batch\":2",
             "\"seq_len\":3",
             "\"cell\":\"forget_bias\"",
+            "\"isa\":\"",
             "\"fwd_ms\":",
             "\"fwdbwd_ms\":",
             "\"gflops\":",

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cells;
+mod expand;
 mod infer;
 pub mod memory;
 mod regularization;
@@ -25,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// List the zoo's cells: gates, parameters with shapes and inits, and equations.
     Cells,
+    /// Print the code `#[lstm_cell]` generates for the cells of a Rust file, or with
+    /// `--equations` their forward and derived backward equations.
+    Expand(expand::ExpandArgs),
     /// Run a cell's layer with PyTorch- or Keras-named weights on `.npy` inputs; write
     /// `.npy` outputs and, with `--grad-output`, the gradients.
     Infer(Box<infer::InferArgs>),
@@ -47,6 +51,9 @@ pub enum Error {
     /// A training run failed.
     #[error(transparent)]
     Train(#[from] lstm::train::TrainError),
+    /// `lstm expand` found no cell to print, or errors in the specs.
+    #[error(transparent)]
+    Expand(#[from] expand::ExpandError),
 }
 
 /// Runs the command line's command, writing to standard output.
@@ -55,6 +62,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Some(Command::Bench(args)) => bench::run(&args, &mut out)?,
         Some(Command::Cells) => cells::write_all(&mut out, lstm::zoo::all())?,
+        Some(Command::Expand(args)) => expand::run(&args, &mut out)?,
         Some(Command::Infer(args)) => infer::run(&args)?,
         Some(Command::Train(args)) => train::run(&args, &mut out)?,
         None => train::run(&train::TrainArgs::defaults(), &mut out)?,
@@ -79,6 +87,10 @@ mod tests {
         assert!(matches!(
             Cli::parse_from(["lstm", "cells"]).command,
             Some(Command::Cells)
+        ));
+        assert!(matches!(
+            Cli::parse_from(["lstm", "expand", "cells.rs", "--equations"]).command,
+            Some(Command::Expand(args)) if args.equations && args.cell.is_none()
         ));
         assert!(Cli::parse_from(["lstm"]).command.is_none());
         assert!(Cli::try_parse_from(["lstm", "nonsense"]).is_err());

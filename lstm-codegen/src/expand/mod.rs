@@ -1,30 +1,45 @@
-//! quote! from the checked spec and its graphs: the weight struct (`weights`), the step
-//! functions (`step`) and the rustdoc that shows the equations (`docs`).
+//! quote! from the checked spec and its plans: the weight struct (`weights`), the `CellSpec`
+//! constant (`spec`), the step functions (`kernel`) and the rustdoc that shows the equations
+//! (`docs`). Nothing here decides anything; it writes what the plans say.
 
 mod docs;
-mod step;
+mod kernel;
+mod spec;
 mod weights;
 
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::grad;
-use crate::ir;
+use crate::plan::Steps;
+use crate::spec::ParamShape;
 use crate::validate::Checked;
 
+pub use spec::snake_case;
+
 /// Everything generated for one cell.
-pub fn cell(checked: &Checked) -> TokenStream {
-    let mut forward = ir::lower(checked);
-    let backward = grad::differentiate(&mut forward);
-    let steps = step::Steps::plan(checked, &forward, &backward);
+pub fn cell(checked: &Checked, steps: &Steps) -> TokenStream {
     let krate = &checked.spec.krate;
     let ident = &checked.spec.ident;
 
     let doc = docs::cell_docs(checked);
     let structure = weights::structure(checked, &doc);
     let constructors = weights::constructors(checked);
-    let spec = steps.spec_const(checked);
-    let step_fns = steps.functions(checked, &forward);
+    let spec = spec::spec_const(checked, steps);
+    let cell = kernel::Cell {
+        krate,
+        ident,
+        gates: checked.gates.len(),
+        cache_units: steps.cache_units.len(),
+        cache_rows: steps.cache_rows,
+        has_grads: checked
+            .spec
+            .params
+            .iter()
+            .any(|p| p.shape != ParamShape::Constant),
+    };
+    let step = kernel::step_function(&steps.inference, &cell);
+    let step_train = kernel::step_function(&steps.training, &cell);
+    let step_backward = kernel::step_function(&steps.backward, &cell);
 
     quote! {
         #structure
@@ -37,7 +52,11 @@ pub fn cell(checked: &Checked) -> TokenStream {
 
             #constructors
 
-            #step_fns
+            #step
+
+            #step_train
+
+            #step_backward
         }
 
         impl<F: #krate::Float> #ident<F> {

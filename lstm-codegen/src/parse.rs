@@ -16,7 +16,6 @@ use crate::spec::{BinOp, Def, Expr, Init, Param, ParamShape, Spec};
 
 /// Parses the attribute's arguments and the annotated item.
 pub fn spec(args: TokenStream, item: TokenStream) -> syn::Result<Spec> {
-    let mut errors = Errors::default();
     let item: Item = syn::parse2(item)?;
     let Item::Struct(item) = item else {
         return Err(syn::Error::new(
@@ -24,6 +23,7 @@ pub fn spec(args: TokenStream, item: TokenStream) -> syn::Result<Spec> {
             "#[lstm_cell] applies to a struct; write `pub struct MyCell;` or a struct with parameter fields",
         ));
     };
+    let mut errors = Errors::default();
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         errors.push(syn::Error::new_spanned(
             &item.generics,
@@ -108,7 +108,7 @@ fn attribute_args(args: TokenStream, errors: &mut Errors) -> (Vec<Def>, syn::Pat
 
 /// Converts the syntax of a right-hand side into the spec model, reporting what the spec
 /// language does not have.
-fn expr(syntax: &syn::Expr, errors: &mut Errors) -> Option<Expr> {
+pub fn expr(syntax: &syn::Expr, errors: &mut Errors) -> Option<Expr> {
     match syntax {
         syn::Expr::Lit(lit) => match &lit.lit {
             syn::Lit::Float(f) => number(f.base10_parse::<f64>(), errors),

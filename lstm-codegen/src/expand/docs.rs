@@ -34,6 +34,20 @@ pub fn cell_docs(checked: &Checked) -> String {
         ));
     }
     doc.push_str(" ```\n");
+    let conventions: Vec<String> = checked
+        .functions()
+        .into_iter()
+        .filter_map(|func| {
+            let row = func.row();
+            row.convention.map(|c| format!("`{}`: {c}", row.name))
+        })
+        .collect();
+    if !conventions.is_empty() {
+        doc.push_str(&format!(
+            "\n Where a function has no derivative, the gradient follows PyTorch: {}.\n",
+            conventions.join("; ")
+        ));
+    }
     if !checked.spec.params.is_empty() {
         doc.push_str("\n Parameters: ");
         let list: Vec<String> = checked

@@ -7,15 +7,13 @@
 //! A per-row value used by per-unit nodes (a layer-norm mean) gets the sum over the units of
 //! its uses' adjoints, so reductions differentiate into reductions.
 //!
-//! Where a function has no derivative everywhere, PyTorch's convention is used:
-//! `relu'(0) = 0`; `clip` passes the gradient where `lo <= x <= hi` (and to `lo`/`hi` where
-//! `x` is outside); `hard_sigmoid` where `-3 < x < 3`; `hard_sigmoid_keras2` where
-//! `-2.5 <= x <= 2.5` (TensorFlow's `clip_by_value`); `abs'(0) = 0`; `min`/`max` split the
-//! gradient equally between tied arguments.
+//! Each function's partial derivatives, PyTorch's convention where one does not exist
+//! everywhere (`relu'(0) = 0`, …), are its row of the table in `functions`.
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::ir::{Cmp, Forward, Graph, Id, Lane, Leaf, Node, ParamLane, Unary};
+use crate::functions::Algebra;
+use crate::ir::{Forward, Graph, Id, Lane, Leaf, Node, ParamLane};
 
 /// Adjoints of everything the runtime and the optimizer need.
 pub struct Backward {
@@ -69,7 +67,9 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
         graph.name(adjoint, name);
         adjoint
     };
-    let letters = &forward.letters;
+    let letters = graph.leaf_names.letters.clone();
+    let params = graph.leaf_names.params.clone();
+    let constant = graph.leaf_names.constant.clone();
     let per_slot = |graph: &mut Graph, leaf: fn(usize) -> Leaf, stem: &str| -> Vec<Id> {
         letters
             .iter()
@@ -81,7 +81,7 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
     let dzh = per_slot(graph, Leaf::Zh, "zh");
     let dbias_ih = per_slot(graph, Leaf::BiasIh, "b_ih");
     let dbias_hh = per_slot(graph, Leaf::BiasHh, "b_hh");
-    let dconstant = match &forward.constant {
+    let dconstant = match &constant {
         Some(name) => per_slot(graph, Leaf::Constant, name),
         None => Vec::new(),
     };
@@ -92,7 +92,7 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
         .iter()
         .enumerate()
         .map(|(p, lane)| {
-            let name = &forward.params[p];
+            let name = &params[p];
             match lane {
                 ParamLane::Gates => letters
                     .iter()
@@ -179,93 +179,14 @@ fn local_adjoints(graph: &mut Graph, id: Id, node: &Node, a: Id) -> Vec<(Id, Id)
             let dx = g.neg(a);
             vec![(x, dx)]
         }
-        Node::Unary(op, x) => {
-            let derivative = unary_derivative(g, op, x, id);
-            vec![(x, g.mul(a, derivative))]
-        }
-        Node::Min(x, y) => {
-            let half = g.lit(0.5);
-            let tie = g.cmp(Cmp::Eq, x, y);
-            let half_tie = g.mul(half, tie);
-            let x_wins = g.cmp(Cmp::Lt, x, y);
-            let y_wins = g.cmp(Cmp::Lt, y, x);
-            let wx = g.add(x_wins, half_tie);
-            let wy = g.add(y_wins, half_tie);
-            vec![(x, g.mul(a, wx)), (y, g.mul(a, wy))]
-        }
-        Node::Max(x, y) => {
-            let half = g.lit(0.5);
-            let tie = g.cmp(Cmp::Eq, x, y);
-            let half_tie = g.mul(half, tie);
-            let x_wins = g.cmp(Cmp::Lt, y, x);
-            let y_wins = g.cmp(Cmp::Lt, x, y);
-            let wx = g.add(x_wins, half_tie);
-            let wy = g.add(y_wins, half_tie);
-            vec![(x, g.mul(a, wx)), (y, g.mul(a, wy))]
-        }
-        Node::Clip(x, lo, hi) => {
-            let above_lo = g.cmp(Cmp::Le, lo, x);
-            let below_hi = g.cmp(Cmp::Le, x, hi);
-            let inside = g.mul(above_lo, below_hi);
-            let under = g.cmp(Cmp::Lt, x, lo);
-            let over = g.cmp(Cmp::Lt, hi, x);
-            vec![
-                (x, g.mul(a, inside)),
-                (lo, g.mul(a, under)),
-                (hi, g.mul(a, over)),
-            ]
+        Node::Call(func, ref args) => {
+            let partials = (func.row().partials)(g, args, id);
+            args.iter()
+                .zip(partials)
+                .map(|(&x, partial)| (x, g.mul(a, partial)))
+                .collect()
         }
         Node::Cmp(..) => Vec::new(),
         Node::Sum(ref items) => items.iter().map(|&item| (item, a)).collect(),
     }
-}
-
-/// `d op(x) / dx`, written with the forward value `y = op(x)` where that is cheaper.
-fn unary_derivative(g: &mut Graph, op: Unary, x: Id, y: Id) -> Id {
-    let one = g.lit(1.0);
-    match op {
-        Unary::Sigmoid => {
-            let one_minus = g.sub(one, y);
-            g.mul(y, one_minus)
-        }
-        Unary::Tanh => {
-            let square = g.mul(y, y);
-            g.sub(one, square)
-        }
-        Unary::HardSigmoid => window(g, x, 3.0, Cmp::Lt, 1.0 / 6.0),
-        Unary::HardSigmoidKeras2 => window(g, x, 2.5, Cmp::Le, 0.2),
-        Unary::Relu => {
-            let zero = g.lit(0.0);
-            g.cmp(Cmp::Lt, zero, x)
-        }
-        Unary::Softsign => {
-            let magnitude = g.unary(Unary::Abs, x);
-            let denom = g.add(one, magnitude);
-            let square = g.mul(denom, denom);
-            g.div(one, square)
-        }
-        Unary::Exp => y,
-        Unary::Abs => {
-            let zero = g.lit(0.0);
-            let positive = g.cmp(Cmp::Lt, zero, x);
-            let negative = g.cmp(Cmp::Lt, x, zero);
-            g.sub(positive, negative)
-        }
-        Unary::Sqrt => {
-            let two = g.lit(2.0);
-            let twice = g.mul(two, y);
-            g.div(one, twice)
-        }
-    }
-}
-
-/// `slope` where `-edge < x < edge` (or `<=` with `Cmp::Le`), else 0.
-fn window(g: &mut Graph, x: Id, edge: f64, cmp: Cmp, slope: f64) -> Id {
-    let lo = g.lit(-edge);
-    let hi = g.lit(edge);
-    let above = g.cmp(cmp, lo, x);
-    let below = g.cmp(cmp, x, hi);
-    let inside = g.mul(above, below);
-    let slope = g.lit(slope);
-    g.mul(inside, slope)
 }

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use proc_macro2::Span;
 use syn::Ident;
 
+use crate::defaults;
 use crate::errors::Errors;
+use crate::functions::Func;
 use crate::spec::{BinOp, Expr, Param, ParamShape, Spec};
 
 /// The four gates in PyTorch order; a gate is referred to by its index here.
@@ -54,18 +56,17 @@ impl Target {
         matches!(self, Target::Zx | Target::Zh | Target::Z)
     }
 
-    /// The standard PyTorch LSTM's definition, in the spec language.
+    /// The standard LSTM's definition, in the spec language (`zx` and `zh` default to
+    /// themselves).
     fn default_text(self) -> &'static str {
-        match self {
-            Target::Zx => "zx",
-            Target::Zh => "zh",
-            Target::Z => "zx + b_ih + zh + b_hh",
-            Target::Gate(0) => "sigmoid(z_i)",
-            Target::Gate(1) => "sigmoid(z_f)",
-            Target::Gate(2) => "tanh(z_g)",
-            Target::Gate(_) => "sigmoid(z_o)",
-            Target::C => "f * c_prev + i * g",
-            Target::H => "o * tanh(c)",
+        defaults::rhs(self.name()).unwrap_or(self.name())
+    }
+
+    fn context(self) -> Context {
+        if self.is_gatewise() {
+            Context::Gatewise(self)
+        } else {
+            Context::PerUnit(self)
         }
     }
 }
@@ -107,34 +108,6 @@ pub enum Ref {
     Constant,
 }
 
-/// The functions of the spec language.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
-pub enum Func {
-    Sigmoid,
-    Tanh,
-    HardSigmoid,
-    HardSigmoidKeras2,
-    Relu,
-    Softsign,
-    Exp,
-    Min,
-    Max,
-    Clip,
-}
-
-const FUNCS: [(&str, Func, usize); 10] = [
-    ("sigmoid", Func::Sigmoid, 1),
-    ("tanh", Func::Tanh, 1),
-    ("hard_sigmoid", Func::HardSigmoid, 1),
-    ("hard_sigmoid_keras2", Func::HardSigmoidKeras2, 1),
-    ("relu", Func::Relu, 1),
-    ("softsign", Func::Softsign, 1),
-    ("exp", Func::Exp, 1),
-    ("min", Func::Min, 2),
-    ("max", Func::Max, 2),
-    ("clip", Func::Clip, 3),
-];
-
 /// A resolved expression.
 #[derive(Clone, Debug)]
 pub enum RExpr {
@@ -170,6 +143,41 @@ impl RExpr {
                 }
             }
         }
+    }
+
+    fn visit_funcs(&self, visit: &mut impl FnMut(Func)) {
+        match self {
+            RExpr::Lit(_) | RExpr::Ref(..) => {}
+            RExpr::Neg(a) => a.visit_funcs(visit),
+            RExpr::Binary(_, a, b) => {
+                a.visit_funcs(visit);
+                b.visit_funcs(visit);
+            }
+            RExpr::Call(func, args) => {
+                visit(*func);
+                args.iter().for_each(|a| a.visit_funcs(visit));
+            }
+            RExpr::LayerNorm { arg, .. } => {
+                visit(Func::LayerNorm);
+                arg.visit_funcs(visit);
+            }
+        }
+    }
+}
+
+impl Checked {
+    /// The spec's functions the cell calls, written or defaulted, in the table's order.
+    pub fn functions(&self) -> Vec<Func> {
+        let mut used = Vec::new();
+        let overrides = [&self.zx, &self.zh, &self.z].into_iter().flatten();
+        for expr in overrides.chain(self.order.iter().map(|(_, e)| e)) {
+            expr.visit_funcs(&mut |func| used.push(func));
+        }
+        crate::functions::FUNCTIONS
+            .iter()
+            .map(|row| row.func)
+            .filter(|func| used.contains(func))
+            .collect()
     }
 }
 
@@ -216,8 +224,7 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
             || resolve_builtin(&name, Context::PerUnit(Target::H)).is_some()
             || resolve_builtin(&name, Context::Gatewise(Target::Z)).is_some()
             || RESERVED_PARAMS.contains(&name.as_str())
-            || FUNCS.iter().any(|(f, ..)| *f == name)
-            || name == "layer_norm";
+            || Func::in_spec(&name).is_some();
         if builtin {
             errors.push(syn::Error::new_spanned(
                 &param.ident,
@@ -246,12 +253,7 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
             ));
             continue;
         }
-        let context = if target.is_gatewise() {
-            Context::Gatewise(target)
-        } else {
-            Context::PerUnit(target)
-        };
-        if let Some(expr) = resolve(&def.expr, context, &spec.params, &mut errors) {
+        if let Some(expr) = resolve(&def.expr, target.context(), &spec.params, &mut errors) {
             written.push((target, expr, def.expr.to_string()));
         }
     }
@@ -433,37 +435,16 @@ fn visit_def(
     order.push((target, expr));
 }
 
-/// The standard LSTM's per-unit definitions, resolved.
-fn default_expr(target: Target) -> Option<RExpr> {
-    let span = Span::call_site();
-    let var = |t| Box::new(RExpr::Ref(Ref::Var(t), span));
-    let gate = |func, k| RExpr::Call(func, vec![RExpr::Ref(Ref::GatePre(Pre::Z, k), span)]);
-    Some(match target {
-        Target::Gate(2) => gate(Func::Tanh, 2),
-        Target::Gate(k) => gate(Func::Sigmoid, k),
-        Target::C => RExpr::Binary(
-            BinOp::Add,
-            Box::new(RExpr::Binary(
-                BinOp::Mul,
-                var(Target::Gate(1)),
-                Box::new(RExpr::Ref(Ref::CPrev, span)),
-            )),
-            Box::new(RExpr::Binary(
-                BinOp::Mul,
-                var(Target::Gate(0)),
-                var(Target::Gate(2)),
-            )),
-        ),
-        Target::H => RExpr::Binary(
-            BinOp::Mul,
-            var(Target::Gate(3)),
-            Box::new(RExpr::Call(
-                Func::Tanh,
-                vec![RExpr::Ref(Ref::Var(Target::C), span)],
-            )),
-        ),
-        Target::Zx | Target::Zh | Target::Z => return None,
-    })
+/// The standard LSTM's definition of `target`, resolved (`None` for `zx` and `zh`, which
+/// default to the raw products).
+pub fn default_expr(target: Target) -> Option<RExpr> {
+    let expr = defaults::expr(target.name())?;
+    let mut errors = Errors::default();
+    let resolved = resolve(&expr, target.context(), &[], &mut errors);
+    // The standard LSTM reads only names every context resolves (its own test checks that
+    // each equation resolves), so nothing is collected.
+    errors.finish().ok()?;
+    resolved
 }
 
 /// Where an expression is evaluated.
@@ -541,44 +522,51 @@ fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors)
             let b = resolve(b, context, params, errors);
             Some(RExpr::Binary(*op, Box::new(a?), Box::new(b?)))
         }
-        Expr::Call(func, args) if func == "layer_norm" => {
-            resolve_layer_norm(func, args, context, params, errors)
-        }
         Expr::Call(func, args) => {
-            let found = FUNCS.iter().find(|(name, ..)| func == name);
-            let resolved: Vec<Option<RExpr>> = args
-                .iter()
-                .map(|a| resolve(a, context, params, errors))
-                .collect();
-            let Some((name, func_kind, arity)) = found else {
-                let names: Vec<&str> = FUNCS.iter().map(|(n, ..)| *n).collect();
+            let Some(row) = Func::in_spec(&func.to_string()) else {
+                args.iter().for_each(|a| {
+                    resolve(a, context, params, errors);
+                });
+                let names: Vec<&str> = Func::spec_names().collect();
                 errors.push(syn::Error::new_spanned(
                     func,
                     format!(
-                        "unknown function `{func}`; expected one of {}, layer_norm",
+                        "unknown function `{func}`; expected one of {}",
                         names.join(", ")
                     ),
                 ));
                 return None;
             };
-            if args.len() != *arity {
-                let signature = match arity {
-                    1 => "(x)",
-                    2 => "(a, b)",
-                    _ => "(x, low, high)",
+            let (fewest, most) = row.arity;
+            if !(fewest..=most).contains(&args.len()) {
+                args.iter().for_each(|a| {
+                    resolve(a, context, params, errors);
+                });
+                let count = match (fewest, most) {
+                    (1, 1) => "1 argument".to_string(),
+                    (n, m) if n == m => format!("{n} arguments"),
+                    (n, m) => format!("{n} to {m} arguments"),
                 };
                 errors.push(syn::Error::new_spanned(
                     func,
                     format!(
-                        "`{name}` takes {arity} argument{} {name}{signature}, found {}",
-                        if *arity == 1 { "" } else { "s" },
+                        "`{}` takes {count} {}, found {}",
+                        row.name,
+                        row.signature,
                         args.len()
                     ),
                 ));
                 return None;
             }
+            if row.func == Func::LayerNorm {
+                return resolve_layer_norm(args, context, params, errors);
+            }
+            let resolved: Vec<Option<RExpr>> = args
+                .iter()
+                .map(|a| resolve(a, context, params, errors))
+                .collect();
             let args: Option<Vec<RExpr>> = resolved.into_iter().collect();
-            Some(RExpr::Call(*func_kind, args?))
+            Some(RExpr::Call(row.func, args?))
         }
     }
 }
@@ -669,23 +657,13 @@ fn resolve_name(
     None
 }
 
+/// `layer_norm(x[, gain[, bias]])`, its arity already checked.
 fn resolve_layer_norm(
-    func: &Ident,
     args: &[Expr],
     context: Context,
     params: &[Param],
     errors: &mut Errors,
 ) -> Option<RExpr> {
-    if args.is_empty() || args.len() > 3 {
-        errors.push(syn::Error::new_spanned(
-            func,
-            format!(
-                "`layer_norm` takes 1 to 3 arguments layer_norm(x, gain, bias), found {}",
-                args.len()
-            ),
-        ));
-        return None;
-    }
     let arg = resolve(&args[0], context, params, errors);
     let wanted = match context {
         Context::PerUnit(_) => ParamShape::PerUnit,
@@ -727,4 +705,27 @@ fn resolve_layer_norm(
         gain,
         bias,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_lstm_resolves_in_every_context() {
+        let targets = [
+            Target::Z,
+            Target::Gate(0),
+            Target::Gate(1),
+            Target::Gate(2),
+            Target::Gate(3),
+            Target::C,
+            Target::H,
+        ];
+        for target in targets {
+            assert!(default_expr(target).is_some(), "{}", target.name());
+        }
+        assert!(default_expr(Target::Zx).is_none());
+        assert_eq!(Target::Zh.default_text(), "zh");
+    }
 }

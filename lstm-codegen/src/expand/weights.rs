@@ -4,6 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
+use crate::expand::kernel::n;
 use crate::spec::{Init, ParamShape};
 use crate::validate::Checked;
 
@@ -95,7 +96,7 @@ pub fn init_tokens(krate: &syn::Path, init: Init) -> TokenStream {
 pub fn constructors(checked: &Checked) -> TokenStream {
     let spec = &checked.spec;
     let krate = &spec.krate;
-    let gates = checked.gates.len();
+    let gates = n(checked.gates.len());
     let vectors: Vec<_> = spec
         .params
         .iter()

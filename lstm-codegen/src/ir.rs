@@ -8,10 +8,11 @@
 //! Reductions are what make a step need more than one loop over the units; `schedule`
 //! splits the work into those loops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::spec::BinOp;
-use crate::validate::{Checked, Func, GATE_LETTERS, Pre, RExpr, Ref, Target};
+use crate::functions::{Algebra, Cmp, Func};
+use crate::spec::{BinOp, ParamShape};
+use crate::validate::{Checked, GATE_LETTERS, Pre, RExpr, Ref, Target, default_expr};
 
 /// Index of a node in its [`Graph`].
 pub type Id = usize;
@@ -45,28 +46,6 @@ pub enum Leaf {
     SeedC,
 }
 
-/// Elementwise functions, including the internal ones derivatives need.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Unary {
-    Sigmoid,
-    Tanh,
-    HardSigmoid,
-    HardSigmoidKeras2,
-    Relu,
-    Softsign,
-    Exp,
-    Abs,
-    Sqrt,
-}
-
-/// Comparisons yielding 1 or 0 (the derivatives of piecewise functions).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Cmp {
-    Lt,
-    Le,
-    Eq,
-}
-
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum Node {
     Leaf(Leaf),
@@ -75,10 +54,8 @@ pub enum Node {
     Mul(Id, Id),
     Div(Id, Id),
     Neg(Id),
-    Unary(Unary, Id),
-    Min(Id, Id),
-    Max(Id, Id),
-    Clip(Id, Id, Id),
+    /// A function of the table in `functions` (never `layer_norm`, which is lowered).
+    Call(Func, Vec<Id>),
     Cmp(Cmp, Id, Id),
     /// Sum over the hidden units of every listed node (a per-row value).
     Sum(Vec<Id>),
@@ -88,16 +65,13 @@ impl Node {
     pub fn inputs(&self) -> Vec<Id> {
         match self {
             Node::Leaf(_) => Vec::new(),
-            Node::Neg(a) | Node::Unary(_, a) => vec![*a],
+            Node::Neg(a) => vec![*a],
             Node::Add(a, b)
             | Node::Sub(a, b)
             | Node::Mul(a, b)
             | Node::Div(a, b)
-            | Node::Min(a, b)
-            | Node::Max(a, b)
             | Node::Cmp(_, a, b) => vec![*a, *b],
-            Node::Clip(a, b, c) => vec![*a, *b, *c],
-            Node::Sum(items) => items.clone(),
+            Node::Call(_, args) | Node::Sum(args) => args.clone(),
         }
     }
 }
@@ -119,14 +93,52 @@ pub enum ParamLane {
     Constant,
 }
 
+/// What the leaves of a cell's graph are called, in the generated code and in the printed
+/// equations: `zx_f`, `b_ih_f`, `c_prev`, a parameter's own name, `dh`.
+#[derive(Default)]
+pub struct LeafNames {
+    /// Letter of each gate slot (`f`, `g`, `o` for a coupled-gate cell).
+    pub letters: Vec<&'static str>,
+    /// Parameter names, by index.
+    pub params: Vec<String>,
+    /// Name of the declared constant input, if any.
+    pub constant: Option<String>,
+}
+
+impl LeafNames {
+    pub fn name(&self, leaf: Leaf) -> String {
+        let letter = |slot: usize| self.letters[slot];
+        match leaf {
+            Leaf::Zx(s) => format!("zx_{}", letter(s)),
+            Leaf::Zh(s) => format!("zh_{}", letter(s)),
+            Leaf::BiasIh(s) => format!("b_ih_{}", letter(s)),
+            Leaf::BiasHh(s) => format!("b_hh_{}", letter(s)),
+            Leaf::CPrev => "c_prev".into(),
+            Leaf::HPrev => "h_prev".into(),
+            Leaf::Param(p) => self.params[p].clone(),
+            Leaf::GateParam(p, s) => format!("{}_{}", self.params[p], letter(s)),
+            Leaf::Constant(s) => format!(
+                "{}_{}",
+                self.constant.as_deref().unwrap_or("constant"),
+                letter(s)
+            ),
+            Leaf::Lit(bits) => format!("{:?}", f64::from_bits(bits)),
+            Leaf::Units => "units".into(),
+            Leaf::SeedH => "dh".into(),
+            Leaf::SeedC => "dc".into(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Graph {
     pub nodes: Vec<Node>,
     lookup: HashMap<Node, Id>,
-    /// Readable names for the code generator (`z_f`, `i`, `c`), unique.
+    /// Readable names of computed nodes (`z_f`, `i`, `c`, `d_c`), unique.
     pub names: HashMap<Id, String>,
-    taken: std::collections::HashSet<String>,
+    taken: HashSet<String>,
     pub param_lanes: Vec<ParamLane>,
+    pub leaf_names: LeafNames,
 }
 
 impl Graph {
@@ -164,12 +176,6 @@ impl Graph {
         self.intern(Node::Leaf(leaf))
     }
 
-    pub fn lit(&mut self, value: f64) -> Id {
-        // One zero: -0.0 and 0.0 are the same literal for the code we emit.
-        let value = if value == 0.0 { 0.0 } else { value };
-        self.leaf(Leaf::Lit(value.to_bits()))
-    }
-
     pub fn literal(&self, id: Id) -> Option<f64> {
         match self.nodes[id] {
             Node::Leaf(Leaf::Lit(bits)) => Some(f64::from_bits(bits)),
@@ -181,7 +187,67 @@ impl Graph {
         self.literal(id) == Some(value)
     }
 
-    pub fn add(&mut self, a: Id, b: Id) -> Id {
+    /// What a node is called: its given name, or a leaf's name; `None` for an unnamed
+    /// computed node.
+    pub fn label(&self, id: Id) -> Option<String> {
+        match self.nodes[id] {
+            Node::Leaf(leaf) => Some(self.leaf_names.name(leaf)),
+            _ => self.names.get(&id).cloned(),
+        }
+    }
+
+    /// Sum over the units of several per-unit nodes (zeros dropped).
+    pub fn sum(&mut self, items: Vec<Id>) -> Id {
+        let items: Vec<Id> = items
+            .into_iter()
+            .filter(|&i| !self.is_lit(i, 0.0))
+            .collect();
+        if items.is_empty() {
+            return self.lit(0.0);
+        }
+        self.intern(Node::Sum(items))
+    }
+
+    /// Mean over the units of a group of nodes; the sum is named `{name}_sum`, the count of
+    /// values `{name}_count`.
+    pub fn mean(&mut self, items: Vec<Id>, name: &str) -> Id {
+        let count = items.len() as f64;
+        let total = self.sum(items);
+        let units = self.leaf(Leaf::Units);
+        let count = self.lit(count);
+        let values = self.mul(units, count);
+        self.name(total, format!("{name}_sum"));
+        self.name(values, format!("{name}_count"));
+        self.div(total, values)
+    }
+
+    /// Gives a computed node a readable name (the first one given wins; a name already taken
+    /// by another node gets a numeric suffix, so generated `let`s never shadow each other).
+    pub fn name(&mut self, id: Id, name: impl Into<String>) {
+        if matches!(self.nodes[id], Node::Leaf(_)) || self.names.contains_key(&id) {
+            return;
+        }
+        let base = name.into();
+        let mut unique = base.clone();
+        let mut k = 2;
+        while self.taken.contains(&unique) {
+            unique = format!("{base}_{k}");
+            k += 1;
+        }
+        self.taken.insert(unique.clone());
+        self.names.insert(id, unique);
+    }
+}
+
+/// The simplifying constructors: every node of the graph is built through them.
+impl Algebra for Graph {
+    fn lit(&mut self, value: f64) -> Id {
+        // One zero: -0.0 and 0.0 are the same literal for the code we emit.
+        let value = if value == 0.0 { 0.0 } else { value };
+        self.leaf(Leaf::Lit(value.to_bits()))
+    }
+
+    fn add(&mut self, a: Id, b: Id) -> Id {
         if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
             return self.lit(x + y);
         }
@@ -200,7 +266,7 @@ impl Graph {
         self.intern(Node::Add(a.min(b), a.max(b)))
     }
 
-    pub fn sub(&mut self, a: Id, b: Id) -> Id {
+    fn sub(&mut self, a: Id, b: Id) -> Id {
         if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
             return self.lit(x - y);
         }
@@ -216,7 +282,7 @@ impl Graph {
         self.intern(Node::Sub(a, b))
     }
 
-    pub fn mul(&mut self, a: Id, b: Id) -> Id {
+    fn mul(&mut self, a: Id, b: Id) -> Id {
         if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
             return self.lit(x * y);
         }
@@ -249,7 +315,7 @@ impl Graph {
         }
     }
 
-    pub fn div(&mut self, a: Id, b: Id) -> Id {
+    fn div(&mut self, a: Id, b: Id) -> Id {
         if let (Some(x), Some(y)) = (self.literal(a), self.literal(b))
             && y != 0.0
         {
@@ -264,6 +330,19 @@ impl Graph {
         self.intern(Node::Div(a, b))
     }
 
+    fn call(&mut self, func: Func, args: Vec<Id>) -> Id {
+        self.intern(Node::Call(func, args))
+    }
+
+    fn cmp(&mut self, op: Cmp, a: Id, b: Id) -> Id {
+        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
+            return self.lit(if op.holds(x, y) { 1.0 } else { 0.0 });
+        }
+        self.intern(Node::Cmp(op, a, b))
+    }
+}
+
+impl Graph {
     pub fn neg(&mut self, a: Id) -> Id {
         if let Some(x) = self.literal(a) {
             return self.lit(-x);
@@ -273,73 +352,6 @@ impl Graph {
         }
         self.intern(Node::Neg(a))
     }
-
-    pub fn unary(&mut self, op: Unary, a: Id) -> Id {
-        self.intern(Node::Unary(op, a))
-    }
-
-    pub fn min(&mut self, a: Id, b: Id) -> Id {
-        self.intern(Node::Min(a, b))
-    }
-
-    pub fn max(&mut self, a: Id, b: Id) -> Id {
-        self.intern(Node::Max(a, b))
-    }
-
-    pub fn clip(&mut self, x: Id, lo: Id, hi: Id) -> Id {
-        self.intern(Node::Clip(x, lo, hi))
-    }
-
-    pub fn cmp(&mut self, op: Cmp, a: Id, b: Id) -> Id {
-        if let (Some(x), Some(y)) = (self.literal(a), self.literal(b)) {
-            let holds = match op {
-                Cmp::Lt => x < y,
-                Cmp::Le => x <= y,
-                Cmp::Eq => x == y,
-            };
-            return self.lit(if holds { 1.0 } else { 0.0 });
-        }
-        self.intern(Node::Cmp(op, a, b))
-    }
-
-    /// Sum over the units of several per-unit nodes (zeros dropped).
-    pub fn sum(&mut self, items: Vec<Id>) -> Id {
-        let items: Vec<Id> = items
-            .into_iter()
-            .filter(|&i| !self.is_lit(i, 0.0))
-            .collect();
-        if items.is_empty() {
-            return self.lit(0.0);
-        }
-        self.intern(Node::Sum(items))
-    }
-
-    /// Mean over the units of a group of nodes.
-    pub fn mean(&mut self, items: Vec<Id>) -> Id {
-        let count = items.len() as f64;
-        let total = self.sum(items);
-        let units = self.leaf(Leaf::Units);
-        let count = self.lit(count);
-        let scaled = self.mul(units, count);
-        self.div(total, scaled)
-    }
-
-    /// Gives a computed node a readable name (the first one given wins; a name already taken
-    /// by another node gets a numeric suffix, so generated `let`s never shadow each other).
-    pub fn name(&mut self, id: Id, name: impl Into<String>) {
-        if matches!(self.nodes[id], Node::Leaf(_)) || self.names.contains_key(&id) {
-            return;
-        }
-        let base = name.into();
-        let mut unique = base.clone();
-        let mut k = 2;
-        while self.taken.contains(&unique) {
-            unique = format!("{base}_{k}");
-            k += 1;
-        }
-        self.taken.insert(unique.clone());
-        self.names.insert(id, unique);
-    }
 }
 
 /// The forward step's graph with its outputs.
@@ -347,28 +359,38 @@ pub struct Forward {
     pub graph: Graph,
     pub h: Id,
     pub c: Id,
+}
+
+impl Forward {
     /// Letter of each gate slot (`f`, `g`, `o` for a coupled-gate cell).
-    pub letters: Vec<&'static str>,
-    /// Parameter names, by index.
-    pub params: Vec<String>,
-    /// Name of the declared constant input, if any.
-    pub constant: Option<String>,
+    pub fn letters(&self) -> &[&'static str] {
+        &self.graph.leaf_names.letters
+    }
 }
 
 /// Lowers the checked spec to the forward graph.
 pub fn lower(checked: &Checked) -> Forward {
+    let spec = &checked.spec;
     let mut graph = Graph {
-        param_lanes: checked
-            .spec
+        param_lanes: spec
             .params
             .iter()
             .map(|p| match p.shape {
-                crate::spec::ParamShape::PerUnit => ParamLane::PerUnit,
-                crate::spec::ParamShape::Scalar => ParamLane::Scalar,
-                crate::spec::ParamShape::Gates => ParamLane::Gates,
-                crate::spec::ParamShape::Constant => ParamLane::Constant,
+                ParamShape::PerUnit => ParamLane::PerUnit,
+                ParamShape::Scalar => ParamLane::Scalar,
+                ParamShape::Gates => ParamLane::Gates,
+                ParamShape::Constant => ParamLane::Constant,
             })
             .collect(),
+        leaf_names: LeafNames {
+            letters: checked.gates.iter().map(|&k| GATE_LETTERS[k]).collect(),
+            params: spec.params.iter().map(|p| p.ident.to_string()).collect(),
+            constant: spec
+                .params
+                .iter()
+                .find(|p| p.shape == ParamShape::Constant)
+                .map(|p| p.ident.to_string()),
+        },
         ..Graph::default()
     };
     let slots = checked.gates.len();
@@ -397,14 +419,11 @@ pub fn lower(checked: &Checked) -> Forward {
     if let Some(expr) = &checked.zh {
         lowering.zh = lowering.gatewise(expr);
     }
-    lowering.default_z = (0..slots)
-        .map(|s| {
-            let g = &mut lowering.graph;
-            let x = g.add(lowering.zx[s], lowering.bias_ih[s]);
-            let x = g.add(x, lowering.zh[s]);
-            g.add(x, lowering.bias_hh[s])
-        })
-        .collect();
+    // The defaults file always defines `z` (its test checks), so `default_z` is never empty.
+    lowering.default_z = match default_expr(Target::Z) {
+        Some(expr) => lowering.gatewise(&expr),
+        None => Vec::new(),
+    };
     lowering.z = match &checked.z {
         Some(expr) => lowering.gatewise(expr),
         None => lowering.default_z.clone(),
@@ -428,19 +447,6 @@ pub fn lower(checked: &Checked) -> Forward {
         graph: lowering.graph,
         h,
         c,
-        letters: checked.gates.iter().map(|&k| GATE_LETTERS[k]).collect(),
-        params: checked
-            .spec
-            .params
-            .iter()
-            .map(|p| p.ident.to_string())
-            .collect(),
-        constant: checked
-            .spec
-            .params
-            .iter()
-            .find(|p| p.shape == crate::spec::ParamShape::Constant)
-            .map(|p| p.ident.to_string()),
     }
 }
 
@@ -490,7 +496,7 @@ impl Lowering {
                 (0..self.slots)
                     .map(|s| {
                         let slot_args: Vec<Id> = args.iter().map(|a| a[s]).collect();
-                        self.call(*func, &slot_args)
+                        self.graph.call(*func, slot_args)
                     })
                     .collect()
             }
@@ -565,7 +571,7 @@ impl Lowering {
             }
             RExpr::Call(func, args) => {
                 let args: Vec<Id> = args.iter().map(|a| self.unit(a)).collect();
-                self.call(*func, &args)
+                self.graph.call(*func, args)
             }
             RExpr::LayerNorm { arg, gain, bias } => {
                 let item = self.unit(arg);
@@ -585,55 +591,70 @@ impl Lowering {
         }
     }
 
-    fn call(&mut self, func: Func, args: &[Id]) -> Id {
-        let g = &mut self.graph;
-        match func {
-            Func::Sigmoid => g.unary(Unary::Sigmoid, args[0]),
-            Func::Tanh => g.unary(Unary::Tanh, args[0]),
-            Func::HardSigmoid => g.unary(Unary::HardSigmoid, args[0]),
-            Func::HardSigmoidKeras2 => g.unary(Unary::HardSigmoidKeras2, args[0]),
-            Func::Relu => g.unary(Unary::Relu, args[0]),
-            Func::Softsign => g.unary(Unary::Softsign, args[0]),
-            Func::Exp => g.unary(Unary::Exp, args[0]),
-            Func::Min => g.min(args[0], args[1]),
-            Func::Max => g.max(args[0], args[1]),
-            Func::Clip => g.clip(args[0], args[1], args[2]),
-        }
-    }
-
     /// `(x - mean) / sqrt(var + eps) * gain + bias` over the units of every item together,
-    /// the biased variance as PyTorch's `nn.LayerNorm` computes it.
+    /// the biased variance as PyTorch's `nn.LayerNorm` computes it. The nodes are named after
+    /// what is normalised: `zx_mean`, `zx_inv_std`, `zx_i_centred`, `ln_zx_i`.
     fn layer_norm(
         &mut self,
         items: Vec<Id>,
         gains: Option<Vec<Id>>,
         biases: Option<Vec<Id>>,
     ) -> Vec<Id> {
+        let labels: Vec<String> = items
+            .iter()
+            .map(|&x| self.graph.label(x).unwrap_or_else(|| "ln".into()))
+            .collect();
+        let group = group_label(&labels, &self.graph.leaf_names.letters);
         let g = &mut self.graph;
-        let mean = g.mean(items.clone());
+        let mean = g.mean(items.clone(), &group);
         let centred: Vec<Id> = items.iter().map(|&x| g.sub(x, mean)).collect();
         let squares: Vec<Id> = centred.iter().map(|&d| g.mul(d, d)).collect();
-        let var = g.mean(squares);
+        let var = g.mean(squares, &format!("{group}_sq"));
         let eps = g.lit(LAYER_NORM_EPS);
         let var_eps = g.add(var, eps);
-        let std = g.unary(Unary::Sqrt, var_eps);
+        let std = g.call(Func::Sqrt, vec![var_eps]);
         let one = g.lit(1.0);
         let inv_std = g.div(one, std);
-        g.name(mean, "ln_mean");
-        g.name(inv_std, "ln_inv_std");
+        g.name(mean, format!("{group}_mean"));
+        g.name(var, format!("{group}_var"));
+        g.name(std, format!("{group}_std"));
+        g.name(inv_std, format!("{group}_inv_std"));
+        for (&d, label) in centred.iter().zip(&labels) {
+            g.name(d, format!("{label}_centred"));
+        }
         centred
             .into_iter()
             .enumerate()
             .map(|(k, d)| {
-                let mut y = g.mul(d, inv_std);
+                let normalised = g.mul(d, inv_std);
+                let mut y = normalised;
                 if let Some(gains) = &gains {
                     y = g.mul(y, gains[k]);
                 }
                 if let Some(biases) = &biases {
                     y = g.add(y, biases[k]);
                 }
+                g.name(y, format!("ln_{}", labels[k]));
+                g.name(normalised, format!("{}_norm", labels[k]));
                 y
             })
             .collect()
+    }
+}
+
+/// The name of a group of normalised values: `zx` for `zx_i, zx_f, …` (one per gate slot),
+/// the value's own name for a single one.
+fn group_label(labels: &[String], letters: &[&str]) -> String {
+    let stems: Vec<&str> = labels
+        .iter()
+        .zip(letters)
+        .filter_map(|(label, letter)| label.strip_suffix(&format!("_{letter}")))
+        .collect();
+    match (labels, stems.first()) {
+        ([single], _) => single.clone(),
+        (_, Some(stem)) if stems.len() == labels.len() && stems.iter().all(|s| s == stem) => {
+            (*stem).to_string()
+        }
+        _ => "ln".into(),
     }
 }
