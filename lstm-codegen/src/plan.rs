@@ -352,7 +352,9 @@ impl Interface<'_> {
     fn inputs(&self, kernel: &mut Kernel) {
         let leaves = kernel.row.leaves.clone();
         let reads = |leaf: Leaf| leaves.contains(&leaf);
-        let gatewise: [(&'static str, &str, fn(usize) -> Leaf); 4] = [
+        /// A gate-stacked input: its field, the stem of its gates' names, its leaves.
+        type Stacked = (&'static str, &'static str, fn(usize) -> Leaf);
+        let gatewise: [Stacked; 4] = [
             ("zx", "zx", Leaf::Zx),
             ("zh", "zh", Leaf::Zh),
             ("bias_ih", "b_ih", Leaf::BiasIh),
