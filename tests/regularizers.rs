@@ -11,8 +11,8 @@ use lstm::io::TensorMap;
 use lstm::ndarray::{Array1, Array2, ArrayD, Ix1, Ix2};
 use lstm::train::{SequenceModel, Task, TrainConfig, Trainer};
 use lstm::{
-    Call, Cell, Constraint, Constraints, Gradients, Lstm, LstmConfig, Parameters, Regularizer,
-    Regularizers, WeightRole, zoo,
+    Call, Cell, Constraint, Constraints, Direction, Gradients, Lstm, LstmConfig, Parameters,
+    Regularizer, Regularizers, WeightRole, zoo,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -86,7 +86,7 @@ fn with_keras_weights(
     bias: &Array1<f64>,
 ) -> Lstm<Plain> {
     let mut layer = Lstm::<Plain>::new(config, &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
-    let weights = layer.cell_mut(0, false).unwrap().weights_mut();
+    let weights = layer.cell_mut(0, Direction::Forward).unwrap().weights_mut();
     weights.weight_ih.assign(&kernel.t());
     weights.weight_hh.assign(&recurrent.t());
     weights.bias_ih.unwrap().assign(bias);
@@ -227,7 +227,7 @@ fn constraints_match_keras() {
             let config = LstmConfig::new(input, gates / 4).with_constraints(constraints);
             let mut layer = with_keras_weights(config, &kernel, &recurrent, &bias);
             layer.apply_constraints();
-            let weights = layer.cell(0, false).unwrap().weights();
+            let weights = layer.cell(0, Direction::Forward).unwrap().weights();
             let mut check = |array: &str, ours: ArrayD<f64>| {
                 let what = format!("{array}/{case}");
                 assert_close(&what, ours.view(), fixture.get(&what).view(), TOLERANCE);
@@ -313,7 +313,7 @@ fn unit_forget_bias_sums_to_keras_bias() {
     let hidden = keras.len() / 4;
     let config = LstmConfig::new(2, hidden).with_unit_forget_bias(true);
     let layer = Lstm::<Plain>::new(config, &mut rand::rng()).unwrap();
-    let weights = layer.cell(0, false).unwrap().weights();
+    let weights = layer.cell(0, Direction::Forward).unwrap().weights();
     let sum = weights.bias_ih.unwrap() + weights.bias_hh.unwrap();
     assert_eq!(sum, keras);
     fixture.assert_all_read();

@@ -15,7 +15,7 @@ use lstm::io::{
     read_npy, write_npy,
 };
 use lstm::zoo::{Cifg, Lstm, Peephole};
-use lstm::{Cell, CellSpec, Error, zoo};
+use lstm::{Cell, CellSpec, Direction, Error, zoo};
 
 /// A file path of this test process, in the system's temporary directory.
 fn scratch(name: &str) -> PathBuf {
@@ -132,9 +132,9 @@ fn files_round_trip_through_every_format() {
 #[test]
 fn a_cell_exported_and_loaded_again_is_unchanged() {
     let weights = Fixture::load("cell_peephole_stacked_bidirectional").weights();
-    let cell: Peephole<f64> = cell_from_pytorch(&weights, 1, true).unwrap();
+    let cell: Peephole<f64> = cell_from_pytorch(&weights, 1, Direction::Reverse).unwrap();
     let mut exported = TensorMap::new();
-    lstm::io::cell_to_pytorch(&cell, 1, true, &mut exported);
+    lstm::io::cell_to_pytorch(&cell, 1, Direction::Reverse, &mut exported);
     for (key, tensor) in exported.iter() {
         assert_eq!(weights.get(key), Some(tensor), "{key}");
     }
@@ -204,7 +204,7 @@ fn unsupported_element_types_are_named() {
 
     let mut weights = Fixture::load("pytorch_lstm").weights();
     weights.insert("bias_hh_l0", Tensor::I64(ArrayD::zeros(IxDyn(&[20]))));
-    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, Direction::Forward).unwrap_err();
     assert_eq!(
         err.to_string(),
         "`bias_hh_l0` has dtype i64; expected f32 or f64"
@@ -216,7 +216,7 @@ fn missing_unexpected_and_misshapen_tensors_are_named() {
     let fixture = Fixture::load("pytorch_lstm");
     let mut weights = fixture.weights();
     weights.remove("bias_hh_l0");
-    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, Direction::Forward).unwrap_err();
     let source = format!("`{}`", fixture.path("weights.safetensors").display());
     assert_eq!(
         err,
@@ -228,7 +228,7 @@ fn missing_unexpected_and_misshapen_tensors_are_named() {
 
     let mut weights = fixture.weights();
     weights.insert("surprise_l0", Tensor::F64(ArrayD::zeros(IxDyn(&[5]))));
-    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, Direction::Forward).unwrap_err();
     assert!(
         matches!(&err, Error::UnexpectedTensor { name, .. } if name == "surprise_l0"),
         "{err:?}"
@@ -237,7 +237,7 @@ fn missing_unexpected_and_misshapen_tensors_are_named() {
         "not a pytorch name",
         Tensor::F64(ArrayD::zeros(IxDyn(&[5]))),
     );
-    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, Direction::Forward).unwrap_err();
     assert!(
         matches!(&err, Error::UnexpectedTensor { name, .. } if name == "not a pytorch name"),
         "{err:?}"
@@ -245,7 +245,7 @@ fn missing_unexpected_and_misshapen_tensors_are_named() {
 
     let mut weights = fixture.weights();
     weights.insert("weight_hh_l0", Tensor::F64(ArrayD::zeros(IxDyn(&[20, 4]))));
-    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Lstm<f64>>(&weights, 0, Direction::Forward).unwrap_err();
     assert_eq!(
         err,
         Error::shape_mismatch("weight_hh_l0", &[20, 5], &[20, 4])
@@ -259,7 +259,7 @@ fn missing_unexpected_and_misshapen_tensors_are_named() {
 #[test]
 fn weights_of_another_cell_are_refused() {
     let lstm_weights = Fixture::load("pytorch_lstm").weights();
-    let err = cell_from_pytorch::<Peephole<f64>>(&lstm_weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Peephole<f64>>(&lstm_weights, 0, Direction::Forward).unwrap_err();
     assert_eq!(
         err,
         Error::MissingCellParameter {
@@ -274,7 +274,7 @@ fn weights_of_another_cell_are_refused() {
     );
 
     let peephole_weights = Fixture::load("cell_peephole").weights();
-    let err = cell_from_pytorch::<Lstm<f64>>(&peephole_weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Lstm<f64>>(&peephole_weights, 0, Direction::Forward).unwrap_err();
     assert!(
         matches!(&err, Error::UnexpectedTensor { name, reason, .. }
             if name == "peephole_f_l0" && reason == "cell `lstm` has no parameter `peephole_f`"),
@@ -283,22 +283,22 @@ fn weights_of_another_cell_are_refused() {
 
     // CIFG weights have three gate blocks (15 rows for 5 units), a standard cell four.
     let cifg_weights = Fixture::load("cell_cifg").weights();
-    let err = cell_from_pytorch::<Lstm<f64>>(&cifg_weights, 0, false).unwrap_err();
+    let err = cell_from_pytorch::<Lstm<f64>>(&cifg_weights, 0, Direction::Forward).unwrap_err();
     assert_eq!(
         err,
         Error::shape_mismatch("weight_ih_l0", &[20, 4], &[15, 4])
     );
-    let cifg: Cifg<f64> = cell_from_pytorch(&cifg_weights, 0, false).unwrap();
+    let cifg: Cifg<f64> = cell_from_pytorch(&cifg_weights, 0, Direction::Forward).unwrap();
     assert_eq!(cifg.dims().hidden_size, 5);
 }
 
 #[test]
 fn f32_weights_load_into_f64_cells_and_back() {
     let weights = Fixture::load("pytorch_lstm_f32").weights();
-    let wide: Lstm<f64> = cell_from_pytorch(&weights, 0, false).unwrap();
-    let narrow: Lstm<f32> = cell_from_pytorch(&weights, 0, false).unwrap();
+    let wide: Lstm<f64> = cell_from_pytorch(&weights, 0, Direction::Forward).unwrap();
+    let narrow: Lstm<f32> = cell_from_pytorch(&weights, 0, Direction::Forward).unwrap();
     let mut exported = TensorMap::new();
-    lstm::io::cell_to_pytorch(&narrow, 0, false, &mut exported);
+    lstm::io::cell_to_pytorch(&narrow, 0, Direction::Forward, &mut exported);
     assert_eq!(
         exported.iter().collect::<Vec<_>>(),
         weights.iter().collect::<Vec<_>>()

@@ -1,7 +1,7 @@
-//! The matrix products of one layer call, at the exact shapes of the three cases of the
-//! performance issue (f32, row-major operands laid out as `layer.rs` and `bptt.rs` hold them),
-//! on each candidate backend. Throughput is reported in elements per second where an element
-//! is one flop (`2·m·n·k` per product), so criterion's `Gelem/s` reads as GFLOP/s.
+//! The matrix products of one layer call, at the exact shapes of the three cases of the performance
+//! issue (f32, row-major operands laid out as `recurrence/forward.rs` and `recurrence/backward.rs`
+//! hold them), on each candidate backend. Throughput is reported in elements per second where an
+//! element is one flop (`2·m·n·k` per product), so criterion's `Gelem/s` reads as GFLOP/s.
 //!
 //! The backends of one shape run next to each other, so machine noise hits them alike;
 //! `linalg` is the runtime's own dispatch. Filter with criterion's usual argument, e.g.

@@ -16,7 +16,7 @@
 use ndarray::{Array1, Array2, ArrayViewD, ArrayViewMutD};
 use rand::Rng;
 
-use crate::Float;
+use crate::float::Float;
 
 /// One of the four LSTM gates, in PyTorch's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -3,63 +3,72 @@
 //! a cell over a sequence ([`Lstm`], configured by [`LstmConfig`]; [`Rnn`] for one plain
 //! direction), with backpropagation through time and [`gradcheck`].
 //!
-//! Users normally depend on the `lstm` facade, which re-exports everything here.
+//! Users normally depend on the `lstm` facade, which re-exports everything here. The modules,
+//! each a concept, from the bottom up:
+//!
+//! - `error`, `float`, `isa`, `ops`: the error type, the element types, the instruction-set
+//!   level kernels run at, the scalar functions of the spec language.
+//! - `cell`: the [`Cell`] trait between generated code and the runtime; `zoo`: ready-made
+//!   cells.
+//! - `direction`, `params`: which way a pass walks; named tensors and their PyTorch names.
+//! - `parallel`: the thread count and the helper thread of a time loop; `linalg`: the matrix
+//!   products.
+//! - `regularization`: dropout, weight drop and zoneout inside the recurrence; Keras'
+//!   penalties and constraints.
+//! - `recurrence`: the time loops of one (layer, direction), forward and backward, masking.
+//! - `layer`: the layer, [`Lstm`]: config, calls, stacking, directions, training, backward.
+//! - `train`: what a training loop needs (optimizers, losses, a linear head); `io`: weight
+//!   files, the PyTorch and Keras layouts, training checkpoints.
+//!
+//! Each module imports from the modules before it in this list, never from one after it.
 
 // Generated code names runtime items as `::lstm::…` (the facade); inside this crate that path
 // must resolve too, because the zoo is defined here with the macro itself.
 extern crate self as lstm;
 
-mod bias_init;
-mod bidirectional;
-mod bptt;
-mod by_name;
-mod call;
 mod cell;
-pub mod checkpoint;
-mod config;
-mod dropout;
-mod duet;
+mod direction;
 mod error;
 mod float;
-mod gradcheck;
 pub mod io;
 pub mod isa;
 mod layer;
 pub mod linalg;
-mod linear;
-pub mod loss;
-mod mask;
-mod masks;
 pub mod ops;
-pub mod optim;
+mod parallel;
 mod params;
-mod regularizers;
-mod split;
-mod stack;
-mod units;
+mod recurrence;
+mod regularization;
+mod train;
 pub mod zoo;
 
-pub use by_name::{CellVisitor, visit_zoo_cell};
-pub use call::{Call, LstmGradients, LstmOutput, Output, OutputGrad};
 pub use cell::{
     BackwardIo, Cell, CellDims, CellSpec, Equation, Gate, Init, ParamShape, ParamSpec, StepIo,
     Weights, WeightsMut, Workspace,
 };
-pub use config::{LstmConfig, MergeMode};
+pub use direction::Direction;
 pub use error::{Error, Result};
 pub use float::Float;
-pub use gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
-pub use layer::{InitialState, Rnn, RnnOutput};
-pub use linear::Linear;
+pub use io::checkpoint;
+pub use layer::Lstm;
+pub use layer::bidirectional::MergeMode;
+pub use layer::call::{Call, LstmGradients, LstmOutput, Output, OutputGrad};
+pub use layer::config::LstmConfig;
+pub use layer::gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
+pub use layer::penalties::ActivityGrad;
+pub use layer::tape::Tape;
 pub use lstm_macros::lstm_cell;
-pub use masks::{DirectionMasks, RecurrentMasks};
 pub use ndarray;
 pub use params::{Gradients, Parameters};
 pub use rand;
-pub use regularizers::{
-    ActivityGrad, Constraint, Constraints, KERAS_EPSILON, Regularizer, Regularizers, WeightRole,
-};
-pub use stack::{Lstm, Tape};
+pub use recurrence::rnn::{InitialState, Rnn, RnnOutput};
+pub use regularization::constraint::{Constraint, Constraints, KERAS_EPSILON};
+pub use regularization::masks::{DirectionMasks, RecurrentMasks};
+pub use regularization::penalty::{Regularizer, Regularizers};
+pub use regularization::role::WeightRole;
+pub use train::linear::Linear;
+pub use train::{loss, optim};
+pub use zoo::lookup::{CellVisitor, visit_zoo_cell};
 
 /// Helpers the generated code calls; not part of the public API.
 #[doc(hidden)]
@@ -79,17 +88,17 @@ pub mod __private {
     /// The recurrent weights as the time loops multiply them at every step (packed once where
     /// the kernels of `linalg/packed.rs` run): public for the `step_products` benchmark.
     #[derive(Debug)]
-    pub struct StepProduct(crate::linalg::StepRhs);
+    pub struct StepProduct(crate::linalg::step::StepRhs);
 
     impl StepProduct {
         /// `b = wᵀ` for `w: n×k`, as the forward product `h_prev · W_hhᵀ` reads `W_hh`.
         pub fn transposed(w: ndarray::ArrayView2<'_, f32>) -> Self {
-            StepProduct(crate::linalg::StepRhs::transposed(w))
+            StepProduct(crate::linalg::step::StepRhs::transposed(w))
         }
 
         /// `b = w` for `w: k×n`, as the backward product `dZ · W_hh` reads `W_hh`.
         pub fn plain(w: ndarray::ArrayView2<'_, f32>) -> Self {
-            StepProduct(crate::linalg::StepRhs::plain(w))
+            StepProduct(crate::linalg::step::StepRhs::plain(w))
         }
 
         /// `c ← a · b` for `a: m×k`; `w` is the matrix `b` was made from.
@@ -98,15 +107,15 @@ pub mod __private {
             w: ndarray::ArrayView2<'_, f32>,
             a: ndarray::ArrayView2<'_, f32>,
             c: ndarray::ArrayViewMut2<'_, f32>,
-        ) -> crate::Result<()> {
-            self.0.product(w, a, c, false)
+        ) -> crate::error::Result<()> {
+            self.0.product(w, a, c)
         }
     }
 
     /// Chunks of time steps this process has run split by units on two threads
-    /// (`units.rs`): lets tests check that they exercised that path.
+    /// (`recurrence/split_units/`): lets tests check that they exercised that path.
     pub fn unit_split_chunks() -> usize {
-        crate::units::CHUNKS.load(std::sync::atomic::Ordering::Relaxed)
+        crate::recurrence::split_units::CHUNKS.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The values of a 1-D weight. Cell weights are always contiguous: they are created by

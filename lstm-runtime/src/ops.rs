@@ -9,7 +9,7 @@
 //! `lo <= x <= hi`, `hard_sigmoid` passes it where `-3 < x < 3`, and `min`/`max` split it
 //! equally between tied arguments.
 
-use crate::Float;
+use crate::float::Float;
 
 /// Logistic sigmoid, `1 / (1 + exp(-x))`.
 #[inline(always)]

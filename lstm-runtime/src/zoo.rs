@@ -1,9 +1,14 @@
 //! The zoo: ready-made cells, each defined with `#[lstm_cell]` exactly as a user would.
 //!
 //! Every cell has a snake_case name (its `SPEC.name`) by which the command line selects it;
-//! [`all`] lists them.
+//! [`all`] lists them, and [`visit_zoo_cell`](lookup::visit_zoo_cell) (`zoo/lookup.rs`) runs
+//! code generic over the cell type with the cell of a given name.
 
-use crate::{Cell, CellSpec, lstm_cell};
+pub(crate) mod lookup;
+
+use lstm_macros::lstm_cell;
+
+use crate::cell::{Cell, CellSpec};
 
 /// The standard LSTM of PyTorch's `nn.LSTM` (and Keras' `LSTM` with its default
 /// activations): nothing overridden.

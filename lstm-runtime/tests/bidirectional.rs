@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use approx::close;
 use lstm_runtime::zoo::ForgetBias;
-use lstm_runtime::{Call, Lstm, LstmConfig, MergeMode};
+use lstm_runtime::{Call, Direction, Lstm, LstmConfig, MergeMode};
 
 const INPUT: usize = 2;
 const HIDDEN: usize = 3;
@@ -24,12 +24,12 @@ type Cell = ForgetBias<f64>;
 /// The forward and reverse directions of `bidirectional` (one layer) as two unidirectional
 /// layers of `config`.
 fn halves(bidirectional: &Lstm<Cell>, config: &LstmConfig) -> (Lstm<Cell>, Lstm<Cell>) {
-    let half = |reverse: bool| {
-        let cell = bidirectional.cell(0, reverse).unwrap().clone();
-        let weight_hr = bidirectional.weight_hr(0, reverse).cloned();
+    let half = |direction: Direction| {
+        let cell = bidirectional.cell(0, direction).unwrap().clone();
+        let weight_hr = bidirectional.weight_hr(0, direction).cloned();
         Lstm::from_cells(config.clone(), vec![cell], vec![weight_hr]).unwrap()
     };
-    (half(false), half(true))
+    (half(Direction::Forward), half(Direction::Reverse))
 }
 
 proptest! {
@@ -119,8 +119,8 @@ fn merge_mode_none_returns_both_directions() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut concat = Lstm::<Cell>::new(config.clone(), &mut rng).unwrap();
     let cells = vec![
-        concat.cell(0, false).unwrap().clone(),
-        concat.cell(0, true).unwrap().clone(),
+        concat.cell(0, Direction::Forward).unwrap().clone(),
+        concat.cell(0, Direction::Reverse).unwrap().clone(),
     ];
     let mut none = Lstm::from_cells(
         config.with_merge_mode(MergeMode::None),

@@ -304,8 +304,8 @@ fn f32_backward_matches_f64() {
     check_f32_against_f64(config, SEQ_LEN, BATCH, &[SEQ_LEN, 3, 1]);
 }
 
-/// Past the fast paths' thresholds: the time loops run in a duet (two threads), and the f32
-/// recurrent products run on packed weights split in two (the f64 ones on the `gemm` crate,
+/// Past the fast paths' thresholds: the time loops run with a helper thread (two threads), and the
+/// f32 recurrent products run on packed weights split in two (the f64 ones on the `gemm` crate,
 /// whose f64 gradients `gradcheck` checks above at small sizes).
 #[test]
 fn f32_backward_matches_f64_at_a_size_that_splits_steps() {

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use layer_reference::{RefValidity, RowStep, max_diff, ref_cells, reference};
 use lstm_runtime::isa::{self, Isa};
 use lstm_runtime::zoo::{LayerNorm, Lstm as LstmCell, Peephole, ScaledForget};
-use lstm_runtime::{Call, Cell, Lstm, LstmConfig, LstmGradients, OutputGrad, linalg};
+use lstm_runtime::{Call, Cell, Lstm, LstmConfig, LstmGradients, OutputGrad, Parameters, linalg};
 
 /// Max |a − b| / max(1, |b|) over two arrays of one shape.
 fn relative<D: Dimension>(a: &Array<f32, D>, b: &Array<f64, D>) -> f64 {

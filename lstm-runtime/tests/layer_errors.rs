@@ -5,7 +5,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use lstm_runtime::zoo::Lstm as LstmCell;
-use lstm_runtime::{Call, Error, Lstm, LstmConfig, MergeMode, OutputGrad, lstm_cell};
+use lstm_runtime::{Call, Direction, Error, Lstm, LstmConfig, MergeMode, OutputGrad, lstm_cell};
 
 /// A cell reading `h_prev` elementwise (cannot be projected) with a constant input.
 #[lstm_cell(crate = "lstm_runtime", z = z + cond, c = f * c_prev + i * g + 0.1 * h_prev)]
@@ -217,21 +217,23 @@ fn weights_that_no_longer_fit_are_errors() {
             .with_num_layers(2)
             .with_bidirectional(true),
     );
-    lstm.cell_mut(1, true).unwrap().weight_ih = Array2::zeros((16, 3));
+    lstm.cell_mut(1, Direction::Reverse).unwrap().weight_ih = Array2::zeros((16, 3));
     let err = lstm.forward(x().view(), Call::new()).unwrap_err();
     assert_eq!(err, mismatch("weight_ih_l1_reverse", &[16, 8], &[16, 3]));
     let mut lstm = layer(LstmConfig::new(3, 4));
-    lstm.cell_mut(0, false).unwrap().bias_hh = Some(Array1::zeros(3));
+    lstm.cell_mut(0, Direction::Forward).unwrap().bias_hh = Some(Array1::zeros(3));
     let err = lstm.forward(x().view(), Call::new()).unwrap_err();
     assert_eq!(err, mismatch("bias_hh_l0", &[16], &[3]));
-    assert!(lstm.cell(0, true).is_none() && lstm.cell(1, false).is_none());
+    assert!(
+        lstm.cell(0, Direction::Reverse).is_none() && lstm.cell(1, Direction::Forward).is_none()
+    );
 }
 
 #[test]
 fn from_cells_checks_counts_and_shapes() {
     let config = LstmConfig::new(3, 4).with_proj_size(2);
     let source = layer(config.clone());
-    let cell = source.cell(0, false).unwrap().clone();
+    let cell = source.cell(0, Direction::Forward).unwrap().clone();
     let err = Lstm::from_cells(
         config.clone(),
         vec![cell.clone(), cell.clone()],

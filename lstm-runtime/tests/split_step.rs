@@ -1,7 +1,7 @@
-//! A step over many rows runs as two halves on two threads (`split.rs`); over few rows, or on
-//! one thread, whole. The two must agree: forward outputs, and every gradient (bias and
-//! spec-parameter gradients are summed over the halves). The whole path is the one the
-//! reference and gradcheck tests cover at their small sizes.
+//! A step over many rows runs as two halves on two threads (`recurrence/split_rows.rs`); over few
+//! rows, or on one thread, whole. The two must agree: forward outputs, and every gradient (bias and
+//! spec-parameter gradients are summed over the halves). The whole path is the one the reference
+//! and gradcheck tests cover at their small sizes.
 //!
 //! One test in its own binary: it sets the process-wide thread count.
 

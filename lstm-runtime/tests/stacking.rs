@@ -14,7 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use approx::{close, gradients_close, outputs_close};
 use lstm_runtime::zoo::{Cifg, Lstm as LstmCell};
 use lstm_runtime::{
-    Call, Cell, Lstm, LstmConfig, LstmGradients, LstmOutput, MergeMode, Output, OutputGrad,
+    Call, Cell, Direction, Lstm, LstmConfig, LstmGradients, LstmOutput, MergeMode, Output,
+    OutputGrad,
 };
 
 const INPUT: usize = 3;
@@ -33,13 +34,14 @@ fn single<C: Cell<Elem = f64>>(stack: &Lstm<C>, layer: usize) -> Lstm<C> {
         return_sequences: true,
         ..config.clone()
     };
-    let directions = [false, true].into_iter().take(config.num_directions());
+    let directions = &Direction::BOTH[..config.num_directions()];
     let cells = directions
-        .clone()
-        .map(|r| stack.cell(layer, r).unwrap().clone())
+        .iter()
+        .map(|&d| stack.cell(layer, d).unwrap().clone())
         .collect();
     let weight_hr = directions
-        .map(|r| stack.weight_hr(layer, r).cloned())
+        .iter()
+        .map(|&d| stack.weight_hr(layer, d).cloned())
         .collect();
     Lstm::from_cells(single_config, cells, weight_hr).unwrap()
 }

@@ -1,9 +1,9 @@
-//! At batch 1, in `f32` on two threads, a cell whose units do not read each other steps with
-//! its units split between the threads (`units.rs`): each thread projects, multiplies and
-//! steps its half of the units, and only `h` crosses. Outputs against the naive `f64`
-//! reference of `common/layer_reference.rs`, and the training tape through the gradients of
-//! the same layer in `f64` (which never splits: the packed kernels are `f32`). A layer-norm
-//! cell (its units read each other) must not split, and still agree.
+//! At batch 1, in `f32` on two threads, a cell whose units do not read each other steps with its
+//! units split between the threads (`recurrence/split_units/`): each thread projects, multiplies
+//! and steps its half of the units, and only `h` crosses. Outputs against the naive `f64` reference
+//! of `common/layer_reference.rs`, and the training tape through the gradients of the same layer in
+//! `f64` (which never splits: the packed kernels are `f32`). A layer-norm cell (its units read each
+//! other) must not split, and still agree.
 //!
 //! Its own test binary: it sets the process-wide thread count to two, so the split runs
 //! whatever the machine's core count (on one core the caller runs the helper's steps).
@@ -57,8 +57,8 @@ fn conditioned_step(_: &Conditioned<f32>) -> RowStep {
 const CONSTANT: usize = 3;
 const INPUT: usize = 5;
 
-/// Lengths long enough for the time loop to run in a duet at these hidden sizes (its work,
-/// `T · gates · hidden²`, from 2²² multiply-adds, three gates included), and a chunk of odd
+/// Lengths long enough for the time loop to run with a helper thread at these hidden sizes (its
+/// work, `T · gates · hidden²`, from 2²² multiply-adds, three gates included), and a chunk of odd
 /// length at the end.
 fn cases() -> Vec<(usize, LstmConfig)> {
     vec![

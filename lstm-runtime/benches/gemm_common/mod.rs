@@ -1,6 +1,6 @@
-//! The shapes and backends both GEMM benchmarks share: the matrix products of one layer call
-//! at the exact shapes of the three cases of the performance issue (f32, row-major operands
-//! laid out as `layer.rs` and `bptt.rs` hold them), and each candidate backend.
+//! The shapes and backends both GEMM benchmarks share: the matrix products of one layer call at the
+//! exact shapes of the three cases of the performance issue (f32, row-major operands laid out as
+//! `recurrence/forward.rs` and `recurrence/backward.rs` hold them), and each candidate backend.
 
 use faer::{Accum, MatMut, MatRef, Par};
 use gemm::Parallelism;

@@ -34,9 +34,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ndarray::ArrayD;
 
-use super::pytorch::ParamName;
 use super::tensor::{Tensor, TensorMap, dtype_mismatch};
+use crate::direction::Direction;
 use crate::error::{Error, Result};
+use crate::params::name::ParamName;
 
 /// Keras' input kernel.
 const KERNEL: &str = "kernel";
@@ -50,9 +51,9 @@ const BIAS: &str = "bias";
 struct KerasPath {
     /// The layer's name: `lstm`, `bidirectional_1`, `` for a bare tensor name.
     layer: String,
-    /// `Some(false)` for `forward_…`, `Some(true)` for `backward_…`, `None` outside a
+    /// `Some(Forward)` for `forward_…`, `Some(Reverse)` for `backward_…`, `None` outside a
     /// `Bidirectional`.
-    reverse: Option<bool>,
+    direction: Option<Direction>,
     /// The tensor: `kernel`, `recurrent_kernel`, `bias`, or a custom parameter.
     tensor: String,
 }
@@ -67,11 +68,11 @@ impl KerasPath {
         let marker = owners
             .iter()
             .position(|part| part.starts_with("forward_") || part.starts_with("backward_"));
-        let (layer, reverse) = match marker {
-            Some(index) => (
-                &owners[..index],
-                Some(owners[index].starts_with("backward_")),
-            ),
+        let (layer, direction) = match marker {
+            Some(index) if owners[index].starts_with("backward_") => {
+                (&owners[..index], Some(Direction::Reverse))
+            }
+            Some(index) => (&owners[..index], Some(Direction::Forward)),
             None => match owners.split_last() {
                 Some((last, rest)) if last.ends_with("cell") => (rest, None),
                 _ => (owners, None),
@@ -79,7 +80,7 @@ impl KerasPath {
         };
         KerasPath {
             layer: layer.join("/"),
-            reverse,
+            direction,
             tensor: (*tensor).to_string(),
         }
     }
@@ -162,7 +163,7 @@ pub fn keras_to_pytorch(keras: &TensorMap) -> Result<TensorMap> {
 pub fn keras_to_pytorch_ordered(keras: &TensorMap, layers: &[&str]) -> Result<TensorMap> {
     let mut pytorch = TensorMap::with_source(format!("{} (converted from Keras)", keras.source()));
     // Per layer and direction, the tensors seen, to check completeness afterwards.
-    let mut seen: BTreeMap<(usize, Option<bool>), Vec<String>> = BTreeMap::new();
+    let mut seen: BTreeMap<(usize, Option<Direction>), Vec<String>> = BTreeMap::new();
     for (key, tensor) in keras.iter() {
         let path = KerasPath::parse(key);
         let layer = layers
@@ -173,8 +174,8 @@ pub fn keras_to_pytorch_ordered(keras: &TensorMap, layers: &[&str]) -> Result<Te
                 source_name: keras.source().into(),
                 reason: format!("its layer `{}` is not among {layers:?}", path.layer),
             })?;
-        let reverse = path.reverse.unwrap_or(false);
-        let name = |param: &str| ParamName::new(param, layer, reverse).to_string();
+        let direction = path.direction.unwrap_or_default();
+        let name = |param: &str| ParamName::new(param, layer, direction).to_string();
         match path.tensor.as_str() {
             KERNEL => pytorch.insert(name("weight_ih"), transposed(key, tensor)?),
             RECURRENT_KERNEL => pytorch.insert(name("weight_hh"), transposed(key, tensor)?),
@@ -191,7 +192,7 @@ pub fn keras_to_pytorch_ordered(keras: &TensorMap, layers: &[&str]) -> Result<Te
             }
             param => pytorch.insert(name(param), tensor.clone()),
         }
-        seen.entry((layer, path.reverse))
+        seen.entry((layer, path.direction))
             .or_default()
             .push(path.tensor);
     }
@@ -204,11 +205,11 @@ pub fn keras_to_pytorch_ordered(keras: &TensorMap, layers: &[&str]) -> Result<Te
 fn check_complete(
     keras: &TensorMap,
     layers: &[&str],
-    seen: &BTreeMap<(usize, Option<bool>), Vec<String>>,
+    seen: &BTreeMap<(usize, Option<Direction>), Vec<String>>,
 ) -> Result<()> {
-    let bidirectional = seen.keys().any(|(_, reverse)| reverse.is_some());
-    let directions: &[Option<bool>] = if bidirectional {
-        &[Some(false), Some(true)]
+    let bidirectional = seen.keys().any(|(_, direction)| direction.is_some());
+    let directions: &[Option<Direction>] = if bidirectional {
+        &[Some(Direction::Forward), Some(Direction::Reverse)]
     } else {
         &[None]
     };
@@ -228,8 +229,8 @@ fn check_complete(
                 if !tensors.is_some_and(|names| names.iter().any(|name| name == required)) {
                     let owner = match direction {
                         None => layer.to_string(),
-                        Some(false) => format!("{layer}/forward_…"),
-                        Some(true) => format!("{layer}/backward_…"),
+                        Some(Direction::Forward) => format!("{layer}/forward_…"),
+                        Some(Direction::Reverse) => format!("{layer}/backward_…"),
                     };
                     return Err(Error::MissingTensor {
                         name: format!("{owner}/{required}"),
@@ -261,10 +262,12 @@ pub fn pytorch_to_keras(pytorch: &TensorMap) -> Result<TensorMap> {
         })?;
         names.push((key, name));
     }
-    let bidirectional = names.iter().any(|(_, name)| name.reverse);
+    let bidirectional = names
+        .iter()
+        .any(|(_, name)| name.direction == Direction::Reverse);
     let mut keras = TensorMap::with_source(format!("{} (converted to Keras)", pytorch.source()));
     for (key, name) in &names {
-        let prefix = keras_prefix(name.layer, name.reverse, bidirectional);
+        let prefix = keras_prefix(name.layer, bidirectional.then_some(name.direction));
         let tensor = pytorch.require(key)?;
         match name.param.as_str() {
             "weight_ih" => keras.insert(format!("{prefix}/{KERNEL}"), transposed(key, tensor)?),
@@ -273,14 +276,14 @@ pub fn pytorch_to_keras(pytorch: &TensorMap) -> Result<TensorMap> {
                 transposed(key, tensor)?,
             ),
             "bias_ih" => {
-                let other = ParamName::new("bias_hh", name.layer, name.reverse).to_string();
+                let other = ParamName::new("bias_hh", name.layer, name.direction).to_string();
                 let sum = sum(key, tensor, &other, pytorch.require(&other)?)?;
                 keras.insert(format!("{prefix}/{BIAS}"), sum);
             }
             "bias_hh" => {
                 // Summed into the Keras bias with `bias_ih`, which must exist too.
                 pytorch
-                    .require(&ParamName::new("bias_ih", name.layer, name.reverse).to_string())?;
+                    .require(&ParamName::new("bias_ih", name.layer, name.direction).to_string())?;
             }
             "weight_hr" => {
                 return Err(Error::Config {
@@ -296,18 +299,23 @@ pub fn pytorch_to_keras(pytorch: &TensorMap) -> Result<TensorMap> {
     Ok(keras)
 }
 
-/// The path Keras gives a fresh model's layer `layer` (direction `reverse`).
-fn keras_prefix(layer: usize, reverse: bool, bidirectional: bool) -> String {
+/// The path Keras gives a fresh model's layer `layer`, in `direction` of a `Bidirectional`
+/// (`None` for a unidirectional model).
+fn keras_prefix(layer: usize, direction: Option<Direction>) -> String {
     let suffix = if layer == 0 {
         String::new()
     } else {
         format!("_{layer}")
     };
-    if bidirectional {
-        let direction = if reverse { "backward" } else { "forward" };
-        format!("bidirectional{suffix}/{direction}_lstm{suffix}/lstm_cell")
-    } else {
-        format!("lstm{suffix}/lstm_cell")
+    match direction {
+        Some(direction) => {
+            let direction = match direction {
+                Direction::Forward => "forward",
+                Direction::Reverse => "backward",
+            };
+            format!("bidirectional{suffix}/{direction}_lstm{suffix}/lstm_cell")
+        }
+        None => format!("lstm{suffix}/lstm_cell"),
     }
 }
 
@@ -370,14 +378,14 @@ mod tests {
             parse("lstm/lstm_cell/kernel"),
             KerasPath {
                 layer: "lstm".into(),
-                reverse: None,
+                direction: None,
                 tensor: "kernel".into()
             }
         );
         let path = parse("bidirectional_1/backward_lstm_3/lstm_cell/bias");
         assert_eq!(
-            (path.layer.as_str(), path.reverse),
-            ("bidirectional_1", Some(true))
+            (path.layer.as_str(), path.direction),
+            ("bidirectional_1", Some(Direction::Reverse))
         );
         let path = parse("recurrent_kernel");
         assert_eq!(

@@ -9,8 +9,11 @@ use rand_chacha::ChaCha8Rng;
 use super::keras::keras_to_pytorch;
 use super::pytorch::{PytorchLayout, check_cell_parameters, load_parameters};
 use super::tensor::TensorMap;
+use crate::cell::Cell;
+use crate::direction::Direction;
 use crate::error::{Error, Result};
-use crate::{Cell, Lstm, LstmConfig};
+use crate::layer::Lstm;
+use crate::layer::config::LstmConfig;
 
 impl PytorchLayout {
     /// A config with this layout and PyTorch's defaults for everything else (time-major,
@@ -89,9 +92,11 @@ pub fn lstm_from_pytorch<C: Cell>(weights: &TensorMap) -> Result<Lstm<C>> {
 pub fn lstm_from_pytorch_with<C: Cell>(weights: &TensorMap, config: LstmConfig) -> Result<Lstm<C>> {
     let layout = PytorchLayout::infer(weights, C::SPEC)?;
     layout.check(&config)?;
-    let directions = (0..config.num_layers)
-        .flat_map(|layer| [(layer, false), (layer, true)])
-        .filter(|&(_, reverse)| config.bidirectional || !reverse);
+    let directions = (0..config.num_layers).flat_map(|layer| {
+        Direction::BOTH[..config.num_directions()]
+            .iter()
+            .map(move |&direction| (layer, direction))
+    });
     check_cell_parameters(weights, C::SPEC, directions)?;
     // The initial values are all overwritten; a fixed seed keeps construction deterministic.
     let mut rng = ChaCha8Rng::seed_from_u64(0);

@@ -2,67 +2,19 @@
 //! `bias_hh_l1_reverse`, `weight_hr_l0`), extended to custom cells by naming each spec
 //! parameter `{param}_l{k}[_reverse]` (`forget_bias_l0`, `peephole_i_l0_reverse`).
 //!
-//! [`ParamName`] parses and formats those names; [`PytorchLayout`] reads the layer's
-//! configuration off the names and shapes of a weights file; [`load_parameters`] and
-//! [`TensorMap::from_parameters`] move tensors between a file and anything with
+//! [`ParamName`] (`params/name.rs`) parses and formats those names; [`PytorchLayout`] reads
+//! the layer's configuration off the names and shapes of a weights file; [`load_parameters`]
+//! and [`TensorMap::from_parameters`] move tensors between a file and anything with
 //! [`Parameters`]; [`cell_from_pytorch`] and [`cell_to_pytorch`] do it for one cell (one layer
 //! in one direction).
 
-use std::fmt;
-
 use super::tensor::{Tensor, TensorMap};
+use crate::cell::{Cell, CellDims, CellSpec};
+use crate::direction::Direction;
 use crate::error::{Error, Result};
-use crate::{Cell, CellDims, CellSpec, Float, Parameters};
-
-/// The suffix PyTorch gives the second direction's tensors.
-const REVERSE: &str = "_reverse";
-
-/// One tensor's name in PyTorch's layout: `{param}_l{layer}[_reverse]`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ParamName {
-    /// The tensor within its cell: `weight_ih`, `bias_hh`, `weight_hr`, `forget_bias`.
-    pub param: String,
-    /// The layer, counting from the input: PyTorch's `l{k}`.
-    pub layer: usize,
-    /// Whether it belongs to the reverse direction of a bidirectional layer.
-    pub reverse: bool,
-}
-
-impl ParamName {
-    /// The name of `param` in `layer`, in the reverse direction if `reverse`.
-    pub fn new(param: impl Into<String>, layer: usize, reverse: bool) -> Self {
-        ParamName {
-            param: param.into(),
-            layer,
-            reverse,
-        }
-    }
-
-    /// Parses `weight_ih_l0`, `peephole_i_l1_reverse`; `None` for a name without a layer
-    /// suffix.
-    pub fn parse(key: &str) -> Option<Self> {
-        let (rest, reverse) = match key.strip_suffix(REVERSE) {
-            Some(rest) => (rest, true),
-            None => (key, false),
-        };
-        let (param, layer) = rest.rsplit_once("_l")?;
-        let all_digits = !layer.is_empty() && layer.bytes().all(|b| b.is_ascii_digit());
-        if param.is_empty() || !all_digits {
-            return None;
-        }
-        Some(ParamName::new(param, layer.parse().ok()?, reverse))
-    }
-}
-
-impl fmt::Display for ParamName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_l{}", self.param, self.layer)?;
-        if self.reverse {
-            f.write_str(REVERSE)?;
-        }
-        Ok(())
-    }
-}
+use crate::float::Float;
+use crate::params::Parameters;
+use crate::params::name::ParamName;
 
 /// What an `nn.LSTM` weights file says about the layer that wrote it: PyTorch's constructor
 /// arguments (and a cell's constant width).
@@ -109,7 +61,7 @@ impl PytorchLayout {
                 reason: "not a PyTorch LSTM name `{param}_l{layer}[_reverse]`".into(),
             })?;
             num_layers = num_layers.max(name.layer + 1);
-            bidirectional |= name.reverse;
+            bidirectional |= name.direction == Direction::Reverse;
         }
         if num_layers == 0 {
             return Err(Error::MissingTensor {
@@ -117,9 +69,9 @@ impl PytorchLayout {
                 source_name: map.source().into(),
             });
         }
-        let weight_ih = matrix_shape(map, &ParamName::new("weight_ih", 0, false))?;
-        let weight_hh = matrix_shape(map, &ParamName::new("weight_hh", 0, false))?;
-        let weight_hr = ParamName::new("weight_hr", 0, false).to_string();
+        let weight_ih = matrix_shape(map, &ParamName::new("weight_ih", 0, Direction::Forward))?;
+        let weight_hh = matrix_shape(map, &ParamName::new("weight_hh", 0, Direction::Forward))?;
+        let weight_hr = ParamName::new("weight_hr", 0, Direction::Forward).to_string();
         let (proj_size, hidden_size) = match map.get(&weight_hr) {
             Some(tensor) => match *tensor.shape() {
                 [proj, hidden] => (proj, hidden),
@@ -136,20 +88,21 @@ impl PytorchLayout {
         let gate_rows = spec.num_gates() * hidden_size;
         if weight_ih[0] != gate_rows {
             return Err(Error::shape_mismatch(
-                ParamName::new("weight_ih", 0, false).to_string(),
+                ParamName::new("weight_ih", 0, Direction::Forward).to_string(),
                 &[gate_rows, weight_ih[1]],
                 &weight_ih,
             ));
         }
         for layer in 0..num_layers {
             for param in ["weight_ih", "weight_hh"] {
-                map.require(&ParamName::new(param, layer, false).to_string())?;
+                map.require(&ParamName::new(param, layer, Direction::Forward).to_string())?;
             }
         }
         let constant_size = match spec.constant {
-            Some(constant) => {
-                matrix_shape(map, &ParamName::new(format!("weight_{constant}"), 0, false))?[1]
-            }
+            Some(constant) => matrix_shape(
+                map,
+                &ParamName::new(format!("weight_{constant}"), 0, Direction::Forward),
+            )?[1],
             None => 0,
         };
         Ok(PytorchLayout {
@@ -157,7 +110,7 @@ impl PytorchLayout {
             hidden_size,
             num_layers,
             bidirectional,
-            bias: map.contains(&ParamName::new("bias_ih", 0, false).to_string()),
+            bias: map.contains(&ParamName::new("bias_ih", 0, Direction::Forward).to_string()),
             proj_size,
             constant_size,
         })
@@ -175,7 +128,7 @@ impl PytorchLayout {
     }
 
     /// The dims of the cells of `layer`: the first reads the input, later ones the previous
-    /// layer's directions side by side (as [`crate::LstmConfig::cell_dims`] of [`Self::config`]).
+    /// layer's directions side by side (as `LstmConfig::cell_dims` of [`Self::config`]).
     pub fn cell_dims(&self, layer: usize) -> CellDims {
         self.config().cell_dims(layer)
     }
@@ -213,16 +166,16 @@ fn matrix_shape(map: &TensorMap, name: &ParamName) -> Result<[usize; 2]> {
 }
 
 /// Fails with [`Error::MissingCellParameter`] if a parameter of `spec` is absent for one of
-/// the `(layer, reverse)` pairs of `layers` (so a cell asked for by name reports that the weights
-/// are another cell's, not just a missing tensor).
+/// the `(layer, direction)` pairs of `layers` (so a cell asked for by name reports that the
+/// weights are another cell's, not just a missing tensor).
 pub(super) fn check_cell_parameters(
     map: &TensorMap,
     spec: &CellSpec,
-    layers: impl IntoIterator<Item = (usize, bool)>,
+    layers: impl IntoIterator<Item = (usize, Direction)>,
 ) -> Result<()> {
-    for (layer, reverse) in layers {
+    for (layer, direction) in layers {
         for param in spec.params {
-            let key = ParamName::new(param.name, layer, reverse).to_string();
+            let key = ParamName::new(param.name, layer, direction).to_string();
             if !map.contains(&key) {
                 return Err(Error::MissingCellParameter {
                     cell: spec.name.into(),
@@ -276,8 +229,8 @@ pub fn load_parameters<F: Float>(model: &mut impl Parameters<F>, map: &TensorMap
     Ok(())
 }
 
-/// The cell of `layer` in one direction (the reverse one if `reverse`), from PyTorch-named
-/// weights: `weight_ih_l{layer}[_reverse]` and its siblings, plus the spec's parameters.
+/// The cell of `layer` in `direction`, from PyTorch-named weights:
+/// `weight_ih_l{layer}[_reverse]` and its siblings, plus the spec's parameters.
 ///
 /// Tensors of other layers and directions, and the layer's projection `weight_hr_l{k}` (which
 /// the layer, not the cell, applies), are left alone.
@@ -289,14 +242,18 @@ pub fn load_parameters<F: Float>(model: &mut impl Parameters<F>, map: &TensorMap
 /// [`Error::ShapeMismatch`] or [`Error::DtypeMismatch`] naming a tensor that does not fit,
 /// [`Error::UnexpectedTensor`] for a tensor of this layer and direction the cell does not
 /// have (a parameter of another cell).
-pub fn cell_from_pytorch<C: Cell>(map: &TensorMap, layer: usize, reverse: bool) -> Result<C> {
+pub fn cell_from_pytorch<C: Cell>(
+    map: &TensorMap,
+    layer: usize,
+    direction: Direction,
+) -> Result<C> {
     let layout = PytorchLayout::infer(map, C::SPEC)?;
-    check_cell_parameters(map, C::SPEC, [(layer, reverse)])?;
+    check_cell_parameters(map, C::SPEC, [(layer, direction)])?;
     let mut cell = C::zeros(layout.cell_dims(layer));
     let mut owned = Vec::new();
     let mut loaded = Ok(());
     cell.visit_mut(&mut |param, mut target| {
-        let key = ParamName::new(param, layer, reverse).to_string();
+        let key = ParamName::new(param, layer, direction).to_string();
         let values = map.require(&key).and_then(|tensor| {
             if tensor.shape() == target.shape() {
                 tensor.to_float::<C::Elem>(&key)
@@ -320,7 +277,7 @@ pub fn cell_from_pytorch<C: Cell>(map: &TensorMap, layer: usize, reverse: bool) 
         let Some(name) = ParamName::parse(key) else {
             continue;
         };
-        let same_cell = name.layer == layer && name.reverse == reverse;
+        let same_cell = name.layer == layer && name.direction == direction;
         if same_cell && name.param != "weight_hr" && !owned.contains(&name.param.as_str()) {
             return Err(Error::UnexpectedTensor {
                 name: key.into(),
@@ -332,43 +289,10 @@ pub fn cell_from_pytorch<C: Cell>(map: &TensorMap, layer: usize, reverse: bool) 
     Ok(cell)
 }
 
-/// Adds every tensor of `cell` to `map` under its PyTorch name for `layer` and direction.
-pub fn cell_to_pytorch<C: Cell>(cell: &C, layer: usize, reverse: bool, map: &mut TensorMap) {
+/// Adds every tensor of `cell` to `map` under its PyTorch name for `layer` and `direction`.
+pub fn cell_to_pytorch<C: Cell>(cell: &C, layer: usize, direction: Direction, map: &mut TensorMap) {
     cell.visit(&mut |param, values| {
-        let key = ParamName::new(param, layer, reverse).to_string();
+        let key = ParamName::new(param, layer, direction).to_string();
         map.insert(key, Tensor::from_float::<C::Elem>(values.to_owned()));
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_parse_and_format() {
-        for key in [
-            "weight_ih_l0",
-            "bias_hh_l1_reverse",
-            "weight_hr_l12",
-            "peephole_i_l0_reverse",
-            "gamma_x_l3",
-        ] {
-            let name = ParamName::parse(key).unwrap();
-            assert_eq!(name.to_string(), key);
-        }
-        assert_eq!(
-            ParamName::parse("peephole_i_l0_reverse"),
-            Some(ParamName::new("peephole_i", 0, true))
-        );
-        for bad in [
-            "weight_ih",
-            "weight_ih_l",
-            "weight_ih_lx",
-            "_l0",
-            "kernel",
-            "l0",
-        ] {
-            assert_eq!(ParamName::parse(bad), None, "{bad}");
-        }
-    }
 }

@@ -1,11 +1,16 @@
 //! The safetensors format (what `safetensors.torch.save_file` and
-//! `safetensors.numpy.save_file` write): a JSON header of names, dtypes, shapes and offsets,
-//! then little-endian row-major data.
+//! `safetensors.numpy.save_file` write): a JSON header of names, dtypes, shapes, offsets and
+//! string metadata, then little-endian row-major data.
+//!
+//! The one codec of the crate: weight files read and written as a [`TensorMap`], and
+//! training checkpoints (`checkpoint.rs`), which add metadata, both go through [`parse`] and
+//! [`serialize`].
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use ::safetensors::tensor::TensorView;
-use ::safetensors::{Dtype as StDtype, SafeTensors};
+use ::safetensors::{Dtype as StDtype, SafeTensorError, SafeTensors};
 use ndarray::{ArrayD, IxDyn};
 
 use super::tensor::{Tensor, TensorMap, dtype_mismatch};
@@ -13,6 +18,77 @@ use crate::error::{Error, Result};
 
 /// What [`Error::Format`] calls this format.
 const FORMAT: &str = "safetensors file";
+
+/// A safetensors file's bytes, checked and parsed, but its tensors not yet decoded.
+pub(crate) struct Parsed<'b> {
+    file: SafeTensors<'b>,
+    metadata: HashMap<String, String>,
+}
+
+/// Parses the bytes of a safetensors file; errors are [`Error::Format`]s naming `path` and
+/// calling the format `format`.
+///
+/// # Errors
+///
+/// [`Error::Format`] if the bytes are truncated or not safetensors.
+pub(crate) fn parse<'b>(bytes: &'b [u8], path: &str, format: &str) -> Result<Parsed<'b>> {
+    let format_error = |err: SafeTensorError| Error::Format {
+        path: path.into(),
+        format: format.into(),
+        reason: err.to_string(),
+    };
+    let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(format_error)?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    Ok(Parsed { file, metadata })
+}
+
+impl Parsed<'_> {
+    /// The file's string metadata (empty when it has none).
+    pub(crate) fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Every tensor of the file, decoded, from `source` (as error messages name it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DtypeMismatch`] naming a tensor of a type other than f32, f64, i32, i64 or
+    /// bool.
+    pub(crate) fn tensors(&self, source: String) -> Result<TensorMap> {
+        let mut map = TensorMap::with_source(source);
+        for (name, view) in self.file.iter() {
+            map.insert(name, tensor_of(name, &view)?);
+        }
+        Ok(map)
+    }
+}
+
+/// The bytes of a safetensors file holding `tensors` and `metadata`.
+///
+/// # Errors
+///
+/// What the `safetensors` crate reports: a header larger than it accepts, or two tensors of
+/// one name.
+pub(crate) fn serialize<'t>(
+    tensors: impl IntoIterator<Item = (&'t str, &'t Tensor)>,
+    metadata: Option<HashMap<String, String>>,
+) -> std::result::Result<Vec<u8>, SafeTensorError> {
+    let data: Vec<(&str, Vec<u8>, StDtype, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|(name, tensor)| {
+            let (dtype, bytes) = bytes_of(tensor);
+            (name, bytes, dtype, tensor.shape().to_vec())
+        })
+        .collect();
+    let views = data.iter().map(|(name, bytes, dtype, shape)| {
+        // The byte count is element count × element size by construction in `bytes_of`.
+        let view = TensorView::new(*dtype, shape.clone(), bytes)
+            .expect("bytes_of writes exactly the elements of the shape");
+        (*name, view)
+    });
+    ::safetensors::serialize(views, metadata)
+}
 
 impl TensorMap {
     /// Reads every tensor of a safetensors file.
@@ -35,36 +111,14 @@ impl TensorMap {
     ///
     /// As [`TensorMap::read_safetensors`], without the I/O.
     pub fn from_safetensors_bytes(bytes: &[u8], path: &str) -> Result<Self> {
-        let file = SafeTensors::deserialize(bytes).map_err(|err| Error::Format {
-            path: path.into(),
-            format: FORMAT.into(),
-            reason: err.to_string(),
-        })?;
-        let mut map = TensorMap::with_source(format!("`{path}`"));
-        for (name, view) in file.iter() {
-            map.insert(name, tensor_of(name, &view)?);
-        }
-        Ok(map)
+        parse(bytes, path, FORMAT)?.tensors(format!("`{path}`"))
     }
 
     /// The bytes of a safetensors file holding every tensor.
     pub fn to_safetensors_bytes(&self) -> Vec<u8> {
-        let data: Vec<(String, Vec<u8>, StDtype, Vec<usize>)> = self
-            .iter()
-            .map(|(name, tensor)| {
-                let (dtype, bytes) = bytes_of(tensor);
-                (name.to_string(), bytes, dtype, tensor.shape().to_vec())
-            })
-            .collect();
-        let views = data.iter().map(|(name, bytes, dtype, shape)| {
-            // The byte count is element count × element size by construction in `bytes_of`.
-            let view = TensorView::new(*dtype, shape.clone(), bytes)
-                .expect("bytes_of writes exactly the elements of the shape");
-            (name.as_str(), view)
-        });
         // Fails only for a header larger than 100 MB, which names of a few hundred tensors
         // cannot reach, or for two tensors of one name, which a map cannot hold.
-        ::safetensors::serialize(views, None).expect("the header of a tensor map serializes")
+        serialize(self.iter(), None).expect("the header of a tensor map serializes")
     }
 
     /// Writes every tensor to a safetensors file.

@@ -8,7 +8,8 @@ use std::fmt;
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::error::{Error, Result};
-use crate::{Float, Gradients, Parameters};
+use crate::float::Float;
+use crate::params::{Gradients, Parameters};
 
 /// The element types the file formats exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use ndarray::{Array1, Array2, Array3, ArrayD, IxDyn};
 
-use lstm_runtime::{Cell, Float, Lstm, LstmConfig, MergeMode};
+use lstm_runtime::{Cell, Direction, Float, Lstm, LstmConfig, MergeMode};
 
 /// The pre-activation parts of one row at one step, gate-stacked in the cell's gate order.
 pub struct Pre {
@@ -97,8 +97,8 @@ pub fn ref_cells<C: Cell>(layer: &Lstm<C>, step_of: &dyn Fn(&C) -> RowStep) -> V
     let config = layer.config();
     let mut cells = Vec::new();
     for l in 0..config.num_layers {
-        for reverse in [false, true].into_iter().take(config.num_directions()) {
-            let cell = layer.cell(l, reverse).expect("cell exists");
+        for &direction in &Direction::BOTH[..config.num_directions()] {
+            let cell = layer.cell(l, direction).expect("cell exists");
             let weights = cell.weights();
             let rows = weights.weight_ih.nrows();
             let to64 = |a: &Array2<C::Elem>| a.mapv(Float::to_f64_lossy);
@@ -115,7 +115,7 @@ pub fn ref_cells<C: Cell>(layer: &Lstm<C>, step_of: &dyn Fn(&C) -> RowStep) -> V
                 weight_hh: to64(weights.weight_hh),
                 bias_ih: bias(weights.bias_ih),
                 bias_hh: bias(weights.bias_hh),
-                weight_hr: layer.weight_hr(l, reverse).map(to64),
+                weight_hr: layer.weight_hr(l, direction).map(to64),
                 weight_c: weights.weight_constant.map(to64),
                 step: step_of(cell),
             });

@@ -1,0 +1,543 @@
+//! Training checkpoints in the [safetensors](https://github.com/huggingface/safetensors)
+//! format: a model's weights, its optimizer's state, the step reached and the seed, so a run
+//! stopped at any step can resume and continue exactly as if it had not stopped.
+//!
+//! A checkpoint file holds
+//!
+//! - `model.{name}`: every tensor of the model, by its [`Parameters`] name, in the element
+//!   type of the run (`F32` or `F64`);
+//! - `optim.{statistic}.{name}`: the optimizer's buffers ([`OptimizerState::buffers`]);
+//! - `history.{series}`: per-step series the trainer recorded (the loss curve), in `F64`;
+//! - string metadata: `lstm.format` (`checkpoint`), `lstm.version`, `lstm.step`,
+//!   `lstm.seed`, `lstm.dtype`, `lstm.optimizer`, `lstm.optimizer_step`, and any keys of
+//!   [`Checkpoint::metadata`] (which may not start with `lstm.`).
+//!
+//! The bytes go through the crate's one safetensors codec (`safetensors.rs`).
+//!
+//! [`Checkpoint::save`] writes atomically: to a temporary file in the destination's
+//! directory, flushed to disk, then renamed over the destination, and the directory flushed,
+//! so a crash leaves either the old checkpoint or the new one, never half of one.
+//! [`Checkpoint::load`] never panics on a bad file: it names the file and what is wrong.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::{Array1, ArrayD};
+
+use super::safetensors::{parse, serialize};
+use super::tensor::{Tensor, TensorMap, dtype_mismatch};
+use crate::error::{Error, Result, expect_shape};
+use crate::float::Float;
+use crate::params::Parameters;
+use crate::train::optim::{Optimizer, OptimizerState};
+
+/// Prefix of the model's tensors in the file.
+const MODEL: &str = "model.";
+/// Prefix of the optimizer's buffers in the file.
+const OPTIM: &str = "optim.";
+/// Prefix of the recorded series in the file.
+const HISTORY: &str = "history.";
+/// Prefix of the metadata keys this module reserves.
+const RESERVED: &str = "lstm.";
+/// What `lstm.format` says.
+const FORMAT: &str = "checkpoint";
+/// What `lstm.version` says; bumped when the layout changes.
+const VERSION: &str = "1";
+/// The format's name in error messages.
+const FORMAT_NAME: &str = "safetensors checkpoint";
+
+/// Everything needed to resume training.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint<F> {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// The seed the run started from.
+    pub seed: u64,
+    /// Free-form description of the run (task, cell, hyperparameters). Keys may not start
+    /// with `lstm.`.
+    pub metadata: BTreeMap<String, String>,
+    /// The model's tensors, by parameter name.
+    pub model: BTreeMap<String, ArrayD<F>>,
+    /// The optimizer's state.
+    pub optimizer: OptimizerState<F>,
+    /// Series recorded once per step (`loss`), each `step` values long by convention.
+    pub history: BTreeMap<String, Vec<f64>>,
+}
+
+impl<F: Float> Checkpoint<F> {
+    /// A checkpoint of `model` and `optimizer` after `step` steps of a run seeded with `seed`,
+    /// with no metadata or history yet.
+    pub fn capture(
+        model: &dyn Parameters<F>,
+        optimizer: &dyn Optimizer<F>,
+        step: u64,
+        seed: u64,
+    ) -> Self {
+        let mut tensors = BTreeMap::new();
+        model.visit_parameters(&mut |name, values| {
+            tensors.insert(name.to_string(), values.to_owned());
+        });
+        Checkpoint {
+            step,
+            seed,
+            metadata: BTreeMap::new(),
+            model: tensors,
+            optimizer: optimizer.state(),
+            history: BTreeMap::new(),
+        }
+    }
+
+    /// Copies the saved weights into `model`, which must have exactly the saved tensors (as
+    /// PyTorch's `load_state_dict(strict=True)`). Checks everything before changing anything.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::MissingTensor`] naming `model.{name}` if the checkpoint lacks a tensor of
+    ///   the model.
+    /// - [`Error::ShapeMismatch`] naming `model.{name}` if a saved tensor has another shape.
+    /// - [`Error::InvalidValue`] naming `model.{name}` if the checkpoint has a tensor the
+    ///   model does not.
+    pub fn restore_model(&self, model: &mut dyn Parameters<F>) -> Result<()> {
+        let mut checked = Ok(());
+        let mut seen = 0;
+        model.visit_parameters(&mut |name, values| {
+            if checked.is_err() {
+                return;
+            }
+            seen += 1;
+            checked = match self.model.get(name) {
+                Some(saved) => {
+                    expect_shape(&format!("{MODEL}{name}"), values.shape(), saved.shape())
+                }
+                None => Err(Error::MissingTensor {
+                    name: format!("{MODEL}{name}"),
+                    source_name: "the checkpoint".into(),
+                }),
+            };
+        });
+        checked?;
+        if seen != self.model.len() {
+            let shapes = model.parameter_shapes();
+            if let Some(extra) = self
+                .model
+                .keys()
+                .find(|saved| !shapes.iter().any(|(name, _)| name == *saved))
+            {
+                return Err(Error::invalid_value(
+                    format!("{MODEL}{extra}"),
+                    "the checkpoint has this tensor but the model does not",
+                ));
+            }
+        }
+        model.visit_parameters_mut(&mut |name, mut values| {
+            if let Some(saved) = self.model.get(name) {
+                values.assign(saved);
+            }
+        });
+        Ok(())
+    }
+
+    /// Writes the checkpoint to `path` atomically (see the module documentation). The
+    /// directory must exist.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidValue`] naming a metadata key that starts with `lstm.`.
+    /// - [`Error::Io`] if the temporary file cannot be created, written, flushed or renamed.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        write_atomically(path, &bytes)
+    }
+
+    /// Reads a checkpoint written by [`Checkpoint::save`] with the element type `F`.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] if the file cannot be read.
+    /// - [`Error::Format`] if it is not a safetensors file, or lacks this module's metadata,
+    ///   or a tensor name has none of the known prefixes.
+    /// - [`Error::DtypeMismatch`] naming a tensor stored in another element type.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|err| Error::io("read", path, &err))?;
+        Self::from_bytes(&bytes).map_err(|err| match err {
+            Error::Format { format, reason, .. } => Error::Format {
+                path: path.display().to_string(),
+                format,
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// The file's contents.
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        if let Some(key) = self.metadata.keys().find(|key| key.starts_with(RESERVED)) {
+            return Err(Error::invalid_value(
+                key.as_str(),
+                format!("metadata keys starting with `{RESERVED}` are reserved"),
+            ));
+        }
+        let mut tensors = TensorMap::new();
+        for (name, values) in &self.model {
+            tensors.insert(format!("{MODEL}{name}"), Tensor::from_float(values.clone()));
+        }
+        for (key, values) in &self.optimizer.buffers {
+            tensors.insert(format!("{OPTIM}{key}"), Tensor::from_float(values.clone()));
+        }
+        for (series, values) in &self.history {
+            let values = Array1::from(values.clone()).into_dyn();
+            tensors.insert(format!("{HISTORY}{series}"), Tensor::F64(values));
+        }
+        let mut metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        for (key, value) in [
+            ("format", FORMAT.to_string()),
+            ("version", VERSION.to_string()),
+            ("step", self.step.to_string()),
+            ("seed", self.seed.to_string()),
+            ("dtype", F::DTYPE.to_string()),
+            ("optimizer", self.optimizer.kind.clone()),
+            ("optimizer_step", self.optimizer.step.to_string()),
+        ] {
+            metadata.insert(format!("{RESERVED}{key}"), value);
+        }
+        serialize(tensors.iter(), Some(metadata)).map_err(|err| Error::Format {
+            path: String::new(),
+            format: FORMAT_NAME.into(),
+            reason: format!("cannot serialize: {err}"),
+        })
+    }
+
+    /// Parses a file's contents. [`Error::Format`]s carry an empty path, which
+    /// [`Checkpoint::load`] fills in.
+    fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let format_error = |reason: String| Error::Format {
+            path: String::new(),
+            format: FORMAT_NAME.into(),
+            reason,
+        };
+        let file = parse(bytes, "", FORMAT_NAME)?;
+        let metadata = file.metadata();
+        let reserved = |key: &str| {
+            metadata
+                .get(&format!("{RESERVED}{key}"))
+                .ok_or_else(|| format_error(format!("no `{RESERVED}{key}` in the metadata")))
+        };
+        let number = |key: &str| -> Result<u64> {
+            let text = reserved(key)?;
+            text.parse().map_err(|_| {
+                format_error(format!(
+                    "`{RESERVED}{key}` is `{text}`; expected a whole number"
+                ))
+            })
+        };
+        if reserved("format")? != FORMAT {
+            return Err(format_error(format!(
+                "`{RESERVED}format` is not `{FORMAT}`"
+            )));
+        }
+        let version = reserved("version")?;
+        if version != VERSION {
+            return Err(format_error(format!(
+                "version {version}; this build reads version {VERSION}"
+            )));
+        }
+        let mut checkpoint = Checkpoint {
+            step: number("step")?,
+            seed: number("seed")?,
+            metadata: metadata
+                .iter()
+                .filter(|(key, _)| !key.starts_with(RESERVED))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            model: BTreeMap::new(),
+            optimizer: OptimizerState {
+                kind: reserved("optimizer")?.clone(),
+                step: number("optimizer_step")?,
+                buffers: BTreeMap::new(),
+            },
+            history: BTreeMap::new(),
+        };
+        // By name, so the first bad tensor reported is the same on every run.
+        for (name, tensor) in file.tensors(String::new())?.iter() {
+            if let Some(series) = name.strip_prefix(HISTORY) {
+                checkpoint
+                    .history
+                    .insert(series.into(), decode_f64(name, tensor)?);
+            } else if let Some(param) = name.strip_prefix(MODEL) {
+                checkpoint.model.insert(param.into(), decode(name, tensor)?);
+            } else if let Some(key) = name.strip_prefix(OPTIM) {
+                checkpoint
+                    .optimizer
+                    .buffers
+                    .insert(key.into(), decode(name, tensor)?);
+            } else {
+                return Err(format_error(format!(
+                    "tensor `{name}` has none of the prefixes {MODEL}, {OPTIM}, {HISTORY}"
+                )));
+            }
+        }
+        Ok(checkpoint)
+    }
+}
+
+/// A stored tensor as an array of `F`, which must be its dtype (a checkpoint resumes in the
+/// precision it was written in).
+fn decode<F: Float>(name: &str, tensor: &Tensor) -> Result<ArrayD<F>> {
+    match (F::DTYPE, tensor) {
+        ("f32", Tensor::F32(values)) => Ok(values.mapv(|v| F::of(f64::from(v)))),
+        ("f64", Tensor::F64(values)) => Ok(values.mapv(F::of)),
+        (expected, found) => Err(dtype_mismatch(
+            name,
+            &expected.to_uppercase(),
+            found.dtype().name().to_uppercase(),
+        )),
+    }
+}
+
+/// A stored `F64` series.
+fn decode_f64(name: &str, tensor: &Tensor) -> Result<Vec<f64>> {
+    match tensor {
+        Tensor::F64(values) => Ok(values.iter().copied().collect()),
+        other => Err(dtype_mismatch(
+            name,
+            "F64",
+            other.dtype().name().to_uppercase(),
+        )),
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash at any point leaves the old file or the new
+/// one: write a temporary file beside it, flush it to disk, rename it over `path`, flush the
+/// directory (which makes the rename itself durable).
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".checkpoint-")
+        .suffix(".tmp")
+        .tempfile_in(directory)
+        .map_err(|err| Error::io("create a temporary file in", directory, &err))?;
+    temporary
+        .write_all(bytes)
+        .and_then(|()| temporary.as_file().sync_all())
+        .map_err(|err| Error::io("write", temporary.path(), &err))?;
+    // On failure the temporary file is deleted when the error drops it.
+    temporary
+        .persist(path)
+        .map_err(|err| Error::io("rename into place", path, &err.error))?;
+    sync_directory(directory)
+}
+
+/// Flushes a directory's entries to disk (Unix); elsewhere renames are durable on their own
+/// or cannot be made so.
+fn sync_directory(directory: &Path) -> Result<()> {
+    if cfg!(unix) {
+        std::fs::File::open(directory)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|err| Error::io("flush", directory, &err))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array1, array};
+
+    use safetensors::tensor::TensorView;
+    use safetensors::{Dtype, SafeTensors};
+
+    use super::*;
+    use crate::params::Gradients;
+    use crate::train::linear::Linear;
+    use crate::train::optim::{Adam, AdamConfig};
+
+    fn trained_pair<F: Float>() -> (Linear<F>, Adam<F>) {
+        let mut layer = Linear {
+            weight: array![[0.25, -0.5, 1.0 / 3.0]].mapv(F::of),
+            bias: Array1::from_elem(1, F::of(0.1)),
+        };
+        let mut adam = Adam::new(AdamConfig::adamw().with_lr(0.01)).unwrap();
+        let mut grads = Gradients::new();
+        grads.insert("weight", array![[0.3, 0.2, -0.7]].mapv(F::of).into_dyn());
+        grads.insert("bias", array![0.9].mapv(F::of).into_dyn());
+        adam.step(&mut layer, &grads).unwrap();
+        (layer, adam)
+    }
+
+    fn round_trip<F: Float>() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.safetensors");
+        let (layer, adam) = trained_pair::<F>();
+        let mut checkpoint = Checkpoint::capture(&layer, &adam, 1, 42);
+        checkpoint.metadata.insert("task".into(), "adding".into());
+        checkpoint
+            .history
+            .insert("loss".into(), vec![0.1 + 0.2, f64::MIN_POSITIVE]);
+        checkpoint.save(&path).unwrap();
+        let loaded = Checkpoint::<F>::load(&path).unwrap();
+        assert_eq!(loaded, checkpoint);
+        let mut restored = Linear::<F>::zeros(3, 1);
+        loaded.restore_model(&mut restored).unwrap();
+        assert_eq!(restored, layer);
+        let mut resumed = Adam::<F>::new(AdamConfig::adamw().with_lr(0.01)).unwrap();
+        resumed.load_state(loaded.optimizer).unwrap();
+        assert_eq!(resumed.state(), adam.state());
+        // Only the checkpoint is left in the directory: no temporary file.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn round_trip_is_exact_in_both_precisions() {
+        round_trip::<f32>();
+        round_trip::<f64>();
+    }
+
+    #[test]
+    fn saving_replaces_an_existing_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        let (layer, adam) = trained_pair::<f64>();
+        Checkpoint::capture(&layer, &adam, 1, 0)
+            .save(&path)
+            .unwrap();
+        Checkpoint::capture(&layer, &adam, 7, 0)
+            .save(&path)
+            .unwrap();
+        assert_eq!(Checkpoint::<f64>::load(&path).unwrap().step, 7);
+    }
+
+    #[test]
+    fn the_file_is_plain_safetensors() {
+        let (layer, adam) = trained_pair::<f32>();
+        let bytes = Checkpoint::capture(&layer, &adam, 1, 5).to_bytes().unwrap();
+        let tensors = SafeTensors::deserialize(&bytes).unwrap();
+        let mut names = tensors.names();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "model.bias",
+                "model.weight",
+                "optim.exp_avg.bias",
+                "optim.exp_avg.weight",
+                "optim.exp_avg_sq.bias",
+                "optim.exp_avg_sq.weight"
+            ]
+        );
+        let weight = tensors.tensor("model.weight").unwrap();
+        assert_eq!(weight.dtype(), Dtype::F32);
+        assert_eq!(weight.shape(), &[1, 3]);
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let metadata = header.metadata().as_ref().unwrap();
+        assert_eq!(metadata["lstm.step"], "1");
+        assert_eq!(metadata["lstm.seed"], "5");
+        assert_eq!(metadata["lstm.optimizer"], "adamw");
+    }
+
+    #[test]
+    fn restoring_into_the_wrong_model_is_an_error_that_changes_nothing() {
+        let (layer, adam) = trained_pair::<f64>();
+        let checkpoint = Checkpoint::capture(&layer, &adam, 1, 0);
+        let mut wider = Linear::<f64>::zeros(4, 1);
+        assert_eq!(
+            checkpoint.restore_model(&mut wider),
+            Err(Error::shape_mismatch("model.weight", &[1, 4], &[1, 3]))
+        );
+        assert_eq!(wider, Linear::zeros(4, 1));
+        let mut missing = checkpoint.clone();
+        missing.model.remove("bias");
+        let mut target = Linear::<f64>::zeros(3, 1);
+        assert_eq!(
+            missing.restore_model(&mut target),
+            Err(Error::MissingTensor {
+                name: "model.bias".into(),
+                source_name: "the checkpoint".into()
+            })
+        );
+        let mut extra = checkpoint.clone();
+        extra.model.insert("scale".into(), ArrayD::zeros(vec![1]));
+        assert!(matches!(
+            extra.restore_model(&mut target),
+            Err(Error::InvalidValue { what, .. }) if what == "model.scale"
+        ));
+        assert_eq!(target, Linear::zeros(3, 1));
+    }
+
+    #[test]
+    fn bad_files_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        let missing = Checkpoint::<f64>::load(&path).unwrap_err();
+        assert!(
+            matches!(&missing, Error::Io { kind, .. } if *kind == std::io::ErrorKind::NotFound)
+        );
+        assert!(missing.to_string().contains("c.safetensors"), "{missing}");
+
+        let (layer, adam) = trained_pair::<f64>();
+        let checkpoint = Checkpoint::capture(&layer, &adam, 3, 1);
+        let bytes = checkpoint.to_bytes().unwrap();
+        for cut in [0, 7, 8, 20, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = Checkpoint::<f64>::load(&path).unwrap_err();
+            assert!(
+                matches!(&err, Error::Format { path: p, .. } if p.ends_with("c.safetensors")),
+                "cut at {cut}: {err}"
+            );
+        }
+        let mut garbled = bytes.clone();
+        garbled[10] = b'\xff';
+        std::fs::write(&path, &garbled).unwrap();
+        assert!(matches!(
+            Checkpoint::<f64>::load(&path),
+            Err(Error::Format { .. })
+        ));
+
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            Checkpoint::<f32>::load(&path),
+            Err(Error::DtypeMismatch {
+                what: "model.bias".into(),
+                expected: "F32".into(),
+                found: "F64".into()
+            })
+        );
+
+        let foreign = safetensors::serialize(
+            [(
+                "weight",
+                TensorView::new(Dtype::F64, vec![1], &[0u8; 8]).unwrap(),
+            )],
+            None,
+        )
+        .unwrap();
+        std::fs::write(&path, foreign).unwrap();
+        let err = Checkpoint::<f64>::load(&path).unwrap_err();
+        assert!(err.to_string().contains("no `lstm.format`"), "{err}");
+    }
+
+    #[test]
+    fn reserved_metadata_keys_are_rejected() {
+        let (layer, adam) = trained_pair::<f64>();
+        let mut checkpoint = Checkpoint::capture(&layer, &adam, 0, 0);
+        checkpoint.metadata.insert("lstm.step".into(), "9".into());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            checkpoint.save(&dir.path().join("c.safetensors")),
+            Err(Error::InvalidValue { what, .. }) if what == "lstm.step"
+        ));
+    }
+
+    #[test]
+    fn saving_into_a_missing_directory_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, adam) = trained_pair::<f64>();
+        let checkpoint = Checkpoint::capture(&layer, &adam, 0, 0);
+        assert!(matches!(
+            checkpoint.save(&dir.path().join("absent/c.safetensors")),
+            Err(Error::Io { .. })
+        ));
+    }
+}

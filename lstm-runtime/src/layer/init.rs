@@ -1,0 +1,256 @@
+//! What [`Lstm::new`](super::Lstm::new) initialises besides each cell's own init: the LSTMP
+//! projections, as PyTorch does, and the bias initialisations for long memory when the config
+//! asks: Keras' `unit_forget_bias` ([`LstmConfig::unit_forget_bias`]) and the chrono
+//! initialisation of Tallec & Ollivier (2018, "Can recurrent neural networks warp time?")
+//! ([`LstmConfig::chrono_t_max`]).
+//!
+//! Gate blocks are the rows `g·hidden .. (g+1)·hidden` of `bias_ih`/`bias_hh`, `g` the gate's
+//! position in [`CellSpec::gates`](crate::cell::CellSpec::gates). The layer adds both biases,
+//! so their sum is what Keras calls the bias.
+
+use std::ops::Range;
+
+use ndarray::{Array1, Array2, s};
+use rand::Rng;
+
+use super::config::LstmConfig;
+use crate::cell::{Cell, Gate, Init};
+use crate::float::Float;
+
+/// A fresh LSTMP projection `(proj_size, hidden_size)`, uniform in `±1/√hidden_size` as
+/// PyTorch initialises it; `None` without projection.
+pub(super) fn projection<F: Float, R: Rng + ?Sized>(
+    config: &LstmConfig,
+    rng: &mut R,
+) -> Option<Array2<F>> {
+    (config.proj_size > 0).then(|| {
+        let mut values = vec![F::zero(); config.proj_size * config.hidden_size];
+        Init::Default.fill(&mut values, config.hidden_size, rng);
+        Array2::from_shape_vec((config.proj_size, config.hidden_size), values)
+            // proj_size · hidden_size values: infallible.
+            .expect("one value per element")
+    })
+}
+
+/// Applies the config's long-memory inits to every cell (a config that asks for one was
+/// validated to have biases and a forget gate; cells without them are left alone).
+pub(super) fn init_long_memory<C: Cell, R: Rng + ?Sized>(
+    cells: &mut [C],
+    config: &LstmConfig,
+    rng: &mut R,
+) {
+    if config.unit_forget_bias {
+        cells.iter_mut().for_each(unit_forget_bias);
+    }
+    if let Some(t_max) = config.chrono_t_max {
+        for cell in cells {
+            chrono(cell, t_max, rng);
+        }
+    }
+}
+
+/// Keras' `unit_forget_bias` with its default `bias_initializer="zeros"`: the forget block of
+/// the bias is 1, every other value 0. The ones go into `bias_ih`, so `bias_ih + bias_hh` is
+/// Keras' bias. (Keras fills the other blocks with its `bias_initializer`, zeros unless
+/// changed; the cell's own init, PyTorch's uniform, is overwritten here.)
+fn unit_forget_bias<C: Cell>(cell: &mut C) {
+    let Some(forget) = gate_rows::<C>(Gate::Forget, cell.dims().hidden_size) else {
+        return;
+    };
+    let weights = cell.weights_mut();
+    let (Some(bias_ih), Some(bias_hh)) = (weights.bias_ih, weights.bias_hh) else {
+        return;
+    };
+    bias_ih.fill(C::Elem::of(0.0));
+    bias_hh.fill(C::Elem::of(0.0));
+    bias_ih.slice_mut(s![forget]).fill(C::Elem::of(1.0));
+}
+
+/// Chrono initialisation (Tallec & Ollivier 2018, eq. 16): per unit, forget bias
+/// `log u` with `u ~ U(1, T_max − 1)`, input bias `−log u`; set in `bias_ih` with the same
+/// blocks of `bias_hh` zeroed, the other blocks keeping the cell's init. A cell without an
+/// input gate (CIFG, whose input gate is `1 − f`) gets the forget bias only.
+fn chrono<C: Cell, R: Rng + ?Sized>(cell: &mut C, t_max: f64, rng: &mut R) {
+    let hidden = cell.dims().hidden_size;
+    let Some(forget) = gate_rows::<C>(Gate::Forget, hidden) else {
+        return;
+    };
+    let input = gate_rows::<C>(Gate::Input, hidden);
+    let weights = cell.weights_mut();
+    let (Some(bias_ih), Some(bias_hh)) = (weights.bias_ih, weights.bias_hh) else {
+        return;
+    };
+    let forget_bias: Array1<f64> = (0..hidden)
+        .map(|_| (1.0 + (t_max - 2.0) * rng.random::<f64>()).ln())
+        .collect();
+    bias_ih
+        .slice_mut(s![forget.clone()])
+        .assign(&forget_bias.mapv(C::Elem::of));
+    bias_hh.slice_mut(s![forget]).fill(C::Elem::of(0.0));
+    if let Some(input) = input {
+        bias_ih
+            .slice_mut(s![input.clone()])
+            .assign(&forget_bias.mapv(|b| C::Elem::of(-b)));
+        bias_hh.slice_mut(s![input]).fill(C::Elem::of(0.0));
+    }
+}
+
+/// The bias rows of `gate` in a cell of type `C` with `hidden` units, if it computes it.
+fn gate_rows<C: Cell>(gate: Gate, hidden: usize) -> Option<Range<usize>> {
+    let index = C::SPEC.gates.iter().position(|&g| g == gate)?;
+    Some(index * hidden..(index + 1) * hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::direction::Direction;
+    use crate::error::Error;
+    use crate::layer::Lstm;
+    use crate::{lstm_cell, zoo};
+
+    /// The forget gate coupled to the input gate: no forget-gate weights at all.
+    #[lstm_cell(f = 1.0 - i)]
+    pub struct NoForget;
+
+    fn layer<C: Cell<Elem = f64>>(config: LstmConfig) -> Lstm<C> {
+        Lstm::new(config, &mut ChaCha8Rng::seed_from_u64(3)).unwrap()
+    }
+
+    fn biases<C: Cell<Elem = f64>>(cell: &C) -> (Array1<f64>, Array1<f64>) {
+        let weights = cell.weights();
+        (
+            weights.bias_ih.unwrap().clone(),
+            weights.bias_hh.unwrap().clone(),
+        )
+    }
+
+    fn option<C: Cell>(config: LstmConfig) -> String {
+        match config.validate_for::<C>() {
+            Err(Error::Config { option, .. }) => option,
+            other => panic!("expected a config error, found {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unit_forget_bias_is_ones_on_the_forget_block_only() {
+        let config = LstmConfig::new(3, 4)
+            .with_num_layers(2)
+            .with_bidirectional(true)
+            .with_unit_forget_bias(true);
+        let lstm = layer::<zoo::Lstm<f64>>(config.clone());
+        let expected: Array1<f64> = (0..16).map(|row| f64::from(row / 4 == 1)).collect();
+        for layer_index in [0, 1] {
+            for direction in Direction::BOTH {
+                let (bias_ih, bias_hh) = biases(lstm.cell(layer_index, direction).unwrap());
+                assert_eq!(bias_ih, expected);
+                assert!(bias_hh.iter().all(|&b| b == 0.0));
+            }
+        }
+        // CIFG's blocks are f, g, o: the forget block comes first.
+        let cifg = layer::<zoo::Cifg<f64>>(config);
+        let (bias_ih, _) = biases(cifg.cell(1, Direction::Reverse).unwrap());
+        let expected: Array1<f64> = (0..12).map(|row| f64::from(row < 4)).collect();
+        assert_eq!(bias_ih, expected);
+    }
+
+    #[test]
+    fn chrono_draws_log_uniform_forget_biases_and_keeps_the_rest() {
+        let (hidden, t_max) = (2000, 50.0);
+        let config = LstmConfig::new(2, hidden).with_bidirectional(true);
+        let plain = layer::<zoo::Lstm<f64>>(config.clone());
+        let chrono = layer::<zoo::Lstm<f64>>(config.with_chrono_t_max(t_max));
+        let block = |bias: &Array1<f64>, gate: usize| {
+            bias.slice(s![gate * hidden..(gate + 1) * hidden])
+                .to_owned()
+        };
+        let mut draws = Vec::new();
+        for direction in Direction::BOTH {
+            let (bias_ih, bias_hh) = biases(chrono.cell(0, direction).unwrap());
+            let (plain_ih, plain_hh) = biases(plain.cell(0, direction).unwrap());
+            let forget = block(&bias_ih, 1);
+            assert_eq!(block(&bias_ih, 0), -&forget);
+            for gate in [0, 1] {
+                assert!(block(&bias_hh, gate).iter().all(|&b| b == 0.0));
+            }
+            for gate in [2, 3] {
+                assert_eq!(block(&bias_ih, gate), block(&plain_ih, gate));
+                assert_eq!(block(&bias_hh, gate), block(&plain_hh, gate));
+            }
+            assert_eq!(
+                chrono.cell(0, direction).unwrap().weights().weight_ih,
+                plain.cell(0, direction).unwrap().weights().weight_ih
+            );
+            draws.extend(forget.iter().copied());
+        }
+        let upper = (t_max - 1.0).ln();
+        assert!(draws.iter().all(|&b| (0.0..upper).contains(&b)));
+        // `exp(b)` is uniform on [1, 49]: mean 25, standard deviation 48/√12 ≈ 13.9, so the
+        // mean of 4000 draws is within 1 of 25 by more than 4 standard errors.
+        let mean = draws.iter().map(|b| b.exp()).sum::<f64>() / draws.len() as f64;
+        assert!((mean - t_max / 2.0).abs() < 1.0, "mean of exp(b) = {mean}");
+        let below_half = draws.iter().filter(|&&b| b.exp() < t_max / 2.0).count();
+        assert!(
+            (1800..2200).contains(&below_half),
+            "{below_half} of 4000 below the median"
+        );
+    }
+
+    #[test]
+    fn chrono_sets_only_the_forget_gate_of_cifg() {
+        let config = LstmConfig::new(2, 5);
+        let plain = layer::<zoo::Cifg<f64>>(config.clone());
+        let chrono = layer::<zoo::Cifg<f64>>(config.with_chrono_t_max(10.0));
+        let (bias_ih, bias_hh) = biases(chrono.cell(0, Direction::Forward).unwrap());
+        let (plain_ih, plain_hh) = biases(plain.cell(0, Direction::Forward).unwrap());
+        let forget = bias_ih.slice(s![0..5]);
+        assert!(forget.iter().all(|&b| (0.0..9f64.ln()).contains(&b)));
+        assert!(bias_hh.slice(s![0..5]).iter().all(|&b| b == 0.0));
+        assert_eq!(bias_ih.slice(s![5..]), plain_ih.slice(s![5..]));
+        assert_eq!(bias_hh.slice(s![5..]), plain_hh.slice(s![5..]));
+    }
+
+    #[test]
+    fn impossible_inits_are_named() {
+        let config = LstmConfig::new(2, 3);
+        assert_eq!(
+            option::<zoo::Lstm<f64>>(config.clone().with_chrono_t_max(2.0)),
+            "chrono_t_max"
+        );
+        assert_eq!(
+            option::<zoo::Lstm<f64>>(config.clone().with_chrono_t_max(f64::INFINITY)),
+            "chrono_t_max"
+        );
+        assert_eq!(
+            option::<zoo::Lstm<f64>>(
+                config
+                    .clone()
+                    .with_chrono_t_max(10.0)
+                    .with_unit_forget_bias(true)
+            ),
+            "unit_forget_bias"
+        );
+        let no_bias = config.clone().with_bias(false);
+        assert_eq!(
+            option::<zoo::Lstm<f64>>(no_bias.clone().with_unit_forget_bias(true)),
+            "unit_forget_bias"
+        );
+        assert_eq!(
+            option::<zoo::Lstm<f64>>(no_bias.with_chrono_t_max(10.0)),
+            "chrono_t_max"
+        );
+        assert!(!<NoForget<f64> as Cell>::SPEC.gates.contains(&Gate::Forget));
+        assert_eq!(
+            option::<NoForget<f64>>(config.clone().with_unit_forget_bias(true)),
+            "unit_forget_bias"
+        );
+        assert_eq!(
+            option::<NoForget<f64>>(config.clone().with_chrono_t_max(10.0)),
+            "chrono_t_max"
+        );
+        assert!(Lstm::<NoForget<f64>>::new(config, &mut rand::rng()).is_ok());
+    }
+}

@@ -1,0 +1,314 @@
+//! A second thread that stays awake for the length of a time loop, so that each step's work
+//! can be split in two at a cost of well under a microsecond.
+//!
+//! A time step of a small layer (batch 1, hidden 128) takes a few microseconds; handing half
+//! of it to a Rayon worker from outside the pool costs more than that (the caller sleeps on a
+//! latch while a woken worker runs the join), so such steps used to run on one core. Within
+//! [`with_helper`] a helper thread spins waiting for work, and [`join`] on the calling thread
+//! posts one closure to it and runs the other itself, both returning before `join` does.
+//!
+//! Nothing inside [`with_helper`] should use Rayon: the spinning helper would compete with
+//! Rayon's workers for the cores. So the matrix products and the split steps ask [`active`]
+//! and split through the helper when one is running.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::threads::num_threads;
+
+/// The helper has nothing to do.
+const IDLE: u8 = 0;
+/// A job is posted and nobody runs it yet.
+const POSTED: u8 = 1;
+/// The posted job is being run, by the helper or by the poster.
+const RUNNING: u8 = 2;
+/// The posted job is finished.
+const DONE: u8 = 3;
+/// The time loop is over: the helper returns.
+const STOP: u8 = 4;
+
+/// Looks at the state the poster spends, once its own side is done, before it runs a job the
+/// helper has not started itself: a helper that is not on a core (the system gave both
+/// threads one core for a while) must not hold the time loop up.
+const SPINS_BEFORE_TAKING_BACK: u32 = 256;
+
+/// Looks at the state, spinning, before a waiting thread starts yielding its core at every
+/// look: if the two threads ever share one core (another process takes the other), a spinning
+/// waiter must let the one it waits for run.
+const SPINS_BEFORE_YIELD: u32 = 1 << 10;
+
+/// A job handed to the helper: a type-erased `FnOnce` behind a mutable reference whose borrow
+/// the poster keeps alive until the job is done.
+type Job = *mut (dyn FnMut() + Send);
+
+/// The state shared by the calling thread and the helper.
+struct Shared {
+    state: AtomicU8,
+    /// The posted job, written before `state` becomes [`POSTED`].
+    job: Mutex<Option<SendJob>>,
+    /// The panic payload of a job that panicked, resumed on the calling thread.
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+/// A [`Job`] pointer that may cross to the helper thread.
+struct SendJob(Job);
+
+// SAFETY: the pointee is `Send`, and the poster keeps it alive and untouched until the helper
+// signals `DONE` (see `join`).
+unsafe impl Send for SendJob {}
+
+thread_local! {
+    /// The helper of the time loop running on this thread, if any.
+    static CURRENT: Cell<Option<*const Shared>> = const { Cell::new(None) };
+}
+
+/// Whether a helper thread is running for this thread's time loop.
+pub(crate) fn active() -> bool {
+    CURRENT.with(Cell::get).is_some()
+}
+
+/// Runs `body` with a helper thread for [`join`], when the machine is allowed two threads
+/// ([`num_threads`]) and `worth_it`, and no helper runs for this thread already. Otherwise
+/// `body` runs as it is.
+pub(crate) fn with_helper<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
+    if !worth_it || active() || num_threads() < 2 {
+        return body();
+    }
+    let shared = Shared {
+        state: AtomicU8::new(IDLE),
+        job: Mutex::new(None),
+        panic: Mutex::new(None),
+    };
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("lstm-helper".into())
+            .spawn_scoped(scope, || helper(&shared));
+        if spawned.is_err() {
+            // No thread to be had (a resource limit): the loop runs on this thread alone.
+            return body();
+        }
+        /// Stops the helper even if `body` panics, and clears `CURRENT`.
+        struct Stop<'a>(&'a Shared);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                CURRENT.with(|current| current.set(None));
+                self.0.state.store(STOP, Ordering::Release);
+            }
+        }
+        CURRENT.with(|current| current.set(Some(&shared as *const Shared)));
+        let _stop = Stop(&shared);
+        body()
+    })
+}
+
+/// The helper's loop: run posted jobs until told to stop.
+fn helper(shared: &Shared) {
+    let mut spins = 0u32;
+    loop {
+        match shared.state.load(Ordering::Acquire) {
+            POSTED => {
+                spins = 0;
+                if shared
+                    .state
+                    .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    run_posted(shared);
+                }
+            }
+            STOP => return,
+            _ => {
+                pause(&mut spins);
+            }
+        }
+    }
+}
+
+/// Runs the posted job (the caller won it: `POSTED` → `RUNNING`), keeps a panic for the
+/// poster, and signals `DONE`.
+fn run_posted(shared: &Shared) {
+    let job = shared
+        .job
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(SendJob(job)) = job {
+        // SAFETY: the poster keeps the job alive until it sees `DONE`.
+        let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
+        if let Err(payload) = outcome {
+            *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
+        }
+    }
+    shared.state.store(DONE, Ordering::Release);
+}
+
+/// One wait between two looks at the state: a spin, or after [`SPINS_BEFORE_YIELD`] of them
+/// a yield of the core.
+pub(crate) fn pause(spins: &mut u32) {
+    if *spins < SPINS_BEFORE_YIELD {
+        *spins += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Runs `first` on this thread and `second` on the helper thread, or both here when no helper
+/// runs (in that order); returns when both are done. A panic in either is resumed here once
+/// both have finished.
+pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
+    let Some(shared) = CURRENT.with(Cell::get) else {
+        first();
+        second();
+        return;
+    };
+    // SAFETY: `CURRENT` is set only inside `with_helper`, on its thread, while `shared` lives.
+    let shared = unsafe { &*shared };
+    let mut second = Some(second);
+    let mut call = || {
+        if let Some(second) = second.take() {
+            second();
+        }
+    };
+    let job: *mut (dyn FnMut() + Send + '_) = &mut call;
+    // SAFETY: only the lifetime is erased; `Wait` below keeps `call` alive and borrowed until
+    // the helper has run it, even if `first` panics.
+    let job: Job = unsafe { std::mem::transmute(job) };
+    *shared.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(SendJob(job));
+    shared.state.store(POSTED, Ordering::Release);
+    /// Waits for the helper to finish the job, on return and on unwinding alike.
+    struct Wait<'a>(&'a Shared);
+    impl Drop for Wait<'_> {
+        fn drop(&mut self) {
+            let mut spins = 0;
+            loop {
+                match self.0.state.load(Ordering::Acquire) {
+                    DONE => break,
+                    POSTED if spins >= SPINS_BEFORE_TAKING_BACK => {
+                        if self
+                            .0
+                            .state
+                            .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            run_posted(self.0);
+                        }
+                    }
+                    _ => pause(&mut spins),
+                }
+            }
+            self.0.state.store(IDLE, Ordering::Relaxed);
+        }
+    }
+    let wait = Wait(shared);
+    first();
+    drop(wait);
+    let payload = shared
+        .panic
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(payload) = payload {
+        resume_unwind(payload);
+    }
+}
+
+/// [`join`] through the helper thread when one runs for this thread, else [`rayon::join`].
+pub(crate) fn fork<A: FnOnce() + Send, B: FnOnce() + Send>(first: A, second: B) {
+    if active() {
+        join(first, second);
+    } else {
+        rayon::join(first, second);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn join_runs_both_sides_with_and_without_a_helper() {
+        for worth_it in [false, true] {
+            let count = AtomicUsize::new(0);
+            let mut left = 0;
+            with_helper(worth_it, || {
+                for _ in 0..1000 {
+                    join(
+                        || left += 1,
+                        || {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        },
+                    );
+                }
+            });
+            assert_eq!((left, count.load(Ordering::Relaxed)), (1000, 1000));
+            assert!(!active());
+        }
+    }
+
+    #[test]
+    fn the_second_side_runs_on_the_helper_thread() {
+        if num_threads() < 2 {
+            return;
+        }
+        let here = std::thread::current().id();
+        let mut elsewhere = 0;
+        with_helper(true, || {
+            assert!(active());
+            // Until it does once, or for a second (the system may give both threads one core
+            // for a while).
+            let start = std::time::Instant::now();
+            while elsewhere == 0 && start.elapsed() < std::time::Duration::from_secs(1) {
+                let mut there = None;
+                // The first side lasts long enough for the helper to pick the second up.
+                let busy = || {
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_micros(50) {}
+                };
+                join(busy, || there = Some(std::thread::current().id()));
+                elsewhere += usize::from(there.is_some_and(|id| id != here));
+            }
+        });
+        assert!(elsewhere > 0);
+    }
+
+    #[test]
+    fn the_caller_runs_a_job_the_helper_never_picks_up() {
+        // A helper that never runs (as when the system gives it no core).
+        let shared = Shared {
+            state: AtomicU8::new(IDLE),
+            job: Mutex::new(None),
+            panic: Mutex::new(None),
+        };
+        CURRENT.with(|current| current.set(Some(&shared as *const Shared)));
+        let mut sides = (0, 0);
+        for _ in 0..3 {
+            join(|| sides.0 += 1, || sides.1 += 1);
+        }
+        CURRENT.with(|current| current.set(None));
+        assert_eq!(sides, (3, 3));
+        assert_eq!(shared.state.load(Ordering::Relaxed), IDLE);
+    }
+
+    #[test]
+    fn a_panic_on_the_helper_reaches_the_caller_after_both_sides_finish() {
+        let finished = AtomicUsize::new(0);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            with_helper(true, || {
+                join(
+                    || {
+                        finished.fetch_add(1, Ordering::Relaxed);
+                    },
+                    || panic!("second side"),
+                )
+            })
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(finished.load(Ordering::Relaxed), 1);
+        assert!(!active());
+    }
+}

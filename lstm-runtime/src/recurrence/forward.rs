@@ -1,0 +1,336 @@
+//! The forward time loop of one (layer, direction): chunk by chunk, the input projection
+//! `zx = x · W_ihᵀ` of the chunk's steps as one GEMM, then step by step the recurrent product
+//! `zh = h_prev · W_hhᵀ`, the cell's fused step, the LSTMP projection, zoneout, and the
+//! settling of masked rows (which keep their state). A training pass records what backward
+//! reads ([`Record::Tape`]).
+//!
+//! The regularisers inside the recurrence act at three points: the input before the
+//! projection (input dropout, one elementwise pass per chunk before the GEMM), `h_prev` before
+//! the recurrent GEMM (recurrent dropout; weight drop multiplies by a masked copy of
+//! `weight_hh` made once per call), and the state after the step (zoneout).
+//!
+//! At batch 1, with two threads, a cell whose units do not read each other runs each chunk
+//! split by units instead (`split_units/`): each thread projects, multiplies and steps half
+//! of the units, and only `h` crosses between the cores.
+
+use ndarray::{ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray, Ix2, Order, Zip, s};
+use num_traits::{One, Zero};
+
+use super::Record;
+use super::mask::InvalidOutput;
+use super::pass::{DirectionTape, Pass, Run, State, StepBuffers, chunk_steps, flat, flat_mut};
+use super::split_rows;
+use super::split_units::{Chunk, SideTape, SplitBuffers, UnitSplit};
+use crate::cell::{Cell, StepIo};
+use crate::direction::Direction;
+use crate::error::Result;
+use crate::linalg::prefetch::prefetch;
+use crate::linalg::{self, step::StepRhs};
+use crate::parallel::helper_thread;
+use crate::regularization::in_recurrence::mask_rows;
+
+impl<C: Cell> Pass<'_, C> {
+    /// Runs every step of `input: (seq_len, batch, input_size)` (time-major, any layout) in
+    /// this direction's order, chunk by chunk. Writes each step's output at its time index
+    /// into `output: (seq_len, batch, recurrent_size)` if given, and keeps what `record`
+    /// asks for.
+    pub(crate) fn run_sequence(
+        &self,
+        input: ArrayView3<'_, C::Elem>,
+        run: &mut Run<C::Elem>,
+        mut output: Option<ArrayViewMut3<'_, C::Elem>>,
+        mut record: Record<&mut DirectionTape<C::Elem>>,
+    ) -> Result<()> {
+        let seq_len = input.len_of(Axis(0));
+        let batch = input.len_of(Axis(1));
+        let chunk = chunk_steps(batch);
+        let mut starts: Vec<usize> = (0..seq_len).step_by(chunk).collect();
+        if self.direction == Direction::Reverse {
+            starts.reverse();
+        }
+        helper_thread::with_helper(self.helper_worth_it(seq_len, batch), || {
+            for t0 in starts {
+                let t1 = (t0 + chunk).min(seq_len);
+                let chunk_output = output
+                    .as_mut()
+                    .map(|output| output.slice_mut(s![t0..t1, .., ..]));
+                self.run_chunk(
+                    input.slice(s![t0..t1, .., ..]),
+                    t0,
+                    seq_len,
+                    run,
+                    chunk_output,
+                    record.reborrow(),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs the steps `t0 .. t0 + steps` of a `seq_len`-step sequence, given their input
+    /// `(steps, batch, input_size)`, in this direction's order; outputs go to `output`
+    /// `(steps, batch, recurrent_size)` at the step's offset in the chunk.
+    pub(crate) fn run_chunk(
+        &self,
+        input: ArrayView3<'_, C::Elem>,
+        t0: usize,
+        seq_len: usize,
+        run: &mut Run<C::Elem>,
+        mut output: Option<ArrayViewMut3<'_, C::Elem>>,
+        mut record: Record<&mut DirectionTape<C::Elem>>,
+    ) -> Result<()> {
+        let (steps, batch, input_size) = input.dim();
+        let step_len = batch * self.gate_rows();
+        let rows: CowArray<'_, C::Elem, Ix2> = input
+            .to_shape(((steps * batch, input_size), Order::RowMajor))
+            // Same element count, and `to_shape` copies when the layout needs it: infallible.
+            .expect("(steps, batch, input_size) always reshapes to (steps · batch, input_size)");
+        if let (Some(Some(split)), Some(buffers)) = (self.units.get(), run.units.as_mut())
+            && helper_thread::active()
+        {
+            let x = rows.as_standard_layout();
+            let chunk = Chunk {
+                x: x.view(),
+                direction: self.direction,
+                t0,
+                seq_len,
+            };
+            self.run_chunk_by_units(split, chunk, &mut run.state, buffers, output, record);
+            return Ok(());
+        }
+        // Input dropout: the same mask at every step, applied once before the projection.
+        let rows = match self.reg.input {
+            Some(mask) => {
+                let dropped = run.x_dropped.slice_mut(s![..steps * batch, ..]);
+                mask_rows(rows.view(), mask, dropped, |out, x| *out = x);
+                run.x_dropped.slice(s![..steps * batch, ..])
+            }
+            None => rows.view(),
+        };
+        linalg::matmul_nt(
+            C::Elem::one(),
+            rows,
+            self.cell.weights().weight_ih.view(),
+            C::Elem::zero(),
+            run.zx.slice_mut(s![..steps * batch, ..]),
+        )?;
+        let zx = flat(&run.zx);
+        for k in 0..steps {
+            let k = self.direction.time_of(k, steps);
+            let t = t0 + k;
+            let zx_t = &zx[k * step_len..(k + 1) * step_len];
+            self.step(
+                t,
+                seq_len,
+                zx_t,
+                &mut run.state,
+                &mut run.buffers,
+                record.reborrow(),
+            )?;
+            if let Some(output) = output.as_mut() {
+                self.write_output(
+                    &run.state,
+                    &run.buffers.valid,
+                    output.index_axis_mut(Axis(0), k),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Pass::run_chunk`] split by units between the two threads (`split_units/`): each
+    /// side's share of the outputs and of the tape is a view of its units' columns.
+    fn run_chunk_by_units(
+        &self,
+        split: &UnitSplit<C>,
+        chunk: Chunk<'_, C::Elem>,
+        state: &mut State<C::Elem>,
+        buffers: &mut SplitBuffers<C::Elem>,
+        output: Option<ArrayViewMut3<'_, C::Elem>>,
+        record: Record<&mut DirectionTape<C::Elem>>,
+    ) {
+        let at = split.at();
+        let steps = chunk.x.nrows();
+        let output = match output {
+            Some(output) => {
+                let (first, second) = output.index_axis_move(Axis(1), 0).split_at(Axis(1), at);
+                [Some(first), Some(second)]
+            }
+            None => [None, None],
+        };
+        let record = match record {
+            Record::Tape(tape) => {
+                let (rows, hidden) = (tape.cache.nrows(), self.dims.hidden_size);
+                let cache = tape
+                    .cache
+                    .view_mut()
+                    .into_shape_with_order((rows, C::SPEC.cache.per_unit, hidden))
+                    .expect("a unit-local cell caches only per-unit values (`UnitSplit::applies`)");
+                let (cache, cache2) = cache.split_at(Axis(2), at);
+                let (h_prev, h_prev2) = tape.h_prev.view_mut().split_at(Axis(1), at);
+                let (c_states, c_states2) = tape.c_states.view_mut().split_at(Axis(1), at);
+                Record::Tape([
+                    SideTape {
+                        cache,
+                        h_prev,
+                        c_states,
+                    },
+                    SideTape {
+                        cache: cache2,
+                        h_prev: h_prev2,
+                        c_states: c_states2,
+                    },
+                ])
+            }
+            Record::Nothing => Record::Nothing,
+        };
+        split.run_chunk(
+            chunk,
+            flat_mut(&mut state.h),
+            flat_mut(&mut state.c),
+            buffers,
+            output,
+            record,
+        );
+        if steps > 0 {
+            state.seen.fill(true);
+        }
+    }
+
+    /// One time step `t`: the recurrent GEMM, the cell's step, the projection, and the
+    /// settling of masked rows; `state` becomes the new state.
+    fn step(
+        &self,
+        t: usize,
+        seq_len: usize,
+        zx_t: &[C::Elem],
+        state: &mut State<C::Elem>,
+        buffers: &mut StepBuffers<C::Elem>,
+        mut record: Record<&mut DirectionTape<C::Elem>>,
+    ) -> Result<()> {
+        let all_valid = self.validity.fill_step(t, &mut buffers.valid);
+        let batch = state.c.nrows();
+        if state.c.is_empty() {
+            // No batch rows or no units: nothing to compute, and generated steps need not
+            // handle empty blocks.
+            return Ok(());
+        }
+        // Recurrent dropout: the step sees `h_prev ⊙ mask`; the carried state is undropped.
+        let h_in = match self.reg.recurrent {
+            Some(mask) => {
+                Zip::from(&mut buffers.h_dropped)
+                    .and(&state.h)
+                    .and(&mask)
+                    .for_each(|dropped, &h, &m| *dropped = h * m);
+                &buffers.h_dropped
+            }
+            None => &state.h,
+        };
+        if let Record::Tape(tape) = record.reborrow() {
+            tape.h_prev
+                .slice_mut(s![t * batch..(t + 1) * batch, ..])
+                .assign(h_in);
+        }
+        self.recurrent
+            .get_or_init(|| StepRhs::transposed(self.weight_hh()))
+            .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut())?;
+        prefetch(flat(&buffers.zh));
+        let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
+            flat(h_in)
+        } else {
+            &[]
+        };
+        let io = StepIo {
+            rows: batch,
+            zx: zx_t,
+            zh: flat(&buffers.zh),
+            bias_ih: &self.biases.ih,
+            bias_hh: &self.biases.hh,
+            constant: flat(&self.constant),
+            c_prev: flat(&state.c),
+            h_prev,
+            h: flat_mut(&mut buffers.h_cell),
+            c: flat_mut(&mut buffers.c),
+            scratch: flat_mut(&mut buffers.scratch),
+        };
+        match record.reborrow() {
+            Record::Tape(tape) => {
+                let cache_len = C::SPEC.cache.len(self.dims.hidden_size) * batch;
+                let cache = &mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len];
+                split_rows::step_train(self.cell, io, self.gate_rows(), cache);
+            }
+            Record::Nothing => split_rows::step(self.cell, io, self.gate_rows()),
+        }
+        let next_h = match self.weight_hr {
+            Some(weight_hr) => {
+                linalg::matmul_nt(
+                    C::Elem::one(),
+                    buffers.h_cell.view(),
+                    weight_hr.view(),
+                    C::Elem::zero(),
+                    buffers.h_proj.view_mut(),
+                )?;
+                if let Record::Tape(tape) = record.reborrow() {
+                    tape.h_cell
+                        .slice_mut(s![t * batch..(t + 1) * batch, ..])
+                        .assign(&buffers.h_cell);
+                }
+                &mut buffers.h_proj
+            }
+            None => &mut buffers.h_cell,
+        };
+        // Zoneout: some units keep their previous state (in inference, the expectation).
+        if self.reg.zoneout_c.is_on() {
+            if let Record::Tape(tape) = record.reborrow() {
+                tape.c_cell
+                    .slice_mut(s![t * batch..(t + 1) * batch, ..])
+                    .assign(&buffers.c);
+            }
+            self.reg
+                .zoneout_c
+                .blend(t, state.c.view(), buffers.c.view_mut());
+        }
+        self.reg
+            .zoneout_h
+            .blend(t, state.h.view(), next_h.view_mut());
+        // Rows whose step is masked keep their state: copied, not blended, so whatever the
+        // step computed for them is dropped.
+        if !all_valid {
+            for (row, _) in buffers.valid.iter().enumerate().filter(|(_, v)| !**v) {
+                next_h.row_mut(row).assign(&state.h.row(row));
+                buffers.c.row_mut(row).assign(&state.c.row(row));
+            }
+        }
+        std::mem::swap(&mut state.h, next_h);
+        std::mem::swap(&mut state.c, &mut buffers.c);
+        for (seen, valid) in state.seen.iter_mut().zip(&buffers.valid) {
+            *seen |= *valid;
+        }
+        if let Record::Tape(tape) = record {
+            let s = self.direction.time_of(t, seq_len);
+            tape.c_states
+                .slice_mut(s![(s + 1) * batch..(s + 2) * batch, ..])
+                .assign(&state.c);
+        }
+        Ok(())
+    }
+
+    /// The step's output `(batch, recurrent_size)`: the new `h` of valid rows; for the others
+    /// zeros, or under Keras' repeat policy the carried `h` (the row's last valid output)
+    /// once the row has had a valid step.
+    fn write_output(
+        &self,
+        state: &State<C::Elem>,
+        valid: &[bool],
+        mut output: ArrayViewMut2<'_, C::Elem>,
+    ) {
+        let repeat = self.invalid_output == InvalidOutput::RepeatPrevious;
+        for (row, mut out) in output.axis_iter_mut(Axis(0)).enumerate() {
+            if valid[row] || (repeat && state.seen[row]) {
+                out.assign(&state.h.row(row));
+            } else {
+                out.fill(C::Elem::zero());
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The cell's elementwise step on both cores, split by batch rows: rows are independent in every
+//! generated step (each row reads and writes only its own rows of the per-row buffers), so a step
+//! over many rows runs as two halves on two threads. The GEMMs around it already use every core;
+//! without this, the step is the single-threaded part of each time step.
+//!
+//! Per-row buffers are split by rows; shared inputs (the biases) are passed whole; the
+//! backward step's accumulators shared by all rows (bias and spec-parameter gradients) get a
+//! second copy for the second half, added into the first when the pass ends.
+
+use crate::cell::{BackwardIo, Cell, CellDims, StepIo};
+use crate::parallel::helper_thread;
+use crate::parallel::threads::num_threads;
+
+/// Gate values (rows × gates · hidden) below which a step runs on the calling thread: handing
+/// half of a smaller step to another thread costs more than it saves.
+const PARALLEL_MIN_VALUES: usize = 1 << 14;
+
+/// Where a step of `rows` rows with `gate_rows` gate values per row splits, if it does.
+pub(crate) fn split_point(rows: usize, gate_rows: usize) -> Option<usize> {
+    (rows >= 2 && rows * gate_rows >= PARALLEL_MIN_VALUES && num_threads() > 1).then_some(rows / 2)
+}
+
+/// A per-row buffer of `rows` rows split after row `at`; an empty buffer (an input the cell
+/// does not read) stays empty on both sides.
+fn rows_of<T>(values: &[T], rows: usize, at: usize) -> (&[T], &[T]) {
+    values.split_at(values.len() / rows * at)
+}
+
+/// As [`rows_of`], mutably.
+fn rows_of_mut<T>(values: &mut [T], rows: usize, at: usize) -> (&mut [T], &mut [T]) {
+    let per_row = values.len() / rows;
+    values.split_at_mut(per_row * at)
+}
+
+/// Runs `cell`'s inference step over `io`, in two halves on two threads when the step is
+/// large enough.
+pub(crate) fn step<C: Cell>(cell: &C, io: StepIo<'_, C::Elem>, gate_rows: usize) {
+    match split_point(io.rows, gate_rows) {
+        Some(at) => {
+            let (first, second) = halves(io, at);
+            helper_thread::fork(|| cell.step(first), || cell.step(second));
+        }
+        None => cell.step(io),
+    }
+}
+
+/// Runs `cell`'s training step over `io`, writing the step's cache into `cache`, in two
+/// halves on two threads when the step is large enough.
+pub(crate) fn step_train<C: Cell>(
+    cell: &C,
+    io: StepIo<'_, C::Elem>,
+    gate_rows: usize,
+    cache: &mut [C::Elem],
+) {
+    let rows = io.rows;
+    match split_point(rows, gate_rows) {
+        Some(at) => {
+            let (cache, cache2) = rows_of_mut(cache, rows, at);
+            let (first, second) = halves(io, at);
+            helper_thread::fork(
+                || cell.step_train(first, cache),
+                || cell.step_train(second, cache2),
+            );
+        }
+        None => cell.step_train(io, cache),
+    }
+}
+
+/// The rows `..at` and `at..` of a step's buffers (the biases, shared by all rows, whole in
+/// both).
+fn halves<'a, F>(io: StepIo<'a, F>, at: usize) -> (StepIo<'a, F>, StepIo<'a, F>) {
+    let rows = io.rows;
+    let (zx, zx2) = rows_of(io.zx, rows, at);
+    let (zh, zh2) = rows_of(io.zh, rows, at);
+    let (constant, constant2) = rows_of(io.constant, rows, at);
+    let (c_prev, c_prev2) = rows_of(io.c_prev, rows, at);
+    let (h_prev, h_prev2) = rows_of(io.h_prev, rows, at);
+    let (h, h2) = rows_of_mut(io.h, rows, at);
+    let (c, c2) = rows_of_mut(io.c, rows, at);
+    let (scratch, scratch2) = rows_of_mut(io.scratch, rows, at);
+    let first = StepIo {
+        rows: at,
+        zx,
+        zh,
+        bias_ih: io.bias_ih,
+        bias_hh: io.bias_hh,
+        constant,
+        c_prev,
+        h_prev,
+        h,
+        c,
+        scratch,
+    };
+    let second = StepIo {
+        rows: rows - at,
+        zx: zx2,
+        zh: zh2,
+        bias_ih: io.bias_ih,
+        bias_hh: io.bias_hh,
+        constant: constant2,
+        c_prev: c_prev2,
+        h_prev: h_prev2,
+        h: h2,
+        c: c2,
+        scratch: scratch2,
+    };
+    (first, second)
+}
+
+/// What the second half of a split backward step accumulates into: bias and spec-parameter
+/// gradients, added into the first half's by [`SecondHalf::add_into`].
+pub(crate) struct SecondHalf<C: Cell> {
+    dims: CellDims,
+    /// Made at the first split step, with weight matrices of no columns: only the spec
+    /// parameters' gradients are accumulated here.
+    grads: Option<C>,
+    dbias_ih: Vec<C::Elem>,
+    dbias_hh: Vec<C::Elem>,
+}
+
+impl<C: Cell> SecondHalf<C> {
+    /// Zero accumulators for a cell of `dims` with `gate_rows` gate values per row.
+    pub(crate) fn new(dims: CellDims, gate_rows: usize) -> Self {
+        SecondHalf {
+            dims,
+            grads: None,
+            dbias_ih: vec![num_traits::Zero::zero(); gate_rows],
+            dbias_hh: vec![num_traits::Zero::zero(); gate_rows],
+        }
+    }
+
+    /// Adds what the second halves accumulated into the first half's accumulators: the spec
+    /// parameters' gradients of `grads` and the two bias gradients.
+    pub(crate) fn add_into(
+        self,
+        grads: &mut C,
+        dbias_ih: &mut [C::Elem],
+        dbias_hh: &mut [C::Elem],
+    ) {
+        let Some(second) = self.grads else {
+            return;
+        };
+        let mut params = Vec::new();
+        second.visit(&mut |name, values| {
+            if C::SPEC.params.iter().any(|param| param.name == name) {
+                params.push((name.to_string(), values.to_owned()));
+            }
+        });
+        grads.visit_mut(&mut |name, mut values| {
+            if let Some((_, second)) = params.iter().find(|(param, _)| param == name) {
+                values += second;
+            }
+        });
+        for (total, second) in dbias_ih.iter_mut().zip(&self.dbias_ih) {
+            *total += *second;
+        }
+        for (total, second) in dbias_hh.iter_mut().zip(&self.dbias_hh) {
+            *total += *second;
+        }
+    }
+}
+
+/// Runs `cell`'s backward step over `io`, in two halves on two threads when the step is large
+/// enough, the second half accumulating into `second`.
+pub(crate) fn step_backward<C: Cell>(
+    cell: &C,
+    io: BackwardIo<'_, C::Elem>,
+    gate_rows: usize,
+    grads: &mut C,
+    second: &mut SecondHalf<C>,
+) {
+    let rows = io.rows;
+    let Some(at) = split_point(rows, gate_rows) else {
+        cell.step_backward(io, grads);
+        return;
+    };
+    let (dh, dh2) = rows_of(io.dh, rows, at);
+    let (dc, dc2) = rows_of(io.dc, rows, at);
+    let (c_prev, c_prev2) = rows_of(io.c_prev, rows, at);
+    let (c, c2) = rows_of(io.c, rows, at);
+    let (h_prev, h_prev2) = rows_of(io.h_prev, rows, at);
+    let (constant, constant2) = rows_of(io.constant, rows, at);
+    let (cache, cache2) = rows_of(io.cache, rows, at);
+    let (dzx, dzx2) = rows_of_mut(io.dzx, rows, at);
+    let (dzh, dzh2) = rows_of_mut(io.dzh, rows, at);
+    let (dc_prev, dc_prev2) = rows_of_mut(io.dc_prev, rows, at);
+    let (dh_prev, dh_prev2) = rows_of_mut(io.dh_prev, rows, at);
+    let (dconstant, dconstant2) = rows_of_mut(io.dconstant, rows, at);
+    let (scratch, scratch2) = rows_of_mut(io.scratch, rows, at);
+    let first = BackwardIo {
+        rows: at,
+        dh,
+        dc,
+        c_prev,
+        c,
+        h_prev,
+        bias_ih: io.bias_ih,
+        bias_hh: io.bias_hh,
+        constant,
+        cache,
+        dzx,
+        dzh,
+        dc_prev,
+        dh_prev,
+        dconstant,
+        dbias_ih: io.dbias_ih,
+        dbias_hh: io.dbias_hh,
+        scratch,
+    };
+    let SecondHalf {
+        dims,
+        grads: grads2,
+        dbias_ih,
+        dbias_hh,
+    } = second;
+    // The backward step writes only the spec parameters' gradients into `grads`; the weight
+    // matrices (`gates · hidden` by input and recurrent widths) would be as large as the
+    // weights, so they get no columns.
+    let grads2 = grads2.get_or_insert_with(|| {
+        C::zeros(CellDims {
+            input_size: 0,
+            recurrent_size: 0,
+            constant_size: 0,
+            ..*dims
+        })
+    });
+    let second_io = BackwardIo {
+        rows: rows - at,
+        dh: dh2,
+        dc: dc2,
+        c_prev: c_prev2,
+        c: c2,
+        h_prev: h_prev2,
+        bias_ih: io.bias_ih,
+        bias_hh: io.bias_hh,
+        constant: constant2,
+        cache: cache2,
+        dzx: dzx2,
+        dzh: dzh2,
+        dc_prev: dc_prev2,
+        dh_prev: dh_prev2,
+        dconstant: dconstant2,
+        dbias_ih,
+        dbias_hh,
+        scratch: scratch2,
+    };
+    helper_thread::fork(
+        || cell.step_backward(first, grads),
+        || cell.step_backward(second_io, grads2),
+    );
+}
