@@ -66,7 +66,7 @@ impl Diagnostics {
         self.diagnostics.extend(other.diagnostics);
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.diagnostics.is_empty()
     }
 

@@ -16,10 +16,12 @@
 //! Stages, one file each, data flowing one way: `parse` (tokens → `spec` model) → `validate`
 //! (names resolved against the `functions` table and the `defaults`, every error collected)
 //! → `ir` (the step's expression graph) → `grad` (reverse-mode derivation over that graph)
-//! → `plan` (what each step function caches, reads and writes) → `schedule` (the loops over
-//! the hidden units, as data) → `expand` (quote! from the plans). `equations` prints the same
+//! → `plan` (what each step function reads and writes, `cache` deciding what training keeps
+//! for backward) → `schedule` (the loops over the hidden units, as data; `names` for the
+//! values it binds) → `expand` (quote! from the plans). `equations` prints the same
 //! graphs as text; `source` finds the cells of a file and `diagnostics` locates its errors.
 
+mod cache;
 mod defaults;
 mod diagnostics;
 mod equations;
@@ -28,6 +30,7 @@ mod expand;
 mod functions;
 mod grad;
 mod ir;
+mod names;
 mod parse;
 mod plan;
 mod schedule;

@@ -1,23 +1,17 @@
 //! What each of the three step functions of the `Cell` impl (inference, training, backward)
-//! computes, caches, reads and writes, as data: one [`Kernel`] per function, which `expand`
-//! writes as Rust.
-//!
-//! What the training step caches is decided here from the backward graph: the forward values
-//! the backward step reads (the *frontier* between forward-only and seed-dependent nodes),
-//! minus those the runtime already keeps (`c_prev`, the new `c`, `h_prev`, biases,
-//! parameters), minus functions of one of those (`tanh(c)`: one evaluation per unit in the
-//! backward step instead of one stored value per unit and step), and minus cheap arithmetic
-//! over values that are cached anyway. The standard LSTM caches its four gates.
+//! computes, reads and writes, as data: one [`Kernel`] per function, which `expand` writes
+//! as Rust. What training caches for backward is `cache`'s decision.
 //!
 //! Each kernel is a *row function* (the fused loops over the hidden units of one batch row)
 //! whose parameters are the row's slices: read-only inputs gate-stacked (`zx`, split into
 //! `zx_i`, `zx_f`, … inside), every output a slice of its own, so that the compiler knows no
 //! output aliases anything else and vectorises the loops.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use crate::grad::{self, Backward};
-use crate::ir::{Forward, Graph, Id, Lane, Leaf, Node};
+use crate::cache;
+use crate::grad::Backward;
+use crate::ir::{Forward, Id, Lane, Leaf, Node};
 use crate::schedule::{self, At, Load, RowPlan, Sink};
 use crate::spec::ParamShape;
 use crate::validate::Checked;
@@ -84,6 +78,8 @@ pub struct Blocks {
     pub names: Vec<Option<String>>,
     pub rest: Option<String>,
     pub of: Arg,
+    /// Whether the blocks are written (each then a `&mut` of its own).
+    pub mutable: bool,
 }
 
 /// What the loop over the batch rows passes to the row function.
@@ -143,7 +139,7 @@ impl Steps {
         let shared_grad = backward.dzx == backward.dzh;
         let backward_sinks = backward_sinks(checked, forward, backward, shared_grad);
         let roots: Vec<Id> = backward_sinks.iter().map(|s| s.id).collect();
-        let frontier = frontier(graph, &roots, forward.c);
+        let frontier = cache::frontier(graph, &roots, forward.c);
         let cached_units: Vec<Id> = frontier
             .iter()
             .copied()
@@ -154,7 +150,7 @@ impl Steps {
             .copied()
             .filter(|&id| graph.lane(id) == Lane::Row)
             .collect();
-        let cache_units = cache_names(graph, &cached_units);
+        let cache_units = cache::names(graph, &cached_units);
 
         let mut training_sinks = outputs;
         let mut sources = HashMap::new();
@@ -283,28 +279,6 @@ fn backward_sinks(
     sinks
 }
 
-/// `cache_f` for the cached gate `f`: a cached value's slice is named after what it holds.
-fn cache_names(graph: &Graph, cached: &[Id]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for (k, &id) in cached.iter().enumerate() {
-        let base = match graph
-            .label(id)
-            .or_else(|| schedule::derived_name(graph, id))
-        {
-            Some(label) => format!("cache_{label}"),
-            None => format!("cache_{k}"),
-        };
-        let mut name = base.clone();
-        let mut n = 2;
-        while names.contains(&name) {
-            name = format!("{base}_{n}");
-            n += 1;
-        }
-        names.push(name);
-    }
-    names
-}
-
 struct CacheLayout<'a> {
     units: &'a [String],
     /// Whether per-row values follow the per-unit ones (as `cache_rows`).
@@ -352,7 +326,9 @@ impl Interface<'_> {
     fn inputs(&self, kernel: &mut Kernel) {
         let leaves = kernel.row.leaves.clone();
         let reads = |leaf: Leaf| leaves.contains(&leaf);
-        let gatewise: [(&'static str, &str, fn(usize) -> Leaf); 4] = [
+        /// A gate-stacked input: its field, the stem of its gates' names, its leaves.
+        type Stacked = (&'static str, &'static str, fn(usize) -> Leaf);
+        let gatewise: [Stacked; 4] = [
             ("zx", "zx", Leaf::Zx),
             ("zh", "zh", Leaf::Zh),
             ("bias_ih", "b_ih", Leaf::BiasIh),
@@ -575,6 +551,7 @@ fn stacked_input(
         names,
         rest,
         of: Arg::Name(name.to_string()),
+        mutable: false,
     });
 }
 
@@ -594,7 +571,12 @@ fn row_blocks(kernel: &mut Kernel, names: Vec<Option<String>>, rest: Option<Stri
     for name in names.iter().flatten().chain(&rest) {
         output(kernel, name, Arg::Name(name.clone()));
     }
-    kernel.row_blocks.push(Blocks { names, rest, of });
+    kernel.row_blocks.push(Blocks {
+        names,
+        rest,
+        of,
+        mutable: true,
+    });
 }
 
 /// Mutable blocks cut once per call from `of`, one parameter each.
@@ -606,97 +588,6 @@ fn call_blocks(kernel: &mut Kernel, names: Vec<Option<String>>, of: Arg) {
         names,
         rest: None,
         of,
+        mutable: true,
     });
-}
-
-/// The forward values the backward step reads and cannot get otherwise.
-fn frontier(graph: &Graph, backward_roots: &[Id], c_new: Id) -> Vec<Id> {
-    let mut seeded = vec![false; graph.nodes.len()];
-    for id in 0..graph.nodes.len() {
-        seeded[id] = match graph.node(id) {
-            Node::Leaf(Leaf::SeedH | Leaf::SeedC) => true,
-            node => node.inputs().iter().any(|&i| seeded[i]),
-        };
-    }
-    let needed = grad::reachable(graph, backward_roots);
-    let available = |id: Id| available(graph, id, c_new);
-    let mut frontier: BTreeSet<Id> = BTreeSet::new();
-    for &id in &needed {
-        if seeded[id] {
-            for input in graph.node(id).inputs() {
-                if !seeded[input] && !available(input) {
-                    frontier.insert(input);
-                }
-            }
-        } else if backward_roots.contains(&id) && !available(id) {
-            // A gradient that does not depend on the seeds (a zero) needs no cache; one that
-            // is a forward value read directly does.
-            if !matches!(graph.node(id), Node::Leaf(Leaf::Lit(_))) {
-                frontier.insert(id);
-            }
-        }
-    }
-    // Cheap arithmetic is recomputed in backward rather than cached: a cached `o * (1 - o)`
-    // is replaced by `o` when that adds at most one value to the cache (none if `o` is cached
-    // anyway). Each replacement moves to smaller ids, so this terminates.
-    let cheap = |id: Id| {
-        matches!(
-            graph.node(id),
-            Node::Add(..) | Node::Sub(..) | Node::Mul(..) | Node::Neg(_) | Node::Cmp(..)
-        )
-    };
-    loop {
-        let replacement = frontier
-            .iter()
-            .copied()
-            .filter(|&id| cheap(id))
-            .find_map(|id| {
-                let mut base = BTreeSet::new();
-                let mut stack = graph.node(id).inputs();
-                while let Some(input) = stack.pop() {
-                    if available(input) || frontier.contains(&input) {
-                        continue;
-                    }
-                    if cheap(input) {
-                        stack.extend(graph.node(input).inputs());
-                    } else {
-                        base.insert(input);
-                    }
-                }
-                (base.len() <= 1).then_some((id, base))
-            });
-        match replacement {
-            Some((id, base)) => {
-                frontier.remove(&id);
-                frontier.extend(base);
-            }
-            None => break,
-        }
-    }
-    frontier.into_iter().collect()
-}
-
-/// Whether the backward step has `id` without a cache: the runtime keeps it (`c_prev`, the
-/// new `c`, `h_prev`, biases, parameters, constants), or it is a function of one such value
-/// (`tanh(c)`), recomputed for one evaluation per unit instead of one stored value per step.
-fn available(graph: &Graph, id: Id, c_new: Id) -> bool {
-    match graph.node(id) {
-        Node::Leaf(
-            Leaf::BiasIh(_)
-            | Leaf::BiasHh(_)
-            | Leaf::CPrev
-            | Leaf::HPrev
-            | Leaf::Param(_)
-            | Leaf::GateParam(..)
-            | Leaf::Constant(_)
-            | Leaf::Lit(_)
-            | Leaf::Units,
-        ) => true,
-        Node::Call(_, args) => {
-            graph.lane(id) == Lane::Unit
-                && args.len() == 1
-                && (args[0] == c_new || available(graph, args[0], c_new))
-        }
-        _ => id == c_new,
-    }
 }

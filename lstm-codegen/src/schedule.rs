@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::functions::{Cmp, Func};
 use crate::ir::{Graph, Id, Lane, Leaf, Node};
+use crate::names::{derived_name, unique};
 use crate::spec::BinOp;
 
 /// Where in a slice a value lives: `[j]` for the unit the loop is at, or a fixed index.
@@ -420,18 +421,6 @@ impl Planner<'_> {
     }
 }
 
-/// `base`, or `base_2`, `base_3`, … if taken; taken from then on.
-fn unique(base: String, taken: &mut BTreeSet<String>) -> String {
-    let mut name = base.clone();
-    let mut n = 2;
-    while taken.contains(&name) {
-        name = format!("{base}_{n}");
-        n += 1;
-    }
-    taken.insert(name.clone());
-    name
-}
-
 /// Loaded values read under a name of their own (`let o = cache_o[j];`): per-row ones
 /// (`cache_rows[2]`) once per row, per-unit ones in each loop that reads them twice or more.
 struct BoundLoads {
@@ -699,23 +688,6 @@ impl Writer<'_, '_> {
             Node::Sum(_) => Value::Name(p.var(id)),
         }
     }
-}
-
-/// A name for an unnamed value from what it computes: `tanh_c` for `tanh(c)`,
-/// `gamma_c_d_ln_c` for `gamma_c * d_ln_c`; `None` if that would not be short and clear.
-pub fn derived_name(graph: &Graph, id: Id) -> Option<String> {
-    let label = |id: Id| graph.label(id).filter(|_| graph.literal(id).is_none());
-    let name = match graph.node(id) {
-        Node::Call(func, args) => {
-            let labels: Option<Vec<String>> = args.iter().map(|&a| label(a)).collect();
-            format!("{}_{}", func.name(), labels?.join("_"))
-        }
-        Node::Neg(a) => format!("minus_{}", label(*a)?),
-        Node::Mul(a, b) => format!("{}_{}", label(*a)?, label(*b)?),
-        Node::Div(a, b) => format!("{}_over_{}", label(*a)?, label(*b)?),
-        _ => return None,
-    };
-    (name.len() <= 24).then_some(name)
 }
 
 /// Nodes the sinks need, ascending, not looking through loaded values.

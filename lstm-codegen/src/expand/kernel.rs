@@ -18,8 +18,6 @@ pub struct Cell<'a> {
     pub gates: usize,
     pub cache_units: usize,
     pub cache_rows: usize,
-    /// Whether the backward step accumulates parameter gradients into `grads`.
-    pub has_grads: bool,
 }
 
 /// The whole step function (`step`, `step_train` or `step_backward`).
@@ -44,12 +42,12 @@ pub fn step_function(kernel: &Kernel, cell: &Cell) -> TokenStream {
             quote!(#krate::__private::check_train(self, &io, cache);),
         ),
         Step::Backward => {
-            let grads = if cell.has_grads {
+            let grads = if writes_grads(kernel) {
                 format_ident!("grads")
             } else {
                 format_ident!("_grads")
             };
-            let (extra_param, extra_arg) = if cell.has_grads {
+            let (extra_param, extra_arg) = if writes_grads(kernel) {
                 (quote!(, grads: &mut #ident<F>), quote!(, grads))
             } else {
                 (quote!(), quote!())
@@ -96,31 +94,43 @@ pub fn step_function(kernel: &Kernel, cell: &Cell) -> TokenStream {
 
 /// `use ::lstm::__private::{blocks, …};` for the cutting helpers the step's code calls.
 fn helpers(kernel: &Kernel, krate: &syn::Path) -> TokenStream {
-    let read_only = kernel.blocks.iter();
-    let mutable = kernel.call_blocks.iter().chain(&kernel.row_blocks);
-    let mut names: Vec<&str> = read_only
-        .map(|b| {
-            if b.rest.is_some() {
-                "blocks_rest"
-            } else {
-                "blocks"
-            }
-        })
-        .chain(mutable.map(|b| {
-            if b.rest.is_some() {
-                "blocks_rest_mut"
-            } else {
-                "blocks_mut"
-            }
-        }))
-        .collect();
+    let all = kernel
+        .blocks
+        .iter()
+        .chain(&kernel.call_blocks)
+        .chain(&kernel.row_blocks);
+    let mut names: Vec<Ident> = all.map(helper).collect();
     names.sort_unstable();
     names.dedup();
-    let names = names.iter().map(|name| format_ident!("{}", name));
     match names.len() {
         0 => quote!(),
         _ => quote!(use #krate::__private::{#(#names),*};),
     }
+}
+
+/// Whether the step accumulates parameter gradients into its `grads` argument.
+fn writes_grads(kernel: &Kernel) -> bool {
+    let mut args = kernel
+        .params
+        .iter()
+        .map(|p| &p.arg)
+        .chain(kernel.call_blocks.iter().map(|b| &b.of));
+    args.any(|arg| {
+        matches!(
+            arg,
+            Arg::Slice {
+                buffer: Buffer::Grad(_),
+                ..
+            }
+        )
+    })
+}
+
+/// The runtime helper that cuts `b`: `blocks`, `blocks_mut`, `blocks_rest`, `blocks_rest_mut`.
+fn helper(b: &Blocks) -> Ident {
+    let rest = if b.rest.is_some() { "_rest" } else { "" };
+    let mutable = if b.mutable { "_mut" } else { "" };
+    format_ident!("blocks{}{}", rest, mutable)
 }
 
 /// The loop over the batch rows, generic over the ops flavour: cuts each row's slices and
@@ -131,7 +141,7 @@ fn rows(kernel: &Kernel, cell: &Cell) -> TokenStream {
     let (io, extra) = match kernel.step {
         Step::Inference => (quote!(#krate::StepIo<'_, F>), quote!()),
         Step::Training => (quote!(#krate::StepIo<'_, F>), quote!(, cache: &mut [F])),
-        Step::Backward if cell.has_grads => (
+        Step::Backward if writes_grads(kernel) => (
             quote!(#krate::BackwardIo<'_, F>),
             quote!(, grads: &mut #ident<F>),
         ),
@@ -166,11 +176,11 @@ fn rows(kernel: &Kernel, cell: &Cell) -> TokenStream {
     let call_blocks = kernel
         .call_blocks
         .iter()
-        .map(|b| blocks(b, true, &arg(&b.of, krate)));
+        .map(|b| blocks(b, &arg(&b.of, krate)));
     let row_blocks = kernel
         .row_blocks
         .iter()
-        .map(|b| blocks(b, true, &arg(&b.of, krate)));
+        .map(|b| blocks(b, &arg(&b.of, krate)));
     let args = kernel.params.iter().map(|p| arg(&p.arg, krate));
     quote! {
         /// Every batch row of the step, with the spec's functions as `ops` computes them.
@@ -206,7 +216,7 @@ fn row_kernel(kernel: &Kernel, krate: &syn::Path) -> TokenStream {
             return quote!();
         };
         let stacked = format_ident!("{}", stacked);
-        blocks(b, false, &quote!(#stacked))
+        blocks(b, &quote!(#stacked))
     });
     let units = kernel
         .row
@@ -270,7 +280,7 @@ fn calls_ops(blocks: &[Block]) -> bool {
 }
 
 /// `let [a, b, …] = blocks(of, hidden);`, with `_` for unread blocks and the rest if wanted.
-fn blocks(b: &Blocks, mutable: bool, of: &TokenStream) -> TokenStream {
+fn blocks(b: &Blocks, of: &TokenStream) -> TokenStream {
     let names = b.names.iter().map(|name| match name {
         Some(name) => {
             let name = format_ident!("{}", name);
@@ -278,17 +288,12 @@ fn blocks(b: &Blocks, mutable: bool, of: &TokenStream) -> TokenStream {
         }
         None => quote!(_),
     });
-    let pattern = quote!([#(#names),*]);
-    match (&b.rest, mutable) {
-        (None, false) => quote!(let #pattern = blocks(#of, hidden);),
-        (None, true) => quote!(let #pattern = blocks_mut(#of, hidden);),
-        (Some(rest), false) => {
+    let helper = helper(b);
+    match &b.rest {
+        None => quote!(let [#(#names),*] = #helper(#of, hidden);),
+        Some(rest) => {
             let rest = format_ident!("{}", rest);
-            quote!(let (#pattern, #rest) = blocks_rest(#of, hidden);)
-        }
-        (Some(rest), true) => {
-            let rest = format_ident!("{}", rest);
-            quote!(let (#pattern, #rest) = blocks_rest_mut(#of, hidden);)
+            quote!(let ([#(#names),*], #rest) = #helper(#of, hidden);)
         }
     }
 }

@@ -11,7 +11,6 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use crate::plan::Steps;
-use crate::spec::ParamShape;
 use crate::validate::Checked;
 
 pub use spec::snake_case;
@@ -31,11 +30,6 @@ pub fn cell(checked: &Checked, steps: &Steps) -> TokenStream {
         gates: checked.gates.len(),
         cache_units: steps.cache_units.len(),
         cache_rows: steps.cache_rows,
-        has_grads: checked
-            .spec
-            .params
-            .iter()
-            .any(|p| p.shape != ParamShape::Constant),
     };
     let step = kernel::step_function(&steps.inference, &cell);
     let step_train = kernel::step_function(&steps.training, &cell);
