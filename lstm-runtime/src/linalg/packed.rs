@@ -176,30 +176,18 @@ impl Panels {
         accumulate: bool,
         panels: Range<usize>,
     ) {
-        let k = self.k;
-        for pass in (0..m).step_by(ROWS_PER_PASS) {
-            let rows = pass..(pass + ROWS_PER_PASS).min(m);
-            let depths = (0..k)
-                .step_by(DEPTH_PER_PASS)
-                .map(|depth| depth..(depth + DEPTH_PER_PASS).min(k));
-            let tiles = |p: usize, depth: Range<usize>| {
-                let accumulate = accumulate || depth.start > 0;
+        for_each_tile(
+            m,
+            self.k,
+            panels,
+            1,
+            DEPTH_PER_PASS,
+            accumulate,
+            |rows, group, depth, accumulate| {
                 // SAFETY: as this function's caller promises; AVX2 and FMA are available.
-                unsafe { self.panel_tiles(a, c, rows.clone(), p, depth, accumulate) }
-            };
-            if rows.len() * k * size_of::<f32>() <= A_IN_L2_BYTES {
-                // Each panel to its full depth: its tiles of `c` stay in L1 between depths,
-                // and the rows of `a` in L2 across panels.
-                for p in panels.clone() {
-                    depths.clone().for_each(|depth| tiles(p, depth));
-                }
-            } else {
-                // Rows too deep for L2: every panel at one depth range, then the next.
-                for depth in depths {
-                    panels.clone().for_each(|p| tiles(p, depth.clone()));
-                }
-            }
-        }
+                unsafe { self.panel_tiles(a, c, rows, group.start, depth, accumulate) }
+            },
+        );
     }
 
     /// `c ← a · b` (or `c += a · b` when `accumulate`) for one left row `a` of `k` values,
@@ -295,6 +283,46 @@ impl Panels {
                     5 => kernel::<5>(panel, tile),
                     _ => kernel::<6>(panel, tile),
                 }
+            }
+        }
+    }
+}
+
+/// Runs `tile(rows, group, depth, accumulate)` over every tile of an `m×k` by panels product:
+/// passes of up to [`ROWS_PER_PASS`] rows, the `panels` in groups of `group_len`, the depth in
+/// ranges of `depth_per_pass` (each range past the first accumulates onto the one before).
+/// When a pass's rows fit in L2, each group runs to its full depth before the next (its tiles
+/// of `c` stay in L1 between depths, the rows of `a` in L2 across groups); rows too deep for
+/// L2 run every group at one depth range, then the next.
+fn for_each_tile(
+    m: usize,
+    k: usize,
+    panels: Range<usize>,
+    group_len: usize,
+    depth_per_pass: usize,
+    accumulate: bool,
+    mut tile: impl FnMut(Range<usize>, Range<usize>, Range<usize>, bool),
+) {
+    let groups = panels
+        .clone()
+        .step_by(group_len)
+        .map(|p| p..(p + group_len).min(panels.end));
+    let depths = (0..k)
+        .step_by(depth_per_pass)
+        .map(|depth| depth..(depth + depth_per_pass).min(k));
+    for pass in (0..m).step_by(ROWS_PER_PASS) {
+        let rows = pass..(pass + ROWS_PER_PASS).min(m);
+        let mut run = |group: Range<usize>, depth: Range<usize>| {
+            let accumulate = accumulate || depth.start > 0;
+            tile(rows.clone(), group, depth, accumulate);
+        };
+        if rows.len() * k * size_of::<f32>() <= A_IN_L2_BYTES {
+            for group in groups.clone() {
+                depths.clone().for_each(|depth| run(group.clone(), depth));
+            }
+        } else {
+            for depth in depths.clone() {
+                groups.clone().for_each(|group| run(group, depth.clone()));
             }
         }
     }

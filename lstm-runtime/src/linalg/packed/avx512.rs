@@ -10,7 +10,7 @@ use std::arch::x86_64::{
 };
 use std::ops::Range;
 
-use super::{A_IN_L2_BYTES, Line, NR, Panels, ROWS_PER_PASS, row_blocks};
+use super::{Line, NR, Panels, for_each_tile, row_blocks};
 
 /// Rows of the microkernel: the batch sizes the layers run (32, 64) are whole multiples.
 const MR: usize = 8;
@@ -38,32 +38,18 @@ impl Panels {
         accumulate: bool,
         panels: Range<usize>,
     ) {
-        let k = self.k;
-        let groups = (panels.start..panels.end)
-            .step_by(PANELS)
-            .map(|p| p..(p + PANELS).min(panels.end));
-        let depths = (0..k)
-            .step_by(DEPTH_PER_PASS)
-            .map(|depth| depth..(depth + DEPTH_PER_PASS).min(k));
-        for pass in (0..m).step_by(ROWS_PER_PASS) {
-            let rows = pass..(pass + ROWS_PER_PASS).min(m);
-            let tiles = |group: Range<usize>, depth: Range<usize>| {
-                let accumulate = accumulate || depth.start > 0;
+        for_each_tile(
+            m,
+            self.k,
+            panels,
+            PANELS,
+            DEPTH_PER_PASS,
+            accumulate,
+            |rows, group, depth, accumulate| {
                 // SAFETY: as this function's caller promises; AVX-512 is available.
-                unsafe { self.group_tiles(a, c, rows.clone(), group, depth, accumulate) }
-            };
-            if rows.len() * k * size_of::<f32>() <= A_IN_L2_BYTES {
-                // Each group of panels to its full depth: its tiles of `c` stay in L1 between
-                // depths, and the rows of `a` in L2 across groups.
-                for group in groups.clone() {
-                    depths.clone().for_each(|depth| tiles(group.clone(), depth));
-                }
-            } else {
-                for depth in depths.clone() {
-                    groups.clone().for_each(|group| tiles(group, depth.clone()));
-                }
-            }
-        }
+                unsafe { self.group_tiles(a, c, rows, group, depth, accumulate) }
+            },
+        );
     }
 
     /// [`Panels::row_product`] on AVX-512.
