@@ -55,6 +55,10 @@ impl<C: Cell> Lstm<C> {
     ///   `h0`, `c0`, `constants`, or a weight whose shape no longer fits the config.
     /// - [`Error::Config`] naming `mask` (given with `lengths`) or `constants` (missing for a
     ///   cell that reads them, or given to one that does not).
+    ///
+    /// [`Error::InvalidValue`]: crate::error::Error::InvalidValue
+    /// [`Error::ShapeMismatch`]: crate::error::Error::ShapeMismatch
+    /// [`Error::Config`]: crate::error::Error::Config
     pub fn forward<D: Dimension>(
         &mut self,
         input: ArrayView<'_, C::Elem, D>,

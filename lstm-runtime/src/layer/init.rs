@@ -103,6 +103,7 @@ fn gate_rows<C: Cell>(gate: Gate, hidden: usize) -> Option<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
+    use lstm_macros::lstm_cell;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -110,7 +111,7 @@ mod tests {
     use crate::direction::Direction;
     use crate::error::Error;
     use crate::layer::Lstm;
-    use crate::{lstm_cell, zoo};
+    use crate::zoo;
 
     /// The forget gate coupled to the input gate: no forget-gate weights at all.
     #[lstm_cell(f = 1.0 - i)]

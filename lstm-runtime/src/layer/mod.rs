@@ -17,7 +17,7 @@
 //! - `penalties.rs`: Keras' regularizers and constraints applied to the layer;
 //!   `gradcheck.rs`: finite-difference checks of any layer.
 
-pub(crate) mod backward;
+mod backward;
 pub(crate) mod bidirectional;
 pub(crate) mod call;
 pub(crate) mod config;

@@ -53,6 +53,8 @@ impl<C: Cell> Lstm<C> {
     /// The weight penalty of the config's [`Regularizers`] (kernel, recurrent and bias) over
     /// every layer and direction, in `f64`; 0 without regularizers. Keras' `fit` adds this
     /// (its `model.losses`) to the loss; add it to yours.
+    ///
+    /// [`Regularizers`]: crate::regularization::penalty::Regularizers
     pub fn regularization_loss(&self) -> f64 {
         self.config().regularizers.weight_penalty(self, C::SPEC)
     }
@@ -64,6 +66,8 @@ impl<C: Cell> Lstm<C> {
     /// # Errors
     ///
     /// [`Error::ShapeMismatch`] naming a gradient in `grads` shaped unlike its parameter.
+    ///
+    /// [`Error::ShapeMismatch`]: crate::error::Error::ShapeMismatch
     pub fn add_regularization_gradients(&self, grads: &mut Gradients<C::Elem>) -> Result<()> {
         self.config()
             .regularizers
@@ -72,6 +76,8 @@ impl<C: Cell> Lstm<C> {
 
     /// Applies the config's [`Constraints`] to the weights, as Keras does after every
     /// optimizer step: call it right after yours. Does nothing without constraints.
+    ///
+    /// [`Constraints`]: crate::regularization::constraint::Constraints
     pub fn apply_constraints(&mut self) {
         let constraints = self.config().constraints;
         if constraints.is_empty() {
@@ -85,7 +91,8 @@ impl<C: Cell> Lstm<C> {
     }
 
     /// The activity penalty of a call's `output` and its gradient: the config's
-    /// [`Regularizers::activity`] applied to every tensor the call returned (`output`,
+    /// [`Regularizers::activity`](crate::regularization::penalty::Regularizers::activity)
+    /// applied to every tensor the call returned (`output`,
     /// `output_reverse`, and `h_n`, `c_n` when `return_state`), each penalty divided by the
     /// batch size. This is Keras 3's `Layer.__call__`: it regularizes every tensor of
     /// `tree.flatten(outputs)` (an `LSTM` with `return_state` returns `[output, h, c]`) and
@@ -149,6 +156,7 @@ fn output_batch_axis<F>(config: &LstmConfig, output: &Output<F>) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use lstm_macros::lstm_cell;
     use ndarray::{Array3, ArrayD};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -160,7 +168,7 @@ mod tests {
     use crate::regularization::constraint::{Constraint, Constraints};
     use crate::regularization::penalty::{Regularizer, Regularizers};
     use crate::regularization::role::WeightRole;
-    use crate::{lstm_cell, zoo};
+    use crate::zoo;
 
     /// Every gate reads a per-sequence constant, projected by `weight_ctx`.
     #[lstm_cell(z = z + ctx)]

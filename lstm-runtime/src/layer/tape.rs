@@ -10,7 +10,8 @@ use crate::recurrence::mask::Validity;
 use crate::recurrence::pass::DirectionTape;
 use crate::regularization::masks::RecurrentMasks;
 
-/// What [`Lstm::forward_train`] records for [`Lstm::backward`]: per (layer, direction) the
+/// What [`Lstm::forward_train`](super::Lstm::forward_train) records for
+/// [`Lstm::backward`](super::Lstm::backward): per (layer, direction) the
 /// cell's cache, recurrent inputs and cell states of every step, each layer's input and
 /// dropout mask, and the call's lengths or mask and constants. Opaque; pass it back to the
 /// layer that made it, with the same weights.

@@ -20,7 +20,7 @@
 //! the loops apply come from `regularization/`.
 
 pub(crate) mod backward;
-pub(crate) mod forward;
+mod forward;
 pub(crate) mod mask;
 pub(crate) mod pass;
 pub(crate) mod rnn;

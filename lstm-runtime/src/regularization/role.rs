@@ -47,9 +47,10 @@ impl WeightRole {
 
 #[cfg(test)]
 mod tests {
+    use lstm_macros::lstm_cell;
+
     use super::*;
     use crate::cell::Cell;
-    use crate::lstm_cell;
     use crate::zoo;
 
     /// Every gate reads a per-sequence constant, projected by `weight_ctx`.

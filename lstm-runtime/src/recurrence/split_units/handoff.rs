@@ -114,7 +114,8 @@ impl Progress {
 }
 
 /// The two `h` buffers of a chunk, each in two parts (a side's units), each part written by
-/// its side's thread and read by both, in the order [`UnitSplit::step`] keeps.
+/// its side's thread and read by both, in the order [`UnitSplit::step`](super::UnitSplit::step)
+/// keeps.
 pub(super) struct SharedH<F> {
     /// Part `s` of buffer `which`: `buffers[which][s]`, `lens[s]` values.
     pub(super) buffers: [[*mut F; 2]; 2],
