@@ -41,9 +41,18 @@ pub struct Equations {
     /// The derived backward step: `d_x` is `∂L/∂x`; `dh` and `dc` are the gradients the step
     /// receives for its outputs `h` and `c`.
     pub backward: Vec<Equation>,
-    /// The spec's functions the cell calls: `(name, what it computes, PyTorch's convention
-    /// where its derivative does not exist everywhere)`.
-    pub functions: Vec<(&'static str, &'static str, Option<&'static str>)>,
+    /// The spec's functions the cell calls, in the table's order.
+    pub functions: Vec<FunctionUse>,
+}
+
+/// A function of the spec language a cell calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionUse {
+    pub name: &'static str,
+    /// What it computes.
+    pub meaning: &'static str,
+    /// PyTorch's convention where its derivative does not exist everywhere.
+    pub convention: Option<&'static str>,
 }
 
 impl Equations {
@@ -71,7 +80,11 @@ impl Equations {
                 .into_iter()
                 .map(|func| {
                     let row = func.row();
-                    (row.name, row.doc, row.convention)
+                    FunctionUse {
+                        name: row.name,
+                        meaning: row.doc,
+                        convention: row.convention,
+                    }
                 })
                 .collect(),
         }
@@ -105,10 +118,11 @@ impl fmt::Display for Equations {
             writeln!(f, "  {} = {}", equation.name, equation.rhs)?;
         }
         writeln!(f, "\nfunctions:")?;
-        for (name, doc, convention) in &self.functions {
-            match convention {
-                Some(convention) => writeln!(f, "  {name}: {doc}; {convention} (PyTorch)")?,
-                None => writeln!(f, "  {name}: {doc}")?,
+        for function in &self.functions {
+            let (name, meaning) = (function.name, function.meaning);
+            match function.convention {
+                Some(convention) => writeln!(f, "  {name}: {meaning}; {convention} (PyTorch)")?,
+                None => writeln!(f, "  {name}: {meaning}")?,
             }
         }
         Ok(())

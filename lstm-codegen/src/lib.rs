@@ -45,7 +45,7 @@ use proc_macro2::TokenStream;
 
 pub use defaults::STANDARD_LSTM;
 pub use diagnostics::{Diagnostic, Diagnostics, Location};
-pub use equations::{Equation, Equations, Origin};
+pub use equations::{Equation, Equations, FunctionUse, Origin};
 
 /// The `#[lstm_cell]` attribute on `proc_macro2` tokens: the generated items, or
 /// `compile_error!`s pointing at every mistake in the spec.
