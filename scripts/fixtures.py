@@ -30,6 +30,10 @@ A case directory holds (see `write_case`):
   `sum(y * grad_output)` with respect to every weight (PyTorch names), `input` (shaped like
   `x`) and, when given, `h0` and `c0`.
 
+Besides the cases, `functions/values.safetensors` holds the spec language's functions at a
+grid of points with their autograd derivatives (see `functions_case`); `--only functions`
+rewrites that file alone.
+
 Every hand-written PyTorch cell loop is first checked against `nn.LSTM` itself (the `lstm`
 cell, same loop), so the loop that defines the custom cells is known to follow PyTorch's
 stacking, bidirectional and packed-sequence semantics.
@@ -503,12 +507,68 @@ MASK = [
 ]
 
 
+# The spec language's functions as PyTorch computes them, each with its derivative by
+# autograd: name -> (points, function). Points include each function's kinks and thresholds
+# (0 for abs and elu, 20 for softplus, p = 0 for pow) so the Rust side checks PyTorch's
+# conventions there, where finite differences cannot.
+GRID = [-25.0, -7.5, -3.0, -1.0, -0.5, -1e-3, 0.0, 1e-3, 0.5, 1.0, 3.0, 7.5, 19.5, 20.0, 20.5, 25.0]
+POSITIVE = [0.0, 1e-3, 0.25, 0.5, 1.0, 2.0, 7.5, 25.0]
+FUNCTIONS = {
+    "log": (POSITIVE, torch.log),
+    "logsigmoid": (GRID, torch.nn.functional.logsigmoid),
+    "softplus": (GRID, torch.nn.functional.softplus),
+    "silu": (GRID, torch.nn.functional.silu),
+    "gelu": (GRID, torch.nn.functional.gelu),
+    "elu": (GRID, torch.nn.functional.elu),
+    "elu_alpha": (GRID, lambda x: torch.nn.functional.elu(x, alpha=0.7)),
+    "abs": (GRID, torch.abs),
+    "sqrt": (POSITIVE, torch.sqrt),
+    "pow_2": (GRID, lambda x: torch.pow(x, 2)),
+    "pow_3": (GRID, lambda x: torch.pow(x, 3)),
+    "pow_minus_2": (GRID, lambda x: torch.pow(x, -2)),
+    "pow_half": (POSITIVE, lambda x: torch.pow(x, 0.5)),
+    "pow_1_5": (GRID, lambda x: torch.pow(x, 1.5)),
+    "pow_0": (GRID, lambda x: torch.pow(x, 0)),
+    "stop_gradient": (GRID, lambda x: x.detach() * x),
+}
+
+
+def functions_case(root):
+    """`functions/values.safetensors`: for each function, `{name}.x`, `{name}.y` (the value)
+    and `{name}.grad` (dy/dx by autograd), in float64. `stop_gradient` is `detach(x) * x`,
+    whose gradient is `x` (not `2x`): the detached factor gets none."""
+    arrays = {}
+    for name, (points, function) in FUNCTIONS.items():
+        x = torch.tensor(points, dtype=torch.float64, requires_grad=True)
+        y = function(x)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+        arrays[f"{name}.x"] = to_numpy(x)
+        arrays[f"{name}.y"] = to_numpy(y)
+        arrays[f"{name}.grad"] = to_numpy(grad)
+    directory = root / "functions"
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(arrays, directory / "values.safetensors")
+
+
 def main():
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+    args = sys.argv[1:]
+    # `--only functions` rewrites that group alone, leaving every other fixture as it is.
+    only = None
+    if "--only" in args:
+        at = args.index("--only")
+        only = args[at + 1]
+        del args[at:at + 2]
+    root = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+    torch.set_num_threads(1)
+    if only == "functions":
+        functions_case(root)
+        return
+    if only is not None:
+        sys.exit(f"unknown group {only}; expected functions")
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    torch.set_num_threads(1)
+    functions_case(root)
 
     # PyTorch semantics: nn.LSTM and the reference loop.
     pytorch_case(root, "pytorch_lstm", "lstm", 1, description="nn.LSTM, one layer")

@@ -331,6 +331,14 @@ impl Algebra for Graph {
     }
 
     fn call(&mut self, func: Func, args: Vec<Id>) -> Id {
+        // x⁰ = 1 and x¹ = x, which `pow`'s derivative produces from p = 1 and p = 2.
+        if func == Func::Pow {
+            match self.literal(args[1]) {
+                Some(0.0) => return self.lit(1.0),
+                Some(1.0) => return args[0],
+                _ => {}
+            }
+        }
         self.intern(Node::Call(func, args))
     }
 

@@ -10,7 +10,7 @@ use syn::Ident;
 
 use crate::defaults;
 use crate::errors::Errors;
-use crate::functions::Func;
+use crate::functions::{Func, Function};
 use crate::spec::{BinOp, Expr, Param, ParamShape, Spec};
 
 /// The four gates in PyTorch order; a gate is referred to by its index here.
@@ -561,13 +561,54 @@ fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors)
             if row.func == Func::LayerNorm {
                 return resolve_layer_norm(args, context, params, errors);
             }
+            let literal_ok = check_literal_args(row, args, errors);
             let resolved: Vec<Option<RExpr>> = args
                 .iter()
                 .map(|a| resolve(a, context, params, errors))
                 .collect();
-            let args: Option<Vec<RExpr>> = resolved.into_iter().collect();
-            Some(RExpr::Call(row.func, args?))
+            let mut args: Vec<RExpr> = resolved.into_iter().collect::<Option<_>>()?;
+            // Omitted trailing arguments take the row's defaults, so every later stage sees
+            // the full arity.
+            let omitted = most - args.len();
+            let defaults = &row.defaults[row.defaults.len() - omitted..];
+            args.extend(defaults.iter().map(|&value| RExpr::Lit(value)));
+            literal_ok.then_some(RExpr::Call(row.func, args))
         }
+    }
+}
+
+/// Whether every argument the function needs as a number (`pow`'s exponent) is one: numbers
+/// and arithmetic on them (`2`, `-0.5`, `1.0 / 3.0`), which the graph folds to one literal.
+/// Reports each that is not, at its first name or call.
+fn check_literal_args(row: &Function, args: &[Expr], errors: &mut Errors) -> bool {
+    let mut ok = true;
+    for &position in row.literal_args {
+        let Some(arg) = args.get(position) else {
+            continue;
+        };
+        if let Some(offender) = first_name(arg) {
+            ok = false;
+            errors.push(syn::Error::new_spanned(
+                offender,
+                format!(
+                    "argument {} of `{}` must be a number written in the spec, like `2` or \
+                     `-0.5`; found `{offender}`",
+                    position + 1,
+                    row.signature
+                ),
+            ));
+        }
+    }
+    ok
+}
+
+/// The first name or function an expression mentions, if it is not made of numbers alone.
+fn first_name(expr: &Expr) -> Option<&Ident> {
+    match expr {
+        Expr::Lit(_) => None,
+        Expr::Name(ident) | Expr::Call(ident, _) => Some(ident),
+        Expr::Neg(inner) => first_name(inner),
+        Expr::Binary(_, a, b) => first_name(a).or_else(|| first_name(b)),
     }
 }
 

@@ -4,10 +4,12 @@
 //! function here; derivatives are not here: the macro derives them symbolically from the
 //! spec and expresses them with these same functions and the comparison helpers below.
 //!
-//! Conventions where a function has no derivative everywhere follow PyTorch (see the macro's
-//! documentation of the spec language): `relu'(0) = 0`, `clip` passes the gradient where
-//! `lo <= x <= hi`, `hard_sigmoid` passes it where `-3 < x < 3`, and `min`/`max` split it
-//! equally between tied arguments.
+//! Conventions where a function has no derivative everywhere follow PyTorch (the table of
+//! spec functions in `lstm-codegen`'s `functions.rs` states each): `relu'(0) = 0`, `clip`
+//! passes the gradient where `lo <= x <= hi`, `hard_sigmoid` passes it where `-3 < x < 3`,
+//! `min`/`max` split it equally between tied arguments, `softplus` is linear past 20, and
+//! `stop_gradient` passes none. The forward values follow PyTorch's definitions too
+//! (`logsigmoid` and `softplus` in their stable forms, `gelu` exact with `erf`).
 
 use crate::float::Float;
 
@@ -83,6 +85,80 @@ pub fn abs<F: Float>(x: F) -> F {
 #[inline(always)]
 pub fn sqrt<F: Float>(x: F) -> F {
     x.sqrt()
+}
+
+/// Natural logarithm.
+#[inline(always)]
+pub fn log<F: Float>(x: F) -> F {
+    x.ln()
+}
+
+/// `log(sigmoid(x))` as PyTorch computes it, `min(x, 0) − log1p(e^{−|x|})`: no overflow and
+/// no cancellation at either end.
+#[inline(always)]
+pub fn logsigmoid<F: Float>(x: F) -> F {
+    min(x, F::zero()) - (-x.abs()).exp_fused().ln_1p()
+}
+
+/// PyTorch's `softplus` (beta 1, threshold 20): `log1p(e^x)`, and `x` itself where `x > 20`,
+/// where the two agree to rounding.
+#[inline(always)]
+pub fn softplus<F: Float>(x: F) -> F {
+    if x > F::of(SOFTPLUS_THRESHOLD) {
+        x
+    } else {
+        x.exp_fused().ln_1p()
+    }
+}
+
+/// PyTorch's `softplus` threshold: above it `softplus(x)` is `x` (the derivative the macro
+/// derives uses the same number).
+const SOFTPLUS_THRESHOLD: f64 = 20.0;
+
+/// Sigmoid linear unit (swish), `x · sigmoid(x)`.
+#[inline(always)]
+pub fn silu<F: Float>(x: F) -> F {
+    x * sigmoid(x)
+}
+
+/// Gaussian error linear unit, exact: `x · Φ(x) = x (1 + erf(x / √2)) / 2` (PyTorch's
+/// `gelu` with `approximate = "none"`).
+#[inline(always)]
+pub fn gelu<F: Float>(x: F) -> F {
+    F::of(0.5) * x * (F::one() + erf(x * F::of(std::f64::consts::FRAC_1_SQRT_2)))
+}
+
+/// Exponential linear unit: `x` where `x > 0`, else `alpha (e^x − 1)` (PyTorch's `elu`,
+/// through `expm1` as PyTorch, which keeps the precision near 0).
+#[inline(always)]
+pub fn elu<F: Float>(x: F, alpha: F) -> F {
+    if x > F::zero() { x } else { alpha * x.exp_m1() }
+}
+
+/// `x^p` for a `p` the spec wrote: whole powers by multiplication (`x²` is `x · x`, as
+/// PyTorch computes it, and defined for negative `x`), others as `powf`.
+#[inline(always)]
+pub fn pow<F: Float>(x: F, p: F) -> F {
+    let whole = p.round();
+    if whole == p && whole.abs() <= F::of(64.0) {
+        // `whole` is an integer within ±64, so the conversion is exact.
+        x.powi(whole.to_f64_lossy() as i32)
+    } else {
+        x.powf(p)
+    }
+}
+
+/// `x` itself: the macro gives it a zero derivative, which is all it does.
+#[inline(always)]
+pub fn stop_gradient<F: Float>(x: F) -> F {
+    x
+}
+
+/// The error function (for `gelu` and its derivative), libm's, in `f64` for both precisions:
+/// the `f32` result is then correctly rounded nearly always.
+#[inline(always)]
+pub fn erf<F: Float>(x: F) -> F {
+    F::of(libm::erf(x.to_f64_lossy()))
 }
 
 /// Sum of a row of per-unit partials (the reductions of layer normalisation and of its
@@ -245,6 +321,60 @@ pub trait Flavour: Copy {
     #[inline(always)]
     fn sqrt<F: Float>(self, x: F) -> F {
         sqrt(x)
+    }
+
+    /// [`log`].
+    #[inline(always)]
+    fn log<F: Float>(self, x: F) -> F {
+        log(x)
+    }
+
+    /// [`logsigmoid`].
+    #[inline(always)]
+    fn logsigmoid<F: Float>(self, x: F) -> F {
+        logsigmoid(x)
+    }
+
+    /// [`softplus`].
+    #[inline(always)]
+    fn softplus<F: Float>(self, x: F) -> F {
+        softplus(x)
+    }
+
+    /// [`silu`].
+    #[inline(always)]
+    fn silu<F: Float>(self, x: F) -> F {
+        silu(x)
+    }
+
+    /// [`gelu`].
+    #[inline(always)]
+    fn gelu<F: Float>(self, x: F) -> F {
+        gelu(x)
+    }
+
+    /// [`elu`].
+    #[inline(always)]
+    fn elu<F: Float>(self, x: F, alpha: F) -> F {
+        elu(x, alpha)
+    }
+
+    /// [`pow`].
+    #[inline(always)]
+    fn pow<F: Float>(self, x: F, p: F) -> F {
+        pow(x, p)
+    }
+
+    /// [`stop_gradient`].
+    #[inline(always)]
+    fn stop_gradient<F: Float>(self, x: F) -> F {
+        stop_gradient(x)
+    }
+
+    /// [`erf`].
+    #[inline(always)]
+    fn erf<F: Float>(self, x: F) -> F {
+        erf(x)
     }
 
     /// [`sum`].

@@ -17,7 +17,9 @@ use rand_chacha::ChaCha8Rng;
 use layer_reference::{RefValidity, RowStep, max_diff, ref_cells, reference};
 use lstm_runtime::isa::{self, Isa};
 use lstm_runtime::zoo::{LayerNorm, Lstm as LstmCell, Peephole, ScaledForget};
-use lstm_runtime::{Call, Cell, Lstm, LstmConfig, LstmGradients, OutputGrad, Parameters, linalg};
+use lstm_runtime::{
+    Call, Cell, Float, Lstm, LstmConfig, LstmGradients, OutputGrad, Parameters, linalg, lstm_cell,
+};
 
 /// Max |a − b| / max(1, |b|) over two arrays of one shape.
 fn relative<D: Dimension>(a: &Array<f32, D>, b: &Array<f64, D>) -> f64 {
@@ -91,6 +93,43 @@ where
     }
 }
 
+/// Every function the research cells brought into the spec language, in one cell.
+#[lstm_cell(
+    crate = "lstm_runtime",
+    i = exp(logsigmoid(z_i)),
+    f = sigmoid(z_f - 0.1 * stop_gradient(softplus(z_f))),
+    g = tanh(silu(z_g) + 0.1 * gelu(z_g) + 0.1 * elu(z_g, alpha)),
+    o = sigmoid(z_o) * pow(1.0 + abs(z_o), -0.5),
+    h = o * tanh(c) + 0.1 * log(1.0 + pow(c, 2)) + 0.01 * sqrt(1.0 + abs(c))
+)]
+pub struct Functions {
+    #[init(constant(0.7))]
+    alpha: Scalar,
+}
+
+/// [`Functions`]' equations in `f64`, written from its spec with the standard library.
+fn functions_step<F: Float>(cell: &Functions<F>) -> layer_reference::RowStep {
+    let alpha = cell.alpha[0].to_f64_lossy();
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    std::rc::Rc::new(move |pre, c_prev, _| {
+        (0..pre.hidden)
+            .map(|j| {
+                let (zi, zf, zg, zo) = (pre.z('i', j), pre.z('f', j), pre.z('g', j), pre.z('o', j));
+                let i = sigmoid(zi);
+                let f = sigmoid(zf - 0.1 * zf.exp().ln_1p());
+                let silu = zg * sigmoid(zg);
+                let gelu = 0.5 * zg * (1.0 + libm::erf(zg / 2f64.sqrt()));
+                let elu = if zg > 0.0 { zg } else { alpha * zg.exp_m1() };
+                let g = (silu + 0.1 * gelu + 0.1 * elu).tanh();
+                let o = sigmoid(zo) / (1.0 + zo.abs()).sqrt();
+                let c = f * c_prev[j] + i * g;
+                let h = o * c.tanh() + 0.1 * (1.0 + c * c).ln() + 0.01 * (1.0 + c.abs()).sqrt();
+                (h, c)
+            })
+            .unzip()
+    })
+}
+
 fn backward<C: Cell>(
     layer: &Lstm<C>,
     tape: lstm_runtime::Tape<'_, C::Elem>,
@@ -118,5 +157,6 @@ fn every_supported_level_matches_the_reference() {
         agree::<Peephole<f32>, Peephole<f64>>(level, &|c| zoo_steps::peephole(c));
         agree::<ScaledForget<f32>, ScaledForget<f64>>(level, &|c| zoo_steps::scaled_forget(c));
         agree::<LayerNorm<f32>, LayerNorm<f64>>(level, &|c| zoo_steps::layer_norm_cell(c));
+        agree::<Functions<f32>, Functions<f64>>(level, &|c| functions_step(c));
     }
 }

@@ -70,7 +70,8 @@ fn numeric(eval: &mut dyn FnMut(f64) -> f64, value: f64) -> f64 {
     (eval(value + eps) - eval(value - eps)) / (2.0 * eps)
 }
 
-fn check<C: Cell<Elem = f64>>(seed: u64) {
+/// A cell with random parameters and random step inputs and output gradients.
+fn setup<C: Cell<Elem = f64>>(seed: u64) -> (C, Inputs, Vec<f64>, Vec<f64>) {
     let spec = C::SPEC;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut cell = C::init(CellDims::new(INPUT, HIDDEN), &mut rng);
@@ -95,9 +96,23 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
     };
     let dh = random(&mut rng, ROWS * HIDDEN, 1.0);
     let dc = random(&mut rng, ROWS * HIDDEN, 1.0);
+    (cell, x, dh, dc)
+}
 
-    // Training step: same outputs as inference, and the cache for backward.
-    let (h_ref, c_ref) = forward(&cell, &x);
+/// What the generated backward step computes for one step.
+struct Analytic<C> {
+    /// The gradients of the perturbable step inputs, by [`Inputs`] field name.
+    inputs: Vec<(&'static str, Vec<f64>)>,
+    /// Empty when the cell does not read `h_prev`.
+    dh_prev: Vec<f64>,
+    params: C,
+}
+
+/// The training step (checked to repeat inference) and the generated backward step.
+fn analytic<C: Cell<Elem = f64>>(cell: &C, x: &Inputs, dh: &[f64], dc: &[f64]) -> Analytic<C> {
+    let spec = C::SPEC;
+    let gates = spec.gates.len() * HIDDEN;
+    let (h_ref, c_ref) = forward(cell, x);
     let mut h = vec![0.0; ROWS * HIDDEN];
     let mut c = vec![0.0; ROWS * HIDDEN];
     let mut scratch = vec![0.0; ROWS * spec.scratch.len(HIDDEN)];
@@ -136,12 +151,12 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
     let mut dbias_ih = vec![0.0; gates];
     let mut dbias_hh = vec![0.0; gates];
     let mut back_scratch = vec![0.0; ROWS * spec.backward_scratch.len(HIDDEN)];
-    let mut grads = C::zeros(cell.dims());
+    let mut params = C::zeros(cell.dims());
     cell.step_backward(
         BackwardIo {
             rows: ROWS,
-            dh: &dh,
-            dc: &dc,
+            dh,
+            dc,
             c_prev: &x.c_prev,
             c: &c,
             h_prev: &x.h_prev,
@@ -158,50 +173,76 @@ fn check<C: Cell<Elem = f64>>(seed: u64) {
             dbias_hh: &mut dbias_hh,
             scratch: &mut back_scratch,
         },
-        &mut grads,
+        &mut params,
     );
     if spec.shared_preactivation_grad {
         dzh = dzx.clone();
     }
+    Analytic {
+        inputs: vec![
+            ("constant", dconstant),
+            ("zx", dzx),
+            ("zh", dzh),
+            ("bias_ih", dbias_ih),
+            ("bias_hh", dbias_hh),
+            ("c_prev", dc_prev),
+        ],
+        dh_prev,
+        params,
+    }
+}
 
-    type Field = fn(&mut Inputs) -> &mut Vec<f64>;
-    let fields: [(&str, Field, &[f64]); 6] = [
-        ("constant", |x| &mut x.constant, &dconstant),
-        ("zx", |x| &mut x.zx, &dzx),
-        ("zh", |x| &mut x.zh, &dzh),
-        ("bias_ih", |x| &mut x.bias_ih, &dbias_ih),
-        ("bias_hh", |x| &mut x.bias_hh, &dbias_hh),
-        ("c_prev", |x| &mut x.c_prev, &dc_prev),
-    ];
-    for (name, field, analytic) in fields {
-        let values = field(&mut x.clone()).clone();
+/// The perturbable step inputs, by the names [`Analytic::inputs`] gives their gradients.
+fn field<'a>(x: &'a mut Inputs, name: &str) -> &'a mut Vec<f64> {
+    match name {
+        "constant" => &mut x.constant,
+        "zx" => &mut x.zx,
+        "zh" => &mut x.zh,
+        "bias_ih" => &mut x.bias_ih,
+        "bias_hh" => &mut x.bias_hh,
+        "c_prev" => &mut x.c_prev,
+        "h_prev" => &mut x.h_prev,
+        _ => panic!("no step input {name}"),
+    }
+}
+
+/// Every gradient of the step's inputs in `expected` against central differences of `loss`
+/// along that input.
+fn compare_inputs(
+    what: &str,
+    x: &Inputs,
+    expected: &[(&'static str, Vec<f64>)],
+    loss: &dyn Fn(&Inputs) -> f64,
+) {
+    for (name, analytic) in expected {
+        let values = field(&mut x.clone(), name).clone();
         for (k, (&base, &expected)) in values.iter().zip(analytic).enumerate() {
             let mut eval = |v: f64| {
                 let mut moved = x.clone();
-                field(&mut moved)[k] = v;
-                loss(&cell, &moved, &dh, &dc)
+                field(&mut moved, name)[k] = v;
+                loss(&moved)
             };
             assert_close(
-                &format!("{} d{name}[{k}]", spec.name),
+                &format!("{what} d{name}[{k}]"),
                 expected,
                 numeric(&mut eval, base),
             );
         }
     }
+}
+
+fn check<C: Cell<Elem = f64>>(seed: u64) {
+    let spec = C::SPEC;
+    let (cell, x, dh, dc) = setup::<C>(seed);
+    let found = analytic(&cell, &x, &dh, &dc);
+    let mut inputs = found.inputs;
     if spec.reads_h_prev {
-        for (k, (&base, &expected)) in x.h_prev.iter().zip(&dh_prev).enumerate() {
-            let mut eval = |v: f64| {
-                let mut moved = x.clone();
-                moved.h_prev[k] = v;
-                loss(&cell, &moved, &dh, &dc)
-            };
-            assert_close(
-                &format!("{} dh_prev[{k}]", spec.name),
-                expected,
-                numeric(&mut eval, base),
-            );
-        }
+        inputs.push(("h_prev", found.dh_prev));
     }
+    compare_inputs(spec.name, &x, &inputs, &|moved| {
+        loss(&cell, moved, &dh, &dc)
+    });
+    let grads = found.params;
     for param in spec.params {
         let mut analytic = Vec::new();
         grads.visit(&mut |name, values| {
@@ -281,4 +322,140 @@ fn cifg_step_gradients() {
 #[test]
 fn hard_sigmoid_step_gradients() {
     check::<HardSigmoid<f64>>(6);
+}
+
+// One cell per function added to the spec language with the research cells, each gradchecked
+// alone so a wrong derivative names its function. Arguments are shaped to cover every branch
+// of a piecewise definition (softplus past its threshold of 20, elu on both sides of 0,
+// whole, fractional and negative powers) and to stay inside each domain (log and sqrt of
+// positive values).
+
+/// `log` of a value in [0.5, 2.5].
+#[lstm_cell(crate = "lstm_runtime", g = log(1.5 + tanh(z_g)))]
+pub struct LogCell;
+
+#[test]
+fn log_gradients() {
+    check::<LogCell<f64>>(20);
+}
+
+/// `logsigmoid` of arguments up to ±12.
+#[lstm_cell(crate = "lstm_runtime", g = logsigmoid(4.0 * z_g) + 1.0)]
+pub struct LogSigmoidCell;
+
+#[test]
+fn logsigmoid_gradients() {
+    check::<LogSigmoidCell<f64>>(21);
+}
+
+/// `softplus` of arguments up to ±36, on both sides of its threshold.
+#[lstm_cell(crate = "lstm_runtime", g = softplus(12.0 * z_g) / 12.0)]
+pub struct SoftplusCell;
+
+#[test]
+fn softplus_gradients() {
+    check::<SoftplusCell<f64>>(22);
+}
+
+/// `silu` on the candidate and the output gate's argument.
+#[lstm_cell(crate = "lstm_runtime", g = silu(z_g), o = sigmoid(silu(z_o)))]
+pub struct SiluCell;
+
+#[test]
+fn silu_gradients() {
+    check::<SiluCell<f64>>(23);
+}
+
+/// Exact `gelu`.
+#[lstm_cell(crate = "lstm_runtime", g = gelu(2.0 * z_g))]
+pub struct GeluCell;
+
+#[test]
+fn gelu_gradients() {
+    check::<GeluCell<f64>>(24);
+}
+
+/// `elu` with its default alpha and with a learned one.
+#[lstm_cell(crate = "lstm_runtime", g = elu(z_g), i = sigmoid(elu(z_i, alpha)))]
+pub struct EluCell {
+    #[init(constant(0.7))]
+    alpha: Scalar,
+}
+
+#[test]
+fn elu_gradients() {
+    check::<EluCell<f64>>(25);
+}
+
+/// Whole, fractional, negative and trivial powers.
+#[lstm_cell(
+    crate = "lstm_runtime",
+    g = pow(tanh(z_g), 3) + pow(sigmoid(z_g), 1.5) - pow(2.0 + c_prev, -2) + pow(z_g, 1),
+    o = sigmoid(pow(z_o, 2) - pow(z_o, 0))
+)]
+pub struct PowCell;
+
+#[test]
+fn pow_gradients() {
+    check::<PowCell<f64>>(26);
+}
+
+/// `abs` and `sqrt`, once internal, now in the spec language.
+#[lstm_cell(crate = "lstm_runtime", g = tanh(abs(z_g) - 0.5), o = sigmoid(sqrt(1.0 + z_o * z_o) - 1.0))]
+pub struct AbsSqrtCell;
+
+#[test]
+fn abs_and_sqrt_gradients() {
+    check::<AbsSqrtCell<f64>>(27);
+}
+
+/// `stop_gradient` on the forget gate's value where the candidate reads it.
+#[lstm_cell(crate = "lstm_runtime", g = tanh(z_g) * stop_gradient(sigmoid(z_f)))]
+pub struct StopCell;
+
+/// [`StopCell`] with the stopped value as an input of the step: a constant, which finite
+/// differences hold fixed while they move everything else.
+#[lstm_cell(crate = "lstm_runtime", g = tanh(z_g) * frozen_g)]
+pub struct FrozenCell {
+    frozen: Constant,
+}
+
+/// A stopped value is a constant to the gradient: `StopCell`'s derived gradients are the
+/// finite differences of `FrozenCell`, whose `frozen_g` holds `sigmoid(z_f)` at the point and
+/// does not move with `z_f` (and the gradient through `f` into `c` is still there).
+#[test]
+fn stop_gradient_gradients() {
+    let (stop, x, dh, dc) = setup::<StopCell<f64>>(28);
+    let frozen = FrozenCell::<f64>::init(
+        CellDims::new(INPUT, HIDDEN),
+        &mut ChaCha8Rng::seed_from_u64(0),
+    );
+    let gates = 4 * HIDDEN;
+    let mut held = x.clone();
+    held.constant = vec![0.0; ROWS * gates];
+    for row in 0..ROWS {
+        for j in 0..HIDDEN {
+            let f = row * gates + HIDDEN + j;
+            let z_f = x.zx[f] + x.zh[f] + x.bias_ih[HIDDEN + j] + x.bias_hh[HIDDEN + j];
+            held.constant[row * gates + 2 * HIDDEN + j] = 1.0 / (1.0 + (-z_f).exp());
+        }
+    }
+    let (h_stop, c_stop) = forward(&stop, &x);
+    let (h_frozen, c_frozen) = forward(&frozen, &held);
+    for (a, b) in h_stop
+        .iter()
+        .zip(&h_frozen)
+        .chain(c_stop.iter().zip(&c_frozen))
+    {
+        assert!((a - b).abs() < 1e-14, "forward differs: {a} against {b}");
+    }
+    let found = analytic(&stop, &x, &dh, &dc);
+    let inputs: Vec<_> = found
+        .inputs
+        .into_iter()
+        .filter(|(name, _)| *name != "constant")
+        .collect();
+    compare_inputs("stop_gradient", &held, &inputs, &|moved| {
+        loss(&frozen, moved, &dh, &dc)
+    });
 }

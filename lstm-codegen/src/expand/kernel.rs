@@ -459,10 +459,39 @@ fn literal(value: f64) -> TokenStream {
         quote!(F::zero())
     } else if value == 1.0 {
         quote!(F::one())
+    } else if let Some(name) = std_constant(value) {
+        // By name: the digits of a known constant would trip clippy's `approx_constant` in
+        // the user's crate.
+        let name = format_ident!("{}", name);
+        quote!(F::of(::core::f64::consts::#name))
     } else {
         let lit = Literal::f64_unsuffixed(value);
         quote!(F::of(#lit))
     }
+}
+
+/// The name of the standard library's constant equal to `value`, if there is one: the
+/// constants derivatives bring in (`gelu`'s `1/√2`, `erf`'s `2/√π`) and their kin.
+fn std_constant(value: f64) -> Option<&'static str> {
+    use std::f64::consts;
+    let table = [
+        (consts::PI, "PI"),
+        (consts::E, "E"),
+        (consts::SQRT_2, "SQRT_2"),
+        (consts::FRAC_1_SQRT_2, "FRAC_1_SQRT_2"),
+        (consts::FRAC_2_SQRT_PI, "FRAC_2_SQRT_PI"),
+        (consts::FRAC_1_PI, "FRAC_1_PI"),
+        (consts::FRAC_2_PI, "FRAC_2_PI"),
+        (consts::FRAC_PI_2, "FRAC_PI_2"),
+        (consts::LN_2, "LN_2"),
+        (consts::LN_10, "LN_10"),
+        (consts::LOG2_E, "LOG2_E"),
+        (consts::LOG10_E, "LOG10_E"),
+    ];
+    table
+        .iter()
+        .find(|&&(constant, _)| constant == value)
+        .map(|&(_, name)| name)
 }
 
 /// `3`, not `3usize`, in generated code.

@@ -8,7 +8,9 @@ use lstm::{Cell, lstm_cell};
     i = hard_sigmoid_keras2(z_i) * clip(exp(-relu(z_f)), 0.0, 1.0),
     f = max(min(sigmoid(z_f), 0.99), 0.01),
     g = softsign(z_g) / (1.0 + exp(beta)),
-    o = hard_sigmoid(-z_o)
+    o = hard_sigmoid(-z_o) * exp(logsigmoid(z_o)) + stop_gradient(silu(z_o)) * 0.01,
+    c = f * c_prev + i * g * pow(sqrt(abs(softplus(z_g)) + 1.0), -1.5) + 0.1 * log(1.0 + gelu(z_g) * gelu(z_g)),
+    h = o * tanh(c) + elu(c) * 0.1 + elu(c, beta) * 0.1
 )]
 pub struct Everything {
     #[init(constant(0.5))]
