@@ -6,7 +6,8 @@ argument). CI never runs this: the fixtures are committed, and the Rust tests on
 Regenerate with the pinned versions of `scripts/requirements.txt`:
 
     python -m venv venv && venv/bin/pip install -r scripts/requirements.txt
-    venv/bin/python scripts/fixtures.py
+    venv/bin/python scripts/fixtures.py              # every case
+    venv/bin/python scripts/fixtures.py --convert    # the `convert/` cases only
 
 Keras runs on its torch backend (`KERAS_BACKEND=torch`, set below before Keras is imported),
 so one autograd computes the gradients of both frameworks' cases.
@@ -499,6 +500,355 @@ def keras_from_pytorch_case(root, name, seed, description=""):
     write_case(root, name, meta, arrays, {k: to_numpy(v) for k, v in params.items()}, grads, keras_weights)
 
 
+
+# --- `lstm convert`: weights in the layouts of the seed documents and other frameworks ---
+#
+# Each case directory under `convert/` holds the source framework's weights file in its own
+# layout, `x.npy` and what the source framework computed from it (`y.npy`, `h_n.npy`,
+# `c_n.npy`, all f64), and `convert.json`: the arguments of `lstm convert` (the README's
+# table quotes them, and `tests/convert_cli.rs` runs them) and of `lstm infer`. The cells are
+# the seeds' own code (`/work/shared/seeds/`, quoted below with the changes each needs to run
+# over a sequence, said where they are made).
+
+SEED_BATCH, SEED_INPUT, SEED_HIDDEN = 3, 4, 5
+
+
+def convert_case(root, name, description, files, convert, infer, x, y, h_n, c_n, expected=None):
+    """One `convert/` case: the source files, the arrays, and the commands."""
+    directory = root / "convert" / name
+    directory.mkdir(parents=True)
+    for file_name, write in files.items():
+        write(directory / file_name)
+    for stem, array in {"x": x, "y": y, "h_n": h_n, "c_n": c_n}.items():
+        np.save(directory / f"{stem}.npy", np.ascontiguousarray(np.asarray(array, dtype=np.float64)))
+    if expected is not None:
+        save_file({k: np.ascontiguousarray(v) for k, v in expected.items()}, directory / "expected.safetensors")
+    meta = {"description": description, "convert": convert, "infer": infer}
+    (directory / "convert.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def safetensors_writer(tensors):
+    return lambda path: save_file({k: np.ascontiguousarray(to_numpy(v) if torch.is_tensor(v) else v)
+                                   for k, v in tensors.items()}, path)
+
+
+def npz_writer(tensors):
+    return lambda path: np.savez(path, **{k: np.ascontiguousarray(v) for k, v in tensors.items()})
+
+
+def seed_000_case(root):
+    """Seed 000's PyTorch `CustomLSTMCell`: one `nn.Linear(input + hidden, 4·hidden)` over
+    `cat([x, h])`, chunked i, f, o, g, with the forget gate's logits scaled by 1.5 (the zoo's
+    `scaled_forget`). The seed defines one step; it is unrolled over a sequence here."""
+    import torch.nn as nn
+
+    class CustomLSTMCell(nn.Module):  # the seed's code, verbatim
+        def __init__(self, input_size, hidden_size):
+            super().__init__()
+            self.input_size = input_size
+            self.hidden_size = hidden_size
+            self.gate_linear = nn.Linear(input_size + hidden_size, 4 * hidden_size)
+
+        def forward(self, x, hidden):
+            h_prev, c_prev = hidden
+            combined = torch.cat([x, h_prev], dim=1)
+            i, f, o, g = torch.chunk(self.gate_linear(combined), 4, dim=1)
+            i = torch.sigmoid(i)
+            f = torch.sigmoid(f * 1.5)
+            o = torch.sigmoid(o)
+            g = torch.tanh(g)
+            c_current = f * c_prev + i * g
+            h_current = o * torch.tanh(c_current)
+            return h_current, (h_current, c_current)
+
+    torch.manual_seed(100)
+    cell = CustomLSTMCell(SEED_INPUT, SEED_HIDDEN).double()
+    x = torch.randn(SEQ_LEN, SEED_BATCH, SEED_INPUT, dtype=torch.float64)
+    h = c = torch.zeros(SEED_BATCH, SEED_HIDDEN, dtype=torch.float64)
+    outputs = []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            out, (h, c) = cell(x[t], (h, c))
+            outputs.append(out)
+    state = cell.state_dict()
+    # What the conversion must give, sliced here independently of the Rust mapping: PyTorch's
+    # gate order i, f, g, o from the seed's i, f, o, g, and the [x, h] columns split.
+    weight, bias = state["gate_linear.weight"], state["gate_linear.bias"]
+    blocks = weight.chunk(4, dim=0)
+    bias_blocks = bias.chunk(4)
+    order = [0, 1, 3, 2]
+    stacked = torch.cat([blocks[k] for k in order])
+    expected = {
+        "weight_ih_l0": to_numpy(stacked[:, :SEED_INPUT]),
+        "weight_hh_l0": to_numpy(stacked[:, SEED_INPUT:]),
+        "bias_ih_l0": to_numpy(torch.cat([bias_blocks[k] for k in order])),
+        "bias_hh_l0": np.zeros(4 * SEED_HIDDEN),
+    }
+    convert_case(
+        root, "seed_000_combined",
+        "seed 000: PyTorch CustomLSTMCell (gate_linear over cat([x, h]), gates i, f, o, g, forget logits x1.5)",
+        {"seed_000.safetensors": safetensors_writer(state)},
+        ["seed_000.safetensors", "lstm.safetensors", "--from", "combined", "--weight", "gate_linear.weight",
+         "--bias", "gate_linear.bias", "--columns", "x,h", "--gates", "ifog"],
+        ["--cell", "scaled_forget"],
+        to_numpy(x), to_numpy(torch.stack(outputs)), to_numpy(h[None]), to_numpy(c[None]),
+        expected=expected,
+    )
+
+
+def seed_003_case(root):
+    """Seed 003's `NaiveLSTM`: per-gate `w_i{g}`, `w_h{g}`, `b_i{g}`, `b_h{g}` (biases
+    `(H, 1)`). Its `forward` steps once (`seq_size = 1`) and takes the state, so it is called
+    once per step of the sequence, as its docstring's shapes say."""
+    import math
+    import torch.nn as nn
+    from torch import Tensor
+    from torch.nn import Parameter, init
+
+    class NaiveLSTM(nn.Module):  # the seed's code, verbatim (bar comments)
+        def __init__(self, input_size, hidden_size):
+            super(NaiveLSTM, self).__init__()
+            self.input_size = input_size
+            self.hidden_size = hidden_size
+            self.w_ii = Parameter(Tensor(hidden_size, input_size))
+            self.w_hi = Parameter(Tensor(hidden_size, hidden_size))
+            self.b_ii = Parameter(Tensor(hidden_size, 1))
+            self.b_hi = Parameter(Tensor(hidden_size, 1))
+            self.w_if = Parameter(Tensor(hidden_size, input_size))
+            self.w_hf = Parameter(Tensor(hidden_size, hidden_size))
+            self.b_if = Parameter(Tensor(hidden_size, 1))
+            self.b_hf = Parameter(Tensor(hidden_size, 1))
+            self.w_io = Parameter(Tensor(hidden_size, input_size))
+            self.w_ho = Parameter(Tensor(hidden_size, hidden_size))
+            self.b_io = Parameter(Tensor(hidden_size, 1))
+            self.b_ho = Parameter(Tensor(hidden_size, 1))
+            self.w_ig = Parameter(Tensor(hidden_size, input_size))
+            self.w_hg = Parameter(Tensor(hidden_size, hidden_size))
+            self.b_ig = Parameter(Tensor(hidden_size, 1))
+            self.b_hg = Parameter(Tensor(hidden_size, 1))
+            self.reset_weigths()
+
+        def reset_weigths(self):
+            stdv = 1.0 / math.sqrt(self.hidden_size)
+            for weight in self.parameters():
+                init.uniform_(weight, -stdv, stdv)
+
+        def forward(self, inputs, state):
+            if state is None:
+                h_t = torch.zeros(1, self.hidden_size).t()
+                c_t = torch.zeros(1, self.hidden_size).t()
+            else:
+                (h, c) = state
+                h_t = h.squeeze(0).t()
+                c_t = c.squeeze(0).t()
+            hidden_seq = []
+            seq_size = 1
+            for t in range(seq_size):
+                x = inputs[:, t, :].t()
+                i = torch.sigmoid(self.w_ii @ x + self.b_ii + self.w_hi @ h_t + self.b_hi)
+                f = torch.sigmoid(self.w_if @ x + self.b_if + self.w_hf @ h_t + self.b_hf)
+                g = torch.tanh(self.w_ig @ x + self.b_ig + self.w_hg @ h_t + self.b_hg)
+                o = torch.sigmoid(self.w_io @ x + self.b_io + self.w_ho @ h_t + self.b_ho)
+                c_next = f * c_t + i * g
+                h_next = o * torch.tanh(c_next)
+                c_next_t = c_next.t().unsqueeze(0)
+                h_next_t = h_next.t().unsqueeze(0)
+                hidden_seq.append(h_next_t)
+            hidden_seq = torch.cat(hidden_seq, dim=0)
+            return hidden_seq, (h_next_t, c_next_t)
+
+    torch.manual_seed(103)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    model = NaiveLSTM(SEED_INPUT, SEED_HIDDEN)
+    torch.set_default_dtype(previous)
+    x = torch.randn(SEED_BATCH, SEQ_LEN, SEED_INPUT, dtype=torch.float64)  # batch-first, as its forward reads it
+    state = (torch.zeros(1, SEED_BATCH, SEED_HIDDEN, dtype=torch.float64),) * 2
+    outputs = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            out, state = model(x[:, t:t + 1, :], state)
+            outputs.append(out[0])
+    convert_case(
+        root, "seed_003_per_gate",
+        "seed 003: PyTorch NaiveLSTM (w_i{g}, w_h{g}, b_i{g}, b_h{g} of shape (H, 1)), called once per step",
+        {"seed_003.safetensors": safetensors_writer(model.state_dict())},
+        ["seed_003.safetensors", "lstm.safetensors", "--from", "per-gate", "--weight", "w_i{g}",
+         "--weight-h", "w_h{g}", "--bias", "b_i{g}", "--bias-h", "b_h{g}", "--gates", "ifgo"],
+        ["--batch-first"],
+        to_numpy(x), to_numpy(torch.stack(outputs, dim=1)), to_numpy(state[0]), to_numpy(state[1]),
+    )
+
+
+def seed_001_case(root):
+    """Seed 001's Keras `customLSTM1`: per-gate `Wf, Wi, Wo, Wc` `(units + input, units)` over
+    `cat([h, x])`, biases `(1, units)`. The seed's TensorFlow calls are Keras 3's `ops` here
+    (the same functions), its loop's `h_prev = h_prev` is fixed to `h_prev = h_next` (as
+    printed the recurrence never sees h), and `call` also returns every step's output and
+    the final cell state."""
+    keras.backend.clear_session()
+    keras.config.set_floatx("float64")
+    ops = keras.ops
+
+    class customLSTM1(keras.layers.Layer):
+        def __init__(self, units, name="customLSTM1", **kwargs):
+            super(customLSTM1, self).__init__(name=name, **kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            input_dim = input_shape[-1]
+            self.Wf = self.add_weight(name="Wf", shape=(self.units + input_dim, self.units))
+            self.bf = self.add_weight(name="bf", shape=(1, self.units))
+            self.Wi = self.add_weight(name="Wi", shape=(self.units + input_dim, self.units))
+            self.bi = self.add_weight(name="bi", shape=(1, self.units))
+            self.Wo = self.add_weight(name="Wo", shape=(self.units + input_dim, self.units))
+            self.bo = self.add_weight(name="bo", shape=(1, self.units))
+            self.Wc = self.add_weight(name="Wc", shape=(self.units + input_dim, self.units))
+            self.bc = self.add_weight(name="bc", shape=(1, self.units))
+            super(customLSTM1, self).build(input_shape)
+
+        def lstm_cell_forward(self, xt, c_prev, h_prev):
+            concat_x = ops.concatenate([h_prev, xt], axis=1)
+            forget_gate = ops.sigmoid(ops.matmul(concat_x, self.Wf) + self.bf)
+            input_gate = ops.sigmoid(ops.matmul(concat_x, self.Wi) + self.bi)
+            output_gate = ops.sigmoid(ops.matmul(concat_x, self.Wo) + self.bo)
+            ctt = ops.tanh(ops.matmul(concat_x, self.Wc) + self.bc)
+            c_next = forget_gate * c_prev + input_gate * ctt
+            h_next = output_gate * ops.tanh(c_next)
+            return h_next, c_next, h_next
+
+        def call(self, x):
+            batch_size, n_sequences = x.shape[0], x.shape[1]
+            c_prev = ops.zeros(shape=(batch_size, self.units))
+            h_prev = ops.zeros(shape=(batch_size, self.units))
+            outputs = []
+            for t in range(n_sequences):
+                h_next, c_next, _ = self.lstm_cell_forward(x[:, t, :], c_prev, h_prev)
+                h_prev = h_next  # the seed's `h_prev = h_prev`, fixed
+                c_prev = c_next
+                outputs.append(h_next)
+            return ops.stack(outputs, axis=1), h_next, c_next
+
+    keras.utils.set_random_seed(101)
+    layer = customLSTM1(SEED_HIDDEN)
+    layer.build((None, SEQ_LEN, SEED_INPUT))
+    rng = np.random.default_rng(101)
+    for weight in layer.weights:
+        weight.assign(rng.uniform(-0.6, 0.6, weight.shape))
+    x = rng.standard_normal((SEED_BATCH, SEQ_LEN, SEED_INPUT))
+    y, h_n, c_n = layer(keras.ops.convert_to_tensor(x))
+    convert_case(
+        root, "seed_001_per_gate",
+        "seed 001: Keras customLSTM1 (W{g} (units + input, units) over cat([h, x]), b{g} (1, units)), recurrence fixed",
+        {"seed_001.npz": npz_writer({w.path: to_numpy(w.value) for w in layer.weights})},
+        ["seed_001.npz", "lstm.safetensors", "--from", "per-gate", "--weight", "customLSTM1/W{g}",
+         "--bias", "customLSTM1/b{g}", "--gates", "fioc", "--columns", "h,x", "--transposed"],
+        ["--batch-first"],
+        x, to_numpy(y), to_numpy(h_n)[None], to_numpy(c_n)[None],
+    )
+
+
+def tf1_case(root):
+    """TensorFlow 1's fused `LSTMCell`/`BasicLSTMCell` kernel `(input + hidden, 4·hidden)`
+    over `concat([inputs, h])`, gates i, j, f, o, saved under its checkpoint names
+    (`rnn/lstm_cell/kernel`, `rnn/lstm_cell/bias`). TensorFlow is not installed here, so the
+    step is TF1's `BasicLSTMCell.call` transcribed to numpy, with `forget_bias=0.0`: TF1 adds
+    that constant (default 1.0) at run time and keeps it out of the checkpoint."""
+    rng = np.random.default_rng(104)
+    kernel = rng.uniform(-0.6, 0.6, (SEED_INPUT + SEED_HIDDEN, 4 * SEED_HIDDEN))
+    bias = rng.uniform(-0.6, 0.6, 4 * SEED_HIDDEN)
+    forget_bias = 0.0
+    x = rng.standard_normal((SEQ_LEN, SEED_BATCH, SEED_INPUT))
+    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))
+    c = h = np.zeros((SEED_BATCH, SEED_HIDDEN))
+    outputs = []
+    for t in range(SEQ_LEN):
+        gate_inputs = np.concatenate([x[t], h], axis=1) @ kernel + bias
+        i, j, f, o = np.split(gate_inputs, 4, axis=1)
+        c = c * sigmoid(f + forget_bias) + sigmoid(i) * np.tanh(j)
+        h = np.tanh(c) * sigmoid(o)
+        outputs.append(h)
+    convert_case(
+        root, "tf1_combined",
+        "TensorFlow 1 LSTMCell: kernel (input + hidden, 4 hidden) over [x, h], gates i, j, f, o; forget_bias=0",
+        {"tf1.npz": npz_writer({"rnn/lstm_cell/kernel": kernel, "rnn/lstm_cell/bias": bias})},
+        ["tf1.npz", "lstm.safetensors", "--from", "combined", "--weight", "rnn/lstm_cell/kernel",
+         "--bias", "rnn/lstm_cell/bias", "--columns", "x,h", "--gates", "ijfo", "--transposed"],
+        [],
+        x, np.stack(outputs), h[None], c[None],
+    )
+
+
+def flax_case(root):
+    """Flax's `OptimizedLSTMCell`, stepped over a sequence, its parameters flattened with `/`
+    (`flax.traverse_util.flatten_dict(params, sep="/")`) into an `.npz`."""
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import flax.linen as nn
+    import jax.numpy as jnp
+    from flax.traverse_util import flatten_dict
+
+    cell = nn.OptimizedLSTMCell(features=SEED_HIDDEN, param_dtype=jnp.float64, dtype=jnp.float64)
+    rng = np.random.default_rng(105)
+    x = rng.standard_normal((SEQ_LEN, SEED_BATCH, SEED_INPUT))
+    carry = cell.initialize_carry(jax.random.PRNGKey(105), (SEED_BATCH, SEED_INPUT))
+    params = cell.init(jax.random.PRNGKey(106), carry, jnp.asarray(x[0]))
+    # Flax initialises biases to zeros: give them values, so the test sees where they go.
+    params = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.uniform(-0.6, 0.6, p.shape)), params)
+    outputs = []
+    for t in range(SEQ_LEN):
+        carry, out = cell.apply(params, carry, jnp.asarray(x[t]))
+        outputs.append(np.asarray(out))
+    c, h = carry
+    flat = {key: np.asarray(value) for key, value in flatten_dict(params, sep="/").items()}
+    convert_case(
+        root, "flax_optimized_lstm_cell",
+        "Flax OptimizedLSTMCell: ii, if, ig, io kernels, hi, hf, hg, ho kernels and biases, (in, out)",
+        {"flax.npz": npz_writer(flat)},
+        ["flax.npz", "lstm.safetensors", "--from", "flax"],
+        [],
+        x, np.stack(outputs), np.asarray(h)[None], np.asarray(c)[None],
+    )
+
+
+def pytorch_cell_case(root):
+    """`nn.LSTMCell` inside a model (a `BatchNorm1d` beside it brings `num_batches_tracked`):
+    `--prefix` picks the cell's keys out of the whole `state_dict`."""
+    import torch.nn as nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.LSTMCell(SEED_INPUT, SEED_HIDDEN)
+            self.norm = nn.BatchNorm1d(SEED_HIDDEN)
+
+    torch.manual_seed(107)
+    model = Model().double()
+    x = torch.randn(SEQ_LEN, SEED_BATCH, SEED_INPUT, dtype=torch.float64)
+    h = c = torch.zeros(SEED_BATCH, SEED_HIDDEN, dtype=torch.float64)
+    outputs = []
+    with torch.no_grad():
+        for t in range(SEQ_LEN):
+            h, c = model.encoder(x[t], (h, c))
+            outputs.append(h)
+    convert_case(
+        root, "pytorch_lstm_cell_prefix",
+        "nn.LSTMCell as `encoder` of a model with a BatchNorm1d (num_batches_tracked), unrolled",
+        {"model.safetensors": safetensors_writer(model.state_dict())},
+        ["model.safetensors", "lstm.safetensors", "--from", "pytorch", "--prefix", "encoder"],
+        [],
+        to_numpy(x), to_numpy(torch.stack(outputs)), to_numpy(h[None]), to_numpy(c[None]),
+    )
+
+
+def convert_cases(root):
+    seed_000_case(root)
+    seed_003_case(root)
+    seed_001_case(root)
+    tf1_case(root)
+    flax_case(root)
+    pytorch_cell_case(root)
+
 # Masks with holes: a row with a gap in the middle, a row masked at the end, a full row.
 MASK = [
     [True, False, True, True, False],
@@ -552,19 +902,29 @@ def functions_case(root):
 
 def main():
     args = sys.argv[1:]
-    # `--only functions` rewrites that group alone, leaving every other fixture as it is.
+    # `--only GROUP` rewrites that group alone, leaving every other fixture as it is:
+    # regenerating the parity cases on another machine changes their last bits (BLAS), which
+    # is churn, not news. `--convert` is `--only convert`.
     only = None
     if "--only" in args:
         at = args.index("--only")
         only = args[at + 1]
         del args[at:at + 2]
+    if "--convert" in args:
+        args.remove("--convert")
+        only = "convert"
     root = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "tests" / "fixtures"
     torch.set_num_threads(1)
     if only == "functions":
         functions_case(root)
         return
+    if only == "convert":
+        if (root / "convert").exists():
+            shutil.rmtree(root / "convert")
+        convert_cases(root)
+        return
     if only is not None:
-        sys.exit(f"unknown group {only}; expected functions")
+        sys.exit(f"unknown group {only}; expected functions or convert")
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -627,6 +987,9 @@ def main():
     keras_case(root, "keras_mask_f32", 57, dtype="f32", mask=MASK, description="mask with holes, float32")
     keras_from_pytorch_case(root, "keras_from_pytorch", 58,
                             description="nn.LSTM weights converted to Keras by hand; Keras agrees")
+
+    # `lstm convert`: the seeds' cells and other frameworks' layouts.
+    convert_cases(root)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use lstm::io::{
-    ParamName, PytorchLayout, Tensor, TensorMap, keras_to_pytorch, lstm_from_pytorch_with,
-    read_npy, write_npy,
-};
+use lstm::io::layout::pytorch_or_keras;
+use lstm::io::{PytorchLayout, Tensor, TensorMap, lstm_from_pytorch_with, read_npy, write_npy};
 use lstm::ndarray::{ArrayD, Ix2, Ix3};
 use lstm::{Call, Cell, CellVisitor, Error, Float, OutputGrad, Result, visit_zoo_cell};
 
@@ -163,19 +161,10 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
     }
 }
 
-/// Weights from safetensors (or `.npz` by extension), under PyTorch's names or, converted,
-/// Keras' (any name that is not PyTorch's `{param}_l{k}[_reverse]` marks a Keras file).
+/// Weights from safetensors, `.npz` or a Keras file (by extension), under PyTorch's names or,
+/// converted, Keras' (the names tell which; a tensor of neither is reported by name).
 fn read_weights(path: &Path) -> Result<TensorMap> {
-    let weights = if path.extension().is_some_and(|ext| ext == "npz") {
-        TensorMap::read_npz(path)?
-    } else {
-        TensorMap::read_safetensors(path)?
-    };
-    if weights.names().all(|key| ParamName::parse(key).is_some()) {
-        Ok(weights)
-    } else {
-        keras_to_pytorch(&weights)
-    }
+    pytorch_or_keras(&lstm::io::read_weights(path)?)
 }
 
 /// Sequence lengths from an int64 `.npy` file.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cells;
+mod convert;
 mod expand;
 mod infer;
 pub mod memory;
@@ -26,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// List the zoo's cells: gates, parameters with shapes and inits, and equations.
     Cells,
+    /// Map weights from the layout they were saved in (PyTorch, Keras, Flax, or a
+    /// hand-written cell's tensors described by flags) to `nn.LSTM` names, or Keras' with
+    /// `--to keras`.
+    Convert(Box<convert::ConvertArgs>),
     /// Print the code `#[lstm_cell]` generates for the cells of a Rust file, or with
     /// `--equations` their forward and derived backward equations.
     Expand(expand::ExpandArgs),
@@ -62,6 +67,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Some(Command::Bench(args)) => bench::run(&args, &mut out)?,
         Some(Command::Cells) => cells::write_all(&mut out, lstm::zoo::all())?,
+        Some(Command::Convert(args)) => convert::run(&args, &mut out)?,
         Some(Command::Expand(args)) => expand::run(&args, &mut out)?,
         Some(Command::Infer(args)) => infer::run(&args)?,
         Some(Command::Train(args)) => train::run(&args, &mut out)?,

@@ -87,7 +87,7 @@ impl KerasPath {
 }
 
 /// Orders names naturally: digit runs compare as numbers (`lstm_2` < `lstm_10`).
-fn natural_order(left: &str, right: &str) -> Ordering {
+pub(crate) fn natural_order(left: &str, right: &str) -> Ordering {
     let mut left = left.chars().peekable();
     let mut right = right.chars().peekable();
     loop {

@@ -15,15 +15,18 @@
 pub mod checkpoint;
 mod keras;
 mod layer;
+pub mod layout;
 mod npy;
 mod pytorch;
 mod safetensors;
 mod tensor;
+mod weights_file;
 
 pub use keras::{keras_layer_names, keras_to_pytorch, keras_to_pytorch_ordered, pytorch_to_keras};
 pub use layer::{lstm_from_keras, lstm_from_pytorch, lstm_from_pytorch_with};
 pub use npy::{read_npy, write_npy};
 pub use pytorch::{PytorchLayout, cell_from_pytorch, cell_to_pytorch, load_parameters};
 pub use tensor::{Dtype, Tensor, TensorMap};
+pub use weights_file::{WeightsFormat, read_weights, write_weights};
 
 pub use crate::params::name::ParamName;
