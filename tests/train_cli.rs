@@ -171,7 +171,7 @@ fn a_small_npy_claiming_30_gb_is_an_error_naming_the_shape() {
     // followed by 4 bytes of it.
     let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 300, 250), }";
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

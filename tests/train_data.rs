@@ -286,7 +286,7 @@ fn a_huge_npz_member_claim_is_an_error_not_an_abort() {
     // A real archive whose `x.npy` header claims (100000, 300, 250) float32: 30 GB.
     let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 300, 250), }";
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
