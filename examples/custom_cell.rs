@@ -14,7 +14,7 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use lstm::ndarray::Array3;
-use lstm::train::{RunOptions, Task, TrainConfig, train_run};
+use lstm::train::{RunOptions, Start, Task, TrainConfig, train_run};
 use lstm::{Call, Cell, GradcheckOptions, Lstm, LstmConfig, gradcheck, lstm_cell};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -48,7 +48,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let options = RunOptions {
         out_dir: PathBuf::from("runs/custom_cell"),
         checkpoint_every: 0,
-        resume: false,
+        // The example's own output: running it again replaces it.
+        start: Start::Overwrite,
         show_progress: true,
     };
     let outcome = train_run::<OpenCoupled<f32>>(&config, &options)?;

@@ -4,8 +4,8 @@
 
 use lstm::checkpoint::Checkpoint;
 use lstm::train::{
-    CHECKPOINT_FILE, LayerOptions, METRICS_FILE, PLOT_FILE, RunOptions, Task, TrainConfig, Trainer,
-    train_run,
+    CHECKPOINT_FILE, LayerOptions, METRICS_FILE, PLOT_FILE, RunOptions, Start, Task, TrainConfig,
+    Trainer, train_run,
 };
 use lstm::zoo;
 use lstm::{Constraints, Regularizers};
@@ -43,7 +43,7 @@ fn options(dir: &std::path::Path, checkpoint_every: u64, resume: bool) -> RunOpt
     RunOptions {
         out_dir: dir.to_path_buf(),
         checkpoint_every,
-        resume,
+        start: if resume { Start::Resume } else { Start::Fresh },
         show_progress: false,
     }
 }

@@ -97,6 +97,18 @@ pub enum Error {
         /// Why it has no place.
         reason: String,
     },
+    /// A size that cannot be allocated: a layer, a batch or a file header asking for more
+    /// memory than the machine provides (see [`crate::alloc`]).
+    #[error(
+        "cannot allocate {what}: {} is more than this machine can provide",
+        crate::alloc::human_bytes(*bytes)
+    )]
+    Allocation {
+        /// The buffer and the sizes that make it (`the weights of hidden_size 100000000`).
+        what: String,
+        /// The bytes it needs (`u128::MAX` when even that overflows).
+        bytes: u128,
+    },
     /// Weights lack a parameter of the cell they are loaded into: they were saved from
     /// another cell.
     #[error(

@@ -26,6 +26,7 @@
 // must resolve too, because the zoo is defined here with the macro itself.
 extern crate self as lstm;
 
+pub mod alloc;
 mod cell;
 mod direction;
 mod error;

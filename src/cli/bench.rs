@@ -170,6 +170,8 @@ impl CellVisitor<f32> for Bench<'_> {
                 .with_bidirectional(args.bidirectional),
         );
         let mut layer = Lstm::<C>::new(config.clone(), &mut rng)?;
+        // Before the input is built: a batch or length past memory is an error, not an abort.
+        Lstm::<C>::check_training_memory(&config, args.seq_len, args.batch)?;
         let input = Array3::from_shape_fn((args.seq_len, args.batch, args.input_size), |_| {
             rng.random_range(-1.0f32..1.0)
         });

@@ -6,6 +6,7 @@ mod convert;
 mod expand;
 mod infer;
 pub mod memory;
+mod predict;
 mod regularization;
 mod train;
 
@@ -40,8 +41,11 @@ pub enum Command {
     /// Median time of a layer's forward pass and of forward plus backward (`--json` for one
     /// JSON object per line).
     Bench(bench::BenchArgs),
-    /// Train a cell (or compare several) on a built-in task; the default command.
-    Train(train::TrainArgs),
+    /// Train a cell (or compare several) on a built-in task, or on a data set with
+    /// `--data`/`--csv`; the default command.
+    Train(Box<train::TrainArgs>),
+    /// Apply the best model of a `train --data` run to the sequences of an `.npz` file.
+    Predict(predict::PredictArgs),
 }
 
 /// Why a command failed.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Some(Command::Convert(args)) => convert::run(&args, &mut out)?,
         Some(Command::Expand(args)) => expand::run(&args, &mut out)?,
         Some(Command::Infer(args)) => infer::run(&args)?,
+        Some(Command::Predict(args)) => predict::run(&args)?,
         Some(Command::Train(args)) => train::run(&args, &mut out)?,
         None => train::run(&train::TrainArgs::defaults(), &mut out)?,
     }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use lstm::train::{
-    CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions, RunOutcome, Task, TrainConfig,
-    TrainError, compare_runs, train_run,
+    BEST_FILE, CHECKPOINT_FILE, DataMetrics, Dataset, FitConfig, METRICS_FILE, PLOT_FILE,
+    RunOptions, RunOutcome, Schedule, Start, Task, TrainConfig, TrainError, compare_runs,
+    csv_windows, data_run, train_run,
 };
 use lstm::{Cell, CellVisitor, Float, visit_zoo_cell};
 
@@ -61,6 +62,10 @@ pub struct TrainArgs {
     /// Continue the run in the run directory from its checkpoint, up to `--steps`.
     #[arg(long)]
     pub resume: bool,
+    /// Replace an earlier run in the run directory (its checkpoint, metrics and plot);
+    /// without it (or `--resume`) a run directory that holds a run is an error.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Do not draw the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -71,6 +76,81 @@ pub struct TrainArgs {
     /// forget bias log U(1, T_MAX − 1), input bias its negative.
     #[arg(long, value_name = "T_MAX")]
     pub chrono: Option<f64>,
+    /// Training on a data set of one's own instead of a built-in task.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// The options of training on a data set (`--data` or `--csv`).
+#[derive(Clone, Debug, Default, PartialEq, Args)]
+pub struct DataArgs {
+    /// Train on the arrays of an `.npz` file: `x` `(N, T, I)`, `y` (its dtype and shape choose
+    /// the objective), optional `lengths` `(N,)` or `mask` `(N, T)`.
+    #[arg(long, value_name = "TRAIN.npz", conflicts_with_all = ["csv", "compare", "task"])]
+    pub data: Option<PathBuf>,
+    /// Validate after every epoch on the arrays of this `.npz` file.
+    #[arg(long, value_name = "VAL.npz", conflicts_with = "val_fraction")]
+    pub val: Option<PathBuf>,
+    /// Validate on this fraction of the training sequences (drawn with the seed).
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
+    /// Train on windows of one column of a CSV file (a single time series): each window of
+    /// `--window` values predicts the value `--horizon` steps after it.
+    #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["compare", "task"], requires_all = ["column", "window"])]
+    pub csv: Option<PathBuf>,
+    /// The CSV column of the series.
+    #[arg(long, value_name = "NAME", requires = "csv")]
+    pub column: Option<String>,
+    /// Steps per window.
+    #[arg(long, value_name = "T", requires = "csv")]
+    pub window: Option<usize>,
+    /// How many steps after a window its target lies.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "csv")]
+    pub horizon: usize,
+    /// Stacked layers.
+    #[arg(long, default_value_t = 1)]
+    pub layers: usize,
+    /// Run both directions (outputs concatenated).
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// Passes over the training data [default: 20].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// The learning rate's course.
+    #[arg(long, value_enum, default_value_t = ScheduleName::Constant)]
+    pub schedule: ScheduleName,
+    /// Optimizer steps of linear warmup before the schedule.
+    #[arg(long, value_name = "STEPS", default_value_t = 0)]
+    pub warmup: u64,
+    /// Stop after N epochs without a lower validation loss (training loss without
+    /// validation); the best epoch's checkpoint is kept either way.
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+}
+
+/// Learning-rate schedules by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleName {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// Cosine annealing to 0 over the run.
+    Cosine,
+    /// Divided by 10 every third of the epochs.
+    Step,
+    /// Divided by 10 after 2 epochs without improvement.
+    Plateau,
+}
+
+impl From<ScheduleName> for Schedule {
+    fn from(name: ScheduleName) -> Self {
+        match name {
+            ScheduleName::Constant => Schedule::Constant,
+            ScheduleName::Cosine => Schedule::Cosine,
+            ScheduleName::Step => Schedule::Step,
+            ScheduleName::Plateau => Schedule::Plateau,
+        }
+    }
 }
 
 /// The built-in tasks by name.
@@ -127,6 +207,68 @@ impl TrainArgs {
         }
     }
 
+    /// What to do with an earlier run in the run directory: `--resume`, `--overwrite`, or
+    /// refuse.
+    pub fn start(&self) -> Start {
+        match (self.resume, self.overwrite) {
+            (true, _) => Start::Resume,
+            (false, true) => Start::Overwrite,
+            (false, false) => Start::Fresh,
+        }
+    }
+
+    /// The config of a run on a data set.
+    pub fn fit_config(&self) -> FitConfig {
+        let defaults = FitConfig::default();
+        let data = &self.data;
+        FitConfig {
+            hidden_size: self.hidden.unwrap_or(defaults.hidden_size),
+            num_layers: data.layers,
+            bidirectional: data.bidirectional,
+            epochs: data.epochs.unwrap_or(defaults.epochs),
+            batch_size: self.batch.unwrap_or(defaults.batch_size),
+            lr: self.lr.unwrap_or(defaults.lr),
+            schedule: data.schedule.into(),
+            warmup_steps: data.warmup,
+            patience: data.patience,
+            max_grad_norm: self.max_grad_norm.unwrap_or(defaults.max_grad_norm),
+            seed: self.seed.unwrap_or(defaults.seed),
+            layer: self.regularization.layer_options(self.chrono),
+        }
+    }
+
+    /// The training data of `--data` or `--csv`, and its name for reports.
+    fn training_data<F: Float>(&self) -> Result<(Dataset<F>, String), TrainError> {
+        let data = &self.data;
+        match (&data.data, &data.csv, &data.column, data.window) {
+            (Some(path), _, _, _) => {
+                Ok((Dataset::read_npz(path, true)?, path.display().to_string()))
+            }
+            (None, Some(path), Some(column), Some(window)) => Ok((
+                csv_windows(path, column, window, data.horizon)?,
+                format!("{}:{column}", path.display()),
+            )),
+            // clap requires `--column` and `--window` with `--csv`, and `run` comes here only
+            // with `--data` or `--csv`.
+            _ => Err(lstm::Error::invalid_value(
+                "data",
+                "give --data, or --csv with --column and --window",
+            )
+            .into()),
+        }
+    }
+
+    /// The run directory of a data run: `--out`, or `runs/<data file's stem>-<cell>`.
+    pub fn data_out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let file = self.data.data.as_ref().or(self.data.csv.as_ref());
+            let stem = file
+                .and_then(|file| file.file_stem())
+                .map_or_else(|| "data".into(), |stem| stem.to_string_lossy().into_owned());
+            PathBuf::from("runs").join(format!("{stem}-{}", self.cell))
+        })
+    }
+
     /// The run directory: `--out`, or `runs/<task>-<cell>` (`runs/<task>-compare`).
     pub fn out_dir(&self, config: &TrainConfig) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
@@ -142,11 +284,14 @@ impl TrainArgs {
 
 /// Trains as `args` say and writes a summary of each run to `out`.
 pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
+    if args.data.data.is_some() || args.data.csv.is_some() {
+        return run_data(args, out);
+    }
     let config = args.config();
     let options = RunOptions {
         out_dir: args.out_dir(&config),
         checkpoint_every: args.checkpoint_every,
-        resume: args.resume,
+        start: args.start(),
         show_progress: !args.quiet,
     };
     if args.compare.is_empty() {
@@ -169,6 +314,71 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
         )?;
     }
     Ok(())
+}
+
+/// Trains on the data set of `--data` or `--csv` and writes a summary to `out`.
+fn run_data(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
+    let options = RunOptions {
+        out_dir: args.data_out_dir(),
+        checkpoint_every: 0,
+        start: args.start(),
+        show_progress: !args.quiet,
+    };
+    let visitor = TrainData {
+        args,
+        options: &options,
+    };
+    let metrics = match args.precision {
+        Precision::F32 => visit_zoo_cell::<f32, _>(&args.cell, visitor)?,
+        Precision::F64 => visit_zoo_cell::<f64, _>(&args.cell, visitor)?,
+    }?;
+    write!(
+        out,
+        "{} on {} ({}, {} outputs): training loss {:.5}",
+        metrics.cell, metrics.data, metrics.objective, metrics.outputs, metrics.train_loss
+    )?;
+    if let Some(loss) = metrics.val_loss {
+        write!(out, ", validation loss {loss:.5}")?;
+    }
+    if let Some(accuracy) = metrics.val_accuracy {
+        write!(out, ", validation accuracy {:.1}%", 100.0 * accuracy)?;
+    }
+    writeln!(
+        out,
+        " at best epoch {} of {}; {:.3} s per epoch",
+        metrics.best_epoch, metrics.epochs, metrics.epoch_seconds
+    )?;
+    writeln!(
+        out,
+        "  wrote {dir}/{BEST_FILE}, {dir}/{CHECKPOINT_FILE}, {dir}/{METRICS_FILE}, {dir}/{PLOT_FILE}",
+        dir = options.out_dir.display()
+    )?;
+    Ok(())
+}
+
+/// [`data_run`] for a cell type chosen by name.
+struct TrainData<'a> {
+    args: &'a TrainArgs,
+    options: &'a RunOptions,
+}
+
+impl<F: Float> CellVisitor<F> for TrainData<'_> {
+    type Output = Result<DataMetrics, TrainError>;
+
+    fn visit<C: Cell<Elem = F>>(self) -> Self::Output {
+        let args = self.args;
+        let config = args.fit_config();
+        let (train, name) = args.training_data::<F>()?;
+        let (train, validation) = match (&args.data.val, args.data.val_fraction) {
+            (Some(path), _) => (train, Some(Dataset::<F>::read_npz(path, true)?)),
+            (None, Some(fraction)) => {
+                let (train, validation) = train.split(fraction, config.seed)?;
+                (train, Some(validation))
+            }
+            (None, None) => (train, None),
+        };
+        data_run::<C>(&config, &train, validation.as_ref(), &name, self.options)
+    }
 }
 
 /// Trains the zoo cell called `cell` in `precision`.
@@ -239,7 +449,7 @@ mod tests {
         let mut argv = vec!["lstm", "train"];
         argv.extend_from_slice(args);
         match Cli::parse_from(argv).command {
-            Some(Command::Train(args)) => args,
+            Some(Command::Train(args)) => *args,
             other => panic!("expected train, got {other:?}"),
         }
     }
@@ -334,6 +544,11 @@ mod tests {
         assert_eq!(config.task, Task::adding(30));
         assert_eq!(config.max_grad_norm, 5.0);
         assert!(args.resume && args.quiet);
+        assert_eq!(args.start(), Start::Resume);
+        assert_eq!(parse(&["--overwrite"]).start(), Start::Overwrite);
+        assert_eq!(parse(&[]).start(), Start::Fresh);
+        let argv = ["lstm", "train", "--resume", "--overwrite"];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]
@@ -353,7 +568,7 @@ mod tests {
         let options = RunOptions {
             out_dir: dir.path().to_path_buf(),
             checkpoint_every: 0,
-            resume: false,
+            start: Start::Fresh,
             show_progress: false,
         };
         let err = train_named("gru", Precision::F32, &config, &options).unwrap_err();

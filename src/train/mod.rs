@@ -6,31 +6,51 @@
 //! come with the `cli` feature (on by default); the rest is the library's.
 //!
 //! - `tasks.rs`: the adding problem and running parity, batches seeded by `(seed, step)`.
+//! - `data.rs`: a data set of one's own (`.npz` arrays or CSV windows) and its objective.
+//! - `schedule.rs`: learning-rate schedules and warmup.
+//! - `fit.rs`: [`fit`], epochs over a data set with validation, best epoch, early stopping.
+//! - `data_run.rs` (`cli`): `data_run`, a fit with its run directory.
 //! - `model.rs`: [`SequenceModel`], forward, loss and backward of one batch.
 //! - `trainer.rs`: [`Trainer`], one Adam step at a time, gradient clipping, checkpoints.
 //! - `run.rs` (`cli`): `train_run` and `compare_runs`, progress bar and output files.
+//! - `run_dir.rs` (`cli`): the run directory's lock, and the check that a fresh run does not
+//!   replace an earlier one.
 //! - `plot.rs` (`cli`): loss curves as PNG.
 
+mod data;
+#[cfg(feature = "cli")]
+mod data_run;
+mod fit;
 mod model;
 #[cfg(feature = "cli")]
 mod plot;
 #[cfg(feature = "cli")]
 mod run;
+#[cfg(feature = "cli")]
+mod run_dir;
+mod schedule;
 mod tasks;
 mod trainer;
 
 #[cfg(feature = "cli")]
 use std::path::PathBuf;
 
+pub use data::{DataLabels, Dataset, Objective, csv_windows};
+#[cfg(feature = "cli")]
+pub use data_run::{BEST_FILE, DataMetrics, EpochMetrics, data_run};
+pub use fit::{EpochReport, FitConfig, Fitted, evaluate, fit, keys};
 pub use model::{Evaluation, SequenceModel};
 #[cfg(feature = "cli")]
-pub use plot::{Baseline, Curve, PlotError, plot_losses, smooth};
+pub use plot::{Baseline, Curve, PlotError, plot_epoch_losses, plot_losses, smooth};
 #[cfg(feature = "cli")]
 pub use run::{
     CHECKPOINT_FILE, METRICS_FILE, Metrics, PLOT_FILE, RunOptions, RunOutcome, compare_runs,
     recent_mean, train_run,
 };
-pub use tasks::{Batch, Target, Task, eval_rng, train_rng};
+#[cfg(feature = "cli")]
+pub use run_dir::{LOCK_FILE, RunDir, Start};
+pub use schedule::{LrSchedule, Schedule};
+pub use tasks::{Batch, Labels, Target, Task, eval_rng, train_rng};
 pub use trainer::{LayerOptions, StepReport, TrainConfig, Trainer};
 
 /// Why a training run failed.
@@ -50,6 +70,35 @@ pub enum TrainError {
         path: PathBuf,
         /// What the operating system said.
         source: std::io::Error,
+    },
+    /// A fresh run was asked for in a directory that holds an earlier run.
+    #[error(
+        "`{dir}` already holds a run (`{file}`); pass --resume to continue it, --overwrite to \
+         replace it, or choose another directory with --out"
+    )]
+    RunExists {
+        /// The run directory.
+        dir: PathBuf,
+        /// A file of the earlier run (the first by name).
+        file: String,
+    },
+    /// Another process holds the run directory's lock.
+    #[error(
+        "another process is training in `{dir}` (it holds `{dir}/run.lock`); wait for it to \
+         finish or choose another directory with --out"
+    )]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// `--resume` was asked of a run on a data set.
+    #[error(
+        "`{dir}`: a run on a data set is not resumed (its best epoch's checkpoint is kept); \
+         pass --overwrite to train it again, or --out for another directory"
+    )]
+    ResumeData {
+        /// The run directory.
+        dir: PathBuf,
     },
     /// The metrics could not be serialized.
     #[error("cannot serialize the metrics: {0}")]

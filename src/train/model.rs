@@ -7,7 +7,7 @@
 //! head runs on all `seq_len · batch` outputs as one matrix, and the loss counts each
 //! sequence's own steps only).
 
-use lstm::loss::{mse, sequence_accuracy, sequence_cross_entropy};
+use lstm::loss::{accuracy, cross_entropy, mse, sequence_accuracy, sequence_cross_entropy};
 use lstm::ndarray::{Array2, Array3, ArrayView2, ArrayViewD, ArrayViewMutD};
 use lstm::{
     Call, Cell, Error, Float, Gradients, Linear, Lstm, LstmConfig, OutputGrad, Parameters, Result,
@@ -15,7 +15,8 @@ use lstm::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::tasks::{Batch, Target, Task};
+use super::data::Objective;
+use super::tasks::{Batch, Labels, Target, Task};
 
 /// Name prefix of the recurrent layer's tensors (`lstm.weight_ih_l0`).
 const LSTM_PREFIX: &str = "lstm.";
@@ -73,6 +74,34 @@ impl<C: Cell> SequenceModel<C> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let lstm = Lstm::new(config, &mut rng)?;
         let head = Linear::new(hidden_size, task.output_size(), &mut rng);
+        Ok(SequenceModel { lstm, head })
+    }
+
+    /// A freshly initialised model for a data set's `objective` on sequences of `input_size`
+    /// features: the layer (configured by `configure`, which may add layers, directions and
+    /// regularisers) returns every step for a per-step objective and each sequence's last
+    /// valid step otherwise, and the head maps its merged output to the objective's classes
+    /// or values. Weights are drawn from a generator seeded with `seed`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever [`Lstm::new`] reports for the configured config.
+    pub fn for_objective(
+        input_size: usize,
+        objective: Objective,
+        hidden_size: usize,
+        seed: u64,
+        configure: impl FnOnce(LstmConfig) -> LstmConfig,
+    ) -> Result<Self> {
+        let config = LstmConfig::new(input_size, hidden_size)
+            .with_return_sequences(objective.per_step())
+            .with_return_state(false)
+            .with_seed(seed);
+        let config = configure(config);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let width = config.merged_size();
+        let lstm = Lstm::new(config, &mut rng)?;
+        let head = Linear::new(width, objective.output_size(), &mut rng);
         Ok(SequenceModel { lstm, head })
     }
 
@@ -157,6 +186,21 @@ impl<C: Cell> SequenceModel<C> {
         score(logits, &batch.target)
     }
 
+    /// The head's output on `batch` in inference mode, one row per sequence (or per step,
+    /// time-major: row `t · batch + b`): logits for classification, values for regression.
+    ///
+    /// # Errors
+    ///
+    /// As [`SequenceModel::evaluate`].
+    pub fn predict(&mut self, batch: &Batch<C::Elem>) -> Result<Array2<C::Elem>> {
+        let call = self.call(batch);
+        let output = self
+            .lstm
+            .forward(batch.input.view(), call.with_training(false))?;
+        let features = self.features(output.output.view())?;
+        self.head.forward(features.view())
+    }
+
     /// Applies the layer's weight constraints (Keras applies them after every optimizer
     /// step); nothing without constraints.
     pub fn apply_constraints(&mut self) {
@@ -174,7 +218,14 @@ impl<C: Cell> SequenceModel<C> {
         let call = Call::new().with_training(true);
         match &batch.target {
             Target::StepClasses { lengths, .. } => call.with_lengths(lengths),
-            Target::LastValue(_) => call,
+            Target::Rows {
+                lengths: Some(lengths),
+                ..
+            } => call.with_lengths(lengths),
+            Target::Rows {
+                mask: Some(mask), ..
+            } => call.with_mask(mask.view()),
+            Target::LastValue(_) | Target::Rows { .. } => call,
         }
     }
 
@@ -211,6 +262,34 @@ fn score_with_gradient<F: Float>(
             };
             Ok((evaluation, grad))
         }
+        Target::Rows {
+            labels: Labels::Classes(classes),
+            counted,
+            ..
+        } => {
+            let (loss, grad) = cross_entropy(logits.view(), classes, counted.as_deref())?;
+            let accuracy = accuracy(logits.view(), classes, counted.as_deref())?;
+            let evaluation = Evaluation {
+                loss: loss.to_f64_lossy(),
+                accuracy: Some(accuracy),
+            };
+            Ok((evaluation, grad))
+        }
+        Target::Rows {
+            labels: Labels::Values(values),
+            counted,
+            ..
+        } => {
+            let (loss, grad) = match counted {
+                Some(counted) => counted_mse(logits.view(), values.view(), counted)?,
+                None => mse(logits.view(), values.view())?,
+            };
+            let evaluation = Evaluation {
+                loss: loss.to_f64_lossy(),
+                accuracy: None,
+            };
+            Ok((evaluation, grad))
+        }
         Target::StepClasses { classes, lengths } => {
             let logits = unfold_steps(logits.view(), classes.dim())?;
             let (loss, grad) =
@@ -230,6 +309,50 @@ fn score_with_gradient<F: Float>(
             Ok((evaluation, grad))
         }
     }
+}
+
+/// PyTorch's `MSELoss` (mean reduction) over the rows where `counted` is set, and its
+/// gradient (zero at the other rows): the per-step regression loss of padded sequences.
+fn counted_mse<F: Float>(
+    prediction: ArrayView2<'_, F>,
+    target: ArrayView2<'_, F>,
+    counted: &[bool],
+) -> Result<(F, Array2<F>)> {
+    if prediction.shape() != target.shape() {
+        return Err(Error::shape_mismatch(
+            "target",
+            prediction.shape(),
+            target.shape(),
+        ));
+    }
+    if counted.len() != prediction.nrows() {
+        return Err(Error::shape_mismatch(
+            "counted",
+            &[prediction.nrows()],
+            &[counted.len()],
+        ));
+    }
+    let rows = counted.iter().filter(|&&counted| counted).count();
+    if rows == 0 {
+        return Err(Error::invalid_value(
+            "mask",
+            "no step of the batch is valid; a mean needs at least one",
+        ));
+    }
+    let elements = F::of((rows * prediction.ncols()) as f64);
+    let mut grad = Array2::zeros(prediction.raw_dim());
+    let mut sum = F::zero();
+    for (row, &counted) in counted.iter().enumerate() {
+        if !counted {
+            continue;
+        }
+        for column in 0..prediction.ncols() {
+            let difference = prediction[[row, column]] - target[[row, column]];
+            sum += difference * difference;
+            grad[[row, column]] = F::of(2.0) * difference / elements;
+        }
+    }
+    Ok((sum / elements, grad))
 }
 
 /// Rows of logits, `(seq_len · batch, classes)`, as time-major sequences.
@@ -259,5 +382,34 @@ impl<C: Cell> Parameters<C::Elem> for SequenceModel<C> {
         self.head.visit_parameters_mut(&mut |name, values| {
             visitor(&format!("{HEAD_PREFIX}{name}"), values)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lstm::ndarray::{Array2, array};
+
+    use super::*;
+
+    #[test]
+    fn counted_mse_is_the_mse_of_the_counted_rows() {
+        let prediction = array![[1.0, 2.0], [3.0, -1.0], [0.5, 0.25], [4.0, 4.0]];
+        let target = array![[0.0, 2.5], [9.0, 9.0], [1.0, -0.75], [9.0, 9.0]];
+        let counted = [true, false, true, false];
+        let (loss, grad) = counted_mse(prediction.view(), target.view(), &counted).unwrap();
+        // The reference: `mse` on the counted rows alone, zeros elsewhere.
+        let rows = [0, 2];
+        let (expected, expected_grad) = mse(
+            prediction.select(lstm::ndarray::Axis(0), &rows).view(),
+            target.select(lstm::ndarray::Axis(0), &rows).view(),
+        )
+        .unwrap();
+        assert_eq!(loss, expected);
+        let mut full = Array2::zeros((4, 2));
+        for (index, &row) in rows.iter().enumerate() {
+            full.row_mut(row).assign(&expected_grad.row(index));
+        }
+        assert_eq!(grad, full);
+        assert!(counted_mse(prediction.view(), target.view(), &[false; 4]).is_err());
     }
 }

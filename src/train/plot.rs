@@ -71,6 +71,60 @@ pub fn plot_losses(
     curves: &[Curve],
     baseline: Option<&Baseline>,
 ) -> Result<(), PlotError> {
+    // Drawn into a temporary file renamed over `path`: a full disk or a kill mid-draw leaves
+    // the previous picture, not a truncated one.
+    let axes = ("step", "training loss (log scale, smoothed)");
+    draw_atomically(path, |temporary| {
+        draw_losses(temporary, path, title, axes, curves, baseline)
+    })
+}
+
+/// Draws one loss per epoch of each curve (training, validation) into a PNG at `path`,
+/// titled `title`, atomically as [`plot_losses`] does.
+///
+/// # Errors
+///
+/// As [`plot_losses`].
+pub fn plot_epoch_losses(path: &Path, title: &str, curves: &[Curve]) -> Result<(), PlotError> {
+    let axes = ("epoch", "loss (log scale)");
+    draw_atomically(path, |temporary| {
+        draw_losses(temporary, path, title, axes, curves, None)
+    })
+}
+
+/// Runs `draw` on a temporary file that replaces `path` when it succeeds.
+fn draw_atomically(
+    path: &Path,
+    draw: impl FnOnce(&Path) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    let mut failure = None;
+    let written = lstm::io::write_atomically_with(path, ".png", |temporary| {
+        draw(temporary).map_err(|err| {
+            let message = err.to_string();
+            failure = Some(err);
+            message
+        })
+    });
+    match (written, failure) {
+        (_, Some(err)) => Err(err),
+        (Err(err), None) => Err(PlotError::Draw {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        }),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+/// [`plot_losses`] drawing straight into `file`; errors name `shown`, the picture's final
+/// path.
+fn draw_losses(
+    file: &Path,
+    shown: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    curves: &[Curve],
+    baseline: Option<&Baseline>,
+) -> Result<(), PlotError> {
     register_embedded_font()?;
     let smoothed: Vec<(String, Vec<(f64, f64)>)> = curves
         .iter()
@@ -84,10 +138,10 @@ pub fn plot_losses(
         .max(1) as f64;
     let (low, high) = value_range(&smoothed, baseline).ok_or(PlotError::Empty)?;
     let draw_error = |err: &dyn std::fmt::Display| PlotError::Draw {
-        path: path.display().to_string(),
+        path: shown.display().to_string(),
         message: err.to_string(),
     };
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    let root = BitMapBackend::new(file, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_error(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 26))
@@ -98,8 +152,8 @@ pub fn plot_losses(
         .map_err(|e| draw_error(&e))?;
     chart
         .configure_mesh()
-        .x_desc("step")
-        .y_desc("training loss (log scale, smoothed)")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 15))
         .y_labels(12)

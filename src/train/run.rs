@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::TrainError;
 use super::plot::{Baseline, Curve, plot_losses};
+use super::run_dir::{RunDir, Start};
 use super::trainer::{TrainConfig, Trainer};
 
 /// The checkpoint's file name in a run directory.
@@ -29,6 +30,8 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const METRICS_FILE: &str = "metrics.json";
 /// The loss plot's file name in a run directory.
 pub const PLOT_FILE: &str = "loss.png";
+/// The files a run writes, which [`Start::Overwrite`] deletes.
+const RUN_FILES: &[&str] = &[CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE];
 
 /// How a run is carried out, beyond what it computes.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,8 +40,9 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Steps between checkpoints (one is always written at the end); 0 for only the last.
     pub checkpoint_every: u64,
-    /// Continue from the run directory's checkpoint instead of starting afresh.
-    pub resume: bool,
+    /// Start afresh (refusing a directory with an earlier run), resume the directory's run
+    /// from its checkpoint, or replace the earlier run.
+    pub start: Start,
     /// Draw a progress bar on standard error (when it is a terminal).
     pub show_progress: bool,
 }
@@ -97,23 +101,23 @@ pub struct RunOutcome {
 /// # Errors
 ///
 /// [`TrainError`] if the config cannot train, the directory or a file cannot be written,
-/// `options.resume` finds no usable checkpoint, or the loss diverges.
+/// `options.start` is [`Start::Resume`] and finds no usable checkpoint, or the loss
+/// diverges; [`TrainError::RunExists`] for a fresh start in a directory with an earlier run,
+/// [`TrainError::Locked`] if another process trains in the directory.
 pub fn train_run<C: Cell>(
     config: &TrainConfig,
     options: &RunOptions,
 ) -> Result<RunOutcome, TrainError> {
-    std::fs::create_dir_all(&options.out_dir).map_err(|source| TrainError::Io {
-        path: options.out_dir.clone(),
-        source,
-    })?;
+    let _run_dir = RunDir::open(&options.out_dir, options.start, RUN_FILES)?;
+    let resume = options.start == Start::Resume;
     let checkpoint_path = options.out_dir.join(CHECKPOINT_FILE);
-    let mut trainer = if options.resume {
+    let mut trainer = if resume {
         let checkpoint = Checkpoint::<C::Elem>::load(&checkpoint_path)?;
         Trainer::<C>::resume(config.clone(), &checkpoint)?
     } else {
         Trainer::<C>::new(config.clone())?
     };
-    let resumed_from_step = options.resume.then_some(trainer.steps_taken());
+    let resumed_from_step = resume.then_some(trainer.steps_taken());
     let bar = progress_bar(&trainer, options.show_progress);
     let started = Instant::now();
     let steps_before = trainer.steps_taken();
@@ -155,13 +159,16 @@ pub fn train_run<C: Cell>(
 ///
 /// # Errors
 ///
-/// The first run's error, or [`TrainError`] if the combined files cannot be written.
+/// The first run's error, [`TrainError::RunExists`] / [`TrainError::Locked`] as for
+/// [`train_run`], or [`TrainError`] if the combined files cannot be written.
 pub fn compare_runs(
     cells: &[String],
     config: &TrainConfig,
     options: &RunOptions,
     mut run_cell: impl FnMut(&str, &RunOptions) -> Result<RunOutcome, TrainError>,
 ) -> Result<Vec<RunOutcome>, TrainError> {
+    // The combined files are the comparison's own; each cell's run locks its subdirectory.
+    let _run_dir = RunDir::open(&options.out_dir, options.start, &[METRICS_FILE, PLOT_FILE])?;
     let mut outcomes = Vec::with_capacity(cells.len());
     for cell in cells {
         let cell_options = RunOptions {
@@ -257,13 +264,11 @@ pub fn recent_mean(losses: &[f64]) -> f64 {
 }
 
 /// Writes `value` as pretty JSON to `path`.
-fn write_metrics(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+pub(super) fn write_metrics(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     let mut text = serde_json::to_string_pretty(value).map_err(TrainError::Json)?;
     text.push('\n');
-    std::fs::write(path, text).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    lstm::io::write_atomically(path, text.as_bytes())?;
+    Ok(())
 }
 
 /// `lstm on the adding problem (T = 50), hidden 32, seed 0`, or `The adding problem (T = 50),

@@ -49,6 +49,28 @@ pub enum Target<F> {
         /// Steps of each sequence.
         lengths: Vec<usize>,
     },
+    /// A data set's labels ([`Dataset`](super::Dataset)), one per row of the head's output.
+    Rows {
+        /// The labels.
+        labels: Labels<F>,
+        /// Per row, whether it counts in the loss (per-step objectives with lengths or a
+        /// mask); `None` when every row counts.
+        counted: Option<Vec<bool>>,
+        /// Valid steps of each sequence, passed to the layer.
+        lengths: Option<Vec<usize>>,
+        /// `(batch, seq_len)` Keras mask, passed to the layer.
+        mask: Option<Array2<bool>>,
+    },
+}
+
+/// Labels of the head's output rows: one row per sequence, or one per step (time-major:
+/// row `t · batch + b` is step `t` of sequence `b`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Labels<F> {
+    /// A class per row (cross-entropy).
+    Classes(Vec<usize>),
+    /// Values per row, `(rows, outputs)` (mean squared error).
+    Values(Array2<F>),
 }
 
 /// Inputs and targets of one batch.

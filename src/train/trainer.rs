@@ -170,8 +170,9 @@ impl<C: Cell> Trainer<C> {
     /// # Errors
     ///
     /// [`Error::InvalidValue`] naming the option that cannot train (`batch_size` 0, a
-    /// non-positive `lr` or `max_grad_norm`, a task too small), or [`Error::Config`] if the
-    /// cell cannot run in a plain layer.
+    /// non-positive `lr` or `max_grad_norm`, a task too small), [`Error::Config`] if the
+    /// cell cannot run in a plain layer, or [`Error::Allocation`] naming the sizes if the
+    /// model or a batch's training pass cannot be allocated.
     pub fn new(config: TrainConfig) -> Result<Self> {
         check_config(&config)?;
         let (regularizers, constraints) = (config.regularizers, config.constraints);
@@ -186,6 +187,12 @@ impl<C: Cell> Trainer<C> {
                     .with_regularizers(regularizers)
                     .with_constraints(constraints)
             },
+        )?;
+        // Before any batch is drawn: a batch or length past memory is an error, not an abort.
+        lstm::Lstm::<C>::check_training_memory(
+            model.lstm().config(),
+            config.task.seq_len(),
+            config.batch_size,
         )?;
         let optimizer = Adam::new(AdamConfig::adam().with_lr(config.lr))?;
         Ok(Trainer {
@@ -204,6 +211,9 @@ impl<C: Cell> Trainer<C> {
     ///
     /// - [`Error::InvalidValue`] naming `checkpoint` if it was written for another cell, seed,
     ///   task or hyperparameters, or is past `config.steps`.
+    /// - [`Error::InvalidValue`] naming `checkpoint` if its step, loss history and optimizer
+    ///   state disagree (the optimizer's step is not the run's, the loss history is not one
+    ///   value per step, an Adam moment of a weight is missing).
     /// - Whatever restoring the weights and the optimizer state reports (missing tensors,
     ///   wrong shapes).
     pub fn resume(config: TrainConfig, checkpoint: &Checkpoint<C::Elem>) -> Result<Self> {
@@ -238,6 +248,7 @@ impl<C: Cell> Trainer<C> {
                 ),
             ));
         }
+        check_trainer_state(checkpoint)?;
         checkpoint.restore_model(&mut trainer.model)?;
         trainer.optimizer.load_state(checkpoint.optimizer.clone())?;
         trainer.step = checkpoint.step;
@@ -351,6 +362,39 @@ impl<C: Cell> Trainer<C> {
     pub fn num_parameters(&self) -> usize {
         self.model.num_parameters()
     }
+}
+
+/// `Ok` if a checkpoint's step, loss history and optimizer state tell one story: one Adam
+/// step and one loss per training step, and after the first step both of Adam's moments for
+/// every weight (Adam updates every weight at every step).
+fn check_trainer_state<F: Float>(checkpoint: &Checkpoint<F>) -> Result<()> {
+    let disagree = |reason: String| Err(Error::invalid_value("checkpoint", reason));
+    let step = checkpoint.step;
+    if checkpoint.optimizer.step != step {
+        return disagree(format!(
+            "it is at step {step}, but its optimizer is at step {}",
+            checkpoint.optimizer.step
+        ));
+    }
+    let losses = checkpoint.history.get(LOSS_HISTORY).map_or(0, Vec::len) as u64;
+    if losses != step {
+        return disagree(format!(
+            "it is at step {step}, but its loss history has {losses} values"
+        ));
+    }
+    if step > 0 {
+        for name in checkpoint.model.keys() {
+            for statistic in ["exp_avg", "exp_avg_sq"] {
+                let key = format!("{statistic}.{name}");
+                if !checkpoint.optimizer.buffers.contains_key(&key) {
+                    return disagree(format!(
+                        "it is at step {step}, but Adam's `optim.{key}` is missing"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Ok` if every option of `config` can train.

@@ -10,7 +10,15 @@
 //! - `history.{series}`: per-step series the trainer recorded (the loss curve), in `F64`;
 //! - string metadata: `lstm.format` (`checkpoint`), `lstm.version`, `lstm.step`,
 //!   `lstm.seed`, `lstm.dtype`, `lstm.optimizer`, `lstm.optimizer_step`, and any keys of
-//!   [`Checkpoint::metadata`] (which may not start with `lstm.`).
+//!   [`Checkpoint::metadata`] (which may not start with `lstm.`);
+//! - checksums: `lstm.sha256.{tensor}`, SHA-256 of each tensor's dtype, shape and bytes, and
+//!   `lstm.sha256`, SHA-256 of every other metadata entry (the tensors' checksums included),
+//!   so a changed bit anywhere in the file is caught and the error names where.
+//!
+//! [`Checkpoint::load`] verifies the checksums, then the checkpoint's consistency: every
+//! history series is `step` values long, and every optimizer buffer belongs to a model tensor
+//! of its shape. A checkpoint that fails is an error naming what disagrees; nothing is
+//! loaded from it.
 //!
 //! The bytes go through the crate's one safetensors codec (`safetensors.rs`).
 //!
@@ -20,12 +28,13 @@
 //! [`Checkpoint::load`] never panics on a bad file: it names the file and what is wrong.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use ndarray::{Array1, ArrayD};
+use sha2::{Digest, Sha256};
 
-use super::safetensors::{parse, serialize};
+use super::atomic::write_atomically;
+use super::safetensors::{digest_of, hex, parse, serialize};
 use super::tensor::{Tensor, TensorMap, dtype_mismatch};
 use crate::error::{Error, Result, expect_shape};
 use crate::float::Float;
@@ -42,8 +51,10 @@ const HISTORY: &str = "history.";
 const RESERVED: &str = "lstm.";
 /// What `lstm.format` says.
 const FORMAT: &str = "checkpoint";
-/// What `lstm.version` says; bumped when the layout changes.
-const VERSION: &str = "1";
+/// What `lstm.version` says; bumped when the layout changes (2: checksums).
+const VERSION: &str = "2";
+/// Metadata key of the checksum over the metadata; `{CHECKSUM}.{tensor}` are the tensors'.
+const CHECKSUM: &str = "lstm.sha256";
 /// The format's name in error messages.
 const FORMAT_NAME: &str = "safetensors checkpoint";
 
@@ -61,7 +72,7 @@ pub struct Checkpoint<F> {
     pub model: BTreeMap<String, ArrayD<F>>,
     /// The optimizer's state.
     pub optimizer: OptimizerState<F>,
-    /// Series recorded once per step (`loss`), each `step` values long by convention.
+    /// Series recorded once per step (`loss`), each `step` values long (checked on load).
     pub history: BTreeMap<String, Vec<f64>>,
 }
 
@@ -170,8 +181,12 @@ impl<F: Float> Checkpoint<F> {
         })
     }
 
-    /// The file's contents.
-    fn to_bytes(&self) -> Result<Vec<u8>> {
+    /// The file's contents, as [`Checkpoint::save`] writes them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidValue`] naming a metadata key that starts with `lstm.`.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         if let Some(key) = self.metadata.keys().find(|key| key.starts_with(RESERVED)) {
             return Err(Error::invalid_value(
                 key.as_str(),
@@ -201,6 +216,10 @@ impl<F: Float> Checkpoint<F> {
         ] {
             metadata.insert(format!("{RESERVED}{key}"), value);
         }
+        for (name, tensor) in tensors.iter() {
+            metadata.insert(format!("{CHECKSUM}.{name}"), digest_of(tensor));
+        }
+        metadata.insert(CHECKSUM.into(), metadata_digest(&metadata));
         serialize(tensors.iter(), Some(metadata)).map_err(|err| Error::Format {
             path: String::new(),
             format: FORMAT_NAME.into(),
@@ -208,9 +227,13 @@ impl<F: Float> Checkpoint<F> {
         })
     }
 
-    /// Parses a file's contents. [`Error::Format`]s carry an empty path, which
-    /// [`Checkpoint::load`] fills in.
-    fn from_bytes(bytes: &[u8]) -> Result<Self> {
+    /// Parses and verifies a file's contents, as [`Checkpoint::load`] does. [`Error::Format`]s
+    /// carry an empty path, which [`Checkpoint::load`] fills in.
+    ///
+    /// # Errors
+    ///
+    /// As [`Checkpoint::load`], without the I/O.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let format_error = |reason: String| Error::Format {
             path: String::new(),
             format: FORMAT_NAME.into(),
@@ -242,6 +265,7 @@ impl<F: Float> Checkpoint<F> {
                 "version {version}; this build reads version {VERSION}"
             )));
         }
+        verify_checksums(metadata, &file.digests()).map_err(format_error)?;
         let mut checkpoint = Checkpoint {
             step: number("step")?,
             seed: number("seed")?,
@@ -277,8 +301,102 @@ impl<F: Float> Checkpoint<F> {
                 )));
             }
         }
+        checkpoint.check_consistency().map_err(format_error)?;
         Ok(checkpoint)
     }
+
+    /// `Ok` if the parts of the checkpoint agree: every history series has `step` values, and
+    /// every optimizer buffer `{statistic}.{name}` has the shape of the model's tensor `name`.
+    /// The error says what disagrees.
+    fn check_consistency(&self) -> std::result::Result<(), String> {
+        for (series, values) in &self.history {
+            if values.len() as u64 != self.step {
+                return Err(format!(
+                    "`{HISTORY}{series}` has {} values, but the checkpoint is at step {}",
+                    values.len(),
+                    self.step
+                ));
+            }
+        }
+        for (key, buffer) in &self.optimizer.buffers {
+            let param = key.split_once('.').map_or("", |(_, param)| param);
+            match self.model.get(param) {
+                None => {
+                    return Err(format!(
+                        "optimizer buffer `{OPTIM}{key}` belongs to no tensor of the model \
+                         (no `{MODEL}{param}`)"
+                    ));
+                }
+                Some(values) if values.shape() != buffer.shape() => {
+                    return Err(format!(
+                        "optimizer buffer `{OPTIM}{key}` has shape {:?}, but `{MODEL}{param}` \
+                         has {:?}",
+                        buffer.shape(),
+                        values.shape()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256, in hex, over every metadata entry but [`CHECKSUM`] itself, in key order.
+fn metadata_digest(metadata: &HashMap<String, String>) -> String {
+    let sorted: BTreeMap<&String, &String> = metadata
+        .iter()
+        .filter(|(key, _)| key.as_str() != CHECKSUM)
+        .collect();
+    let mut hasher = Sha256::new();
+    for (key, value) in sorted {
+        // Lengths first, so no two different maps hash the same bytes.
+        hasher.update((key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.len() as u64).to_le_bytes());
+        hasher.update(value.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+/// `Ok` if the metadata matches its checksum and every tensor its own (`digests`, computed
+/// from the stored bytes); otherwise what does not match.
+fn verify_checksums(
+    metadata: &HashMap<String, String>,
+    digests: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    let changed = "the file was changed after it was written";
+    match metadata.get(CHECKSUM) {
+        None => return Err(format!("no `{CHECKSUM}` in the metadata")),
+        Some(stored) if *stored != metadata_digest(metadata) => {
+            return Err(format!(
+                "the metadata does not match its checksum: {changed}"
+            ));
+        }
+        Some(_) => {}
+    }
+    for (name, digest) in digests {
+        match metadata.get(&format!("{CHECKSUM}.{name}")) {
+            None => return Err(format!("tensor `{name}` has no checksum: {changed}")),
+            Some(stored) if stored != digest => {
+                return Err(format!(
+                    "tensor `{name}` does not match its checksum: {changed}"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let prefix = format!("{CHECKSUM}.");
+    if let Some(missing) = metadata
+        .keys()
+        .filter_map(|key| key.strip_prefix(&prefix))
+        .find(|name| !digests.contains_key(*name))
+    {
+        return Err(format!(
+            "tensor `{missing}` is missing, though the checksums list it: {changed}"
+        ));
+    }
+    Ok(())
 }
 
 /// A stored tensor as an array of `F`, which must be its dtype (a checkpoint resumes in the
@@ -305,41 +423,6 @@ fn decode_f64(name: &str, tensor: &Tensor) -> Result<Vec<f64>> {
             other.dtype().name().to_uppercase(),
         )),
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash at any point leaves the old file or the new
-/// one: write a temporary file beside it, flush it to disk, rename it over `path`, flush the
-/// directory (which makes the rename itself durable).
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".checkpoint-")
-        .suffix(".tmp")
-        .tempfile_in(directory)
-        .map_err(|err| Error::io("create a temporary file in", directory, &err))?;
-    temporary
-        .write_all(bytes)
-        .and_then(|()| temporary.as_file().sync_all())
-        .map_err(|err| Error::io("write", temporary.path(), &err))?;
-    // On failure the temporary file is deleted when the error drops it.
-    temporary
-        .persist(path)
-        .map_err(|err| Error::io("rename into place", path, &err.error))?;
-    sync_directory(directory)
-}
-
-/// Flushes a directory's entries to disk (Unix); elsewhere renames are durable on their own
-/// or cannot be made so.
-fn sync_directory(directory: &Path) -> Result<()> {
-    if cfg!(unix) {
-        std::fs::File::open(directory)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|err| Error::io("flush", directory, &err))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -371,7 +454,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("checkpoint.safetensors");
         let (layer, adam) = trained_pair::<F>();
-        let mut checkpoint = Checkpoint::capture(&layer, &adam, 1, 42);
+        let mut checkpoint = Checkpoint::capture(&layer, &adam, 2, 42);
         checkpoint.metadata.insert("task".into(), "adding".into());
         checkpoint
             .history
@@ -516,6 +599,111 @@ mod tests {
         std::fs::write(&path, foreign).unwrap();
         let err = Checkpoint::<f64>::load(&path).unwrap_err();
         assert!(err.to_string().contains("no `lstm.format`"), "{err}");
+    }
+
+    /// The error of loading `bytes`, which must be a format error; its message.
+    fn load_error(bytes: &[u8]) -> String {
+        let err = Checkpoint::<f64>::from_bytes(bytes).unwrap_err();
+        assert!(matches!(err, Error::Format { .. }), "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_is_an_error_naming_where() {
+        let (layer, adam) = trained_pair::<f64>();
+        let mut checkpoint = Checkpoint::capture(&layer, &adam, 1, 3);
+        checkpoint.history.insert("loss".into(), vec![0.5]);
+        let bytes = checkpoint.to_bytes().unwrap();
+        let header_len = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        // Every bit of the data section: the error names the tensor it belongs to.
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let data_start = header_len;
+        for position in data_start..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[position] ^= 0x10;
+            let message = load_error(&flipped);
+            let owner = file
+                .iter()
+                .find(|(_, view)| {
+                    let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+                    (start..start + view.data().len()).contains(&position)
+                })
+                .map(|(name, _)| name)
+                .unwrap();
+            assert!(
+                message.contains(&format!("tensor `{owner}` does not match its checksum")),
+                "byte {position}: {message}"
+            );
+        }
+        // A digit of the step in the header: the metadata's checksum.
+        let text = String::from_utf8_lossy(&bytes[8..header_len]).into_owned();
+        let step_at = 8 + text.find("\"lstm.step\":\"1\"").unwrap() + "\"lstm.step\":\"".len();
+        let mut flipped = bytes.clone();
+        flipped[step_at] = b'2';
+        let message = load_error(&flipped);
+        assert!(
+            message.contains("the metadata does not match its checksum"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn parts_that_disagree_are_errors_naming_them() {
+        let (layer, adam) = trained_pair::<f64>();
+        let mut short_history = Checkpoint::capture(&layer, &adam, 2, 0);
+        short_history.history.insert("loss".into(), vec![0.5]);
+        let message = load_error(&short_history.to_bytes().unwrap());
+        assert!(
+            message.contains("`history.loss` has 1 values, but the checkpoint is at step 2"),
+            "{message}"
+        );
+
+        let mut stray = Checkpoint::capture(&layer, &adam, 1, 0);
+        let buffer = stray.optimizer.buffers["exp_avg.bias"].clone();
+        stray
+            .optimizer
+            .buffers
+            .insert("exp_avg.scale".into(), buffer);
+        let message = load_error(&stray.to_bytes().unwrap());
+        assert!(
+            message.contains("`optim.exp_avg.scale` belongs to no tensor"),
+            "{message}"
+        );
+
+        let mut reshaped = Checkpoint::capture(&layer, &adam, 1, 0);
+        reshaped
+            .optimizer
+            .buffers
+            .insert("exp_avg.weight".into(), ArrayD::zeros(vec![3]));
+        let message = load_error(&reshaped.to_bytes().unwrap());
+        assert!(
+            message.contains("`optim.exp_avg.weight` has shape [3], but `model.weight` has [1, 3]"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_removed_tensor_is_named() {
+        let (layer, adam) = trained_pair::<f64>();
+        let bytes = Checkpoint::capture(&layer, &adam, 1, 0).to_bytes().unwrap();
+        // The same file without one of Adam's moments, its checksums kept.
+        let file = parse(&bytes, "", FORMAT_NAME).unwrap();
+        let mut tensors = file.tensors(String::new()).unwrap();
+        let kept: Vec<(String, Tensor)> = tensors
+            .iter()
+            .filter(|(name, _)| *name != "optim.exp_avg_sq.bias")
+            .map(|(name, tensor)| (name.to_string(), tensor.clone()))
+            .collect();
+        tensors = TensorMap::new();
+        for (name, tensor) in kept {
+            tensors.insert(name, tensor);
+        }
+        let without = serialize(tensors.iter(), Some(file.metadata().clone())).unwrap();
+        let message = load_error(&without);
+        assert!(
+            message.contains("tensor `optim.exp_avg_sq.bias` is missing"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! Every function reports bad files through [`Error`](crate::error::Error), naming the file,
 //! the tensor and the expected and found shapes or types.
 
+mod atomic;
 pub mod checkpoint;
 mod keras;
 mod layer;
@@ -22,9 +23,10 @@ mod safetensors;
 mod tensor;
 mod weights_file;
 
+pub use atomic::{is_temporary, write_atomically, write_atomically_with};
 pub use keras::{keras_layer_names, keras_to_pytorch, keras_to_pytorch_ordered, pytorch_to_keras};
 pub use layer::{lstm_from_keras, lstm_from_pytorch, lstm_from_pytorch_with};
-pub use npy::{read_npy, write_npy};
+pub use npy::{read_npy, read_npy_bytes, write_npy};
 pub use pytorch::{PytorchLayout, cell_from_pytorch, cell_to_pytorch, load_parameters};
 pub use tensor::{Dtype, Tensor, TensorMap};
 pub use weights_file::{WeightsFormat, read_weights, write_weights};

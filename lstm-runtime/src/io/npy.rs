@@ -3,15 +3,20 @@
 //!
 //! A file's element type is only known once its header is read, so reading tries each
 //! [`Dtype`](super::Dtype) in turn; the first whose descriptor matches wins.
+//!
+//! A header is a claim that the data has to back: before `ndarray-npy` allocates the array a
+//! header describes, [`check_npy_claims`] checks the header's length and the array's byte
+//! count against the bytes that follow, so a 460-byte file claiming 30 GB is a format error
+//! naming the shape, not an abort. `.npz` members are read through the `zip` crate one at a
+//! time, each at most its declared size, which must itself be allocatable.
 
 use std::fs::File;
-use std::io::{BufWriter, Cursor, Read, Seek};
+use std::io::{BufWriter, Cursor, Read};
 use std::path::Path;
 
 use ndarray::ArrayD;
-use ndarray_npy::{
-    NpzReader, NpzWriter, ReadNpyError, ReadNpyExt, ReadNpzError, ReadableElement, WriteNpyExt,
-};
+use ndarray_npy::npy::header::Header;
+use ndarray_npy::{NpzWriter, ReadNpyError, ReadNpyExt, ReadableElement, WriteNpyExt};
 
 use super::tensor::{Tensor, TensorMap, dtype_mismatch};
 use crate::error::{Error, Result};
@@ -37,15 +42,6 @@ impl From<ReadNpyError> for Attempt {
             ReadNpyError::WrongDescriptor(descriptor) => {
                 Attempt::OtherDtype(descriptor.to_string())
             }
-            other => Attempt::Failed(other.to_string()),
-        }
-    }
-}
-
-impl From<ReadNpzError> for Attempt {
-    fn from(err: ReadNpzError) -> Self {
-        match err {
-            ReadNpzError::Npy(err) => err.into(),
             other => Attempt::Failed(other.to_string()),
         }
     }
@@ -97,20 +93,93 @@ fn npy_as<T: ReadableElement>(bytes: &[u8]) -> std::result::Result<ArrayD<T>, At
 ///
 /// # Errors
 ///
-/// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is truncated or not a
-/// `.npy` file, [`Error::DtypeMismatch`] for an element type other than f32, f64, i32, i64
-/// or bool (the message names the file).
+/// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is truncated (its header
+/// claims more data than the file holds) or not a `.npy` file, [`Error::DtypeMismatch`] for
+/// an element type other than f32, f64, i32, i64 or bool (the message names the file).
 pub fn read_npy(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|err| Error::io("read", path, &err))?;
-    let name = path.display().to_string();
-    read_any(&name, &name, NPY, |probe| match probe {
-        Probe::F32 => npy_as(&bytes).map(Tensor::F32),
-        Probe::F64 => npy_as(&bytes).map(Tensor::F64),
-        Probe::I32 => npy_as(&bytes).map(Tensor::I32),
-        Probe::I64 => npy_as(&bytes).map(Tensor::I64),
-        Probe::Bool => npy_as(&bytes).map(Tensor::Bool),
+    read_npy_bytes(&bytes, &path.display().to_string())
+}
+
+/// Parses the bytes of a `.npy` file; `path` names it in errors.
+///
+/// # Errors
+///
+/// As [`read_npy`], without the I/O.
+pub fn read_npy_bytes(bytes: &[u8], path: &str) -> Result<Tensor> {
+    npy_from_bytes(bytes, path, path, NPY)
+}
+
+/// Parses the bytes of a `.npy` file or `.npz` member; `what` names the array in a dtype
+/// error, `path` and `format` the file in a format error.
+fn npy_from_bytes(bytes: &[u8], what: &str, path: &str, format: &str) -> Result<Tensor> {
+    check_npy_claims(bytes).map_err(|reason| Error::Format {
+        path: path.into(),
+        format: format.into(),
+        reason,
+    })?;
+    read_any(what, path, format, |probe| match probe {
+        Probe::F32 => npy_as(bytes).map(Tensor::F32),
+        Probe::F64 => npy_as(bytes).map(Tensor::F64),
+        Probe::I32 => npy_as(bytes).map(Tensor::I32),
+        Probe::I64 => npy_as(bytes).map(Tensor::I64),
+        Probe::Bool => npy_as(bytes).map(Tensor::Bool),
     })
+}
+
+/// `Ok` unless the header of the `.npy` file `bytes` claims more than `bytes` holds: a header
+/// longer than the file, or an array of more bytes than follow the header. Files whose
+/// header does not parse pass, for `ndarray-npy` to describe what is wrong with them.
+fn check_npy_claims(bytes: &[u8]) -> std::result::Result<(), String> {
+    // The prelude: magic (6 bytes), version (2), header length (2 bytes in version 1, 4 in
+    // versions 2 and 3). `ndarray-npy` allocates the header length before reading it.
+    let (Some(&major), true) = (bytes.get(6), bytes.starts_with(b"\x93NUMPY")) else {
+        return Ok(());
+    };
+    let (length_bytes, start) = if major == 1 { (2, 10) } else { (4, 12) };
+    let Some(length) = bytes.get(8..8 + length_bytes) else {
+        return Ok(());
+    };
+    let header_len = length
+        .iter()
+        .rev()
+        .fold(0usize, |total, &byte| (total << 8) | usize::from(byte));
+    let available = bytes.len().saturating_sub(start);
+    if header_len > available {
+        return Err(format!(
+            "the header claims {header_len} bytes but the file has {available} after its prelude"
+        ));
+    }
+    let mut reader = Cursor::new(bytes);
+    let Ok(header) = Header::from_reader(&mut reader) else {
+        return Ok(());
+    };
+    let data = bytes.len() as u128 - u128::from(reader.position());
+    let descriptor = header.type_descriptor.to_string();
+    let needed = crate::alloc::product(&header.shape).saturating_mul(item_size(&descriptor));
+    if needed > data {
+        return Err(format!(
+            "the header claims shape {:?} of {descriptor} ({}), but the file holds {} of data",
+            header.shape,
+            crate::alloc::human_bytes(needed),
+            crate::alloc::human_bytes(data)
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes per element of a numpy type descriptor (`'<f4'` → 4, `'<U8'` → 32); 1 for one
+/// without a size, which no accepted type is.
+fn item_size(descriptor: &str) -> u128 {
+    let text = descriptor.trim_matches(|c| c == '\'' || c == '"');
+    let digits: String = text.chars().skip_while(|c| !c.is_ascii_digit()).collect();
+    let size: u128 = digits.parse().unwrap_or(1);
+    if text.contains('U') {
+        size.saturating_mul(4)
+    } else {
+        size.max(1)
+    }
 }
 
 /// Writes one tensor as a `.npy` file (little-endian, C order).
@@ -137,46 +206,63 @@ pub fn write_npy(path: impl AsRef<Path>, tensor: &Tensor) -> Result<()> {
     })
 }
 
-/// Reads an array of type `T` from an archive.
-fn npz_as<T: ReadableElement, R: Read + Seek>(
-    archive: &mut NpzReader<R>,
-    name: &str,
-) -> std::result::Result<ArrayD<T>, Attempt> {
-    Ok(archive.by_name(name)?)
-}
-
 impl TensorMap {
     /// Reads every array of an `.npz` archive (`np.savez`, `np.savez_compressed`), named as
     /// numpy names them (the keyword of `np.savez`, without `.npy`).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is truncated or not
-    /// an archive of `.npy` files, [`Error::DtypeMismatch`] naming an array of another element
-    /// type than f32, f64, i32, i64 or bool.
+    /// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is truncated (a
+    /// member's header claims more data than it holds) or not an archive of `.npy` files,
+    /// [`Error::DtypeMismatch`] naming an array of another element type than f32, f64, i32,
+    /// i64 or bool.
     pub fn read_npz(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|err| Error::io("read", path, &err))?;
-        let display = path.display().to_string();
+        Self::from_npz_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Parses the bytes of an `.npz` archive; `path` names it in errors and becomes the map's
+    /// source.
+    ///
+    /// # Errors
+    ///
+    /// As [`TensorMap::read_npz`], without the I/O; [`Error::Allocation`] naming a member
+    /// whose declared size cannot be allocated.
+    pub fn from_npz_bytes(bytes: &[u8], path: &str) -> Result<Self> {
         let format_error = |reason: String| Error::Format {
-            path: display.clone(),
+            path: path.into(),
             format: NPZ.into(),
             reason,
         };
-        let mut archive =
-            NpzReader::new(Cursor::new(bytes)).map_err(|err| format_error(err.to_string()))?;
-        let names = archive
-            .names()
+        let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
             .map_err(|err| format_error(err.to_string()))?;
-        let mut map = TensorMap::with_source(format!("`{display}`"));
-        for name in names {
-            let tensor = read_any(&name, &display, NPZ, |probe| match probe {
-                Probe::F32 => npz_as(&mut archive, &name).map(Tensor::F32),
-                Probe::F64 => npz_as(&mut archive, &name).map(Tensor::F64),
-                Probe::I32 => npz_as(&mut archive, &name).map(Tensor::I32),
-                Probe::I64 => npz_as(&mut archive, &name).map(Tensor::I64),
-                Probe::Bool => npz_as(&mut archive, &name).map(Tensor::Bool),
-            })?;
+        let mut map = TensorMap::with_source(format!("`{path}`"));
+        for index in 0..archive.len() {
+            let mut member = archive
+                .by_index(index)
+                .map_err(|err| format_error(err.to_string()))?;
+            let member_name = member.name().to_string();
+            let name = member_name
+                .strip_suffix(".npy")
+                .unwrap_or(&member_name)
+                .to_string();
+            let declared = member.size();
+            crate::alloc::check_allocation(
+                &format!("member `{member_name}` of `{path}`"),
+                u128::from(declared),
+                1,
+            )?;
+            // Grown as data arrives, never past the declared size: a lying size costs nothing
+            // and a member that inflates further is cut off, then rejected below.
+            let mut npy = Vec::new();
+            member
+                .by_ref()
+                .take(declared)
+                .read_to_end(&mut npy)
+                .map_err(|err| format_error(format!("member `{member_name}`: {err}")))?;
+            drop(member);
+            let tensor = npy_from_bytes(&npy, &name, path, NPZ)?;
             map.insert(name, tensor);
         }
         Ok(map)

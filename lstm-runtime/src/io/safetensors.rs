@@ -6,12 +6,13 @@
 //! training checkpoints (`checkpoint.rs`), which add metadata, both go through [`parse`] and
 //! [`serialize`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use ::safetensors::tensor::TensorView;
 use ::safetensors::{Dtype as StDtype, SafeTensorError, SafeTensors};
 use ndarray::{ArrayD, IxDyn};
+use sha2::{Digest, Sha256};
 
 use super::tensor::{Tensor, TensorMap, dtype_mismatch};
 use crate::error::{Error, Result};
@@ -47,6 +48,19 @@ impl Parsed<'_> {
     /// The file's string metadata (empty when it has none).
     pub(crate) fn metadata(&self) -> &HashMap<String, String> {
         &self.metadata
+    }
+
+    /// The [`digest`] of every tensor of the file, by name, computed from the stored bytes.
+    pub(crate) fn digests(&self) -> BTreeMap<String, String> {
+        self.file
+            .iter()
+            .map(|(name, view)| {
+                (
+                    name.to_string(),
+                    digest(view.dtype(), view.shape(), view.data()),
+                )
+            })
+            .collect()
     }
 
     /// Every tensor of the file, decoded, from `source` (as error messages name it).
@@ -131,6 +145,30 @@ impl TensorMap {
         std::fs::write(path, self.to_safetensors_bytes())
             .map_err(|err| Error::io("write", path, &err))
     }
+}
+
+/// The [`digest`] a tensor has once stored.
+pub(crate) fn digest_of(tensor: &Tensor) -> String {
+    let (dtype, bytes) = bytes_of(tensor);
+    digest(dtype, tensor.shape(), &bytes)
+}
+
+/// SHA-256, in hex, over a stored tensor's dtype, shape and bytes: a flipped bit in any of
+/// them changes it.
+fn digest(dtype: StDtype, shape: &[usize], data: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{dtype:?}").as_bytes());
+    hasher.update((shape.len() as u64).to_le_bytes());
+    for &dim in shape {
+        hasher.update((dim as u64).to_le_bytes());
+    }
+    hasher.update(data);
+    hex(&hasher.finalize())
+}
+
+/// Lower-case hexadecimal digits of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// One stored tensor as a [`Tensor`].

@@ -65,6 +65,8 @@ impl<C: Cell> Lstm<C> {
         call: Call<'_, C::Elem>,
     ) -> Result<LstmOutput<C::Elem>> {
         let prepared = self.prepare(input, &call)?;
+        let (seq_len, batch, _) = prepared.input.dim();
+        Self::check_inference_memory(&self.config, seq_len, batch)?;
         let produced = if self.config.bidirectional {
             self.run_layers(&prepared, Record::Nothing)?
         } else {
@@ -85,9 +87,10 @@ impl<C: Cell> Lstm<C> {
         call: Call<'_, C::Elem>,
     ) -> Result<(LstmOutput<C::Elem>, Tape<'i, C::Elem>)> {
         let prepared = self.prepare(input, &call)?;
+        let (seq_len, batch, _) = prepared.input.dim();
+        Self::check_training_memory(&self.config, seq_len, batch)?;
         let mut layers = Vec::new();
         let produced = self.run_layers(&prepared, Record::Tape(&mut layers))?;
-        let (seq_len, batch, _) = prepared.input.dim();
         let tape = Tape {
             seq_len,
             batch,

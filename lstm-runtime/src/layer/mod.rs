@@ -35,6 +35,7 @@ use rand_chacha::ChaCha8Rng;
 
 use self::call::Mode;
 use self::config::LstmConfig;
+use crate::alloc;
 use crate::cell::Cell;
 use crate::direction::Direction;
 use crate::error::{Error, Result};
@@ -90,9 +91,11 @@ impl<C: Cell> Lstm<C> {
     /// # Errors
     ///
     /// [`Error::Config`] naming the option the config or the cell type rejects (see
-    /// [`LstmConfig::validate_for`]).
+    /// [`LstmConfig::validate_for`]); [`Error::Allocation`] naming the sizes if the weights
+    /// cannot be allocated.
     pub fn new<R: Rng + ?Sized>(config: LstmConfig, rng: &mut R) -> Result<Self> {
         config.validate_for::<C>()?;
+        Self::check_weight_memory(&config)?;
         let directions = config.num_directions();
         let mut cells = Vec::new();
         let mut weight_hr = Vec::new();
@@ -149,6 +152,55 @@ impl<C: Cell> Lstm<C> {
             )?;
         }
         Ok(layer)
+    }
+
+    /// `Ok` if the weights of a layer of `config` can be allocated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Allocation`] naming the layer's sizes.
+    pub fn check_weight_memory(config: &LstmConfig) -> Result<()> {
+        let what = format!(
+            "the weights of {} layer(s) of cell `{}` with input_size {} and hidden_size {}",
+            config.num_layers,
+            C::SPEC.name,
+            config.input_size,
+            config.hidden_size
+        );
+        let elements = alloc::weight_elements(config, C::SPEC.gates.len());
+        alloc::check_allocation(&what, elements, std::mem::size_of::<C::Elem>())
+    }
+
+    /// `Ok` if a training call over `(seq_len, batch)` (forward, its tape, backward) can
+    /// allocate what it keeps; [`Lstm::forward_train`] checks this itself, and a caller that
+    /// builds its inputs can check first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Allocation`] naming the sizes.
+    pub fn check_training_memory(config: &LstmConfig, seq_len: usize, batch: usize) -> Result<()> {
+        let what = format!(
+            "a training pass of batch {batch}, seq_len {seq_len}, input_size {} and \
+             hidden_size {} ({} layer(s))",
+            config.input_size, config.hidden_size, config.num_layers
+        );
+        let elements = alloc::activation_elements(config, C::SPEC.gates.len(), seq_len, batch);
+        alloc::check_allocation(&what, elements, std::mem::size_of::<C::Elem>())
+    }
+
+    /// `Ok` if an inference call over `(seq_len, batch)` can allocate its output;
+    /// [`Lstm::forward`] checks this itself.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Allocation`] naming the sizes.
+    pub fn check_inference_memory(config: &LstmConfig, seq_len: usize, batch: usize) -> Result<()> {
+        let what = format!(
+            "the output of batch {batch}, seq_len {seq_len} and hidden_size {}",
+            config.hidden_size
+        );
+        let elements = alloc::output_elements(config, seq_len, batch);
+        alloc::check_allocation(&what, elements, std::mem::size_of::<C::Elem>())
     }
 
     fn assemble(

@@ -1,0 +1,8 @@
+//! `.npz` bytes (a zip of `.npy` members) through the reader.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    let _ = lstm_runtime::io::TensorMap::from_npz_bytes(bytes, "fuzz.npz");
+});

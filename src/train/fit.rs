@@ -1,0 +1,419 @@
+//! Training on a data set: [`fit`] runs epochs over a [`Dataset`] in batches (shuffled by
+//! the seed and the epoch), with the learning rate of a [`Schedule`] after an optional
+//! warmup, gradient clipping and Adam, evaluates the validation set after every epoch, keeps
+//! the checkpoint of the best epoch (lowest validation loss, or training loss without
+//! validation) and stops early after `patience` epochs without improvement.
+//!
+//! Its checkpoints carry, besides the weights and Adam's state, everything `lstm predict`
+//! needs to rebuild the model: the cell, the sizes, the objective and its classes.
+
+use std::collections::BTreeMap;
+
+use lstm::checkpoint::Checkpoint;
+use lstm::optim::{Adam, AdamConfig, Optimizer, clip_grad_norm};
+use lstm::{Cell, Error, Float, LstmConfig, Result};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::data::{Dataset, Objective};
+use super::model::{Evaluation, SequenceModel};
+use super::schedule::{LrSchedule, Schedule};
+use super::tasks::{Labels, Target};
+use super::trainer::LayerOptions;
+
+/// Everything that defines training on a data set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitConfig {
+    /// Hidden units per layer and direction. Default 32.
+    pub hidden_size: usize,
+    /// Stacked layers. Default 1.
+    pub num_layers: usize,
+    /// Both directions. Default false.
+    pub bidirectional: bool,
+    /// Passes over the training set. Default 20.
+    pub epochs: usize,
+    /// Sequences per step. Default 64.
+    pub batch_size: usize,
+    /// Adam's base learning rate. Default 0.01.
+    pub lr: f64,
+    /// The learning rate's course. Default constant.
+    pub schedule: Schedule,
+    /// Optimizer steps of linear warmup. Default 0.
+    pub warmup_steps: u64,
+    /// Stop after this many epochs without a better monitored loss. Default none.
+    pub patience: Option<usize>,
+    /// Gradients are scaled down to this global norm. Default 1.
+    pub max_grad_norm: f64,
+    /// Seeds the weights, the shuffling and the masks. Default 0.
+    pub seed: u64,
+    /// Dropout and zoneout inside the recurrence, chrono initialisation. Default none.
+    pub layer: LayerOptions,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            hidden_size: 32,
+            num_layers: 1,
+            bidirectional: false,
+            epochs: 20,
+            batch_size: 64,
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            patience: None,
+            max_grad_norm: 1.0,
+            seed: 0,
+            layer: LayerOptions::default(),
+        }
+    }
+}
+
+impl FitConfig {
+    /// The layer config of a model under this config (before the objective's choices).
+    pub fn configure(&self, config: LstmConfig) -> LstmConfig {
+        self.layer.apply(
+            config
+                .with_num_layers(self.num_layers)
+                .with_bidirectional(self.bidirectional),
+        )
+    }
+
+    /// `Ok` if every option can train.
+    fn validate(&self) -> Result<()> {
+        for (what, value) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid_value(what, "0; expected at least 1"));
+            }
+        }
+        for (what, value) in [("lr", self.lr), ("max_grad_norm", self.max_grad_norm)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(Error::invalid_value(
+                    what,
+                    format!("{value}; expected a positive finite number"),
+                ));
+            }
+        }
+        if self.patience == Some(0) {
+            return Err(Error::invalid_value(
+                "patience",
+                "0; expected at least 1 epoch",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One epoch's figures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochReport {
+    /// The epoch, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (weighted by counted rows).
+    pub train_loss: f64,
+    /// Loss on the validation set after the epoch.
+    pub val_loss: Option<f64>,
+    /// Accuracy on the validation set, for classification.
+    pub val_accuracy: Option<f64>,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
+}
+
+/// A model trained on a data set, with its course.
+#[derive(Clone, Debug)]
+pub struct Fitted<C: Cell> {
+    /// The model after the last epoch.
+    pub model: SequenceModel<C>,
+    /// The checkpoint of the last epoch.
+    pub last: Checkpoint<C::Elem>,
+    /// The checkpoint of the best epoch.
+    pub best: Checkpoint<C::Elem>,
+    /// The best epoch, from 1.
+    pub best_epoch: usize,
+    /// Every epoch's figures.
+    pub epochs: Vec<EpochReport>,
+    /// The objective trained for.
+    pub objective: Objective,
+}
+
+/// Metadata keys of a data run's checkpoint that `lstm predict` reads.
+pub mod keys {
+    /// The cell's name.
+    pub const CELL: &str = "train.cell";
+    /// The objective's name.
+    pub const OBJECTIVE: &str = "data.objective";
+    /// Classes or values per label.
+    pub const OUTPUTS: &str = "data.outputs";
+    /// Features per step.
+    pub const INPUT_SIZE: &str = "data.input_size";
+    /// Hidden units.
+    pub const HIDDEN_SIZE: &str = "data.hidden_size";
+    /// Layers.
+    pub const LAYERS: &str = "data.layers";
+    /// Directions.
+    pub const BIDIRECTIONAL: &str = "data.bidirectional";
+    /// The epoch the checkpoint was taken after.
+    pub const EPOCH: &str = "data.epoch";
+    /// Zoneout rate of `c`.
+    pub const ZONEOUT_C: &str = "data.zoneout_c";
+    /// Zoneout rate of `h`.
+    pub const ZONEOUT_H: &str = "data.zoneout_h";
+}
+
+/// Trains a model of cell `C` on `train` under `config`, validating on `validation`;
+/// `on_epoch` sees every epoch's figures as they come (for a progress display).
+///
+/// # Errors
+///
+/// [`Error::InvalidValue`] naming the option that cannot train or the data that has no
+/// labels; [`Error::InvalidValue`] naming `validation` if its labels do not fit the training
+/// set's objective; whatever the model reports (a diverged gradient).
+pub fn fit<C: Cell>(
+    config: &FitConfig,
+    train: &Dataset<C::Elem>,
+    validation: Option<&Dataset<C::Elem>>,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<Fitted<C>> {
+    config.validate()?;
+    let objective = train
+        .objective()
+        .ok_or_else(|| Error::invalid_value("y", "the training data has no labels"))?;
+    if let Some(validation) = validation {
+        check_validation(train, validation, objective)?;
+    }
+    let mut model = SequenceModel::<C>::for_objective(
+        train.input_size(),
+        objective,
+        config.hidden_size,
+        config.seed,
+        |layer| config.configure(layer),
+    )?;
+    lstm::Lstm::<C>::check_training_memory(
+        model.lstm().config(),
+        train.seq_len(),
+        config.batch_size.min(train.len()),
+    )?;
+    let mut optimizer = Adam::<C::Elem>::new(AdamConfig::adam().with_lr(config.lr))?;
+    let steps_per_epoch = train.len().div_ceil(config.batch_size) as u64;
+    let mut schedule = LrSchedule::new(
+        config.schedule,
+        config.lr,
+        config.warmup_steps,
+        config.epochs,
+        steps_per_epoch,
+    );
+    let mut step = 0u64;
+    let mut epochs = Vec::new();
+    let mut best: Option<(f64, usize, Checkpoint<C::Elem>)> = None;
+    for epoch in 0..config.epochs {
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            config.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        ));
+        let (mut loss_sum, mut rows_sum) = (0.0, 0.0);
+        let mut lr = config.lr;
+        for rows in order.chunks(config.batch_size) {
+            let batch = train.batch(rows, objective);
+            model.reseed(
+                config
+                    .seed
+                    .wrapping_add(step)
+                    .wrapping_mul(0x2545_f491_4f6c_dd1d),
+            );
+            let (evaluation, mut grads) = model.loss_and_gradients(&batch)?;
+            clip_grad_norm(&mut grads, config.max_grad_norm)?;
+            lr = schedule.lr(step, epoch);
+            optimizer.set_learning_rate(lr);
+            optimizer.step(&mut model, &grads)?;
+            model.apply_constraints();
+            let weight = counted_rows(&batch.target) as f64;
+            loss_sum += evaluation.loss * weight;
+            rows_sum += weight;
+            step += 1;
+        }
+        let train_loss = loss_sum / rows_sum.max(1.0);
+        let val = match validation {
+            Some(validation) => Some(evaluate(
+                &mut model,
+                validation,
+                objective,
+                config.batch_size,
+            )?),
+            None => None,
+        };
+        let monitored = val.map_or(train_loss, |val| val.loss);
+        schedule.end_epoch(monitored);
+        let report = EpochReport {
+            epoch: epoch + 1,
+            train_loss,
+            val_loss: val.map(|val| val.loss),
+            val_accuracy: val.and_then(|val| val.accuracy),
+            lr,
+        };
+        on_epoch(&report);
+        epochs.push(report);
+        let improved = best.as_ref().is_none_or(|(loss, _, _)| monitored < *loss);
+        if improved {
+            let checkpoint =
+                checkpoint_of(&model, &optimizer, step, config, train, objective, &epochs);
+            best = Some((monitored, epoch + 1, checkpoint));
+        }
+        let best_epoch = best.as_ref().map_or(0, |(_, epoch, _)| *epoch);
+        if config
+            .patience
+            .is_some_and(|patience| epoch + 1 - best_epoch >= patience)
+        {
+            break;
+        }
+    }
+    let last = checkpoint_of(&model, &optimizer, step, config, train, objective, &epochs);
+    // At least one epoch ran (`epochs` ≥ 1), and the first always improves on nothing.
+    let (_, best_epoch, best) = best.ok_or_else(|| Error::invalid_value("epochs", "0"))?;
+    Ok(Fitted {
+        model,
+        last,
+        best,
+        best_epoch,
+        epochs,
+        objective,
+    })
+}
+
+/// The loss (and accuracy) of `model` on all of `data`, in batches of `batch_size`, each
+/// weighted by the rows it counts: the same mean as one batch of everything.
+///
+/// # Errors
+///
+/// Whatever the model reports.
+pub fn evaluate<C: Cell>(
+    model: &mut SequenceModel<C>,
+    data: &Dataset<C::Elem>,
+    objective: Objective,
+    batch_size: usize,
+) -> Result<Evaluation> {
+    let (mut loss, mut correct, mut rows) = (0.0, 0.0, 0.0);
+    let order: Vec<usize> = (0..data.len()).collect();
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch = data.batch(chunk, objective);
+        let weight = counted_rows(&batch.target) as f64;
+        if weight == 0.0 {
+            continue;
+        }
+        let evaluation = model.evaluate(&batch)?;
+        loss += evaluation.loss * weight;
+        correct += evaluation.accuracy.unwrap_or(0.0) * weight;
+        rows += weight;
+    }
+    let rows = rows.max(1.0);
+    Ok(Evaluation {
+        loss: loss / rows,
+        accuracy: objective.is_classification().then_some(correct / rows),
+    })
+}
+
+/// Rows of a batch's target that count in its loss.
+fn counted_rows<F>(target: &Target<F>) -> usize {
+    match target {
+        Target::Rows {
+            counted: Some(counted),
+            ..
+        } => counted.iter().filter(|&&counted| counted).count(),
+        Target::Rows {
+            labels: Labels::Classes(classes),
+            ..
+        } => classes.len(),
+        Target::Rows {
+            labels: Labels::Values(values),
+            ..
+        } => values.nrows(),
+        Target::LastValue(values) => values.nrows(),
+        Target::StepClasses { lengths, .. } => lengths.iter().sum(),
+    }
+}
+
+/// `Ok` if the validation set fits the training set's model and objective.
+fn check_validation<F: Float>(
+    train: &Dataset<F>,
+    validation: &Dataset<F>,
+    objective: Objective,
+) -> Result<()> {
+    if validation.input_size() != train.input_size() {
+        return Err(Error::invalid_value(
+            "validation x",
+            format!(
+                "{} features per step; the training data has {}",
+                validation.input_size(),
+                train.input_size()
+            ),
+        ));
+    }
+    let found = validation
+        .objective()
+        .ok_or_else(|| Error::invalid_value("validation y", "the validation data has no labels"))?;
+    let fits = match (objective, found) {
+        (
+            Objective::SequenceClassification { classes },
+            Objective::SequenceClassification { classes: found },
+        )
+        | (
+            Objective::StepClassification { classes },
+            Objective::StepClassification { classes: found },
+        ) => found <= classes,
+        (a, b) => a == b,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::invalid_value(
+            "validation y",
+            format!(
+                "its labels ask for {} with {} outputs; the training data's for {} with {}",
+                found.name(),
+                found.output_size(),
+                objective.name(),
+                objective.output_size()
+            ),
+        ))
+    }
+}
+
+/// The checkpoint of a data run so far.
+fn checkpoint_of<C: Cell>(
+    model: &SequenceModel<C>,
+    optimizer: &Adam<C::Elem>,
+    step: u64,
+    config: &FitConfig,
+    train: &Dataset<C::Elem>,
+    objective: Objective,
+    epochs: &[EpochReport],
+) -> Checkpoint<C::Elem> {
+    let mut checkpoint = Checkpoint::capture(model, optimizer, step, config.seed);
+    let entries: BTreeMap<String, String> = [
+        (keys::CELL, C::SPEC.name.to_string()),
+        (keys::OBJECTIVE, objective.name().to_string()),
+        (keys::OUTPUTS, objective.output_size().to_string()),
+        (keys::INPUT_SIZE, train.input_size().to_string()),
+        (keys::HIDDEN_SIZE, config.hidden_size.to_string()),
+        (keys::LAYERS, config.num_layers.to_string()),
+        (keys::BIDIRECTIONAL, config.bidirectional.to_string()),
+        (keys::EPOCH, epochs.len().to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect();
+    checkpoint.metadata = entries;
+    // Zoneout changes inference (it runs on its expectation); the other options do not.
+    for (key, rate) in [
+        (keys::ZONEOUT_C, config.layer.zoneout_c),
+        (keys::ZONEOUT_H, config.layer.zoneout_h),
+    ] {
+        checkpoint.metadata.insert(key.into(), rate.to_string());
+    }
+    checkpoint
+}
