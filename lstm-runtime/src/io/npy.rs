@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 /// What [`Error::Format`] calls `.npy` files.
 const NPY: &str = "npy file";
 /// What [`Error::Format`] calls `.npz` files.
+/// The largest ratio of inflated to compressed size deflate can reach.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 const NPZ: &str = "npz archive";
 /// The element types reading accepts, for messages.
 const ACCEPTED: &str = "f32, f64, i32, i64 or bool";
@@ -248,6 +251,16 @@ impl TensorMap {
                 .unwrap_or(&member_name)
                 .to_string();
             let declared = member.size();
+            // What the member's compressed bytes can hold at most (deflate's largest ratio is
+            // 1032:1): a larger claim is a lie, refused before anything is reserved for it.
+            let compressed = member.compressed_size();
+            let most = compressed.saturating_mul(MAX_DEFLATE_RATIO).saturating_add(1024);
+            if declared > most {
+                return Err(format_error(format!(
+                    "member `{member_name}` claims {declared} bytes from {compressed} compressed \
+                     bytes, more than they can hold"
+                )));
+            }
             crate::alloc::check_allocation(
                 &format!("member `{member_name}` of `{path}`"),
                 u128::from(declared),
@@ -296,5 +309,19 @@ impl TensorMap {
         }
         archive.finish().map_err(|err| io_error(err.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_claiming_more_than_its_compressed_bytes_hold_is_refused() {
+        // Found by `cargo fuzz run npz`: a 1038-byte archive whose stored member `x.npy`
+        // declares 4,244,766,720 bytes from one compressed byte.
+        let bytes = include_bytes!("../../../fuzz/found/npz-oom-4244766720.npz");
+        let err = TensorMap::from_npz_bytes(bytes, "found.npz").unwrap_err().to_string();
+        assert!(err.contains("x.npy") && err.contains("4244766720"), "{err}");
     }
 }
