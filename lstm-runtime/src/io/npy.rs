@@ -254,7 +254,9 @@ impl TensorMap {
             // What the member's compressed bytes can hold at most (deflate's largest ratio is
             // 1032:1): a larger claim is a lie, refused before anything is reserved for it.
             let compressed = member.compressed_size();
-            let most = compressed.saturating_mul(MAX_DEFLATE_RATIO).saturating_add(1024);
+            let most = compressed
+                .saturating_mul(MAX_DEFLATE_RATIO)
+                .saturating_add(1024);
             if declared > most {
                 return Err(format_error(format!(
                     "member `{member_name}` claims {declared} bytes from {compressed} compressed \
@@ -321,7 +323,9 @@ mod tests {
         // Found by `cargo fuzz run npz`: a 1038-byte archive whose stored member `x.npy`
         // declares 4,244,766,720 bytes from one compressed byte.
         let bytes = include_bytes!("../../../fuzz/found/npz-oom-4244766720.npz");
-        let err = TensorMap::from_npz_bytes(bytes, "found.npz").unwrap_err().to_string();
+        let err = TensorMap::from_npz_bytes(bytes, "found.npz")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.npy") && err.contains("4244766720"), "{err}");
     }
 }
