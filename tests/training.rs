@@ -36,6 +36,7 @@ fn regularized() -> LayerOptions {
         zoneout_c: 0.1,
         zoneout_h: 0.05,
         chrono_t_max: Some(10.0),
+        ..LayerOptions::default()
     }
 }
 

@@ -56,6 +56,7 @@ pub use layer::bidirectional::MergeMode;
 pub use layer::call::{Call, LstmGradients, LstmOutput, Output, OutputGrad};
 pub use layer::config::LstmConfig;
 pub use layer::gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
+pub use layer::initializers::{Framework, Initializers, WeightInit};
 pub use layer::penalties::ActivityGrad;
 pub use layer::tape::Tape;
 pub use lstm_macros::lstm_cell;

@@ -37,6 +37,7 @@ impl RegularizationArgs {
             zoneout_c: self.zoneout_c,
             zoneout_h: self.zoneout_h,
             chrono_t_max,
+            ..LayerOptions::default()
         }
     }
 

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use lstm::train::{
-    BEST_FILE, CHECKPOINT_FILE, DataMetrics, Dataset, FitConfig, METRICS_FILE, PLOT_FILE,
-    RunOptions, RunOutcome, Schedule, Start, Task, TrainConfig, TrainError, compare_runs,
-    csv_windows, data_run, train_run,
+    BEST_FILE, CHECKPOINT_FILE, DataMetrics, Dataset, FitConfig, LayerOptions, METRICS_FILE,
+    PLOT_FILE, RunOptions, RunOutcome, Schedule, Start, Task, TrainConfig, TrainError,
+    compare_runs, csv_windows, data_run, train_run,
 };
-use lstm::{Cell, CellVisitor, Float, visit_zoo_cell};
+use lstm::{Cell, CellVisitor, Float, Framework, visit_zoo_cell};
 
 use super::regularization::RegularizationArgs;
 
@@ -76,6 +76,12 @@ pub struct TrainArgs {
     /// forget bias log U(1, T_MAX − 1), input bias its negative.
     #[arg(long, value_name = "T_MAX")]
     pub chrono: Option<f64>,
+    /// Initialise the layer's weights as this framework does by default: `pytorch` (uniform
+    /// ±1/√hidden), `keras` (glorot_uniform kernel, orthogonal recurrent kernel, zero bias with
+    /// the forget gate's at 1), `flax` (lecun_normal kernel, orthogonal recurrent kernel per
+    /// gate, zero bias).
+    #[arg(long, value_enum, default_value_t = InitName::Pytorch)]
+    pub init: InitName,
     /// Training on a data set of one's own instead of a built-in task.
     #[command(flatten)]
     pub data: DataArgs,
@@ -126,6 +132,28 @@ pub struct DataArgs {
     /// validation); the best epoch's checkpoint is kept either way.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+}
+
+/// `--init`: the frameworks whose default initialisation a layer can copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum InitName {
+    /// PyTorch's `nn.LSTM`.
+    #[default]
+    Pytorch,
+    /// Keras 3's `LSTM`.
+    Keras,
+    /// Flax's `LSTMCell`.
+    Flax,
+}
+
+impl From<InitName> for Framework {
+    fn from(name: InitName) -> Self {
+        match name {
+            InitName::Pytorch => Framework::PyTorch,
+            InitName::Keras => Framework::Keras,
+            InitName::Flax => Framework::Flax,
+        }
+    }
 }
 
 /// Learning-rate schedules by name.
@@ -203,7 +231,15 @@ impl TrainArgs {
             eval_batches: defaults.eval_batches,
             regularizers: defaults.regularizers,
             constraints: defaults.constraints,
-            layer: self.regularization.layer_options(self.chrono),
+            layer: self.layer_options(),
+        }
+    }
+
+    /// The regularisers inside the recurrence and the initialisation.
+    fn layer_options(&self) -> LayerOptions {
+        LayerOptions {
+            init: self.init.into(),
+            ..self.regularization.layer_options(self.chrono)
         }
     }
 
@@ -233,7 +269,7 @@ impl TrainArgs {
             patience: data.patience,
             max_grad_norm: self.max_grad_norm.unwrap_or(defaults.max_grad_norm),
             seed: self.seed.unwrap_or(defaults.seed),
-            layer: self.regularization.layer_options(self.chrono),
+            layer: self.layer_options(),
         }
     }
 
@@ -443,7 +479,6 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use lstm::train::LayerOptions;
 
     fn parse(args: &[&str]) -> TrainArgs {
         let mut argv = vec!["lstm", "train"];
@@ -526,6 +561,8 @@ mod tests {
             "0.5",
             "--chrono",
             "100",
+            "--init",
+            "flax",
         ]);
         let config = args.config();
         assert_eq!(
@@ -537,6 +574,7 @@ mod tests {
                 zoneout_c: 0.4,
                 zoneout_h: 0.5,
                 chrono_t_max: Some(100.0),
+                init: Framework::Flax,
             }
         );
         assert_eq!(config.lr, 0.003);

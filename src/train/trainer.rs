@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use lstm::checkpoint::Checkpoint;
 use lstm::optim::{Adam, AdamConfig, Optimizer, clip_grad_norm};
 use lstm::rand::Rng;
-use lstm::{Cell, Constraints, Error, Float, LstmConfig, Parameters, Regularizers, Result};
+use lstm::{
+    Cell, Constraints, Error, Float, Framework, LstmConfig, Parameters, Regularizers, Result,
+};
 
 use super::model::{Evaluation, SequenceModel};
 use super::tasks::{Task, eval_rng, train_rng};
@@ -51,7 +53,7 @@ pub struct TrainConfig {
 
 /// The layer options of a training run besides its size: the regularisers inside the
 /// recurrence ([`LstmConfig::input_dropout`] and the rest, Keras and paper names there) and
-/// chrono initialisation ([`LstmConfig::chrono_t_max`]).
+/// the initialisation ([`LstmConfig::chrono_t_max`], [`LstmConfig::init`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LayerOptions {
     /// Keras `dropout` on the layer's input.
@@ -66,12 +68,17 @@ pub struct LayerOptions {
     pub zoneout_h: f64,
     /// Chrono initialisation's `T_max`, if any.
     pub chrono_t_max: Option<f64>,
+    /// Whose initialisation the layer's weights follow ([`LstmConfig::with_framework_init`]):
+    /// PyTorch's (the default), Keras' or Flax's. The output head keeps PyTorch's `nn.Linear`
+    /// init.
+    pub init: Framework,
 }
 
 impl LayerOptions {
     /// `config` with these options.
     pub fn apply(&self, config: LstmConfig) -> LstmConfig {
         config
+            .with_framework_init(self.init)
             .with_input_dropout(self.input_dropout)
             .with_recurrent_dropout(self.recurrent_dropout)
             .with_weight_drop(self.weight_drop)

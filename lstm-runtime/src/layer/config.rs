@@ -7,6 +7,7 @@
 //! masks, merging, states) from it.
 
 use super::bidirectional::MergeMode;
+use super::initializers::{Framework, Initializers};
 use crate::cell::{Cell, CellDims, Gate};
 use crate::error::{Error, Result};
 use crate::regularization::constraint::Constraints;
@@ -140,6 +141,11 @@ pub struct LstmConfig {
     /// the forget bias only. Must exceed 2; needs `bias` and a forget gate; excludes
     /// `unit_forget_bias`. Default `None`.
     pub chrono_t_max: Option<f64>,
+    /// How `weight_ih`, `weight_hh` and the biases start: PyTorch's uniform `±1/√hidden_size`
+    /// (the default), or Keras' or Flax's initializers, chosen per weight
+    /// ([`Initializers::keras`], [`Initializers::flax`]). `unit_forget_bias` and `chrono_t_max`
+    /// are applied after it.
+    pub init: Initializers,
 }
 
 impl LstmConfig {
@@ -171,6 +177,7 @@ impl LstmConfig {
             constraints: Constraints::new(),
             unit_forget_bias: false,
             chrono_t_max: None,
+            init: Initializers::pytorch(),
         }
     }
 
@@ -318,6 +325,21 @@ impl LstmConfig {
     /// Sets [`LstmConfig::chrono_t_max`] (`100.0`, or `None` to turn it off).
     pub fn with_chrono_t_max(mut self, chrono_t_max: impl Into<Option<f64>>) -> Self {
         self.chrono_t_max = chrono_t_max.into();
+        self
+    }
+
+    /// Sets [`LstmConfig::init`].
+    pub fn with_init(mut self, init: Initializers) -> Self {
+        self.init = init;
+        self
+    }
+
+    /// Initialises as `framework` does by default: sets [`LstmConfig::init`] to its
+    /// initializers and [`LstmConfig::unit_forget_bias`] to whether it starts the forget bias at
+    /// 1 (Keras does).
+    pub fn with_framework_init(mut self, framework: Framework) -> Self {
+        self.init = framework.initializers();
+        self.unit_forget_bias = framework.unit_forget_bias();
         self
     }
 

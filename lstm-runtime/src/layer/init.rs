@@ -1,6 +1,6 @@
 //! What [`Lstm::new`](super::Lstm::new) initialises besides each cell's own init: the LSTMP
-//! projections, as PyTorch does, and the bias initialisations for long memory when the config
-//! asks: Keras' `unit_forget_bias` ([`LstmConfig::unit_forget_bias`]) and the chrono
+//! projections, as PyTorch does, the config's [`Initializers`] (Keras' or Flax's instead of the
+//! cell's PyTorch uniform), and the bias initialisations for long memory when the config asks: Keras' `unit_forget_bias` ([`LstmConfig::unit_forget_bias`]) and the chrono
 //! initialisation of Tallec & Ollivier (2018, "Can recurrent neural networks warp time?")
 //! ([`LstmConfig::chrono_t_max`]).
 //!
@@ -14,6 +14,7 @@ use ndarray::{Array1, Array2, s};
 use rand::Rng;
 
 use super::config::LstmConfig;
+use super::initializers::Initializers;
 use crate::cell::{Cell, Gate, Init};
 use crate::float::Float;
 
@@ -30,6 +31,39 @@ pub(super) fn projection<F: Float, R: Rng + ?Sized>(
             // proj_size · hidden_size values: infallible.
             .expect("one value per element")
     })
+}
+
+/// Replaces the cell's own values of each weight whose initializer in
+/// [`LstmConfig::init`] is not [`WeightInit::PyTorch`](super::initializers::WeightInit::PyTorch).
+pub(super) fn init_weights<C: Cell, R: Rng + ?Sized>(
+    cells: &mut [C],
+    init: &Initializers,
+    rng: &mut R,
+) {
+    for cell in cells {
+        let hidden = cell.dims().hidden_size.max(1);
+        let weights = cell.weights_mut();
+        let gates = weights.weight_ih.nrows() / hidden;
+        for (matrix, how) in [
+            (weights.weight_ih, init.weight_ih),
+            (weights.weight_hh, init.weight_hh),
+        ] {
+            let (rows, cols) = matrix.dim();
+            if let Some(values) = how.draw(rows, cols, gates, rng) {
+                matrix
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(w, v)| *w = C::Elem::of(v));
+            }
+        }
+        for bias in [weights.bias_ih, weights.bias_hh].into_iter().flatten() {
+            if let Some(values) = init.bias.draw(bias.len(), 1, gates, rng) {
+                bias.iter_mut()
+                    .zip(values)
+                    .for_each(|(b, v)| *b = C::Elem::of(v));
+            }
+        }
+    }
 }
 
 /// Applies the config's long-memory inits to every cell (a config that asks for one was
@@ -253,5 +287,98 @@ mod tests {
             "chrono_t_max"
         );
         assert!(Lstm::<NoForget<f64>>::new(config, &mut rand::rng()).is_ok());
+    }
+
+    /// The largest entry of `WᵀW − I` over `W`'s columns (`W` tall).
+    fn column_orthogonality_error<F: Float>(w: ndarray::ArrayView2<F>) -> f64 {
+        let w = w.mapv(|x| x.to_f64_lossy());
+        let gram = w.t().dot(&w);
+        gram.indexed_iter()
+            .map(|((a, b), &g)| (g - f64::from(u8::from(a == b))).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn keras_init_gives_orthogonal_recurrent_kernels_glorot_kernels_and_unit_forget_bias() {
+        let (input, hidden) = (5, 6);
+        let config = LstmConfig::new(input, hidden)
+            .with_num_layers(2)
+            .with_bidirectional(true)
+            .with_framework_init(crate::Framework::Keras);
+        let lstm: Lstm<zoo::Lstm<f32>> =
+            Lstm::new(config, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
+        let forget: Array1<f32> = (0..4 * hidden)
+            .map(|row| f32::from(u8::from(row / hidden == 1)))
+            .collect();
+        for layer_index in [0, 1] {
+            let fan_in = if layer_index == 0 { input } else { 2 * hidden };
+            let limit = (6.0 / (fan_in + 4 * hidden) as f64).sqrt();
+            for direction in Direction::BOTH {
+                let weights = lstm.cell(layer_index, direction).unwrap().weights();
+                // (4H, H) in PyTorch's orientation: Keras' (H, 4H) has orthonormal rows.
+                let error = column_orthogonality_error(weights.weight_hh.view());
+                assert!(error < 1e-5, "layer {layer_index}: WᵀW − I up to {error}");
+                assert!(
+                    weights
+                        .weight_ih
+                        .iter()
+                        .all(|&w| f64::from(w).abs() <= limit)
+                );
+                assert_eq!(weights.bias_ih.unwrap(), &forget);
+                assert!(weights.bias_hh.unwrap().iter().all(|&b| b == 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn flax_init_gives_an_orthogonal_block_per_gate_and_zero_biases() {
+        let hidden = 7;
+        let config = LstmConfig::new(3, hidden).with_framework_init(crate::Framework::Flax);
+        let lstm: Lstm<zoo::Lstm<f64>> =
+            Lstm::new(config, &mut ChaCha8Rng::seed_from_u64(8)).unwrap();
+        let weights = lstm.cell(0, Direction::Forward).unwrap().weights();
+        for gate in 0..4 {
+            let block = weights
+                .weight_hh
+                .slice(s![gate * hidden..(gate + 1) * hidden, ..]);
+            let error = column_orthogonality_error(block);
+            assert!(error < 1e-12, "gate {gate}: {error}");
+        }
+        let bound = 2.0 / 3f64.sqrt() / 0.879_625_661_034_239_8;
+        assert!(weights.weight_ih.iter().all(|w| w.abs() <= bound));
+        assert!(weights.bias_ih.unwrap().iter().all(|&b| b == 0.0));
+        assert!(!lstm.config().unit_forget_bias);
+    }
+
+    #[test]
+    fn pytorch_init_keeps_every_value_the_cells_drew() {
+        let config = LstmConfig::new(3, 4).with_num_layers(2);
+        let default = layer::<zoo::Lstm<f64>>(config.clone());
+        let pytorch =
+            layer::<zoo::Lstm<f64>>(config.with_framework_init(crate::Framework::PyTorch));
+        for layer_index in [0, 1] {
+            let (a, b) = (
+                default
+                    .cell(layer_index, Direction::Forward)
+                    .unwrap()
+                    .weights(),
+                pytorch
+                    .cell(layer_index, Direction::Forward)
+                    .unwrap()
+                    .weights(),
+            );
+            assert_eq!(a.weight_ih, b.weight_ih);
+            assert_eq!(a.weight_hh, b.weight_hh);
+        }
+        let bound = 0.5;
+        assert!(
+            default
+                .cell(1, Direction::Forward)
+                .unwrap()
+                .weights()
+                .weight_hh
+                .iter()
+                .all(|w| w.abs() <= bound)
+        );
     }
 }

@@ -13,7 +13,8 @@
 //!   passes through the layers, inference and training; `tape.rs`: what training records;
 //!   `backward.rs`: backpropagation through the layers.
 //! - `bidirectional.rs`: merge modes; `dropout.rs`: dropout between layers; `init.rs`: the
-//!   projection's and the biases' initialisation.
+//!   projection's and the biases' initialisation; `initializers.rs`: Keras', Flax's and
+//!   PyTorch's weight initializers.
 //! - `penalties.rs`: Keras' regularizers and constraints applied to the layer;
 //!   `gradcheck.rs`: finite-difference checks of any layer.
 
@@ -25,6 +26,7 @@ mod dropout;
 mod forward;
 pub(crate) mod gradcheck;
 mod init;
+pub(crate) mod initializers;
 pub(crate) mod penalties;
 mod prepare;
 pub(crate) mod tape;
@@ -85,7 +87,8 @@ type StatePair<F> = (Array3<F>, Array3<F>);
 impl<C: Cell> Lstm<C> {
     /// A layer with freshly initialised cells (each cell's own init, PyTorch's uniform
     /// `±1/√hidden_size` by default) and projections (uniform `±1/√hidden_size`, as PyTorch),
-    /// then the biases the config's [`LstmConfig::unit_forget_bias`] or
+    /// then the config's [`LstmConfig::init`], then the biases the config's
+    /// [`LstmConfig::unit_forget_bias`] or
     /// [`LstmConfig::chrono_t_max`] ask for.
     ///
     /// # Errors
@@ -105,6 +108,7 @@ impl<C: Cell> Lstm<C> {
                 weight_hr.push(init::projection(&config, rng));
             }
         }
+        init::init_weights(&mut cells, &config.init, rng);
         init::init_long_memory(&mut cells, &config, rng);
         Ok(Self::assemble(config, cells, weight_hr))
     }
