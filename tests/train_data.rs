@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use lstm::checkpoint::Checkpoint;
 use lstm::io::{Tensor, TensorMap, read_npy};
 use lstm::ndarray::{Array1, Array2, Array3};
 use rand::{Rng, SeedableRng};
@@ -311,4 +312,74 @@ fn a_huge_npz_member_claim_is_an_error_not_an_abort() {
         stderr.contains("[100000, 300, 250]") && stderr.contains("30.0 GB"),
         "{stderr}"
     );
+}
+
+/// `lstm train --data … --epochs E` with the test's small settings, validating on a third.
+fn train_epochs(data: &Path, run: &Path, epochs: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--hidden",
+        "6",
+        "--batch",
+        "10",
+        "--epochs",
+        epochs,
+        "--val-fraction",
+        "0.3",
+        "--dropout",
+        "0.1",
+        "--schedule",
+        "plateau",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    lstm(&args, &[("--data", data), ("--out", run)])
+}
+
+#[test]
+fn a_resumed_data_run_ends_where_the_whole_run_ends_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.npz");
+    classification_file(&data, 5);
+    let (whole, halves) = (dir.path().join("whole"), dir.path().join("halves"));
+    succeeded(&train_epochs(&data, &whole, "5", &[]));
+    succeeded(&train_epochs(&data, &halves, "2", &[]));
+    succeeded(&train_epochs(&data, &halves, "5", &["--resume"]));
+    // The files' headers list the metadata in no fixed order: compare what they hold.
+    for file in ["checkpoint.safetensors", "best.safetensors"] {
+        let read = |run: &Path| Checkpoint::<f32>::load(&run.join(file)).unwrap();
+        assert!(read(&whole) == read(&halves), "{file} differs");
+    }
+    let (whole, halves) = (metrics(&whole), metrics(&halves));
+    assert_eq!(whole["history"], halves["history"]);
+    assert_eq!(whole["best_epoch"], halves["best_epoch"]);
+    assert_eq!(halves["epochs"], 5);
+}
+
+#[test]
+fn resuming_a_data_run_under_other_settings_is_an_error_that_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.npz");
+    classification_file(&data, 6);
+    let run = dir.path().join("run");
+    succeeded(&train_epochs(&data, &run, "2", &[]));
+    let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    let other_rate = train_epochs(&data, &run, "4", &["--resume", "--lr", "0.02"]);
+    let stderr = String::from_utf8_lossy(&other_rate.stderr);
+    assert_eq!(other_rate.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint") && stderr.contains("lr 0.02"),
+        "{stderr}"
+    );
+    // Past the asked epochs, and a run directory with nothing to resume.
+    let fewer = train_epochs(&data, &run, "1", &["--resume"]);
+    let stderr = String::from_utf8_lossy(&fewer.stderr);
+    assert!(stderr.contains("past the 1 epochs asked for"), "{stderr}");
+    let empty = train_epochs(&data, &dir.path().join("empty"), "2", &["--resume"]);
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        !empty.status.success() && stderr.contains("checkpoint.safetensors"),
+        "{stderr}"
+    );
+    assert!(before == std::fs::read(run.join("checkpoint.safetensors")).unwrap());
 }

@@ -59,7 +59,8 @@ pub struct TrainArgs {
     /// Steps between checkpoints; one is always written at the end (0: only that one).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
-    /// Continue the run in the run directory from its checkpoint, up to `--steps`.
+    /// Continue the run in the run directory from its checkpoint, up to `--steps` (with
+    /// `--data`: from its last epoch, up to `--epochs`), under the same settings.
     #[arg(long)]
     pub resume: bool,
     /// Replace an earlier run in the run directory (its checkpoint, metrics and plot);

@@ -11,12 +11,13 @@
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lstm::checkpoint::Checkpoint;
 use lstm::{Cell, Float};
 use serde::Serialize;
 
 use super::TrainError;
 use super::data::Dataset;
-use super::fit::{EpochReport, FitConfig, fit};
+use super::fit::{EpochReport, FitConfig, FitResume, fit, keys};
 use super::plot::{Curve, plot_epoch_losses};
 use super::run::{CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions};
 use super::run_dir::{RunDir, Start};
@@ -115,8 +116,8 @@ impl From<&EpochReport> for EpochMetrics {
 /// # Errors
 ///
 /// As [`fit`]; [`TrainError::RunExists`] / [`TrainError::Locked`] as for
-/// [`train_run`](super::train_run); [`TrainError::ResumeData`] for [`Start::Resume`] (a
-/// data run is not resumed: its best checkpoint is what it leaves); [`TrainError::Io`] or
+/// [`train_run`](super::train_run); for [`Start::Resume`], the errors of loading the run's
+/// last and best checkpoints and of [`fit`]'s checks of them; [`TrainError::Io`] or
 /// [`TrainError::Plot`] if the files cannot be written.
 pub fn data_run<C: Cell>(
     config: &FitConfig,
@@ -125,12 +126,29 @@ pub fn data_run<C: Cell>(
     data: &str,
     options: &RunOptions,
 ) -> Result<DataMetrics, TrainError> {
-    if options.start == Start::Resume {
-        return Err(TrainError::ResumeData {
-            dir: options.out_dir.clone(),
-        });
-    }
     let _run_dir = RunDir::open(&options.out_dir, options.start, DATA_RUN_FILES)?;
+    let (last_path, best_path) = (
+        options.out_dir.join(CHECKPOINT_FILE),
+        options.out_dir.join(BEST_FILE),
+    );
+    let resume = match options.start {
+        Start::Resume => Some(FitResume {
+            last: Checkpoint::load(&last_path)?,
+            best: best_path
+                .exists()
+                .then(|| Checkpoint::load(&best_path))
+                .transpose()?,
+        }),
+        Start::Fresh | Start::Overwrite => None,
+    };
+    let resumed_epochs = resume.as_ref().map_or(0, |resume| {
+        resume
+            .last
+            .metadata
+            .get(keys::EPOCH)
+            .and_then(|epoch| epoch.parse().ok())
+            .unwrap_or(0)
+    });
     let target = if options.show_progress {
         ProgressDrawTarget::stderr()
     } else {
@@ -145,17 +163,25 @@ pub fn data_run<C: Cell>(
     bar.set_style(style.progress_chars("█▓░"));
     bar.set_prefix(C::SPEC.name);
     let started = Instant::now();
-    let fitted = fit::<C>(config, train, validation, |report| {
+    bar.set_position(resumed_epochs);
+    let fitted = fit::<C, TrainError>(config, train, validation, resume, |end| {
+        // The last first: a kill between the two writes leaves a best checkpoint that is
+        // older than the last epoch, which is then the best, and resuming uses the last.
+        end.last.save(&last_path)?;
+        if let Some(best) = end.new_best {
+            best.save(&best_path)?;
+        }
+        let report = end.report;
         bar.set_position(report.epoch as u64);
         let val = report
             .val_loss
             .map_or(String::new(), |loss| format!(" val {loss:.4}"));
         bar.set_message(format!("loss {:.4}{val}", report.train_loss));
+        Ok(())
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish();
-    fitted.best.save(&options.out_dir.join(BEST_FILE))?;
-    fitted.last.save(&options.out_dir.join(CHECKPOINT_FILE))?;
+    let epochs_run = fitted.epochs.len() as u64 - resumed_epochs;
     let best = &fitted.epochs[fitted.best_epoch - 1];
     let last = fitted.epochs.last().unwrap_or(best);
     let metrics = DataMetrics {
@@ -181,7 +207,7 @@ pub fn data_run<C: Cell>(
         train_loss: last.train_loss,
         val_loss: best.val_loss,
         val_accuracy: best.val_accuracy,
-        epoch_seconds: elapsed / fitted.epochs.len().max(1) as f64,
+        epoch_seconds: elapsed / epochs_run.max(1) as f64,
         wall_time_seconds: elapsed,
         history: fitted.epochs.iter().map(EpochMetrics::from).collect(),
     };

@@ -17,6 +17,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::data::{Dataset, Objective};
+use super::fit_resume;
 use super::model::{Evaluation, SequenceModel};
 use super::schedule::{LrSchedule, Schedule};
 use super::tasks::{Labels, Target};
@@ -164,22 +165,57 @@ pub mod keys {
     pub const ZONEOUT_C: &str = "data.zoneout_c";
     /// Zoneout rate of `h`.
     pub const ZONEOUT_H: &str = "data.zoneout_h";
+    /// The settings that shape the run's course, which a resumed run must share.
+    pub const TRAJECTORY: &str = "data.trajectory";
+    /// Every finished epoch's figures.
+    pub const HISTORY: &str = "data.history";
 }
 
-/// Trains a model of cell `C` on `train` under `config`, validating on `validation`;
-/// `on_epoch` sees every epoch's figures as they come (for a progress display).
+/// A data run to continue ([`fit`]): the checkpoints after its last and its best epoch.
+#[derive(Clone, Debug)]
+pub struct FitResume<F> {
+    /// The checkpoint after the last finished epoch: weights, Adam's state, every epoch's
+    /// figures.
+    pub last: Checkpoint<F>,
+    /// The checkpoint after the best epoch so far; needed only when that is not the last
+    /// epoch.
+    pub best: Option<Checkpoint<F>>,
+}
+
+/// What [`fit`] reports after every epoch: the figures, the checkpoint after it, and the
+/// checkpoint of a new best epoch (when this one is).
+#[derive(Clone, Copy, Debug)]
+pub struct EpochEnd<'a, F> {
+    /// The epoch's figures.
+    pub report: &'a EpochReport,
+    /// The checkpoint after this epoch.
+    pub last: &'a Checkpoint<F>,
+    /// The same checkpoint when this epoch is the best so far, else `None`.
+    pub new_best: Option<&'a Checkpoint<F>>,
+}
+
+/// Trains a model of cell `C` on `train` under `config`, validating on `validation`, from
+/// scratch or continuing `resume` (up to `config.epochs`; a run that early stopping ended
+/// stays ended); `on_epoch` sees every epoch's figures and checkpoints as they come (to show
+/// progress and save them), and its error stops the fit.
+///
+/// A resumed run computes what the uninterrupted run would have, bit for bit: each epoch's
+/// shuffle and masks depend only on the seed, the epoch and the step.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidValue`] naming the option that cannot train or the data that has no
 /// labels; [`Error::InvalidValue`] naming `validation` if its labels do not fit the training
-/// set's objective; whatever the model reports (a diverged gradient).
-pub fn fit<C: Cell>(
+/// set's objective; [`Error::InvalidValue`] naming `checkpoint` or `best checkpoint` if
+/// `resume` disagrees with the config, the data or itself; whatever the model reports (a
+/// diverged gradient) or `on_epoch` returns.
+pub fn fit<C: Cell, E: From<Error>>(
     config: &FitConfig,
     train: &Dataset<C::Elem>,
     validation: Option<&Dataset<C::Elem>>,
-    mut on_epoch: impl FnMut(&EpochReport),
-) -> Result<Fitted<C>> {
+    resume: Option<FitResume<C::Elem>>,
+    mut on_epoch: impl FnMut(EpochEnd<'_, C::Elem>) -> std::result::Result<(), E>,
+) -> std::result::Result<Fitted<C>, E> {
     config.validate()?;
     let objective = train
         .objective()
@@ -208,10 +244,51 @@ pub fn fit<C: Cell>(
         config.epochs,
         steps_per_epoch,
     );
+    let trajectory =
+        fit_resume::trajectory(config, train.len(), validation.map(Dataset::len), objective);
     let mut step = 0u64;
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize, Checkpoint<C::Elem>)> = None;
-    for epoch in 0..config.epochs {
+    if let Some(FitResume {
+        last,
+        best: best_checkpoint,
+    }) = resume
+    {
+        let resumed = fit_resume::check(
+            &last,
+            best_checkpoint.as_ref(),
+            C::SPEC.name,
+            &trajectory,
+            steps_per_epoch,
+            config.epochs,
+        )?;
+        last.restore_model(&mut model)?;
+        optimizer.load_state(last.optimizer.clone())?;
+        step = last.step;
+        for epoch in &resumed.epochs {
+            schedule.end_epoch(fit_resume::monitored(epoch));
+        }
+        let (loss, best_epoch) = resumed.best;
+        let best_checkpoint = match best_checkpoint {
+            Some(checkpoint) if best_epoch < resumed.epochs.len() => checkpoint,
+            _ => last,
+        };
+        epochs = resumed.epochs;
+        best = Some((loss, best_epoch, best_checkpoint));
+    }
+    let stop_early = |epochs_done: usize, best_epoch: usize| {
+        config
+            .patience
+            .is_some_and(|patience| epochs_done - best_epoch >= patience)
+    };
+    let resumed_epochs = epochs.len();
+    for epoch in resumed_epochs..config.epochs {
+        if best
+            .as_ref()
+            .is_some_and(|(_, best_epoch, _)| stop_early(epoch, *best_epoch))
+        {
+            break;
+        }
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
             config.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -256,23 +333,37 @@ pub fn fit<C: Cell>(
             val_accuracy: val.and_then(|val| val.accuracy),
             lr,
         };
-        on_epoch(&report);
         epochs.push(report);
+        let last = checkpoint_of(
+            &model,
+            &optimizer,
+            step,
+            config,
+            train,
+            objective,
+            &epochs,
+            &trajectory,
+        );
         let improved = best.as_ref().is_none_or(|(loss, _, _)| monitored < *loss);
         if improved {
-            let checkpoint =
-                checkpoint_of(&model, &optimizer, step, config, train, objective, &epochs);
-            best = Some((monitored, epoch + 1, checkpoint));
+            best = Some((monitored, epoch + 1, last.clone()));
         }
-        let best_epoch = best.as_ref().map_or(0, |(_, epoch, _)| *epoch);
-        if config
-            .patience
-            .is_some_and(|patience| epoch + 1 - best_epoch >= patience)
-        {
-            break;
-        }
+        on_epoch(EpochEnd {
+            report: &report,
+            last: &last,
+            new_best: improved.then_some(&last),
+        })?;
     }
-    let last = checkpoint_of(&model, &optimizer, step, config, train, objective, &epochs);
+    let last = checkpoint_of(
+        &model,
+        &optimizer,
+        step,
+        config,
+        train,
+        objective,
+        &epochs,
+        &trajectory,
+    );
     // At least one epoch ran (`epochs` ≥ 1), and the first always improves on nothing.
     let (_, best_epoch, best) = best.ok_or_else(|| Error::invalid_value("epochs", "0"))?;
     Ok(Fitted {
@@ -384,6 +475,7 @@ fn check_validation<F: Float>(
 }
 
 /// The checkpoint of a data run so far.
+#[allow(clippy::too_many_arguments)]
 fn checkpoint_of<C: Cell>(
     model: &SequenceModel<C>,
     optimizer: &Adam<C::Elem>,
@@ -392,6 +484,7 @@ fn checkpoint_of<C: Cell>(
     train: &Dataset<C::Elem>,
     objective: Objective,
     epochs: &[EpochReport],
+    trajectory: &str,
 ) -> Checkpoint<C::Elem> {
     let mut checkpoint = Checkpoint::capture(model, optimizer, step, config.seed);
     let entries: BTreeMap<String, String> = [
@@ -403,6 +496,8 @@ fn checkpoint_of<C: Cell>(
         (keys::LAYERS, config.num_layers.to_string()),
         (keys::BIDIRECTIONAL, config.bidirectional.to_string()),
         (keys::EPOCH, epochs.len().to_string()),
+        (keys::TRAJECTORY, trajectory.to_string()),
+        (keys::HISTORY, fit_resume::encode_history(epochs)),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_string(), value))

@@ -8,7 +8,8 @@
 //! - `tasks.rs`: the adding problem and running parity, batches seeded by `(seed, step)`.
 //! - `data.rs`: a data set of one's own (`.npz` arrays or CSV windows) and its objective.
 //! - `schedule.rs`: learning-rate schedules and warmup.
-//! - `fit.rs`: [`fit`], epochs over a data set with validation, best epoch, early stopping.
+//! - `fit.rs`: [`fit`], epochs over a data set with validation, best epoch, early stopping;
+//!   `fit_resume.rs`: what a data run's checkpoints carry to be continued, and its checks.
 //! - `data_run.rs` (`cli`): `data_run`, a fit with its run directory.
 //! - `model.rs`: [`SequenceModel`], forward, loss and backward of one batch.
 //! - `trainer.rs`: [`Trainer`], one Adam step at a time, gradient clipping, checkpoints.
@@ -21,6 +22,7 @@ mod data;
 #[cfg(feature = "cli")]
 mod data_run;
 mod fit;
+mod fit_resume;
 mod model;
 #[cfg(feature = "cli")]
 mod plot;
@@ -38,7 +40,7 @@ use std::path::PathBuf;
 pub use data::{DataLabels, Dataset, Objective, csv_windows};
 #[cfg(feature = "cli")]
 pub use data_run::{BEST_FILE, DataMetrics, EpochMetrics, data_run};
-pub use fit::{EpochReport, FitConfig, Fitted, evaluate, fit, keys};
+pub use fit::{EpochEnd, EpochReport, FitConfig, FitResume, Fitted, evaluate, fit, keys};
 pub use model::{Evaluation, SequenceModel};
 #[cfg(feature = "cli")]
 pub use plot::{Baseline, Curve, PlotError, plot_epoch_losses, plot_losses, smooth};
@@ -88,15 +90,6 @@ pub enum TrainError {
          finish or choose another directory with --out"
     )]
     Locked {
-        /// The run directory.
-        dir: PathBuf,
-    },
-    /// `--resume` was asked of a run on a data set.
-    #[error(
-        "`{dir}`: a run on a data set is not resumed (its best epoch's checkpoint is kept); \
-         pass --overwrite to train it again, or --out for another directory"
-    )]
-    ResumeData {
         /// The run directory.
         dir: PathBuf,
     },
