@@ -10,4 +10,11 @@ extern crate self as lstm;
 
 pub use lstm_runtime::*;
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
+// The unit tests of `cli::memory` and `cli::bench` count the heap as the `lstm` binary does.
+#[cfg(all(test, feature = "cli"))]
+#[global_allocator]
+static ALLOCATOR: cli::memory::Counting = cli::memory::Counting;
 pub mod train;

@@ -1,21 +1,11 @@
-//! The `lstm` command line. Parsing only: each subcommand's work lives in `cli`.
-
-mod cli;
+//! The `lstm` command line: [`lstm::cli::main_with`] with the zoo's cells alone.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Counts heap bytes so `lstm bench` can report the peak memory of training.
 #[global_allocator]
-static ALLOCATOR: cli::memory::Counting = cli::memory::Counting;
+static ALLOCATOR: lstm::cli::memory::Counting = lstm::cli::memory::Counting;
 
 fn main() -> ExitCode {
-    match cli::run(cli::Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("lstm: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    lstm::cli::main_with(&[])
 }

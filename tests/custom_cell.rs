@@ -6,7 +6,9 @@
 mod common;
 
 use common::reference::{GatePre, ReferenceWeights, hard_sigmoid, run_reference, sigmoid};
-use lstm::{Cell, CellDims, Gate, Rnn, lstm_cell};
+use lstm::{
+    Call, Cell, CellDims, Gate, GradcheckOptions, Lstm, LstmConfig, Rnn, gradcheck, lstm_cell,
+};
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -88,4 +90,44 @@ fn user_cell_matches_hand_written_reference() {
             }
         }
     }
+}
+
+/// One gate's bias read again in a per-unit equation, by the name the spec language's
+/// messages suggest (`b_hh_f`): the forget gate sees its recurrent bias twice.
+#[lstm_cell(f = sigmoid(z_f + b_hh_f))]
+pub struct DoubleForgetBias;
+
+#[test]
+fn one_gates_bias_is_readable_in_a_per_unit_equation() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (seq_len, batch, input_size, hidden) = (5, 3, 2, 4);
+    let cell = DoubleForgetBias::<f64>::init(CellDims::new(input_size, hidden), &mut rng);
+    let weights = ReferenceWeights::from_cell(&cell, &['i', 'f', 'g', 'o']);
+    let bias_hh = cell.bias_hh.clone().expect("init makes biases");
+    let x = Array3::from_shape_fn((seq_len, batch, input_size), |_| {
+        rng.random_range(-2.0..2.0)
+    });
+    let step = |pre: &GatePre<'_>, c_prev: &[f64], _: &[f64], j: usize| {
+        let i = sigmoid(pre.z('i', j));
+        let f = sigmoid(pre.z('f', j) + bias_hh[hidden + j]);
+        let g = pre.z('g', j).tanh();
+        let o = sigmoid(pre.z('o', j));
+        let c = f * c_prev[j] + i * g;
+        (o * c.tanh(), c)
+    };
+    let expected = run_reference(&weights, &x, None, None, step);
+    let found = Rnn::new(cell).forward(x.view(), None).unwrap();
+    for (a, b) in found.output.iter().zip(&expected.output) {
+        assert!((a - b).abs() < 1e-12, "output: {a} vs {b}");
+    }
+
+    // The bias's second path reaches its gradient.
+    let config = LstmConfig::new(input_size, hidden);
+    let layer = Lstm::<DoubleForgetBias<f64>>::new(config, &mut rng).unwrap();
+    let report = gradcheck(&layer, x.view(), Call::new(), &GradcheckOptions::default()).unwrap();
+    assert!(
+        report.worst_relative_error() < 1e-6,
+        "worst relative error {:.2e}\n{report}",
+        report.worst_relative_error()
+    );
 }

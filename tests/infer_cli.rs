@@ -1,17 +1,26 @@
 //! `lstm infer` end to end: the built binary run on parity fixtures (PyTorch lengths, a Keras
 //! mask with zero outputs, a custom cell with initial states, f32), its output files compared
 //! with what PyTorch and Keras computed, and bad input reported in one line with a non-zero
-//! exit code.
+//! exit code. The flags that stand for a library option (`--merge-mode`, `--go-backwards`,
+//! `--no-return-sequences`, `--constants`) are compared with the library call they stand for,
+//! computed here; `--constants` on a cell of this file's own, run through the command line as
+//! a binary of one's own runs it (`lstm::cli::main_with`).
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ndarray::ArrayD;
+use clap::Parser;
+use ndarray::{Array2, Array3, ArrayD, Axis, Ix2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use common::fixtures::{Fixture, assert_close};
-use lstm::io::{TensorMap, keras_to_pytorch, read_npy};
+use common::parity::{case_config, case_weights};
+use lstm::cli::{Catalog, Cli, CliCell};
+use lstm::io::{Tensor, TensorMap, keras_to_pytorch, lstm_from_pytorch_with, read_npy, write_npy};
+use lstm::{Call, LstmConfig, LstmGradients, LstmOutput, MergeMode, OutputGrad, lstm_cell};
 
 /// A directory of this test's own, removed when dropped.
 struct Scratch(PathBuf);
@@ -223,7 +232,7 @@ fn bad_input_is_one_line_and_a_failure_exit() {
     let message = run(&weights, &x, "peephole");
     assert!(message.contains("peephole_i_l0"), "{message}");
     let message = run(&weights, &x, "gru");
-    assert!(message.contains("no zoo cell is called `gru`"), "{message}");
+    assert!(message.contains("no cell is called `gru`"), "{message}");
     let message = run(&scratch.path("absent.safetensors"), &x, "lstm");
     assert!(message.contains("absent.safetensors"), "{message}");
 
@@ -256,4 +265,376 @@ fn bad_input_is_one_line_and_a_failure_exit() {
         "{message}"
     );
     assert!(!y.exists(), "no output is written on failure");
+}
+
+/// A written `.npy` as f64.
+fn read_f64(path: &Path) -> ArrayD<f64> {
+    read_npy(path)
+        .unwrap()
+        .to_float(&path.display().to_string())
+        .unwrap()
+}
+
+/// Writes `values` as an f64 `.npy` at `path`.
+fn write_f64(path: &Path, values: ArrayD<f64>) {
+    write_npy(path, &Tensor::F64(values)).unwrap();
+}
+
+/// Asserts that the files `lstm infer` wrote hold exactly what the library call returned.
+fn assert_written_equals(
+    what: &str,
+    written: &[(&str, &Path)],
+    output: &LstmOutput<f64>,
+    grads: &LstmGradients<f64>,
+    grads_file: &Path,
+) {
+    for (name, path) in written {
+        let expected = match *name {
+            "y" => output.output.view().to_owned(),
+            "y_reverse" => output.output_reverse.as_ref().unwrap().view().to_owned(),
+            "h_n" => output.h_n.clone().unwrap().into_dyn(),
+            "c_n" => output.c_n.clone().unwrap().into_dyn(),
+            other => panic!("no output {other}"),
+        };
+        assert_eq!(read_f64(path), expected, "{what}: {name}");
+    }
+    let file = TensorMap::read_safetensors(grads_file).unwrap();
+    let mut expected: Vec<(String, ArrayD<f64>)> = grads
+        .params
+        .iter()
+        .map(|(key, values)| (key.to_string(), values.to_owned()))
+        .collect();
+    expected.push(("input".into(), grads.input.clone().into_dyn()));
+    if let Some(constants) = &grads.constants {
+        expected.push(("constants".into(), constants.clone().into_dyn()));
+    }
+    for (key, values) in &expected {
+        let found: ArrayD<f64> = file
+            .get(key)
+            .unwrap_or_else(|| panic!("{what}: no gradient {key}"))
+            .to_float(key)
+            .unwrap();
+        assert_eq!(&found, values, "{what}: d{key}");
+    }
+    assert_eq!(
+        file.names().count(),
+        expected.len(),
+        "{what}: gradient keys"
+    );
+}
+
+/// `lstm infer` with the flags that say what the Keras fixture's `case.json` says (merge mode,
+/// `go_backwards`, `return_sequences`), against the library call with the same options
+/// (bit for bit: the same computation) and against Keras' own numbers.
+fn keras_case_matches_the_library(case: &str) {
+    let fixture = Fixture::load(case);
+    assert_eq!(fixture.cell(), "lstm", "{case}");
+    let scratch = Scratch::new(case);
+
+    // The library call.
+    let weights = case_weights(&fixture);
+    let config = case_config::<lstm::zoo::Lstm<f64>>(&fixture, &weights);
+    let mut layer =
+        lstm_from_pytorch_with::<lstm::zoo::Lstm<f64>>(&weights, config.clone()).unwrap();
+    let x: ArrayD<f64> = fixture.array("x").unwrap();
+    let mask = fixture
+        .mask()
+        .map(|mask| mask.into_dimensionality::<Ix2>().unwrap());
+    let mut call = Call::new();
+    if let Some(mask) = &mask {
+        call = call.with_mask(mask.view());
+    }
+    let grad_output: ArrayD<f64> = fixture.array("grad_output").unwrap();
+    let apart = config.bidirectional && config.merge_mode == MergeMode::None;
+    let (output, tape) = layer.forward_train(x.view(), call).unwrap();
+    let grad = if apart {
+        // Keras returns both directions under `merge_mode=None`: the fixture stacks them.
+        OutputGrad {
+            output: Some(grad_output.index_axis(Axis(0), 0)),
+            output_reverse: Some(grad_output.index_axis(Axis(0), 1)),
+            ..OutputGrad::default()
+        }
+    } else {
+        OutputGrad {
+            output: Some(grad_output.view()),
+            ..OutputGrad::default()
+        }
+    };
+    let grads = layer.backward(tape, grad).unwrap();
+
+    // The command line, told the same options by flags.
+    let (y, y_reverse, h_n, c_n, grads_file) = (
+        scratch.path("y.npy"),
+        scratch.path("y_reverse.npy"),
+        scratch.path("h_n.npy"),
+        scratch.path("c_n.npy"),
+        scratch.path("grads.safetensors"),
+    );
+    let (keras_weights, x_file, mask_file) = (
+        fixture.path("keras.safetensors"),
+        fixture.path("x.npy"),
+        fixture.path("mask.npy"),
+    );
+    let (grad_file, grad_reverse_file) = (
+        scratch.path("grad_output.npy"),
+        scratch.path("grad_output_reverse.npy"),
+    );
+    let mut args: Vec<&Path> = [
+        ("--weights", keras_weights.as_path()),
+        ("--input", &x_file),
+        ("--output", &y),
+        ("--h-n", &h_n),
+        ("--c-n", &c_n),
+        ("--grad-output", &grad_file),
+        ("--grads", &grads_file),
+    ]
+    .into_iter()
+    .flat_map(|(flag, path)| [Path::new(flag), path])
+    .collect();
+    let merge_mode = config.merge_mode.keras_name();
+    if config.bidirectional {
+        args.extend([Path::new("--merge-mode"), Path::new(merge_mode)]);
+    }
+    for (on, flag) in [
+        (config.batch_first, "--batch-first"),
+        (config.go_backwards, "--go-backwards"),
+        (!config.return_sequences, "--no-return-sequences"),
+        (config.zero_output_for_mask, "--zero-output-for-mask"),
+    ] {
+        if on {
+            args.push(Path::new(flag));
+        }
+    }
+    if mask.is_some() {
+        args.extend([Path::new("--mask"), &mask_file]);
+    }
+    let mut written = vec![("y", y.as_path()), ("h_n", &h_n), ("c_n", &c_n)];
+    if apart {
+        write_f64(&grad_file, grad_output.index_axis(Axis(0), 0).to_owned());
+        write_f64(
+            &grad_reverse_file,
+            grad_output.index_axis(Axis(0), 1).to_owned(),
+        );
+        args.extend([
+            Path::new("--output-reverse"),
+            &y_reverse,
+            Path::new("--grad-output-reverse"),
+            &grad_reverse_file,
+        ]);
+        written.push(("y_reverse", &y_reverse));
+    } else {
+        write_f64(&grad_file, grad_output.clone());
+    }
+    let run = lstm(&args);
+    assert!(
+        run.status.success(),
+        "{case}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_written_equals(case, &written, &output, &grads, &grads_file);
+
+    // And what Keras computed.
+    let expected_y: ArrayD<f64> = fixture.array("y").unwrap();
+    let tolerance = fixture.tolerance();
+    if apart {
+        for (index, path) in [(0, &y), (1, &y_reverse)] {
+            let found = read_f64(path);
+            let expected = expected_y.index_axis(Axis(0), index);
+            assert_close(case, found.view(), expected, tolerance);
+        }
+    } else {
+        assert_close(case, read_f64(&y).view(), expected_y.view(), tolerance);
+    }
+}
+
+#[test]
+fn merge_modes_are_the_library_merge_modes() {
+    for mode in ["concat", "sum", "mul", "ave", "none"] {
+        keras_case_matches_the_library(&format!("keras_bidirectional_{mode}"));
+    }
+}
+
+#[test]
+fn go_backwards_is_the_library_go_backwards() {
+    keras_case_matches_the_library("keras_go_backwards");
+}
+
+#[test]
+fn no_return_sequences_is_the_library_return_sequences_false() {
+    for case in ["keras_last_output", "keras_bidirectional_last_output"] {
+        keras_case_matches_the_library(case);
+    }
+}
+
+#[test]
+fn flags_that_do_not_fit_the_weights_are_one_line_errors() {
+    let fixture = Fixture::load("pytorch_lstm");
+    let scratch = Scratch::new("misfit-flags");
+    let (weights, x, y) = (
+        fixture.path("weights.safetensors"),
+        fixture.path("x.npy"),
+        scratch.path("y.npy"),
+    );
+    let constants = scratch.path("constants.npy");
+    write_f64(&constants, ArrayD::zeros(vec![3, 2]));
+    let base = [
+        Path::new("--weights"),
+        &weights,
+        Path::new("--input"),
+        &x,
+        Path::new("--output"),
+        &y,
+    ];
+    let with = |extra: &[&Path]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        failure(&args)
+    };
+    // The zoo's `lstm` reads no constant input.
+    let message = with(&[Path::new("--constants"), &constants]);
+    assert!(message.contains("constants"), "{message}");
+    // A unidirectional layer has no reverse output to write.
+    let message = with(&[
+        Path::new("--merge-mode"),
+        Path::new("none"),
+        Path::new("--output-reverse"),
+        &scratch.path("y_reverse.npy"),
+    ]);
+    assert!(message.contains("output_reverse"), "{message}");
+    assert!(!y.exists(), "no output is written on failure");
+    // A mode Keras does not have is refused by the argument parser, naming it.
+    let mut args = base.to_vec();
+    args.extend([Path::new("--merge-mode"), Path::new("average")]);
+    let run = lstm(&args);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("'average'"), "{stderr}");
+}
+
+/// A cell of this test's own with a constant input (Keras `constants`): every gate sees the
+/// sequence's style vector, projected.
+#[lstm_cell(z = z + style, f = sigmoid(z_f + forget_bias))]
+pub struct Styled {
+    /// The per-sequence style vector.
+    style: Constant,
+    /// Added to the forget gate's pre-activation.
+    #[init(ones)]
+    forget_bias: PerUnit,
+}
+
+/// Runs the command line in this process, as a binary of one's own does (`main_with`), with
+/// [`Styled`] besides the zoo.
+fn own_command_line(args: &[&str]) -> Result<(), lstm::cli::Error> {
+    let catalog = Catalog::with(&[CliCell::of::<Styled<f32>, Styled<f64>>()])?;
+    let cli = Cli::try_parse_from(std::iter::once("lstm").chain(args.iter().copied()))
+        .expect("the arguments parse");
+    lstm::cli::run_with(cli, &catalog)
+}
+
+#[test]
+fn own_cells_run_through_the_command_line_with_constants() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let (seq_len, batch, input_size, hidden, constant_size) = (6, 3, 4, 5, 2);
+    let config = LstmConfig::new(input_size, hidden)
+        .with_bidirectional(true)
+        .with_constant_size(constant_size);
+    let mut layer = lstm::Lstm::<Styled<f64>>::new(config, &mut rng).unwrap();
+    let scratch = Scratch::new("own-cell");
+    let path = |file: &str| scratch.path(file).display().to_string();
+    TensorMap::from_parameters(&layer)
+        .write_safetensors(scratch.path("w.safetensors"))
+        .unwrap();
+    let x = Array3::from_shape_fn((seq_len, batch, input_size), |_| {
+        rng.random_range(-1.0..1.0)
+    });
+    let constants = Array2::from_shape_fn((batch, constant_size), |_| rng.random_range(-1.0..1.0));
+    let grad_output = Array3::from_shape_fn((seq_len, batch, 2 * hidden), |_| {
+        rng.random_range(-1.0..1.0)
+    });
+    write_f64(&scratch.path("x.npy"), x.clone().into_dyn());
+    write_f64(&scratch.path("c.npy"), constants.clone().into_dyn());
+    write_f64(&scratch.path("g.npy"), grad_output.clone().into_dyn());
+
+    own_command_line(&[
+        "infer",
+        "--cell",
+        "styled",
+        "--weights",
+        &path("w.safetensors"),
+        "--input",
+        &path("x.npy"),
+        "--constants",
+        &path("c.npy"),
+        "--output",
+        &path("y.npy"),
+        "--h-n",
+        &path("h_n.npy"),
+        "--c-n",
+        &path("c_n.npy"),
+        "--grad-output",
+        &path("g.npy"),
+        "--grads",
+        &path("grads.safetensors"),
+    ])
+    .unwrap();
+
+    let call = Call::new().with_constants(constants.view());
+    let (output, tape) = layer.forward_train(x.view(), call).unwrap();
+    let grad = OutputGrad {
+        output: Some(grad_output.view().into_dyn()),
+        ..OutputGrad::default()
+    };
+    let grads = layer.backward(tape, grad).unwrap();
+    assert!(grads.constants.is_some(), "the constants get a gradient");
+    let written = [
+        ("y", scratch.path("y.npy")),
+        ("h_n", scratch.path("h_n.npy")),
+        ("c_n", scratch.path("c_n.npy")),
+    ];
+    let written: Vec<(&str, &Path)> = written
+        .iter()
+        .map(|(name, path)| (*name, path.as_path()))
+        .collect();
+    assert_written_equals(
+        "styled",
+        &written,
+        &output,
+        &grads,
+        &scratch.path("grads.safetensors"),
+    );
+
+    // Without the constants the cell cannot run: an error naming them.
+    let err = own_command_line(&[
+        "infer",
+        "--cell",
+        "styled",
+        "--weights",
+        &path("w.safetensors"),
+        "--input",
+        &path("x.npy"),
+        "--output",
+        &path("y2.npy"),
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("constants"), "{err}");
+    // A misspelt name lists the zoo and the binary's own cells.
+    let err = own_command_line(&[
+        "infer",
+        "--cell",
+        "stiled",
+        "--weights",
+        &path("w.safetensors"),
+        "--input",
+        &path("x.npy"),
+        "--output",
+        &path("y2.npy"),
+    ])
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("no cell is called `stiled`")
+            && message.contains("lstm, ")
+            && message.contains("styled"),
+        "{message}"
+    );
 }

@@ -305,3 +305,48 @@ fn f32_weights_load_into_f64_cells_and_back() {
     );
     assert_eq!(wide.weight_ih.mapv(|v| v as f32), narrow.weight_ih);
 }
+
+/// A cell with a `Scalar` parameter, as PyTorch users write one:
+/// `self.temperature = nn.Parameter(torch.tensor(1.0))`, which `state_dict` saves 0-d.
+#[lstm::lstm_cell(g = tanh(z_g / temperature))]
+pub struct Tempered {
+    #[init(constant(1.0))]
+    temperature: Scalar,
+}
+
+#[test]
+fn a_scalar_parameter_saved_as_a_0_d_tensor_loads() {
+    use lstm::io::lstm_from_pytorch_with;
+    use lstm::{LstmConfig, Parameters};
+    use rand::SeedableRng;
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let layer = lstm::Lstm::<Tempered<f64>>::new(LstmConfig::new(2, 3), &mut rng).unwrap();
+    let mut weights = TensorMap::from_parameters(&layer);
+    // PyTorch's 0-d tensor, and a value the init did not give.
+    let zero_d = ArrayD::from_elem(IxDyn(&[]), 2.5f32);
+    weights.insert("temperature_l0", Tensor::F32(zero_d));
+
+    let loaded = lstm_from_pytorch_with::<Tempered<f64>>(&weights, LstmConfig::new(2, 3)).unwrap();
+    let mut temperature = None;
+    loaded.visit_parameters(&mut |name, values| {
+        if name == "temperature_l0" {
+            temperature = Some(values.to_owned());
+        }
+    });
+    assert_eq!(
+        temperature.unwrap(),
+        ArrayD::from_elem(IxDyn(&[1]), 2.5),
+        "a 0-d tensor is the parameter's one value"
+    );
+    let cell: Tempered<f64> = cell_from_pytorch(&weights, 0, Direction::Forward).unwrap();
+    assert_eq!(cell.temperature.to_vec(), vec![2.5]);
+
+    // Any other shape is still an error naming the tensor and both shapes.
+    weights.insert(
+        "temperature_l0",
+        Tensor::F32(ArrayD::from_elem(IxDyn(&[2]), 2.5f32)),
+    );
+    let err = lstm_from_pytorch_with::<Tempered<f64>>(&weights, LstmConfig::new(2, 3)).unwrap_err();
+    assert_eq!(err, Error::shape_mismatch("temperature_l0", &[1], &[2]));
+}

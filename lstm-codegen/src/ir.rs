@@ -557,6 +557,8 @@ impl Lowering {
                     match pre {
                         Pre::Zx => self.zx[s],
                         Pre::Zh => self.zh[s],
+                        Pre::BiasIh => self.bias_ih[s],
+                        Pre::BiasHh => self.bias_hh[s],
                         _ => self.z[s],
                     }
                 }

@@ -85,7 +85,9 @@ pub enum Pre {
     RawZh,
     /// Inside the `z` override, `z` itself: the default sum.
     DefaultZ,
+    /// `b_ih`, or one gate's block of it (`b_ih_f`) in a per-unit equation.
     BiasIh,
+    /// `b_hh`, or one gate's block of it (`b_hh_f`) in a per-unit equation.
     BiasHh,
 }
 
@@ -96,7 +98,8 @@ pub enum Ref {
     Var(Target),
     CPrev,
     HPrev,
-    /// A pre-activation part of one gate (`z_f`), in a per-unit equation.
+    /// A pre-activation part of one gate (`z_f`) or its bias (`b_hh_f`), in a per-unit
+    /// equation.
     GatePre(Pre, usize),
     /// A pre-activation part of whichever gate a gate-wise equation is evaluated for.
     Pre(Pre),
@@ -482,6 +485,8 @@ fn resolve_builtin(name: &str, context: Context) -> Option<Ref> {
                 "z" => Pre::Z,
                 "zx" => Pre::Zx,
                 "zh" => Pre::Zh,
+                "b_ih" => Pre::BiasIh,
+                "b_hh" => Pre::BiasHh,
                 _ => return None,
             };
             Some(Ref::GatePre(pre, k))
@@ -502,7 +507,8 @@ fn resolve_builtin(name: &str, context: Context) -> Option<Ref> {
 fn expected_names(context: Context) -> &'static str {
     match context {
         Context::PerUnit(_) => {
-            "z_i, z_f, z_g, z_o, zx_i…, zh_i…, i, f, g, o, c (in o and h), c_prev, h_prev or a parameter"
+            "z_i, z_f, z_g, z_o, zx_i…, zh_i…, b_ih_i…, b_hh_i…, i, f, g, o, c (in o and h), c_prev, \
+             h_prev or a parameter"
         }
         Context::Gatewise(Target::Zx) => "zx, b_ih, b_hh, c_prev, h_prev or a parameter",
         Context::Gatewise(Target::Zh) => "zh, b_ih, b_hh, c_prev, h_prev or a parameter",

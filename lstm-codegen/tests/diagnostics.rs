@@ -87,7 +87,7 @@ fn errors_render_as_the_compiler_prints_them() {
     let source = "use lstm::lstm_cell;\n\n#[lstm_cell(f = sigmoid(z_x))]\npub struct Wrong;\n";
     let rendered = cells(source).err().unwrap().render("src/cells.rs", source);
     let expected = "\
-error: unknown name `z_x`; expected z_i, z_f, z_g, z_o, zx_i…, zh_i…, i, f, g, o, c (in o and h), c_prev, h_prev or a parameter
+error: unknown name `z_x`; expected z_i, z_f, z_g, z_o, zx_i…, zh_i…, b_ih_i…, b_hh_i…, i, f, g, o, c (in o and h), c_prev, h_prev or a parameter
  --> src/cells.rs:3:25
   |
 3 | #[lstm_cell(f = sigmoid(z_x))]

@@ -9,10 +9,11 @@ use std::time::Instant;
 use clap::Args;
 use lstm::ndarray::{Array3, ArrayD};
 use lstm::rand::{Rng, SeedableRng};
-use lstm::{Call, Cell, CellVisitor, Lstm, LstmConfig, OutputGrad, linalg, visit_zoo_cell};
+use lstm::{Call, Cell, CellVisitor, Lstm, LstmConfig, OutputGrad, linalg};
 use rand_chacha::ChaCha8Rng;
 
 use super::Error;
+use super::catalog::Catalog;
 use super::memory::Counting;
 use super::regularization::RegularizationArgs;
 
@@ -86,14 +87,14 @@ impl Measurement {
 }
 
 /// Runs the benchmark and writes its line.
-pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
+pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<(), Error> {
     // A misspelt `LSTM_ISA` would otherwise run at the detected level and be reported as if
     // it had been asked for.
     lstm::isa::requested()?;
     if let Some(threads) = args.threads {
         linalg::set_num_threads(threads);
     }
-    let measured = visit_zoo_cell::<f32, _>(&args.cell, Bench { args })??;
+    let measured = catalog.find(&args.cell)?.bench(Bench { args })?;
     if args.json {
         writeln!(
             out,
@@ -154,7 +155,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<(), Error> {
 }
 
 /// The benchmark, generic over the cell chosen by name.
-struct Bench<'a> {
+pub(crate) struct Bench<'a> {
     args: &'a BenchArgs,
 }
 
@@ -281,7 +282,7 @@ mod tests {
             },
         };
         let mut out = Vec::new();
-        run(&args, &mut out).unwrap();
+        run(&args, &Catalog::zoo(), &mut out).unwrap();
         let line = String::from_utf8(out).unwrap();
         for key in [
             "\"batch\":2",
@@ -315,6 +316,6 @@ mod tests {
             json: false,
             regularization: RegularizationArgs::default(),
         };
-        assert!(run(&args, &mut Vec::new()).is_err());
+        assert!(run(&args, &Catalog::zoo(), &mut Vec::new()).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! `lstm cells`: every zoo cell as its spec describes it (name, gates, parameters,
-//! equations), read from the [`CellSpec`]s alone.
+//! `lstm cells`: every cell the command line knows (the zoo's, and a binary's own) as its
+//! spec describes it (name, gates, parameters, constant input, equations), read from the
+//! [`CellSpec`]s alone.
 
 use std::io::{self, Write};
 
@@ -16,8 +17,8 @@ pub fn write_all(out: &mut impl Write, specs: &[&CellSpec]) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes one cell: its names, gates in weight-row order, parameters and equations, each
-/// equation marked as written in the spec or defaulted from the standard LSTM.
+/// Writes one cell: its names, gates in weight-row order, parameters, constant input and
+/// equations, each equation marked as written in the spec or defaulted from the standard LSTM.
 fn write_cell(out: &mut impl Write, spec: &CellSpec) -> io::Result<()> {
     writeln!(out, "{} ({})", spec.name, spec.type_name)?;
     let gates: Vec<&str> = spec.gates.iter().map(|gate| gate.letter()).collect();
@@ -35,6 +36,14 @@ fn write_cell(out: &mut impl Write, spec: &CellSpec) -> io::Result<()> {
                 init(param.init)
             )?;
         }
+    }
+    if let Some(constant) = spec.constant {
+        writeln!(
+            out,
+            "  constant input: {constant}, projected by weight_{constant}: \
+             ({}·hidden, constant_size)",
+            spec.num_gates()
+        )?;
     }
     writeln!(out, "  equations:")?;
     let columns = |text: &str| text.chars().count();
@@ -149,6 +158,24 @@ demo (Demo)
     f = sigmoid(z_f)  [default]
 ";
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn names_the_constant_input_and_its_projection() {
+        let conditioned = CellSpec {
+            constant: Some("style"),
+            ..SPEC
+        };
+        let mut out = Vec::new();
+        write_all(&mut out, &[&conditioned]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "  constant input: style, projected by weight_style: (3·hidden, constant_size)\n  \
+                 equations:"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

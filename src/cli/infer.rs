@@ -3,16 +3,23 @@
 //! drive it, so its flags are an interface: every input is a file, every output is a file.
 //!
 //! The layer's configuration is read off the weights' PyTorch names and shapes; the flags
-//! add the call's semantics (layout, lengths or Keras mask, initial states). The element type
-//! is the input's: an f32 input runs in f32 (f64 weights rounded), an f64 input in f64.
+//! add what the weights cannot say, each the [`LstmConfig`] option or [`Call`] field of the
+//! same name: layout, merge mode, `go_backwards`, `return_sequences`, lengths or Keras mask,
+//! initial states, constants. The element type is the input's: an f32 input runs in f32 (f64
+//! weights rounded), an f64 input in f64. The cell is any of the catalog's, the zoo's or a
+//! binary's own ([`main_with`](super::main_with)).
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use lstm::io::layout::pytorch_or_keras;
 use lstm::io::{PytorchLayout, Tensor, TensorMap, lstm_from_pytorch_with, read_npy, write_npy};
 use lstm::ndarray::{ArrayD, Ix2, Ix3};
-use lstm::{Call, Cell, CellVisitor, Error, Float, OutputGrad, Result, visit_zoo_cell};
+use lstm::{Call, Cell, CellVisitor, Error, Float, MergeMode, OutputGrad, Result};
+
+use super::catalog::Catalog;
+#[cfg(doc)]
+use lstm::LstmConfig;
 
 /// The flags of `lstm infer`.
 #[derive(Debug, Args)]
@@ -24,12 +31,28 @@ pub struct InferArgs {
     /// Input, f32 or f64 `.npy`: `(T, B, I)`, or `(B, T, I)` with `--batch-first`.
     #[arg(long, value_name = "X.npy")]
     pub input: PathBuf,
-    /// The zoo cell, by its name in `lstm cells`.
+    /// The cell, by its name in `lstm cells`.
     #[arg(long, value_name = "NAME", default_value = "lstm")]
     pub cell: String,
     /// Inputs and outputs are batch-major, `(B, T, ·)`.
     #[arg(long)]
     pub batch_first: bool,
+    /// How a bidirectional layer combines its directions' outputs (Keras
+    /// `Bidirectional(merge_mode=…)`); `none` writes the reverse direction's to
+    /// `--output-reverse`.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = MergeArg::Concat)]
+    pub merge_mode: MergeArg,
+    /// Process each sequence reversed, outputs in processing order (Keras `go_backwards`).
+    #[arg(long)]
+    pub go_backwards: bool,
+    /// Output only each sequence's last valid output, `(B, dirs·H_out)` (Keras
+    /// `return_sequences=False`).
+    #[arg(long)]
+    pub no_return_sequences: bool,
+    /// The per-sequence constant input `(B, constant_size)` (Keras `constants`), for a cell
+    /// whose spec declares one.
+    #[arg(long, value_name = "C.npy")]
+    pub constants: Option<PathBuf>,
     /// Sequence lengths, int64 `.npy` `(B,)`: PyTorch's packed-sequence semantics.
     #[arg(long, value_name = "L.npy", conflicts_with = "mask")]
     pub lengths: Option<PathBuf>,
@@ -45,9 +68,13 @@ pub struct InferArgs {
     /// Initial cell states `(layers·dirs, B, H)`.
     #[arg(long, value_name = "C0.npy", requires = "h0")]
     pub c0: Option<PathBuf>,
-    /// Where to write the output `(T, B, dirs·H_out)` (or batch-first).
+    /// Where to write the output `(T, B, dirs·H_out)` (or batch-first; `(B, ·)` with
+    /// `--no-return-sequences`); with `--merge-mode none` the forward direction's.
     #[arg(long, value_name = "Y.npy")]
     pub output: PathBuf,
+    /// Where to write the reverse direction's output under `--merge-mode none`.
+    #[arg(long, value_name = "Y.npy")]
+    pub output_reverse: Option<PathBuf>,
     /// Where to write the final hidden states `(layers·dirs, B, H_out)`.
     #[arg(long = "h-n", value_name = "H.npy")]
     pub h_n: Option<PathBuf>,
@@ -55,12 +82,43 @@ pub struct InferArgs {
     #[arg(long = "c-n", value_name = "C.npy")]
     pub c_n: Option<PathBuf>,
     /// Gradient of the loss with respect to the output, shaped like it: the loss is
-    /// `sum(output ⊙ grad_output)`.
+    /// `sum(output ⊙ grad_output)` (plus `sum(output_reverse ⊙ grad_output_reverse)`).
     #[arg(long, value_name = "G.npy", requires = "grads")]
     pub grad_output: Option<PathBuf>,
-    /// Where to write the gradients (safetensors): every weight under its name, and `input`.
+    /// Gradient of the loss with respect to the reverse output of `--merge-mode none`.
+    #[arg(long, value_name = "G.npy", requires = "grad_output")]
+    pub grad_output_reverse: Option<PathBuf>,
+    /// Where to write the gradients (safetensors): every weight under its name, `input`, and
+    /// `constants` when given.
     #[arg(long, value_name = "GRADS.safetensors", requires = "grad_output")]
     pub grads: Option<PathBuf>,
+}
+
+/// `--merge-mode`'s values, Keras' names of [`MergeMode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MergeArg {
+    /// [`MergeMode::Concat`].
+    Concat,
+    /// [`MergeMode::Sum`].
+    Sum,
+    /// [`MergeMode::Mul`].
+    Mul,
+    /// [`MergeMode::Ave`].
+    Ave,
+    /// [`MergeMode::None`].
+    None,
+}
+
+impl From<MergeArg> for MergeMode {
+    fn from(mode: MergeArg) -> MergeMode {
+        match mode {
+            MergeArg::Concat => MergeMode::Concat,
+            MergeArg::Sum => MergeMode::Sum,
+            MergeArg::Mul => MergeMode::Mul,
+            MergeArg::Ave => MergeMode::Ave,
+            MergeArg::None => MergeMode::None,
+        }
+    }
 }
 
 /// Runs `lstm infer`.
@@ -68,10 +126,11 @@ pub struct InferArgs {
 /// # Errors
 ///
 /// Any [`Error`] reading, checking, running or writing, naming the offending file or tensor.
-pub fn run(args: &InferArgs) -> Result<()> {
+pub fn run(args: &InferArgs, catalog: &Catalog) -> Result<()> {
+    let cell = catalog.find(&args.cell)?;
     match read_npy(&args.input)? {
-        Tensor::F32(input) => visit_zoo_cell(&args.cell, Infer { args, input })?,
-        Tensor::F64(input) => visit_zoo_cell(&args.cell, Infer { args, input })?,
+        Tensor::F32(input) => cell.jobs::<f32>().infer(Infer { args, input }),
+        Tensor::F64(input) => cell.jobs::<f64>().infer(Infer { args, input }),
         other => Err(Error::DtypeMismatch {
             what: args.input.display().to_string(),
             expected: "f32 or f64".into(),
@@ -81,7 +140,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
 }
 
 /// The work of `lstm infer` for an input of element type `F`.
-struct Infer<'a, F> {
+pub(crate) struct Infer<'a, F> {
     args: &'a InferArgs,
     input: ArrayD<F>,
 }
@@ -95,7 +154,19 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
         let config = PytorchLayout::infer(&weights, C::SPEC)?
             .config()
             .with_batch_first(args.batch_first)
-            .with_zero_output_for_mask(args.zero_output_for_mask);
+            .with_zero_output_for_mask(args.zero_output_for_mask)
+            .with_merge_mode(args.merge_mode.into())
+            .with_go_backwards(args.go_backwards)
+            .with_return_sequences(!args.no_return_sequences);
+        let apart = config.bidirectional && config.merge_mode == MergeMode::None;
+        if args.output_reverse.is_some() != apart {
+            return Err(Error::Config {
+                option: "output_reverse".into(),
+                reason: "expected `--output-reverse` exactly when a bidirectional layer keeps \
+                         the reverse direction's output apart (`--merge-mode none`)"
+                    .into(),
+            });
+        }
         let mut layer = lstm_from_pytorch_with::<C>(&weights, config)?;
 
         let lengths = args.lengths.as_deref().map(read_lengths).transpose()?;
@@ -118,6 +189,11 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             .as_deref()
             .map(|p| read_float::<F, Ix3>("c0", p))
             .transpose()?;
+        let constants = args
+            .constants
+            .as_deref()
+            .map(|p| read_float::<F, Ix2>("constants", p))
+            .transpose()?;
         let mut call = Call::new();
         if let Some(lengths) = &lengths {
             call = call.with_lengths(lengths);
@@ -128,13 +204,21 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
         if let (Some(h0), Some(c0)) = (&h0, &c0) {
             call = call.with_initial_state(h0.view(), c0.view());
         }
+        if let Some(constants) = &constants {
+            call = call.with_constants(constants.view());
+        }
 
         let (output, gradients) = match (&args.grad_output, &args.grads) {
             (Some(grad_path), Some(grads_path)) => {
                 let grad_output = read_npy(grad_path)?.to_float::<F>("grad_output")?;
+                let grad_output_reverse = match &args.grad_output_reverse {
+                    Some(path) => Some(read_npy(path)?.to_float::<F>("grad_output_reverse")?),
+                    None => None,
+                };
                 let (output, tape) = layer.forward_train(input.view(), call)?;
                 let grad = OutputGrad {
                     output: Some(grad_output.view()),
+                    output_reverse: grad_output_reverse.as_ref().map(|grad| grad.view()),
                     ..OutputGrad::default()
                 };
                 let gradients = layer.backward(tape, grad)?;
@@ -147,6 +231,9 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             &args.output,
             &Tensor::from_float(output.output.view().to_owned()),
         )?;
+        if let (Some(path), Some(reverse)) = (&args.output_reverse, &output.output_reverse) {
+            write_npy(path, &Tensor::from_float(reverse.view().to_owned()))?;
+        }
         for (path, state) in [(&args.h_n, &output.h_n), (&args.c_n, &output.c_n)] {
             if let (Some(path), Some(state)) = (path, state) {
                 write_npy(path, &Tensor::from_float(state.clone().into_dyn()))?;
@@ -155,6 +242,9 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
         if let Some((gradients, path)) = gradients {
             let mut map = TensorMap::from_gradients(&gradients.params);
             map.insert("input", Tensor::from_float(gradients.input.into_dyn()));
+            if let Some(constants) = gradients.constants {
+                map.insert("constants", Tensor::from_float(constants.into_dyn()));
+            }
             map.write_safetensors(path)?;
         }
         Ok(())
@@ -202,7 +292,9 @@ fn shaped<T, D: lstm::ndarray::Dimension>(
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use lstm::MergeMode;
 
+    use super::MergeArg;
     use crate::cli::{Cli, Command};
 
     #[test]
@@ -234,6 +326,16 @@ mod tests {
             "g.npy",
             "--grads",
             "grads.safetensors",
+            "--merge-mode",
+            "none",
+            "--output-reverse",
+            "yr.npy",
+            "--grad-output-reverse",
+            "gr.npy",
+            "--go-backwards",
+            "--no-return-sequences",
+            "--constants",
+            "constants.npy",
         ]);
         let Some(Command::Infer(args)) = cli.command else {
             panic!("not infer");
@@ -242,6 +344,31 @@ mod tests {
         assert!(args.batch_first && args.zero_output_for_mask);
         assert_eq!(args.h_n.unwrap().to_str(), Some("h.npy"));
         assert_eq!(args.grads.unwrap().to_str(), Some("grads.safetensors"));
+        assert_eq!(args.merge_mode, MergeArg::None);
+        assert!(args.go_backwards && args.no_return_sequences);
+        assert_eq!(args.constants.unwrap().to_str(), Some("constants.npy"));
+    }
+
+    #[test]
+    fn merge_modes_are_keras_names() {
+        for mode in MergeMode::ALL {
+            let cli = Cli::parse_from([
+                "lstm",
+                "infer",
+                "--weights",
+                "w",
+                "--input",
+                "x",
+                "--output",
+                "y",
+                "--merge-mode",
+                mode.keras_name(),
+            ]);
+            let Some(Command::Infer(args)) = cli.command else {
+                panic!("not infer");
+            };
+            assert_eq!(MergeMode::from(args.merge_mode), mode);
+        }
     }
 
     #[test]
@@ -262,6 +389,8 @@ mod tests {
             &["--h0", "h"],
             &["--grad-output", "g"],
             &["--grads", "g"],
+            &["--grad-output-reverse", "g"],
+            &["--merge-mode", "average"],
         ] {
             let args = base.iter().chain(extra);
             assert!(Cli::try_parse_from(args).is_err(), "{extra:?}");

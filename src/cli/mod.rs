@@ -1,6 +1,9 @@
-//! The command line's arguments and the dispatch to one module per subcommand.
+//! The `lstm` command line: its arguments, the dispatch to one module per subcommand, and
+//! [`main_with`], which runs the same command line with cells of one's own besides the zoo's
+//! (a user's binary, or `examples/own_cells_cli.rs`). With the `cli` feature (on by default).
 
 mod bench;
+mod catalog;
 mod cells;
 mod convert;
 mod expand;
@@ -11,8 +14,11 @@ mod regularization;
 mod train;
 
 use std::io::{self, Write};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub use catalog::{Catalog, CliCell};
 
 /// Custom LSTM cells from declarative gate equations.
 #[derive(Debug, Parser)]
@@ -65,18 +71,69 @@ pub enum Error {
     Expand(#[from] expand::ExpandError),
 }
 
-/// Runs the command line's command, writing to standard output.
+/// The `lstm` command line on this process' arguments, with the zoo's cells and `own`: every
+/// subcommand that takes `--cell` (`infer`, `train`, `bench`, `predict`) accepts their names,
+/// and `cells` lists them after the zoo's. Errors are printed as one line on standard error,
+/// `lstm: …`, with a failure exit code.
+///
+/// A binary of one's own is a `main` that calls it:
+///
+/// ```no_run
+/// use lstm::cli::CliCell;
+///
+/// /// The standard LSTM with a learned temperature on the candidate.
+/// #[lstm::lstm_cell(g = tanh(z_g / temperature))]
+/// pub struct Tempered {
+///     #[init(ones)]
+///     temperature: Scalar,
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     lstm::cli::main_with(&[CliCell::of::<Tempered<f32>, Tempered<f64>>()])
+/// }
+/// ```
+///
+/// `lstm bench` reports the peak heap memory only where the binary counts it, by declaring
+/// `#[global_allocator] static ALLOCATOR: lstm::cli::memory::Counting =
+/// lstm::cli::memory::Counting;` as the `lstm` binary does; elsewhere it reports 0 MB.
+pub fn main_with(own: &[CliCell]) -> ExitCode {
+    let result = Catalog::with(own)
+        .map_err(Error::from)
+        .and_then(|catalog| run_with(Cli::parse(), &catalog));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lstm: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command line's command with the zoo's cells, writing to standard output.
+///
+/// # Errors
+///
+/// The command's [`Error`].
 pub fn run(cli: Cli) -> Result<(), Error> {
+    run_with(cli, &Catalog::zoo())
+}
+
+/// Runs the command line's command with the cells of `catalog`, writing to standard output.
+///
+/// # Errors
+///
+/// The command's [`Error`].
+pub fn run_with(cli: Cli, catalog: &Catalog) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     match cli.command {
-        Some(Command::Bench(args)) => bench::run(&args, &mut out)?,
-        Some(Command::Cells) => cells::write_all(&mut out, lstm::zoo::all())?,
+        Some(Command::Bench(args)) => bench::run(&args, catalog, &mut out)?,
+        Some(Command::Cells) => cells::write_all(&mut out, &catalog.specs())?,
         Some(Command::Convert(args)) => convert::run(&args, &mut out)?,
         Some(Command::Expand(args)) => expand::run(&args, &mut out)?,
-        Some(Command::Infer(args)) => infer::run(&args)?,
-        Some(Command::Predict(args)) => predict::run(&args)?,
-        Some(Command::Train(args)) => train::run(&args, &mut out)?,
-        None => train::run(&train::TrainArgs::defaults(), &mut out)?,
+        Some(Command::Infer(args)) => infer::run(&args, catalog)?,
+        Some(Command::Predict(args)) => predict::run(&args, catalog)?,
+        Some(Command::Train(args)) => train::run(&args, catalog, &mut out)?,
+        None => train::run(&train::TrainArgs::defaults(), catalog, &mut out)?,
     }
     out.flush()?;
     Ok(())

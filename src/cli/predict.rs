@@ -9,7 +9,9 @@ use lstm::checkpoint::Checkpoint;
 use lstm::io::{Tensor, write_npy};
 use lstm::ndarray::{Array2, Array3, ArrayD, Axis, concatenate};
 use lstm::train::{BEST_FILE, Dataset, Objective, SequenceModel, keys};
-use lstm::{Cell, CellVisitor, Error, Float, LstmConfig, visit_zoo_cell};
+use lstm::{Cell, CellVisitor, Error, Float, LstmConfig};
+
+use super::catalog::{Catalog, Precision};
 
 /// Options of `lstm predict`.
 #[derive(Clone, Debug, PartialEq, Args)]
@@ -38,7 +40,7 @@ pub struct PredictArgs {
 /// What reading the checkpoint or the data reports (naming the file and what is wrong),
 /// [`Error::InvalidValue`] naming `output` if it exists without `--overwrite`, or `x` if
 /// its features do not match the model's.
-pub fn run(args: &PredictArgs) -> Result<(), Error> {
+pub fn run(args: &PredictArgs, catalog: &Catalog) -> Result<(), Error> {
     if args.output.exists() && !args.overwrite {
         return Err(Error::invalid_value(
             "output",
@@ -50,8 +52,10 @@ pub fn run(args: &PredictArgs) -> Result<(), Error> {
     }
     let path = args.run.join(BEST_FILE);
     let predictions = match Checkpoint::<f32>::load(&path) {
-        Ok(checkpoint) => predict_with(&checkpoint, args)?,
-        Err(Error::DtypeMismatch { .. }) => predict_with(&Checkpoint::<f64>::load(&path)?, args)?,
+        Ok(checkpoint) => predict_with(&checkpoint, args, catalog)?,
+        Err(Error::DtypeMismatch { .. }) => {
+            predict_with(&Checkpoint::<f64>::load(&path)?, args, catalog)?
+        }
         Err(err) => return Err(err),
     };
     let temporary = temporary_beside(&args.output);
@@ -70,9 +74,16 @@ fn temporary_beside(path: &Path) -> PathBuf {
 }
 
 /// The predictions of the checkpoint's model.
-fn predict_with<F: Float>(checkpoint: &Checkpoint<F>, args: &PredictArgs) -> Result<Tensor, Error> {
+fn predict_with<F: Precision>(
+    checkpoint: &Checkpoint<F>,
+    args: &PredictArgs,
+    catalog: &Catalog,
+) -> Result<Tensor, Error> {
     let cell = metadata(checkpoint, keys::CELL)?;
-    visit_zoo_cell::<F, _>(&cell, Predict { checkpoint, args })?
+    catalog
+        .find(&cell)?
+        .jobs::<F>()
+        .predict(Predict { checkpoint, args })
 }
 
 /// A metadata entry of a data run's checkpoint.
@@ -93,7 +104,7 @@ fn number<F, T: std::str::FromStr>(checkpoint: &Checkpoint<F>, key: &str) -> Res
 }
 
 /// The prediction for the cell type chosen by the checkpoint.
-struct Predict<'a, F> {
+pub(crate) struct Predict<'a, F> {
     checkpoint: &'a Checkpoint<F>,
     args: &'a PredictArgs,
 }

@@ -10,8 +10,9 @@ use lstm::train::{
     PLOT_FILE, RunOptions, RunOutcome, Schedule, Start, Task, TrainConfig, TrainError,
     compare_runs, csv_windows, data_run, train_run,
 };
-use lstm::{Cell, CellVisitor, Float, Framework, visit_zoo_cell};
+use lstm::{Cell, CellVisitor, Float, Framework};
 
+use super::catalog::Catalog;
 use super::regularization::RegularizationArgs;
 
 /// Options of `lstm train`. Every option has a default, so `lstm train` alone trains the
@@ -320,9 +321,9 @@ impl TrainArgs {
 }
 
 /// Trains as `args` say and writes a summary of each run to `out`.
-pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
+pub fn run(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<(), super::Error> {
     if args.data.data.is_some() || args.data.csv.is_some() {
-        return run_data(args, out);
+        return run_data(args, catalog, out);
     }
     let config = args.config();
     let options = RunOptions {
@@ -332,11 +333,11 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
         show_progress: !args.quiet,
     };
     if args.compare.is_empty() {
-        let outcome = train_named(&args.cell, args.precision, &config, &options)?;
+        let outcome = train_named(catalog, &args.cell, args.precision, &config, &options)?;
         write_summary(out, &outcome, &options.out_dir)?;
     } else {
         let outcomes = compare_runs(&args.compare, &config, &options, |cell, cell_options| {
-            train_named(cell, args.precision, &config, cell_options)
+            train_named(catalog, cell, args.precision, &config, cell_options)
         })?;
         for outcome in &outcomes {
             write_summary(out, outcome, &options.out_dir.join(&outcome.metrics.cell))?;
@@ -354,7 +355,7 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
 }
 
 /// Trains on the data set of `--data` or `--csv` and writes a summary to `out`.
-fn run_data(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> {
+fn run_data(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<(), super::Error> {
     let options = RunOptions {
         out_dir: args.data_out_dir(),
         checkpoint_every: 0,
@@ -365,9 +366,10 @@ fn run_data(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> 
         args,
         options: &options,
     };
+    let cell = catalog.find(&args.cell)?;
     let metrics = match args.precision {
-        Precision::F32 => visit_zoo_cell::<f32, _>(&args.cell, visitor)?,
-        Precision::F64 => visit_zoo_cell::<f64, _>(&args.cell, visitor)?,
+        Precision::F32 => cell.jobs::<f32>().train_data(visitor),
+        Precision::F64 => cell.jobs::<f64>().train_data(visitor),
     }?;
     write!(
         out,
@@ -394,7 +396,7 @@ fn run_data(args: &TrainArgs, out: &mut impl Write) -> Result<(), super::Error> 
 }
 
 /// [`data_run`] for a cell type chosen by name.
-struct TrainData<'a> {
+pub(crate) struct TrainData<'a> {
     args: &'a TrainArgs,
     options: &'a RunOptions,
 }
@@ -418,22 +420,24 @@ impl<F: Float> CellVisitor<F> for TrainData<'_> {
     }
 }
 
-/// Trains the zoo cell called `cell` in `precision`.
+/// Trains the cell of `catalog` called `cell` in `precision`.
 fn train_named(
+    catalog: &Catalog,
     cell: &str,
     precision: Precision,
     config: &TrainConfig,
     options: &RunOptions,
 ) -> Result<RunOutcome, TrainError> {
     let visitor = TrainCell { config, options };
+    let cell = catalog.find(cell)?;
     match precision {
-        Precision::F32 => visit_zoo_cell::<f32, _>(cell, visitor)?,
-        Precision::F64 => visit_zoo_cell::<f64, _>(cell, visitor)?,
+        Precision::F32 => cell.jobs::<f32>().train_cell(visitor),
+        Precision::F64 => cell.jobs::<f64>().train_cell(visitor),
     }
 }
 
 /// [`train_run`] for a cell type chosen by name.
-struct TrainCell<'a> {
+pub(crate) struct TrainCell<'a> {
     config: &'a TrainConfig,
     options: &'a RunOptions,
 }
@@ -610,10 +614,8 @@ mod tests {
             start: Start::Fresh,
             show_progress: false,
         };
-        let err = train_named("gru", Precision::F32, &config, &options).unwrap_err();
-        assert!(
-            err.to_string().contains("no zoo cell is called `gru`"),
-            "{err}"
-        );
+        let err =
+            train_named(&Catalog::zoo(), "gru", Precision::F32, &config, &options).unwrap_err();
+        assert!(err.to_string().contains("no cell is called `gru`"), "{err}");
     }
 }

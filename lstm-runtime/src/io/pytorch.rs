@@ -8,6 +8,8 @@
 //! [`Parameters`]; [`cell_from_pytorch`] and [`cell_to_pytorch`] do it for one cell (one layer
 //! in one direction).
 
+use ndarray::{ArrayD, IxDyn};
+
 use super::tensor::{Tensor, TensorMap};
 use crate::cell::{Cell, CellDims, CellSpec};
 use crate::direction::Direction;
@@ -203,11 +205,7 @@ pub fn load_parameters<F: Float>(model: &mut impl Parameters<F>, map: &TensorMap
     let shapes = model.parameter_shapes();
     let mut values = Vec::with_capacity(shapes.len());
     for (name, shape) in &shapes {
-        let tensor = map.require(name)?;
-        if tensor.shape() != shape.as_slice() {
-            return Err(Error::shape_mismatch(name.clone(), shape, tensor.shape()));
-        }
-        values.push(tensor.to_float::<F>(name)?);
+        values.push(fitted::<F>(name, map.require(name)?, shape)?);
     }
     if let Some(extra) = map
         .names()
@@ -227,6 +225,24 @@ pub fn load_parameters<F: Float>(model: &mut impl Parameters<F>, map: &TensorMap
         }
     });
     Ok(())
+}
+
+/// The values of the tensor `key` for a parameter of shape `expected`, converted to `F`. A
+/// `Scalar` parameter (`[1]`) also takes a 0-d tensor, as PyTorch saves
+/// `nn.Parameter(torch.tensor(1.5))`.
+fn fitted<F: Float>(key: &str, tensor: &Tensor, expected: &[usize]) -> Result<ArrayD<F>> {
+    let scalar = tensor.shape().is_empty() && expected == [1];
+    if tensor.shape() != expected && !scalar {
+        return Err(Error::shape_mismatch(key, expected, tensor.shape()));
+    }
+    let values = tensor.to_float::<F>(key)?;
+    if scalar {
+        // One value either way.
+        return Ok(values
+            .into_shape_with_order(IxDyn(&[1]))
+            .expect("a 0-d array holds one value"));
+    }
+    Ok(values)
 }
 
 /// The cell of `layer` in `direction`, from PyTorch-named weights:
@@ -254,13 +270,9 @@ pub fn cell_from_pytorch<C: Cell>(
     let mut loaded = Ok(());
     cell.visit_mut(&mut |param, mut target| {
         let key = ParamName::new(param, layer, direction).to_string();
-        let values = map.require(&key).and_then(|tensor| {
-            if tensor.shape() == target.shape() {
-                tensor.to_float::<C::Elem>(&key)
-            } else {
-                Err(Error::shape_mismatch(&key, target.shape(), tensor.shape()))
-            }
-        });
+        let values = map
+            .require(&key)
+            .and_then(|tensor| fitted::<C::Elem>(&key, tensor, target.shape()));
         match values {
             Ok(values) if loaded.is_ok() => target.assign(&values),
             Ok(_) => {}
