@@ -841,6 +841,81 @@ def pytorch_cell_case(root):
     )
 
 
+def keras_file_models(build):
+    """The model `build(floatx)` makes, in float32 with random weights (what a user saves),
+    and its float64 twin holding the same values: Keras' own f64 run of the saved file."""
+    keras.backend.clear_session()
+    keras.config.set_floatx("float32")
+    model = build()
+    rng = np.random.default_rng(108)
+    for weight in model.weights:
+        weight.assign(rng.uniform(-0.6, 0.6, weight.shape).astype(np.float32))
+    keras.backend.clear_session()
+    keras.config.set_floatx("float64")
+    twin = build()
+    twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
+    keras.config.set_floatx("float32")
+    return model, twin
+
+
+def keras_paths_writer(model):
+    """The same weights under their Keras 3 paths in an `.npz` (`{w.path: w.numpy()}`), what
+    `tests/keras_files.rs` checks the HDF5 reading against, value for value."""
+    return npz_writer({w.path: to_numpy(w.value) for w in model.weights})
+
+
+def keras_archive_case(root):
+    """Keras 3's `.keras` file (`model.save`) of a functional model around one `LSTM` that
+    returns its sequence and final states; weights stored as Keras keeps them, f32, in
+    `model.weights.h5` inside the zip (`layers/lstm/cell/vars/0`, …)."""
+    def build():
+        inputs = keras.Input((SEQ_LEN, SEED_INPUT))
+        y, h, c = keras.layers.LSTM(SEED_HIDDEN, return_sequences=True, return_state=True)(inputs)
+        return keras.Model(inputs, [y, h, c])
+
+    model, twin = keras_file_models(build)
+    x = np.random.default_rng(109).standard_normal((SEED_BATCH, SEQ_LEN, SEED_INPUT))
+    y, h_n, c_n = (to_numpy(out) for out in twin(keras.ops.convert_to_tensor(x)))
+    convert_case(
+        root, "keras_lstm_archive",
+        "Keras 3 .keras file (model.save) of an LSTM, f32 weights in model.weights.h5; Keras' f64 run",
+        {"model.keras": model.save, "keras_paths.npz": keras_paths_writer(model)},
+        ["model.keras", "lstm.safetensors", "--from", "keras"],
+        ["--batch-first"],
+        x, y, h_n[None], c_n[None],
+    )
+
+
+def keras_weights_h5_case(root):
+    """Keras 3's `.weights.h5` (`model.save_weights`) of two stacked `Bidirectional(LSTM)`s:
+    `layers/bidirectional{,_1}/{forward,backward}_layer/cell/vars/…`.
+    Every layer's final states are outputs of the model, in PyTorch's order (layer 0
+    forward, layer 0 backward, layer 1 forward, …)."""
+    def build():
+        inputs = keras.Input((SEQ_LEN, SEED_INPUT))
+        y, *first = keras.layers.Bidirectional(
+            keras.layers.LSTM(SEED_HIDDEN, return_sequences=True, return_state=True))(inputs)
+        y, *second = keras.layers.Bidirectional(
+            keras.layers.LSTM(SEED_HIDDEN, return_sequences=True, return_state=True))(y)
+        # Bidirectional returns [y, h_fw, c_fw, h_bw, c_bw].
+        hs = [first[0], first[2], second[0], second[2]]
+        cs = [first[1], first[3], second[1], second[3]]
+        return keras.Model(inputs, [y, *hs, *cs])
+
+    model, twin = keras_file_models(build)
+    x = np.random.default_rng(110).standard_normal((SEED_BATCH, SEQ_LEN, SEED_INPUT))
+    outputs = [to_numpy(out) for out in twin(keras.ops.convert_to_tensor(x))]
+    y, hs, cs = outputs[0], outputs[1:5], outputs[5:9]
+    convert_case(
+        root, "keras_bidirectional_weights_h5",
+        "Keras 3 .weights.h5 (model.save_weights) of two stacked Bidirectional(LSTM), f32; Keras' f64 run",
+        {"model.weights.h5": model.save_weights, "keras_paths.npz": keras_paths_writer(model)},
+        ["model.weights.h5", "lstm.safetensors", "--from", "keras"],
+        ["--batch-first"],
+        x, y, np.stack(hs), np.stack(cs),
+    )
+
+
 def convert_cases(root):
     seed_000_case(root)
     seed_003_case(root)
@@ -848,6 +923,8 @@ def convert_cases(root):
     tf1_case(root)
     flax_case(root)
     pytorch_cell_case(root)
+    keras_archive_case(root)
+    keras_weights_h5_case(root)
 
 # Masks with holes: a row with a gap in the middle, a row masked at the end, a full row.
 MASK = [

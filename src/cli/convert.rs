@@ -20,7 +20,8 @@ use lstm::{Error, Result};
 pub enum From {
     /// An `nn.LSTM` or `nn.LSTMCell` `state_dict` (`--prefix` for a submodule's keys).
     Pytorch,
-    /// Keras 3 weight paths or Keras 2 `:0` names (`.npz`, `.safetensors`).
+    /// Keras 3's `.keras` and `.weights.h5` files, or Keras 3 weight paths or Keras 2 `:0`
+    /// names (`.npz`, `.safetensors`).
     Keras,
     /// Flax `OptimizedLSTMCell` parameters, flattened with `/`.
     Flax,
@@ -42,7 +43,8 @@ pub enum To {
 /// The flags of `lstm convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The weights to convert: `.safetensors`, or `.npz` by extension.
+    /// The weights to convert: `.safetensors`, or by extension `.npz`, HDF5 (`.h5`,
+    /// `.weights.h5`) or a Keras 3 `.keras` archive.
     #[arg(value_name = "IN")]
     pub input: PathBuf,
     /// Where to write: `.safetensors`, or `.npz` by extension.

@@ -24,8 +24,9 @@ use lstm::LstmConfig;
 /// The flags of `lstm infer`.
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// Weights (safetensors, or `.npz`) under PyTorch's `nn.LSTM` names or Keras' weight
-    /// paths; layers, directions, bias and projection are read off them.
+    /// Weights (safetensors, `.npz`) under PyTorch's `nn.LSTM` names or Keras' weight paths,
+    /// or Keras 3's `.keras` or `.weights.h5`; layers, directions, bias and projection are
+    /// read off them.
     #[arg(long, value_name = "W.safetensors")]
     pub weights: PathBuf,
     /// Input, f32 or f64 `.npy`: `(T, B, I)`, or `(B, T, I)` with `--batch-first`.

@@ -1,7 +1,8 @@
-//! Weights and arrays in and out: the file formats (safetensors, numpy `.npy` and `.npz`),
-//! the two layouts trained models arrive in (PyTorch's `nn.LSTM` `state_dict`, Keras 3's
-//! `LSTM`/`Bidirectional` weights), and training checkpoints (`checkpoint.rs`, safetensors
-//! with the optimizer's state and the run's metadata).
+//! Weights and arrays in and out: the file formats (safetensors, numpy `.npy` and `.npz`;
+//! HDF5 and Keras 3's `.keras` archives, read only), the two layouts trained models arrive
+//! in (PyTorch's `nn.LSTM` `state_dict`, Keras 3's `LSTM`/`Bidirectional` weights), and
+//! training checkpoints (`checkpoint.rs`, safetensors with the optimizer's state and the
+//! run's metadata).
 //!
 //! Everything meets in [`TensorMap`], named [`Tensor`]s of any element type. A file is read
 //! into one, converted between layouts if it is Keras' ([`keras_to_pytorch`]), and loaded
@@ -14,7 +15,9 @@
 
 mod atomic;
 pub mod checkpoint;
+mod hdf5;
 mod keras;
+mod keras_archive;
 mod layer;
 pub mod layout;
 mod npy;
@@ -22,6 +25,7 @@ mod pytorch;
 mod safetensors;
 mod tensor;
 mod weights_file;
+mod zip_member;
 
 pub use atomic::{is_temporary, write_atomically, write_atomically_with};
 pub use keras::{keras_layer_names, keras_to_pytorch, keras_to_pytorch_ordered, pytorch_to_keras};

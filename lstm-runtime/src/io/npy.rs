@@ -8,10 +8,10 @@
 //! header describes, [`check_npy_claims`] checks the header's length and the array's byte
 //! count against the bytes that follow, so a 460-byte file claiming 30 GB is a format error
 //! naming the shape, not an abort. `.npz` members are read through the `zip` crate one at a
-//! time, each at most its declared size, which must itself be allocatable.
+//! time, each bounded by [`read_member`].
 
 use std::fs::File;
-use std::io::{BufWriter, Cursor, Read};
+use std::io::{BufWriter, Cursor};
 use std::path::Path;
 
 use ndarray::ArrayD;
@@ -19,14 +19,12 @@ use ndarray_npy::npy::header::Header;
 use ndarray_npy::{NpzWriter, ReadNpyError, ReadNpyExt, ReadableElement, WriteNpyExt};
 
 use super::tensor::{Tensor, TensorMap, dtype_mismatch};
+use super::zip_member::read_member;
 use crate::error::{Error, Result};
 
 /// What [`Error::Format`] calls `.npy` files.
 const NPY: &str = "npy file";
 /// What [`Error::Format`] calls `.npz` files.
-/// The largest ratio of inflated to compressed size deflate can reach.
-const MAX_DEFLATE_RATIO: u64 = 1032;
-
 const NPZ: &str = "npz archive";
 /// The element types reading accepts, for messages.
 const ACCEPTED: &str = "f32, f64, i32, i64 or bool";
@@ -250,32 +248,7 @@ impl TensorMap {
                 .strip_suffix(".npy")
                 .unwrap_or(&member_name)
                 .to_string();
-            let declared = member.size();
-            // What the member's compressed bytes can hold at most (deflate's largest ratio is
-            // 1032:1): a larger claim is a lie, refused before anything is reserved for it.
-            let compressed = member.compressed_size();
-            let most = compressed
-                .saturating_mul(MAX_DEFLATE_RATIO)
-                .saturating_add(1024);
-            if declared > most {
-                return Err(format_error(format!(
-                    "member `{member_name}` claims {declared} bytes from {compressed} compressed \
-                     bytes, more than they can hold"
-                )));
-            }
-            crate::alloc::check_allocation(
-                &format!("member `{member_name}` of `{path}`"),
-                u128::from(declared),
-                1,
-            )?;
-            // Grown as data arrives, never past the declared size: a lying size costs nothing
-            // and a member that inflates further is cut off, then rejected below.
-            let mut npy = Vec::new();
-            member
-                .by_ref()
-                .take(declared)
-                .read_to_end(&mut npy)
-                .map_err(|err| format_error(format!("member `{member_name}`: {err}")))?;
+            let npy = read_member(&mut member, path, NPZ)?;
             drop(member);
             let tensor = npy_from_bytes(&npy, &name, path, NPZ)?;
             map.insert(name, tensor);

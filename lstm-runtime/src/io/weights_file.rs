@@ -1,7 +1,8 @@
-//! Weights files chosen by extension: safetensors and numpy `.npz`, read into a [`TensorMap`]
-//! under the names the file gives its tensors. Keras' own HDF5 files (`.weights.h5`, Keras
-//! 2's `.h5`, `.keras` archives) are recognised and refused with a message saying so, until
-//! a reader for them lands. Which layout the names follow is the business of
+//! Weights files chosen by extension: safetensors, numpy `.npz`, HDF5 (Keras 3's
+//! `.weights.h5`) and Keras 3's `.keras` archives, read into a [`TensorMap`] under the names
+//! the file gives its tensors (an HDF5 dataset's path, `layers/lstm/cell/vars/0`). Each
+//! format has one codec (`safetensors.rs`, `npy.rs`, `hdf5.rs`, `keras_archive.rs`) and
+//! this module only dispatches to it. Which layout the names follow is the business of
 //! [`super::layout`].
 
 use std::path::Path;
@@ -40,18 +41,15 @@ impl WeightsFormat {
 /// # Errors
 ///
 /// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is not a valid file of
-/// its format or a Keras HDF5 file (not read yet), [`Error::DtypeMismatch`] naming a tensor
-/// of an unsupported element type.
+/// its format, [`Error::DtypeMismatch`] naming a tensor of an unsupported element type,
+/// [`Error::Allocation`] for a size the file claims that cannot be allocated.
 pub fn read_weights(path: impl AsRef<Path>) -> Result<TensorMap> {
     let path = path.as_ref();
     match WeightsFormat::of(path) {
         WeightsFormat::Safetensors => TensorMap::read_safetensors(path),
         WeightsFormat::Npz => TensorMap::read_npz(path),
-        WeightsFormat::KerasHdf5 | WeightsFormat::KerasArchive => Err(Error::Format {
-            path: path.display().to_string(),
-            format: "weights file".into(),
-            reason: "Keras HDF5 files are not supported yet".into(),
-        }),
+        WeightsFormat::KerasHdf5 => TensorMap::read_hdf5(path),
+        WeightsFormat::KerasArchive => TensorMap::read_keras_archive(path),
     }
 }
 

@@ -2,7 +2,8 @@
 //! layout, which every loader of the crate reads ([`lstm_from_pytorch`](crate::io::lstm_from_pytorch)).
 //!
 //! A [`SourceLayout`] says how a file is laid out: a framework's own names (PyTorch's
-//! `state_dict` with an optional prefix, Keras 3 or Keras 2 weight paths, Flax's LSTM cells)
+//! `state_dict` with an optional prefix, Keras 3 or Keras 2 weight paths or the variables of
+//! Keras 3's `.keras` and `.weights.h5` files, Flax's LSTM cells)
 //! or one of the two generic layouts of hand-written cells ([`Combined`], [`PerGate`]), where
 //! the user names the keys, the gate order, the column order and the orientation.
 //! [`SourceLayout::to_pytorch`] maps the tensors; `lstm convert` is this plus reading and
@@ -11,12 +12,14 @@
 mod flax;
 mod gates;
 mod generic;
+mod keras_saved;
 mod names;
 
 pub use flax::flax_to_pytorch;
 pub use gates::{Columns, GateOrder};
 pub use generic::{Combined, PerGate};
-pub use names::{pytorch_or_keras, pytorch_state_dict, strip_keras2_suffixes};
+pub use keras_saved::{CELL_VARIABLES, is_keras_saved_variable, keras_saved_variables};
+pub use names::{keras_weight_paths, pytorch_or_keras, pytorch_state_dict, strip_keras2_suffixes};
 
 use crate::error::Result;
 use crate::io::keras::keras_to_pytorch;
@@ -31,7 +34,8 @@ pub enum SourceLayout {
         /// The submodule's key prefix, with or without the final `.`.
         prefix: Option<String>,
     },
-    /// Keras weight paths (Keras 3's `lstm/lstm_cell/kernel`, Keras 2's with `:0`).
+    /// Keras weight paths (Keras 3's `lstm/lstm_cell/kernel`, Keras 2's with `:0`), or the
+    /// variables of Keras 3's own files (`layers/lstm/cell/vars/0`, [`keras_saved_variables`]).
     Keras,
     /// Flax `OptimizedLSTMCell`/`LSTMCell` parameters, flattened with `/`.
     Flax,
@@ -52,7 +56,7 @@ impl SourceLayout {
     pub fn to_pytorch(&self, map: &TensorMap) -> Result<TensorMap> {
         match self {
             SourceLayout::Pytorch { prefix } => pytorch_state_dict(map, prefix.as_deref()),
-            SourceLayout::Keras => keras_to_pytorch(&strip_keras2_suffixes(map)),
+            SourceLayout::Keras => keras_to_pytorch(&keras_weight_paths(map)?),
             SourceLayout::Flax => flax_to_pytorch(map),
             SourceLayout::Combined(layout) => layout.to_pytorch(map),
             SourceLayout::PerGate(layout) => layout.to_pytorch(map),

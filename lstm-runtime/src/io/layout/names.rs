@@ -1,7 +1,8 @@
 //! Framework key names that are not yet the ones [`lstm_from_pytorch`](crate::io::lstm_from_pytorch)
 //! and [`keras_to_pytorch`] read: a whole model's `state_dict` (`encoder.lstm.weight_ih_l0`,
-//! chosen with a prefix), `nn.LSTMCell`'s keys without a layer (`weight_ih`), and Keras 2's
-//! variable names (`lstm/lstm_cell/kernel:0`).
+//! chosen with a prefix), `nn.LSTMCell`'s keys without a layer (`weight_ih`), Keras 2's
+//! variable names (`lstm/lstm_cell/kernel:0`) and Keras 3's saved variables
+//! (`layers/lstm/cell/vars/0`, renamed in `keras_saved.rs`).
 //!
 //! Also where a file of unknown layout is told apart ([`pytorch_or_keras`]): by its names, so
 //! that one stray tensor (`num_batches_tracked`) is reported by name instead of switching the
@@ -9,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::keras::keras_to_pytorch;
+use crate::io::layout::keras_saved::keras_saved_variables;
 use crate::io::tensor::TensorMap;
 use crate::params::name::ParamName;
 
@@ -117,6 +119,18 @@ pub fn strip_keras2_suffixes(map: &TensorMap) -> TensorMap {
     out
 }
 
+/// Keras weights under the paths [`keras_to_pytorch`] reads, whichever way the file named
+/// them: Keras 3 weight paths as they are, Keras 2's `:0` suffixes taken off
+/// ([`strip_keras2_suffixes`]), the variables of Keras 3's own files renamed
+/// ([`keras_saved_variables`]).
+///
+/// # Errors
+///
+/// As [`keras_saved_variables`].
+pub fn keras_weight_paths(map: &TensorMap) -> Result<TensorMap> {
+    keras_saved_variables(&strip_keras2_suffixes(map))
+}
+
 /// Whether `key` is a Keras weight path or name (`lstm/lstm_cell/kernel`, `kernel:0`, a bare
 /// `kernel`), as opposed to a PyTorch key.
 fn is_keras_key(key: &str) -> bool {
@@ -148,7 +162,7 @@ pub fn pytorch_or_keras(map: &TensorMap) -> Result<TensorMap> {
             .into(),
         });
     }
-    keras_to_pytorch(&strip_keras2_suffixes(map))
+    keras_to_pytorch(&keras_weight_paths(map)?)
 }
 
 #[cfg(test)]
