@@ -181,7 +181,7 @@ pub fn data_run<C: Cell>(
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish();
-    let epochs_run = fitted.epochs.len() as u64 - resumed_epochs;
+    let epochs_run = (fitted.epochs.len() as u64).saturating_sub(resumed_epochs);
     let best = &fitted.epochs[fitted.best_epoch - 1];
     let last = fitted.epochs.last().unwrap_or(best);
     let metrics = DataMetrics {
