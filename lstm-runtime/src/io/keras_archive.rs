@@ -57,7 +57,7 @@ impl TensorMap {
         let mut member = archive
             .by_index(index)
             .map_err(|err| format_error(err.to_string()))?;
-        let weights = read_member(&mut member, path, KERAS_ARCHIVE)?;
+        let weights = read_member(&mut member, path, KERAS_ARCHIVE, bytes.len() as u64)?;
         drop(member);
         let member_path = format!("{path}:{WEIGHTS_MEMBER}");
         let mut map = Self::from_hdf5_bytes(weights, &member_path)?;

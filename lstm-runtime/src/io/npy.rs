@@ -248,7 +248,7 @@ impl TensorMap {
                 .strip_suffix(".npy")
                 .unwrap_or(&member_name)
                 .to_string();
-            let npy = read_member(&mut member, path, NPZ)?;
+            let npy = read_member(&mut member, path, NPZ, bytes.len() as u64)?;
             drop(member);
             let tensor = npy_from_bytes(&npy, &name, path, NPZ)?;
             map.insert(name, tensor);
@@ -300,5 +300,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("x.npy") && err.contains("4244766720"), "{err}");
+    }
+
+    #[test]
+    fn a_member_claiming_more_compressed_bytes_than_the_archive_holds_is_refused() {
+        // Found by `cargo fuzz run npz`: a stored member claiming a 1.9 GB compressed size.
+        let bytes = include_bytes!("../../../fuzz/found/npz-oom-probe-1936024615.npz");
+        let message = TensorMap::from_npz_bytes(bytes, "probe.npz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("compressed bytes in an archive of"),
+            "{message}"
+        );
     }
 }

@@ -19,12 +19,14 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 ///
 /// # Errors
 ///
-/// [`Error::Format`] if the member declares more bytes than its compressed bytes can hold or
+/// [`Error::Format`] if the member declares more compressed bytes than the archive's
+/// `archive_len` holds, more bytes than its compressed bytes can hold, or
 /// cannot be inflated; [`Error::Allocation`] if its declared size cannot be allocated.
 pub(crate) fn read_member<R: Read>(
     member: &mut zip::read::ZipFile<'_, R>,
     path: &str,
     format: &str,
+    archive_len: u64,
 ) -> Result<Vec<u8>> {
     let member_name = member.name().to_string();
     let format_error = |reason: String| Error::Format {
@@ -36,6 +38,12 @@ pub(crate) fn read_member<R: Read>(
     // What the member's compressed bytes can hold at most: a larger claim is a lie, refused
     // before anything is reserved for it.
     let compressed = member.compressed_size();
+    if compressed > archive_len {
+        return Err(format_error(format!(
+            "member `{member_name}` claims {compressed} compressed bytes in an archive of \
+             {archive_len} bytes"
+        )));
+    }
     let most = compressed
         .saturating_mul(MAX_DEFLATE_RATIO)
         .saturating_add(1024);
