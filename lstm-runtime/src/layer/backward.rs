@@ -52,6 +52,9 @@ impl<C: Cell> Lstm<C> {
     ) -> Result<LstmGradients<C::Elem>> {
         self.check_tape(&tape)?;
         let (seq_len, batch) = (tape.seq_len, tape.batch);
+        if let Some((at, halves)) = tape.halves.take() {
+            return self.backward_by_rows((seq_len, batch, at), *halves, grad);
+        }
         let directions = self.config.num_directions();
         let states = self.config.num_layers * directions;
         let width = self.config.output_size();
@@ -66,7 +69,8 @@ impl<C: Cell> Lstm<C> {
         let mut d_input = None;
         for layer in (0..self.config.num_layers).rev() {
             let layer_tape = &mut tape.layers[layer];
-            let mut d_layer_input = Array2::zeros(layer_tape.input.raw_dim());
+            let features = layer_tape.input.len_of(Axis(2));
+            let mut d_layer_input = Array2::zeros((seq_len * batch, features));
             for (direction, d_output) in Direction::BOTH.into_iter().zip(&d_directions) {
                 let index = layer * directions + direction.index();
                 let pass = self.pass(
@@ -113,7 +117,6 @@ impl<C: Cell> Lstm<C> {
                 h0.index_axis_mut(Axis(0), index).assign(&grads.h0);
                 c0.index_axis_mut(Axis(0), index).assign(&grads.c0);
             }
-            let features = d_layer_input.ncols();
             let mut d_layer_input = d_layer_input
                 .into_shape_with_order((seq_len, batch, features))
                 // (seq_len · batch, features) elements in standard layout: infallible.
@@ -243,13 +246,32 @@ impl<C: Cell> Lstm<C> {
     /// Checks that `tape` was recorded by a layer of this one's shape: backward slices it by
     /// this layer's sizes.
     fn check_tape(&self, tape: &Tape<'_, C::Elem>) -> Result<()> {
+        if let Some((at, halves)) = &tape.halves {
+            let [first, second] = &**halves;
+            let fits = first.seq_len == tape.seq_len
+                && second.seq_len == tape.seq_len
+                && first.batch == *at
+                && first.batch + second.batch == tape.batch;
+            if !fits {
+                return Err(Error::Config {
+                    option: "tape".into(),
+                    reason: "its two halves do not make up the recorded call".into(),
+                });
+            }
+            return halves.iter().try_for_each(|half| self.check_tape(half));
+        }
         let directions = self.config.num_directions();
         let rows = tape.seq_len * tape.batch;
         let hidden = self.config.hidden_size;
         let projected_rows = if self.config.proj_size > 0 { rows } else { 0 };
         let zoned_rows = if self.config.zoneout_c > 0.0 { rows } else { 0 };
         let fits = |layer: usize, layer_tape: &LayerTape<'_, C::Elem>| {
-            layer_tape.input.dim() == (rows, self.config.layer_input_size(layer))
+            layer_tape.input.dim()
+                == (
+                    tape.seq_len,
+                    tape.batch,
+                    self.config.layer_input_size(layer),
+                )
                 && layer_tape.directions.len() == directions
                 && layer_tape.directions.iter().all(|d| {
                     d.seq_len == tape.seq_len

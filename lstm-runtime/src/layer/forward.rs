@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use ndarray::{Array3, ArrayView, Axis, CowArray, Dimension, Ix3, s};
 
+use super::batch_split::both;
 use super::bidirectional::{MergeMode, merge};
 use super::call::{Call, LstmOutput, Output};
 use super::dropout::Dropout;
@@ -27,11 +28,11 @@ use crate::recurrence::mask::Validity;
 use crate::recurrence::pass::chunk_steps;
 
 /// What the layers produce, time-major, before the config shapes it into an [`LstmOutput`].
-struct Produced<F> {
-    output: Output<F>,
-    output_reverse: Option<Output<F>>,
-    h_n: Array3<F>,
-    c_n: Array3<F>,
+pub(super) struct Produced<F> {
+    pub(super) output: Output<F>,
+    pub(super) output_reverse: Option<Output<F>>,
+    pub(super) h_n: Array3<F>,
+    pub(super) c_n: Array3<F>,
 }
 
 /// A layer's merged output, and the reverse direction's apart under [`MergeMode::None`].
@@ -89,6 +90,34 @@ impl<C: Cell> Lstm<C> {
         let prepared = self.prepare(input, &call)?;
         let (seq_len, batch, _) = prepared.input.dim();
         Self::check_training_memory(&self.config, seq_len, batch)?;
+        let (produced, tape) = match self.split_point(&prepared) {
+            Some(at) => {
+                let [first, second] = prepared.halves(at);
+                let (first, second) = both(|| self.record(first), || self.record(second));
+                let ((first, first_tape), (second, second_tape)) = (first?, second?);
+                let tape = Tape {
+                    seq_len,
+                    batch,
+                    validity: Validity::All,
+                    layers: Vec::new(),
+                    constants: None,
+                    mode: prepared.mode,
+                    masks: None,
+                    halves: Some((at, Box::new([first_tape, second_tape]))),
+                };
+                (Produced::join(first, second), tape)
+            }
+            None => self.record(prepared)?,
+        };
+        Ok((self.finish(produced), tape))
+    }
+
+    /// The training pass of one prepared call (or of half of its rows), and its tape.
+    fn record<'i>(
+        &self,
+        prepared: Prepared<'i, '_, C::Elem>,
+    ) -> Result<(Produced<C::Elem>, Tape<'i, C::Elem>)> {
+        let (seq_len, batch, _) = prepared.input.dim();
         let mut layers = Vec::new();
         let produced = self.run_layers(&prepared, Record::Tape(&mut layers))?;
         let tape = Tape {
@@ -99,8 +128,9 @@ impl<C: Cell> Lstm<C> {
             constants: prepared.constants.map(|c| c.to_owned()),
             mode: prepared.mode,
             masks: prepared.masks.map(Cow::into_owned),
+            halves: None,
         };
-        Ok((self.finish(produced), tape))
+        Ok((produced, tape))
     }
 
     /// Inference through a unidirectional stack: every layer advances chunk by chunk, the
@@ -276,11 +306,8 @@ impl<C: Cell> Lstm<C> {
             };
             let (merged, output_reverse) = self.merge_outputs(outputs);
             if let Record::Tape(tape) = record.reborrow() {
-                let rows = (seq_len * batch, layer_input.len_of(Axis(2)));
-                // Standard layout, same element count: infallible.
-                let fits = "the layer input has seq_len · batch rows";
                 let input = match tape_borrows.filter(|_| layer == 0) {
-                    Some(caller) => CowArray::from(caller.into_shape_with_order(rows).expect(fits)),
+                    Some(caller) => CowArray::from(caller),
                     None => {
                         // The next layer reads the merged output, so the tape can take this
                         // input (moved: owned unless borrowed above).
@@ -289,12 +316,11 @@ impl<C: Cell> Lstm<C> {
                             CowArray::from(Array3::zeros((0, 0, 0))),
                         )
                         .into_owned();
-                        let input = if input.is_standard_layout() {
+                        CowArray::from(if input.is_standard_layout() {
                             input
                         } else {
                             input.as_standard_layout().into_owned()
-                        };
-                        CowArray::from(input.into_shape_with_order(rows).expect(fits))
+                        })
                     }
                 };
                 tape.push(LayerTape {

@@ -11,7 +11,8 @@
 //!   takes ([`Call`](call::Call)) and returns.
 //! - `prepare.rs`: a call checked and put in the shape the time loop reads; `forward.rs`: the
 //!   passes through the layers, inference and training; `tape.rs`: what training records;
-//!   `backward.rs`: backpropagation through the layers.
+//!   `backward.rs`: backpropagation through the layers; `batch_split.rs`: large training calls
+//!   run as two halves of the batch, one per core.
 //! - `bidirectional.rs`: merge modes; `dropout.rs`: dropout between layers; `init.rs`: the
 //!   projection's and the biases' initialisation; `initializers.rs`: Keras', Flax's and
 //!   PyTorch's weight initializers.
@@ -19,6 +20,7 @@
 //!   `gradcheck.rs`: finite-difference checks of any layer.
 
 mod backward;
+mod batch_split;
 pub(crate) mod bidirectional;
 pub(crate) mod call;
 pub(crate) mod config;

@@ -2,7 +2,7 @@
 //! records for backward: per layer its input and dropout mask, per (layer, direction) the
 //! time loop's own tape, and the call's validity, constants, mode and masks.
 
-use ndarray::{Array2, Array3, ArrayD, CowArray, Ix2};
+use ndarray::{Array2, Array3, ArrayD, CowArray, Ix3};
 
 use super::call::Mode;
 use crate::float::Float;
@@ -30,15 +30,18 @@ pub struct Tape<'i, F> {
     pub(super) mode: Mode,
     /// The masks of the regularisers inside the recurrence the call applied.
     pub(super) masks: Option<RecurrentMasks<F>>,
+    /// For a call that ran by rows (`batch_split.rs`), the row where it split and the tapes of
+    /// its two halves; the fields above then hold nothing but the call's size.
+    pub(super) halves: Option<(usize, Box<[Tape<'i, F>; 2]>)>,
 }
 
 /// One layer's part of a [`Tape`].
 #[derive(Clone, Debug)]
 pub(super) struct LayerTape<'i, F> {
-    /// The layer's input, time-major: `(seq_len · batch, input features)`. The first layer
-    /// borrows the caller's input when it is time-major in standard layout and has no
-    /// padding (which training zeroes in a copy).
-    pub(super) input: CowArray<'i, F, Ix2>,
+    /// The layer's input, time-major: `(seq_len, batch, input features)`. The first layer
+    /// borrows the caller's input (or its rows, for half of a split call) when it is
+    /// time-major and has no padding (which training zeroes in a copy).
+    pub(super) input: CowArray<'i, F, Ix3>,
     /// The dropout multipliers that made `input` from the layer below's output.
     pub(super) dropout: Option<Array3<F>>,
     /// Forward, then reverse.
@@ -100,7 +103,13 @@ impl<F: Float> Tape<'_, F> {
                     + len3(&m.zoneout_h)
             })
             .sum();
-        layers + masks
+        let halves: usize = self
+            .halves
+            .iter()
+            .flat_map(|(_, halves)| halves.iter())
+            .map(Tape::len)
+            .sum();
+        layers + masks + halves
     }
 
     /// Whether the tape stores nothing (an empty sequence or batch).

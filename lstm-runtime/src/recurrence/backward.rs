@@ -21,7 +21,7 @@
 //! part that reaches the cell's new state, `(1 − d) ⊙ g`, and the part carried straight to the
 //! previous state, `d ⊙ g`.
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, s};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Order, s};
 use num_traits::{One, Zero};
 
 use super::mask::InvalidOutput;
@@ -50,8 +50,8 @@ pub(crate) struct DirectionGradients<C: Cell> {
 
 /// What flows into one direction's backward pass besides its tape.
 pub(crate) struct Seeds<'a, F> {
-    /// The layer input the forward pass read: `(T · batch, input_size)`.
-    pub(crate) input: ArrayView2<'a, F>,
+    /// The layer input the forward pass read: `(T, batch, input_size)`, of any layout.
+    pub(crate) input: ArrayView3<'a, F>,
     /// `dL/d output` at every step by time, `(T, batch, recurrent_size)`; `None` when the
     /// outputs were not used (a last layer returning only its last output).
     pub(crate) d_output: Option<ArrayView3<'a, F>>,
@@ -350,14 +350,22 @@ impl<C: Cell> Pass<'_, C> {
             (false, true) => cache.slice_move(s![.., gate_rows..2 * gate_rows]),
             (false, false) => chunk.dzh.slice(s![..len, ..]),
         };
-        let input = seeds.input.slice(s![rows.clone(), ..]);
+        // `rows` are whole steps; half of a call split by rows reads its rows of the caller's
+        // input, whose steps are not contiguous: those are copied.
+        let (_, batch, features) = seeds.input.dim();
+        let steps = rows.start / batch.max(1)..rows.end / batch.max(1);
+        let steps = seeds.input.slice(s![steps, .., ..]);
+        let input = steps
+            .to_shape(((len, features), Order::RowMajor))
+            // `len` is the steps' rows: the same element count.
+            .expect("a chunk's steps hold its rows");
         let input = match self.reg.input {
             Some(mask) => {
                 let mut dropped = chunk.x_dropped.slice_mut(s![..len, ..]);
-                mask_rows(input, mask, dropped.view_mut(), |out, x| *out = x);
+                mask_rows(input.view(), mask, dropped.view_mut(), |out, x| *out = x);
                 chunk.x_dropped.slice(s![..len, ..])
             }
-            None => input,
+            None => input.view(),
         };
         let weights = grads.weights_mut();
         linalg::matmul_tn(one, dzx, input, one, weights.weight_ih.view_mut())?;

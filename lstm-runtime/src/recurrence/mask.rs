@@ -142,6 +142,15 @@ impl Validity {
         }
     }
 
+    /// The validity of batch rows `rows` alone.
+    pub(crate) fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        match self {
+            Validity::All => Validity::All,
+            Validity::Lengths(lengths) => Validity::Lengths(lengths[rows].to_vec()),
+            Validity::Mask(mask) => Validity::Mask(mask.slice(ndarray::s![rows, ..]).to_owned()),
+        }
+    }
+
     /// The step of `x` that lands at step `t` of row `row` when reversing: within the valid
     /// part under lengths (the rest stays where it is), across all steps otherwise.
     fn reversed_step(&self, t: usize, row: usize, seq_len: usize) -> usize {

@@ -12,7 +12,7 @@
 //! Dropout masks hold multipliers (`0`, or `1 / (1 − rate)` where kept); zoneout masks hold
 //! indicators (`1` where the unit keeps its previous value, else `0`).
 
-use ndarray::{Array2, Array3};
+use ndarray::{Array2, Array3, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -86,6 +86,31 @@ const STREAM_BASE: u64 = 1 << 32;
 const KINDS: u64 = 5;
 
 impl<F: Float> RecurrentMasks<F> {
+    /// The masks of batch rows `rows` alone; `weight_hh`'s, which no row owns, whole.
+    pub(crate) fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        let by_row = |mask: &Option<Array2<F>>| {
+            mask.as_ref()
+                .map(|mask| mask.slice(s![rows.clone(), ..]).to_owned())
+        };
+        let by_step = |mask: &Option<Array3<F>>| {
+            mask.as_ref()
+                .map(|mask| mask.slice(s![.., rows.clone(), ..]).to_owned())
+        };
+        RecurrentMasks {
+            directions: self
+                .directions
+                .iter()
+                .map(|masks| DirectionMasks {
+                    input: by_row(&masks.input),
+                    recurrent: by_row(&masks.recurrent),
+                    weight_hh: masks.weight_hh.clone(),
+                    zoneout_c: by_step(&masks.zoneout_c),
+                    zoneout_h: by_step(&masks.zoneout_h),
+                })
+                .collect(),
+        }
+    }
+
     /// Draws the masks of one call from the call's seed: one entry per (layer, direction),
     /// of `shapes`, each mask present exactly when its rate is above 0.
     pub(crate) fn draw(rates: &Rates, shapes: &[MaskShapes], call_seed: u64) -> Self {
