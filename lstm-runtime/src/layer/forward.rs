@@ -35,6 +35,9 @@ pub(super) struct Produced<F> {
     pub(super) c_n: Array3<F>,
 }
 
+/// A training pass's outputs and its tape.
+type Recorded<'i, F> = (Produced<F>, Tape<'i, F>);
+
 /// A layer's merged output, and the reverse direction's apart under [`MergeMode::None`].
 type Merged<F> = (Output<F>, Option<Output<F>>);
 
@@ -116,7 +119,7 @@ impl<C: Cell> Lstm<C> {
     fn record<'i>(
         &self,
         prepared: Prepared<'i, '_, C::Elem>,
-    ) -> Result<(Produced<C::Elem>, Tape<'i, C::Elem>)> {
+    ) -> Result<Recorded<'i, C::Elem>> {
         let (seq_len, batch, _) = prepared.input.dim();
         let mut layers = Vec::new();
         let produced = self.run_layers(&prepared, Record::Tape(&mut layers))?;
