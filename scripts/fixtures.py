@@ -8,6 +8,7 @@ Regenerate with the pinned versions of `scripts/requirements.txt`:
     python -m venv venv && venv/bin/pip install -r scripts/requirements.txt
     venv/bin/python scripts/fixtures.py              # every case
     venv/bin/python scripts/fixtures.py --convert    # the `convert/` cases only
+    venv/bin/python scripts/fixtures.py --only research   # the GRU and JANET cases only
 
 Keras runs on its torch backend (`KERAS_BACKEND=torch`, set below before Keras is imported),
 so one autograd computes the gradients of both frameworks' cases.
@@ -29,7 +30,8 @@ A case directory holds (see `write_case`):
   `return_sequences`); `h_n.npy`, `c_n.npy`: `(layers·dirs, B, ·)`.
 - `grad_output.npy` (shaped like `y`) and `grads.safetensors`: the gradient of
   `sum(y * grad_output)` with respect to every weight (PyTorch names), `input` (shaped like
-  `x`) and, when given, `h0` and `c0`.
+  `x`) and, when given, `h0` and `c0`. The `cell_gru*` cases come from `torch.nn.GRU`
+  itself: no `c0`, no `c_n` (a GRU has no cell state).
 
 Besides the cases, `functions/values.safetensors` holds the spec language's functions at a
 grid of points with their autograd derivatives (see `functions_case`); `--only functions`
@@ -72,12 +74,18 @@ CELL_PARAMS = {
     "cifg": {},
     "hard_sigmoid": {},
     "layer_norm": {"gamma_x": 4, "gamma_h": 4, "gamma_c": 1, "beta_c": 1},
+    "gru": {},
+    "janet": {},
 }
+
+# JANET's shift of the forget gate's pre-activation (van der Westhuizen & Lasenby 2018: 1).
+JANET_BETA = 1.0
 
 
 def gate_blocks(cell):
-    """Gate blocks of the cell's weights: CIFG has no input gate (f, g, o)."""
-    return 3 if cell == "cifg" else 4
+    """Gate blocks of the cell's weights: CIFG has no input gate (f, g, o); a GRU has r, z, n;
+    JANET f and g."""
+    return {"cifg": 3, "gru": 3, "janet": 2}.get(cell, 4)
 
 
 def layer_norm(values):
@@ -103,6 +111,12 @@ def cell_step(cell, p, x_t, h_prev, c_prev):
     if "bias_ih" in p:
         z = z + p["bias_ih"] + p["bias_hh"]
     sigmoid, tanh = torch.sigmoid, torch.tanh
+    if cell == "janet":
+        # The forget gate alone, shifted by beta; the cell state is the output.
+        z_f, z_g = z.chunk(2, dim=1)
+        f = sigmoid(z_f - JANET_BETA)
+        c = f * c_prev + (1.0 - f) * tanh(z_g)
+        return c, c
     if cell == "cifg":
         z_f, z_g, z_o = z.chunk(3, dim=1)
         f = sigmoid(z_f)
@@ -317,6 +331,80 @@ def pytorch_case(root, name, cell, seed, dtype="f64", lengths=None, initial_stat
         "grad_output": layout(grad_output),
     }
     write_case(root, name, meta, arrays, {k: to_numpy(v) for k, v in params.items()}, grads)
+
+
+def gru_case(root, name, seed, dtype="f64", lengths=None, initial_state=False, description="",
+             **overrides):
+    """`torch.nn.GRU` itself, its `state_dict` as the zoo's `gru` cell loads it (rows r, z, n in
+    the i, f, g blocks). A GRU has no cell state: `h0` alone, and no `c_n`."""
+    config = base_config(**overrides)
+    torch_dtype = TORCH_DTYPES[dtype]
+    generator = torch.Generator().manual_seed(seed)
+    params = torch_params("gru", config, INPUT_SIZE, HIDDEN_SIZE, torch_dtype, generator)
+    dirs = 2 if config["bidirectional"] else 1
+    states = config["num_layers"] * dirs
+    x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, generator=generator, dtype=torch.float64)
+    x = x.to(torch_dtype).requires_grad_()
+    if initial_state:
+        h0 = torch.randn(states, BATCH, HIDDEN_SIZE, generator=generator, dtype=torch.float64) * 0.5
+        h0 = h0.to(torch_dtype).requires_grad_()
+    else:
+        h0 = torch.zeros(states, BATCH, HIDDEN_SIZE, dtype=torch_dtype)
+    module = torch.nn.GRU(
+        INPUT_SIZE,
+        HIDDEN_SIZE,
+        num_layers=config["num_layers"],
+        bias=config["bias"],
+        bidirectional=config["bidirectional"],
+    ).to(torch_dtype)
+
+    def run(inputs):
+        return torch.func.functional_call(module, params, (inputs, h0))
+
+    if lengths is None:
+        y, h_n = run(x)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x, torch.tensor(lengths, dtype=torch.int64), enforce_sorted=False)
+        y, h_n = run(packed)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=SEQ_LEN)
+
+    grad_output = torch.randn(y.shape, generator=generator, dtype=torch.float64).to(torch_dtype)
+    wrt = dict(params)
+    wrt["input"] = x
+    if initial_state:
+        wrt["h0"] = h0
+    gradients = torch.autograd.grad((y * grad_output).sum(), list(wrt.values()))
+    grads = {key: to_numpy(g) for key, g in zip(wrt, gradients)}
+
+    layout = (lambda t: to_numpy(t).swapaxes(0, 1)) if config["batch_first"] else to_numpy
+    grads["input"] = grads["input"].swapaxes(0, 1) if config["batch_first"] else grads["input"]
+    meta = dict(config, cell="gru", dtype=dtype, semantics="pytorch", input_size=INPUT_SIZE,
+                hidden_size=HIDDEN_SIZE, description=description)
+    arrays = {
+        "x": layout(x),
+        "lengths": None if lengths is None else np.array(lengths, dtype=np.int64),
+        "h0": to_numpy(h0) if initial_state else None,
+        "y": layout(y),
+        "h_n": to_numpy(h_n),
+        "grad_output": layout(grad_output),
+    }
+    write_case(root, name, meta, arrays, {k: to_numpy(v) for k, v in params.items()}, grads)
+
+
+def research_cases(root):
+    """The cells beyond the LSTM: `torch.nn.GRU` itself (one layer, float32, two bidirectional
+    layers with lengths, `batch_first` and an initial state) and JANET by the reference loop."""
+    gru_case(root, "cell_gru", 35, description="torch.nn.GRU, one layer")
+    gru_case(root, "cell_gru_f32", 36, dtype="f32", lengths=[5, 2, 4],
+             description="torch.nn.GRU in float32 with lengths")
+    gru_case(root, "cell_gru_stacked_bidirectional", 37, num_layers=2, bidirectional=True,
+             lengths=[3, 5, 1], batch_first=True, initial_state=True,
+             description="torch.nn.GRU: two bidirectional layers, lengths, batch_first, h0")
+    pytorch_case(root, "cell_janet", "janet", 38, description="JANET (forget gate only, h = c), one layer")
+    pytorch_case(root, "cell_janet_stacked_bidirectional", "janet", 39, num_layers=2,
+                 bidirectional=True, lengths=[4, 1, 5], initial_state=True,
+                 description="JANET: two bidirectional layers, lengths, initial states")
 
 
 def keras_lstm(units, config, recurrent_activation="sigmoid", unit_forget_bias=True):
@@ -995,13 +1083,18 @@ def main():
     if only == "functions":
         functions_case(root)
         return
+    if only == "research":
+        for stale in [*root.glob("cell_gru*"), *root.glob("cell_janet*")]:
+            shutil.rmtree(stale)
+        research_cases(root)
+        return
     if only == "convert":
         if (root / "convert").exists():
             shutil.rmtree(root / "convert")
         convert_cases(root)
         return
     if only is not None:
-        sys.exit(f"unknown group {only}; expected functions or convert")
+        sys.exit(f"unknown group {only}; expected functions, research or convert")
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -1038,6 +1131,7 @@ def main():
     pytorch_case(root, "cell_layer_norm", "layer_norm", 33, description="haste LayerNormLSTM, one layer")
     pytorch_case(root, "cell_layer_norm_bidirectional", "layer_norm", 34, bidirectional=True,
                  lengths=[5, 3, 4], description="haste LayerNormLSTM, bidirectional with lengths")
+    research_cases(root)
 
     # Keras semantics: Keras 3 itself.
     keras_case(root, "keras_lstm", 40, description="LSTM(return_sequences=True, return_state=True)")

@@ -74,8 +74,6 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
         &y,
         Path::new("--h-n"),
         &h_n,
-        Path::new("--c-n"),
-        &c_n,
         Path::new("--grad-output"),
         &grad_output,
         Path::new("--grads"),
@@ -95,6 +93,12 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
         args.push(Path::new(flag));
         args.push(path);
     }
+    // A cell without a cell state (a GRU) has no `c_n` to write.
+    let has_c = fixture.has("c_n.npy");
+    if has_c {
+        args.push(Path::new("--c-n"));
+        args.push(&c_n);
+    }
     args.extend(extra.iter().map(Path::new));
     let run = lstm(&args);
     assert!(
@@ -104,7 +108,8 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
     );
 
     let tolerance = fixture.tolerance();
-    for (stem, path) in [("y", &y), ("h_n", &h_n), ("c_n", &c_n)] {
+    let states = [("y", &y), ("h_n", &h_n), ("c_n", &c_n)];
+    for (stem, path) in &states[..if has_c { 3 } else { 2 }] {
         let written = read_npy(path).unwrap();
         let expected = fixture.tensor(stem).unwrap();
         assert_eq!(
@@ -174,6 +179,68 @@ fn custom_cells_by_name() {
 }
 
 #[test]
+fn gru_is_torch_nn_gru_with_h0_alone() {
+    for (case, extra) in [
+        ("cell_gru_f32", &[][..]),
+        ("cell_gru_stacked_bidirectional", &["--batch-first"][..]),
+    ] {
+        let weights = Fixture::load(case).path("weights.safetensors");
+        infer_matches_fixture(case, "gru", &weights, extra);
+    }
+}
+
+#[test]
+fn state_flags_follow_the_cell() {
+    let fixture = Fixture::load("cell_gru_stacked_bidirectional");
+    let scratch = Scratch::new("state-flags");
+    let (weights, x, h0) = (
+        fixture.path("weights.safetensors"),
+        fixture.path("x.npy"),
+        fixture.path("h0.npy"),
+    );
+    let y = scratch.path("y.npy");
+    let gru = |extra: &[&Path]| {
+        let mut args: Vec<&Path> = vec![
+            Path::new("--weights"),
+            &weights,
+            Path::new("--input"),
+            &x,
+            Path::new("--batch-first"),
+            Path::new("--cell"),
+            Path::new("gru"),
+            Path::new("--output"),
+            &y,
+        ];
+        args.extend(extra);
+        failure(&args)
+    };
+    for extra in [
+        &[Path::new("--h0"), &h0, Path::new("--c0"), &h0][..],
+        &[Path::new("--c-n"), &scratch.path("c.npy")][..],
+    ] {
+        let message = gru(extra);
+        assert!(message.contains("`gru` has no cell state"), "{message}");
+    }
+    let lstm_case = Fixture::load("pytorch_initial_state");
+    let (weights, x, h0) = (
+        lstm_case.path("weights.safetensors"),
+        lstm_case.path("x.npy"),
+        lstm_case.path("h0.npy"),
+    );
+    let message = failure(&[
+        Path::new("--weights"),
+        &weights,
+        Path::new("--input"),
+        &x,
+        Path::new("--output"),
+        &y,
+        Path::new("--h0"),
+        &h0,
+    ]);
+    assert!(message.contains("`--h0` and `--c0` together"), "{message}");
+}
+
+#[test]
 fn keras_masks_with_converted_weights() {
     for (case, extra) in [
         ("keras_mask", &["--batch-first"][..]),
@@ -231,8 +298,8 @@ fn bad_input_is_one_line_and_a_failure_exit() {
 
     let message = run(&weights, &x, "peephole");
     assert!(message.contains("peephole_i_l0"), "{message}");
-    let message = run(&weights, &x, "gru");
-    assert!(message.contains("no cell is called `gru`"), "{message}");
+    let message = run(&weights, &x, "mgu");
+    assert!(message.contains("no cell is called `mgu`"), "{message}");
     let message = run(&scratch.path("absent.safetensors"), &x, "lstm");
     assert!(message.contains("absent.safetensors"), "{message}");
 

@@ -1,7 +1,7 @@
 //! Parity with PyTorch: every `pytorch_*` and `cell_*` fixture (written by
 //! `scripts/fixtures.py` with `nn.LSTM` itself, or with the reference loop it checks against
-//! `nn.LSTM`) run through `Lstm` — output, `h_n`, `c_n` and all gradients, 1e-5 relative in
-//! f64 and 1e-4 in f32.
+//! `nn.LSTM`; `cell_gru*` by `torch.nn.GRU` itself) run through `Lstm` — output, `h_n`, `c_n`
+//! and all gradients, 1e-5 relative in f64 and 1e-4 in f32.
 
 mod common;
 
@@ -53,4 +53,9 @@ cases!(
     cell_forget_bias_f32,
     cell_layer_norm,
     cell_layer_norm_bidirectional,
+    cell_gru,
+    cell_gru_f32,
+    cell_gru_stacked_bidirectional,
+    cell_janet,
+    cell_janet_stacked_bidirectional,
 );

@@ -169,6 +169,15 @@ pub struct CellSpec {
 }
 
 impl CellSpec {
+    /// Whether the cell carries a cell state: false when its spec writes `c = c_prev`, so that
+    /// `c` keeps its initial value and nothing depends on it (a GRU, or any `h`-only cell).
+    pub fn carries_cell_state(&self) -> bool {
+        !self
+            .equations
+            .iter()
+            .any(|eq| eq.name == "c" && eq.written && eq.rhs.trim() == "c_prev")
+    }
+
     /// Number of gates computed from the weights.
     pub fn num_gates(&self) -> usize {
         self.gates.len()

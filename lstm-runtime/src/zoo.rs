@@ -79,6 +79,30 @@ pub struct LayerNorm {
     beta_c: PerUnit,
 }
 
+/// PyTorch's `nn.GRU` (Cho et al. 2014), whose `state_dict` loads as it is: the weight rows
+/// r, z, n fill the blocks an LSTM calls i, f, g (`SPEC.gates` is `[Input, Forget, Cell]`),
+/// so `i` is the reset gate, `f` the update gate and `g` the candidate
+/// `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`; `h = (1 − z) ⊙ n + z ⊙ h_prev`.
+///
+/// A GRU has no cell state: `c` keeps its initial value (zeros unless given), nothing reads
+/// it, and the command line takes `--h0` alone for this cell.
+#[lstm_cell(
+    zx = zx + b_ih,
+    zh = zh + b_hh,
+    z = zx + zh,
+    g = tanh(zx_g + i * zh_g),
+    c = c_prev,
+    h = (1.0 - f) * g + f * h_prev
+)]
+pub struct Gru;
+
+/// JANET (van der Westhuizen & Lasenby 2018, "The unreasonable effectiveness of the forget
+/// gate"): the forget gate alone, its pre-activation shifted by `beta = 1` (the paper's value),
+/// `c = f·c_prev + (1 − f)·tanh(z_g)` and `h = c`. Two gate blocks, f and g: nothing reads
+/// `i` or `o`, so they have no weight rows.
+#[lstm_cell(f = sigmoid(z_f - 1.0), c = f * c_prev + (1.0 - f) * g, h = c)]
+pub struct Janet;
+
 /// Every zoo cell's spec, in the order `lstm cells` lists them.
 pub fn all() -> &'static [&'static CellSpec] {
     const ALL: &[&CellSpec] = &[
@@ -89,6 +113,8 @@ pub fn all() -> &'static [&'static CellSpec] {
         <Cifg as Cell>::SPEC,
         <HardSigmoid as Cell>::SPEC,
         <LayerNorm as Cell>::SPEC,
+        <Gru as Cell>::SPEC,
+        <Janet as Cell>::SPEC,
     ];
     ALL
 }

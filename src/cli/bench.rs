@@ -308,7 +308,7 @@ mod tests {
             seq_len: 1,
             input_size: 1,
             hidden_size: 1,
-            cell: "gru".into(),
+            cell: "mgu".into(),
             layers: 1,
             bidirectional: false,
             threads: None,

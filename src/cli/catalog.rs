@@ -290,8 +290,8 @@ mod tests {
             assert_eq!(cell.name(), spec.name);
             assert_eq!(cell.spec().type_name, spec.type_name);
         }
-        let message = catalog.find("gru").unwrap_err().to_string();
-        assert!(message.contains("no cell is called `gru`"), "{message}");
+        let message = catalog.find("mgu").unwrap_err().to_string();
+        assert!(message.contains("no cell is called `mgu`"), "{message}");
         assert!(message.contains("lstm, forget_bias"), "{message}");
     }
 

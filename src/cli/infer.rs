@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use lstm::io::layout::pytorch_or_keras;
 use lstm::io::{PytorchLayout, Tensor, TensorMap, lstm_from_pytorch_with, read_npy, write_npy};
-use lstm::ndarray::{ArrayD, Ix2, Ix3};
+use lstm::ndarray::{Array3, ArrayD, Ix2, Ix3};
 use lstm::{Call, Cell, CellVisitor, Error, Float, MergeMode, OutputGrad, Result};
 
 use super::catalog::Catalog;
@@ -63,11 +63,12 @@ pub struct InferArgs {
     /// Masked steps output zeros instead of repeating the previous output.
     #[arg(long, requires = "mask")]
     pub zero_output_for_mask: bool,
-    /// Initial hidden states `(layers·dirs, B, H_out)`.
-    #[arg(long, value_name = "H0.npy", requires = "c0")]
+    /// Initial hidden states `(layers·dirs, B, H_out)`; with `--c0`, or alone for a cell
+    /// without a cell state (`gru`).
+    #[arg(long, value_name = "H0.npy")]
     pub h0: Option<PathBuf>,
-    /// Initial cell states `(layers·dirs, B, H)`.
-    #[arg(long, value_name = "C0.npy", requires = "h0")]
+    /// Initial cell states `(layers·dirs, B, H)`, with `--h0`.
+    #[arg(long, value_name = "C0.npy")]
     pub c0: Option<PathBuf>,
     /// Where to write the output `(T, B, dirs·H_out)` (or batch-first; `(B, ·)` with
     /// `--no-return-sequences`); with `--merge-mode none` the forward direction's.
@@ -168,6 +169,7 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
                     .into(),
             });
         }
+        check_states::<C>(args)?;
         let mut layer = lstm_from_pytorch_with::<C>(&weights, config)?;
 
         let lengths = args.lengths.as_deref().map(read_lengths).transpose()?;
@@ -185,11 +187,15 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             .as_deref()
             .map(|p| read_float::<F, Ix3>("h0", p))
             .transpose()?;
-        let c0 = args
-            .c0
-            .as_deref()
-            .map(|p| read_float::<F, Ix3>("c0", p))
-            .transpose()?;
+        let c0 = match (&args.c0, &h0) {
+            (Some(path), _) => Some(read_float::<F, Ix3>("c0", path)?),
+            // A cell without a cell state never reads `c`: it starts at zeros.
+            (None, Some(h0)) => {
+                let (states, batch, _) = h0.dim();
+                Some(Array3::zeros((states, batch, layer.config().hidden_size)))
+            }
+            (None, None) => None,
+        };
         let constants = args
             .constants
             .as_deref()
@@ -250,6 +256,34 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
         }
         Ok(())
     }
+}
+
+/// Checks the state flags against the cell: `--h0` with `--c0` for a cell with a cell state;
+/// `--h0` alone, and no `--c0` or `--c-n`, for one without (`gru`).
+fn check_states<C: Cell>(args: &InferArgs) -> Result<()> {
+    let spec = C::SPEC;
+    if !spec.carries_cell_state() {
+        for (option, given) in [("c0", args.c0.is_some()), ("c-n", args.c_n.is_some())] {
+            if given {
+                return Err(Error::Config {
+                    option: option.into(),
+                    reason: format!(
+                        "cell `{}` has no cell state: give `--h0` alone, and read `--h-n`",
+                        spec.name
+                    ),
+                });
+            }
+        }
+    } else if args.h0.is_some() != args.c0.is_some() {
+        return Err(Error::Config {
+            option: if args.h0.is_some() { "c0" } else { "h0" }.into(),
+            reason: format!(
+                "cell `{}` carries `h` and `c`: give `--h0` and `--c0` together",
+                spec.name
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Weights from safetensors, `.npz` or a Keras file (by extension), under PyTorch's names or,
@@ -387,7 +421,6 @@ mod tests {
         for extra in [
             &["--lengths", "l", "--mask", "m"][..],
             &["--zero-output-for-mask"],
-            &["--h0", "h"],
             &["--grad-output", "g"],
             &["--grads", "g"],
             &["--grad-output-reverse", "g"],

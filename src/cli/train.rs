@@ -615,7 +615,7 @@ mod tests {
             show_progress: false,
         };
         let err =
-            train_named(&Catalog::zoo(), "gru", Precision::F32, &config, &options).unwrap_err();
-        assert!(err.to_string().contains("no cell is called `gru`"), "{err}");
+            train_named(&Catalog::zoo(), "mgu", Precision::F32, &config, &options).unwrap_err();
+        assert!(err.to_string().contains("no cell is called `mgu`"), "{err}");
     }
 }

@@ -32,6 +32,8 @@ pub fn visit_zoo_cell<F: Float, V: CellVisitor<F>>(name: &str, visitor: V) -> Re
         "cifg" => visitor.visit::<super::Cifg<F>>(),
         "hard_sigmoid" => visitor.visit::<super::HardSigmoid<F>>(),
         "layer_norm" => visitor.visit::<super::LayerNorm<F>>(),
+        "gru" => visitor.visit::<super::Gru<F>>(),
+        "janet" => visitor.visit::<super::Janet<F>>(),
         unknown => {
             let names: Vec<&str> = super::all().iter().map(|spec| spec.name).collect();
             return Err(Error::Config {
@@ -71,10 +73,10 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_zoo() {
-        let err = visit_zoo_cell::<f64, _>("gru", SpecName).unwrap_err();
+        let err = visit_zoo_cell::<f64, _>("mgu", SpecName).unwrap_err();
         let message = err.to_string();
         assert!(
-            message.starts_with("invalid `cell`: no zoo cell is called `gru`"),
+            message.starts_with("invalid `cell`: no zoo cell is called `mgu`"),
             "{message}"
         );
         assert!(message.contains("lstm, forget_bias"), "{message}");
