@@ -282,6 +282,8 @@ pub fn fit<C: Cell, E: From<Error>>(
             .is_some_and(|patience| epochs_done - best_epoch >= patience)
     };
     let resumed_epochs = epochs.len();
+    // The checkpoint of the last epoch this call ran, if it ran any.
+    let mut last_run = None;
     for epoch in resumed_epochs..config.epochs {
         if best
             .as_ref()
@@ -353,17 +355,22 @@ pub fn fit<C: Cell, E: From<Error>>(
             last: &last,
             new_best: improved.then_some(&last),
         })?;
+        last_run = Some(last);
     }
-    let last = checkpoint_of(
-        &model,
-        &optimizer,
-        step,
-        config,
-        train,
-        objective,
-        &epochs,
-        &trajectory,
-    );
+    let last = match last_run {
+        Some(last) => last,
+        // A resumed run with nothing left to do: the state it was resumed in.
+        None => checkpoint_of(
+            &model,
+            &optimizer,
+            step,
+            config,
+            train,
+            objective,
+            &epochs,
+            &trajectory,
+        ),
+    };
     // At least one epoch ran (`epochs` ≥ 1), and the first always improves on nothing.
     let (_, best_epoch, best) = best.ok_or_else(|| Error::invalid_value("epochs", "0"))?;
     Ok(Fitted {
