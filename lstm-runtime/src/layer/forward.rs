@@ -116,10 +116,7 @@ impl<C: Cell> Lstm<C> {
     }
 
     /// The training pass of one prepared call (or of half of its rows), and its tape.
-    fn record<'i>(
-        &self,
-        prepared: Prepared<'i, '_, C::Elem>,
-    ) -> Result<Recorded<'i, C::Elem>> {
+    fn record<'i>(&self, prepared: Prepared<'i, '_, C::Elem>) -> Result<Recorded<'i, C::Elem>> {
         let (seq_len, batch, _) = prepared.input.dim();
         let mut layers = Vec::new();
         let produced = self.run_layers(&prepared, Record::Tape(&mut layers))?;
