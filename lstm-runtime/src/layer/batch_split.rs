@@ -37,8 +37,8 @@ const SPLIT_MIN_WORK: usize = 1 << 24;
 const SPLIT_MIN_BATCH: usize = 64;
 
 impl<C: Cell> Lstm<C> {
-    /// The row at which the training call `prepared` splits, if it does: two threads or more, a batch of at
-    /// least [`SPLIT_MIN_BATCH`] rows, enough work, and no between-layer dropout.
+    /// The row at which the training call `prepared` splits, if it does: two threads or more,
+    /// a batch of at least [`SPLIT_MIN_BATCH`] rows, enough work, and no between-layer dropout.
     pub(super) fn split_point(&self, prepared: &Prepared<'_, '_, C::Elem>) -> Option<usize> {
         let (seq_len, batch, _) = prepared.input.dim();
         let config = &self.config;
