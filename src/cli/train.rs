@@ -71,6 +71,16 @@ pub struct TrainArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Threads of each process' matrix products [default: the machine's cores, or with
+    /// `--distributed` its cores shared among the ranks on it].
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub threads: Option<usize>,
+    /// Data-parallel training under `mpirun -np N`: each of the N processes trains on its
+    /// share of every batch of `--batch` sequences, and the gradients are summed across them
+    /// before each step; rank 0 writes the run directory. Needs a build with the `mpi`
+    /// feature.
+    #[arg(long, conflicts_with = "compare")]
+    pub distributed: bool,
     /// Dropout and zoneout inside the recurrence.
     #[command(flatten)]
     pub regularization: RegularizationArgs,
@@ -307,6 +317,17 @@ impl TrainArgs {
         })
     }
 
+    /// How the run on a built-in task is carried out: its directory, checkpoints, start and
+    /// progress bar.
+    pub fn run_options(&self, config: &TrainConfig) -> RunOptions {
+        RunOptions {
+            out_dir: self.out_dir(config),
+            checkpoint_every: self.checkpoint_every,
+            start: self.start(),
+            show_progress: !self.quiet,
+        }
+    }
+
     /// The run directory: `--out`, or `runs/<task>-<cell>` (`runs/<task>-compare`).
     pub fn out_dir(&self, config: &TrainConfig) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
@@ -322,16 +343,17 @@ impl TrainArgs {
 
 /// Trains as `args` say and writes a summary of each run to `out`.
 pub fn run(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<(), super::Error> {
+    if let Some(threads) = args.threads {
+        lstm::linalg::set_num_threads(threads);
+    }
+    if args.distributed {
+        return run_distributed(args, catalog, out);
+    }
     if args.data.data.is_some() || args.data.csv.is_some() {
         return run_data(args, catalog, out);
     }
     let config = args.config();
-    let options = RunOptions {
-        out_dir: args.out_dir(&config),
-        checkpoint_every: args.checkpoint_every,
-        start: args.start(),
-        show_progress: !args.quiet,
-    };
+    let options = args.run_options(&config);
     if args.compare.is_empty() {
         let outcome = train_named(catalog, &args.cell, args.precision, &config, &options)?;
         write_summary(out, &outcome, &options.out_dir)?;
@@ -352,6 +374,94 @@ pub fn run(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
         )?;
     }
     Ok(())
+}
+
+/// `--distributed` in a build without MPI.
+#[cfg(not(feature = "mpi"))]
+fn run_distributed(
+    _args: &TrainArgs,
+    _catalog: &Catalog,
+    _out: &mut impl Write,
+) -> Result<(), super::Error> {
+    Err(super::Error::NoMpi)
+}
+
+/// `--distributed`: this process' rank of a data-parallel run (see `distributed.rs`).
+#[cfg(feature = "mpi")]
+fn run_distributed(
+    args: &TrainArgs,
+    catalog: &Catalog,
+    out: &mut impl Write,
+) -> Result<(), super::Error> {
+    use lstm::train::{Collective, MpiWorld};
+
+    let world = MpiWorld::init().map_err(TrainError::from)?;
+    if args.threads.is_none() {
+        // The ranks on a machine share its cores; more threads than cores only contend.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        lstm::linalg::set_num_threads((cores / world.ranks_on_this_node()).max(1));
+    }
+    let result = if args.data.data.is_some() || args.data.csv.is_some() {
+        Err(super::Error::DistributedData)
+    } else {
+        let config = args.config();
+        let options = args.run_options(&config);
+        train_named_distributed(catalog, args, &config, &options, &world)
+            .map_err(super::Error::from)
+            .and_then(|outcome| match outcome {
+                Some(outcome) => {
+                    write_summary(out, &outcome, &options.out_dir)?;
+                    Ok(())
+                }
+                None => Ok(()),
+            })
+    };
+    match result {
+        Err(err) if world.size() > 1 => {
+            // The other ranks may be waiting for this one in an all-reduce: end them all.
+            eprintln!("lstm: rank {} of {}: {err}", world.rank(), world.size());
+            world.abort(1)
+        }
+        result => result,
+    }
+}
+
+/// [`train_run_distributed`] for the cell of `--cell` in `--precision`.
+#[cfg(feature = "mpi")]
+fn train_named_distributed(
+    catalog: &Catalog,
+    args: &TrainArgs,
+    config: &TrainConfig,
+    options: &RunOptions,
+    collective: &dyn lstm::train::Collective,
+) -> Result<Option<RunOutcome>, TrainError> {
+    let visitor = TrainCellDistributed {
+        config,
+        options,
+        collective,
+    };
+    let cell = catalog.find(&args.cell)?;
+    match args.precision {
+        Precision::F32 => cell.jobs::<f32>().train_distributed(visitor),
+        Precision::F64 => cell.jobs::<f64>().train_distributed(visitor),
+    }
+}
+
+/// [`train_run_distributed`] for a cell type chosen by name.
+#[cfg(feature = "mpi")]
+pub(crate) struct TrainCellDistributed<'a> {
+    config: &'a TrainConfig,
+    options: &'a RunOptions,
+    collective: &'a dyn lstm::train::Collective,
+}
+
+#[cfg(feature = "mpi")]
+impl<F: Float> CellVisitor<F> for TrainCellDistributed<'_> {
+    type Output = Result<Option<RunOutcome>, TrainError>;
+
+    fn visit<C: Cell<Elem = F>>(self) -> Self::Output {
+        lstm::train::train_run_distributed::<C>(self.config, self.options, self.collective)
+    }
 }
 
 /// Trains on the data set of `--data` or `--csv` and writes a summary to `out`.
