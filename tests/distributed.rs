@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use lstm::checkpoint::Checkpoint;
 use lstm::train::{
-    Collective, DistributedError, LayerOptions, Task, TrainConfig, Trainer, shard_range,
+    Collective, DistributedError, FitConfig, LayerOptions, Task, TrainConfig, Trainer, csv_windows,
+    fit, fit_distributed, shard_range,
 };
 use lstm::zoo;
 use lstm::{Constraints, Regularizer, Regularizers};
@@ -284,6 +285,85 @@ fn wrong_rank_counts_are_errors() {
     assert_eq!(shard_range(6, 2, 1), 3..6);
 }
 
+/// A sine series of 80 points as a CSV file in `dir`, column `level`: 70 windows of 10.
+fn sine_csv(dir: &Path) -> PathBuf {
+    let csv = dir.join("series.csv");
+    let mut text = String::from("t,level\n");
+    for t in 0..80 {
+        text.push_str(&format!("{t},{}\n", (t as f64 * 0.3).sin()));
+    }
+    std::fs::write(&csv, text).unwrap();
+    csv
+}
+
+#[test]
+fn a_fit_on_ranks_follows_one_process_epoch_by_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = csv_windows::<f64>(&sine_csv(dir.path()), "level", 10, 1).unwrap();
+    let (train, validation) = data.split(0.2, 1).unwrap();
+    // 56 training windows in batches of 16: the last batch has 8, split unevenly on 3 ranks.
+    let config = FitConfig {
+        hidden_size: 8,
+        epochs: 3,
+        batch_size: 16,
+        ..FitConfig::default()
+    };
+    let epochs = |fitted: &lstm::train::Fitted<zoo::Lstm<f64>>| -> Vec<f64> {
+        let figures = fitted.epochs.iter();
+        figures
+            .flat_map(|e| [e.train_loss, e.val_loss.unwrap()])
+            .collect()
+    };
+    let alone =
+        fit::<zoo::Lstm<f64>, lstm::Error>(&config, &train, Some(&validation), None, |_| Ok(()))
+            .unwrap();
+    let runs: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = thread_group(3)
+            .into_iter()
+            .map(|rank| {
+                let (config, train, validation) = (&config, &train, &validation);
+                scope.spawn(move || {
+                    fit_distributed::<zoo::Lstm<f64>, DistributedError>(
+                        config,
+                        train,
+                        Some(validation),
+                        None,
+                        &rank,
+                        |_| Ok(()),
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for fitted in &runs {
+        let difference = max_difference(&epochs(fitted), &epochs(&alone));
+        eprintln!("3 in-process ranks, data run: largest loss difference {difference:e}");
+        assert!(difference < 1e-12, "{difference}");
+    }
+    assert_same_weights(&runs.iter().map(|fitted| &fitted.last).collect::<Vec<_>>());
+    // Batches smaller than the ranks cannot be split.
+    let tiny = FitConfig {
+        batch_size: 2,
+        ..config
+    };
+    let ranks = thread_group(3);
+    let err = fit_distributed::<zoo::Lstm<f64>, DistributedError>(
+        &tiny,
+        &train,
+        None,
+        None,
+        &ranks[0],
+        |_| Ok(()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DistributedError::BatchTooSmall { ranks: 3, .. }),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Real MPI.
 
@@ -461,6 +541,67 @@ fn a_distributed_run_resumes_on_the_same_ranks_as_if_uninterrupted() {
         stderr.contains("train.ranks = 2; this run has 1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_data_run_under_mpirun_follows_one_process_and_resumes() {
+    if !mpi_available("a_data_run_under_mpirun_follows_one_process_and_resumes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = sine_csv(dir.path());
+    let csv = csv.to_str().unwrap();
+    let args = |epochs: &'static str| -> Vec<&str> {
+        vec![
+            "train",
+            "--quiet",
+            "--csv",
+            csv,
+            "--column",
+            "level",
+            "--window",
+            "10",
+            "--val-fraction",
+            "0.2",
+            "--hidden",
+            "8",
+            "--batch",
+            "16",
+            "--precision",
+            "f64",
+            "--threads",
+            "1",
+            "--epochs",
+            epochs,
+        ]
+    };
+    let history = |run: &Path| -> Vec<f64> {
+        let text = std::fs::read_to_string(run.join("metrics.json")).unwrap();
+        let metrics: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let epochs = metrics["history"].as_array().unwrap();
+        epochs
+            .iter()
+            .flat_map(|e| {
+                [
+                    e["train_loss"].as_f64().unwrap(),
+                    e["val_loss"].as_f64().unwrap(),
+                ]
+            })
+            .collect()
+    };
+    let alone = dir.path().join("alone");
+    assert_success(&lstm_alone(&args("3"), &alone), "one process");
+    let two = dir.path().join("two");
+    assert_success(&lstm_distributed(2, &args("3"), &two), "mpirun -np 2");
+    let difference = max_difference(&history(&two), &history(&alone));
+    eprintln!("data run f64: largest loss difference {difference:e}");
+    assert!(difference < 1e-12, "{difference}");
+    // Two epochs, then the third resumed on 2 ranks: the same course as the whole run.
+    let split = dir.path().join("split");
+    assert_success(&lstm_distributed(2, &args("2"), &split), "the first epochs");
+    let resumed: Vec<&str> = args("3").into_iter().chain(["--resume"]).collect();
+    assert_success(&lstm_distributed(2, &resumed, &split), "the resumed epoch");
+    assert_eq!(history(&split), history(&two));
 }
 
 /// The environment variable that makes this test binary one rank of

@@ -76,12 +76,6 @@ pub enum Error {
          --distributed"
     )]
     NoMpi,
-    /// `lstm train --distributed` with `--data` or `--csv`.
-    #[error(
-        "--distributed trains on the built-in tasks (--task); a data set (--data, --csv) \
-         trains on one process"
-    )]
-    DistributedData,
 }
 
 /// The `lstm` command line on this process' arguments, with the zoo's cells and `own`: every

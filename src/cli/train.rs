@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches, ValueEnum};
+use lstm::train::Collective;
 use lstm::train::{
     BEST_FILE, CHECKPOINT_FILE, DataMetrics, Dataset, FitConfig, LayerOptions, METRICS_FILE,
     PLOT_FILE, RunOptions, RunOutcome, Schedule, Start, Task, TrainConfig, TrainError,
-    compare_runs, csv_windows, data_run, train_run,
+    compare_runs, csv_windows, data_run, data_run_distributed, train_run,
 };
 use lstm::{Cell, CellVisitor, Float, Framework};
 
@@ -350,7 +351,7 @@ pub fn run(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
         return run_distributed(args, catalog, out);
     }
     if args.data.data.is_some() || args.data.csv.is_some() {
-        return run_data(args, catalog, out);
+        return run_data(args, catalog, None, out);
     }
     let config = args.config();
     let options = args.run_options(&config);
@@ -393,7 +394,7 @@ fn run_distributed(
     catalog: &Catalog,
     out: &mut impl Write,
 ) -> Result<(), super::Error> {
-    use lstm::train::{Collective, MpiWorld};
+    use lstm::train::MpiWorld;
 
     let world = MpiWorld::init().map_err(TrainError::from)?;
     if args.threads.is_none() {
@@ -402,7 +403,7 @@ fn run_distributed(
         lstm::linalg::set_num_threads((cores / world.ranks_on_this_node()).max(1));
     }
     let result = if args.data.data.is_some() || args.data.csv.is_some() {
-        Err(super::Error::DistributedData)
+        run_data(args, catalog, Some(&world), out)
     } else {
         let config = args.config();
         let options = args.run_options(&config);
@@ -464,8 +465,14 @@ impl<F: Float> CellVisitor<F> for TrainCellDistributed<'_> {
     }
 }
 
-/// Trains on the data set of `--data` or `--csv` and writes a summary to `out`.
-fn run_data(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<(), super::Error> {
+/// Trains on the data set of `--data` or `--csv` (as one rank of `collective`, if given)
+/// and writes a summary to `out` (rank 0's alone).
+fn run_data(
+    args: &TrainArgs,
+    catalog: &Catalog,
+    collective: Option<&dyn Collective>,
+    out: &mut impl Write,
+) -> Result<(), super::Error> {
     let options = RunOptions {
         out_dir: args.data_out_dir(),
         checkpoint_every: 0,
@@ -475,12 +482,16 @@ fn run_data(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result
     let visitor = TrainData {
         args,
         options: &options,
+        collective,
     };
     let cell = catalog.find(&args.cell)?;
     let metrics = match args.precision {
         Precision::F32 => cell.jobs::<f32>().train_data(visitor),
         Precision::F64 => cell.jobs::<f64>().train_data(visitor),
     }?;
+    let Some(metrics) = metrics else {
+        return Ok(());
+    };
     write!(
         out,
         "{} on {} ({}, {} outputs): training loss {:.5}",
@@ -509,10 +520,13 @@ fn run_data(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result
 pub(crate) struct TrainData<'a> {
     args: &'a TrainArgs,
     options: &'a RunOptions,
+    /// The ranks of a data-parallel run, if it is one.
+    collective: Option<&'a dyn Collective>,
 }
 
 impl<F: Float> CellVisitor<F> for TrainData<'_> {
-    type Output = Result<DataMetrics, TrainError>;
+    /// The metrics, on rank 0 (one process is rank 0).
+    type Output = Result<Option<DataMetrics>, TrainError>;
 
     fn visit<C: Cell<Elem = F>>(self) -> Self::Output {
         let args = self.args;
@@ -526,7 +540,18 @@ impl<F: Float> CellVisitor<F> for TrainData<'_> {
             }
             (None, None) => (train, None),
         };
-        data_run::<C>(&config, &train, validation.as_ref(), &name, self.options)
+        let validation = validation.as_ref();
+        match self.collective {
+            None => data_run::<C>(&config, &train, validation, &name, self.options).map(Some),
+            Some(collective) => data_run_distributed::<C>(
+                &config,
+                &train,
+                validation,
+                &name,
+                self.options,
+                collective,
+            ),
+        }
     }
 }
 

@@ -45,9 +45,11 @@ use std::path::PathBuf;
 
 pub use data::{DataLabels, Dataset, Objective, csv_windows};
 #[cfg(feature = "cli")]
-pub use data_run::{BEST_FILE, DataMetrics, EpochMetrics, data_run};
+pub use data_run::{BEST_FILE, DataMetrics, EpochMetrics, data_run, data_run_distributed};
 pub use distributed::{Collective, DistributedError, FlatStep, mask_seed, shard, shard_range};
-pub use fit::{EpochEnd, EpochReport, FitConfig, FitResume, Fitted, evaluate, fit, keys};
+pub use fit::{
+    EpochEnd, EpochReport, FitConfig, FitResume, Fitted, evaluate, fit, fit_distributed, keys,
+};
 pub use model::{Evaluation, SequenceModel, ShardShare};
 #[cfg(feature = "mpi")]
 pub use mpi_world::MpiWorld;
