@@ -543,6 +543,23 @@ fn a_distributed_run_resumes_on_the_same_ranks_as_if_uninterrupted() {
     );
 }
 
+/// Without the feature, `--distributed` is an error that says how to get it.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_without_the_feature_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = RUN
+        .iter()
+        .copied()
+        .chain(["--steps", "1", "--distributed"])
+        .collect();
+    let output = lstm_alone(&args, &dir.path().join("run"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--features mpi"), "{stderr}");
+    assert!(!dir.path().join("run").exists(), "nothing is written");
+}
+
 #[test]
 fn a_data_run_under_mpirun_follows_one_process_and_resumes() {
     if !mpi_available("a_data_run_under_mpirun_follows_one_process_and_resumes") {

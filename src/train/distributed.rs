@@ -3,7 +3,8 @@
 //!
 //! Every rank holds the whole model. At each step every rank draws the step's whole global
 //! batch (a function of the seed and the step, as in one process: drawing is cheap next to
-//! the forward and backward passes), keeps its own contiguous [`shard_range`] of it, and
+//! the forward and backward passes; a data run's batch is a function of the seed and the
+//! epoch's shuffle), keeps its own contiguous [`shard_range`] of it, and
 //! computes the loss and gradients of that shard scaled by the shard's [`ShardShare`] of the
 //! batch. The scaled gradients, the loss and the accuracy go into one flat buffer
 //! ([`FlatStep`]) and one all-reduce sums it over the ranks ([`FlatStep::sum_over`]); the sum is
