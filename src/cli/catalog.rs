@@ -13,6 +13,8 @@ use lstm::{Cell, CellSpec, CellVisitor, Error, Float, Result, visit_zoo_cell};
 use super::bench::{Bench, Measurement};
 use super::infer::Infer;
 use super::predict::Predict;
+#[cfg(feature = "mpi")]
+use super::train::TrainCellDistributed;
 use super::train::{TrainCell, TrainData};
 
 /// A cell the command line can run by name (`--cell NAME`, its `SPEC.name`), in f32 and f64.
@@ -91,6 +93,12 @@ pub(crate) trait Jobs<F: Float>: Sync {
     fn train_cell(&self, job: TrainCell<'_>) -> <TrainCell<'_> as CellVisitor<F>>::Output;
     /// `lstm train --data`.
     fn train_data(&self, job: TrainData<'_>) -> <TrainData<'_> as CellVisitor<F>>::Output;
+    /// `lstm train --distributed` on a built-in task.
+    #[cfg(feature = "mpi")]
+    fn train_distributed(
+        &self,
+        job: TrainCellDistributed<'_>,
+    ) -> <TrainCellDistributed<'_> as CellVisitor<F>>::Output;
     /// `lstm predict`.
     fn predict(&self, job: Predict<'_, F>) -> <Predict<'_, F> as CellVisitor<F>>::Output;
 }
@@ -119,6 +127,14 @@ impl<C: Cell> Jobs<C::Elem> for Typed<C> {
     }
 
     fn train_data(&self, job: TrainData<'_>) -> <TrainData<'_> as CellVisitor<C::Elem>>::Output {
+        CellVisitor::<C::Elem>::visit::<C>(job)
+    }
+
+    #[cfg(feature = "mpi")]
+    fn train_distributed(
+        &self,
+        job: TrainCellDistributed<'_>,
+    ) -> <TrainCellDistributed<'_> as CellVisitor<C::Elem>>::Output {
         CellVisitor::<C::Elem>::visit::<C>(job)
     }
 

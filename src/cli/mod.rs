@@ -69,6 +69,13 @@ pub enum Error {
     /// `lstm expand` found no cell to print, or errors in the specs.
     #[error(transparent)]
     Expand(#[from] expand::ExpandError),
+    /// `lstm train --distributed` in a build without the `mpi` feature.
+    #[error(
+        "--distributed needs an `lstm` built with the `mpi` feature (and MPI installed): \
+         cargo build --release --features mpi, then mpirun -np N target/release/lstm train \
+         --distributed"
+    )]
+    NoMpi,
 }
 
 /// The `lstm` command line on this process' arguments, with the zoo's cells and `own`: every

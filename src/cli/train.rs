@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches, ValueEnum};
+use lstm::train::Collective;
 use lstm::train::{
     BEST_FILE, CHECKPOINT_FILE, DataMetrics, Dataset, FitConfig, LayerOptions, METRICS_FILE,
     PLOT_FILE, RunOptions, RunOutcome, Schedule, Start, Task, TrainConfig, TrainError,
-    compare_runs, csv_windows, data_run, train_run,
+    compare_runs, csv_windows, data_run, data_run_distributed, train_run,
 };
 use lstm::{Cell, CellVisitor, Float, Framework};
 
@@ -71,6 +72,16 @@ pub struct TrainArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Threads of each process' matrix products [default: the machine's cores, or with
+    /// `--distributed` its cores shared among the ranks on it].
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub threads: Option<usize>,
+    /// Data-parallel training under `mpirun -np N`: each of the N processes trains on its
+    /// share of every batch of `--batch` sequences, and the gradients are summed across them
+    /// before each step; rank 0 writes the run directory. Needs a build with the `mpi`
+    /// feature.
+    #[arg(long, conflicts_with = "compare")]
+    pub distributed: bool,
     /// Dropout and zoneout inside the recurrence.
     #[command(flatten)]
     pub regularization: RegularizationArgs,
@@ -307,6 +318,17 @@ impl TrainArgs {
         })
     }
 
+    /// How the run on a built-in task is carried out: its directory, checkpoints, start and
+    /// progress bar.
+    pub fn run_options(&self, config: &TrainConfig) -> RunOptions {
+        RunOptions {
+            out_dir: self.out_dir(config),
+            checkpoint_every: self.checkpoint_every,
+            start: self.start(),
+            show_progress: !self.quiet,
+        }
+    }
+
     /// The run directory: `--out`, or `runs/<task>-<cell>` (`runs/<task>-compare`).
     pub fn out_dir(&self, config: &TrainConfig) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
@@ -322,16 +344,17 @@ impl TrainArgs {
 
 /// Trains as `args` say and writes a summary of each run to `out`.
 pub fn run(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<(), super::Error> {
+    if let Some(threads) = args.threads {
+        lstm::linalg::set_num_threads(threads);
+    }
+    if args.distributed {
+        return run_distributed(args, catalog, out);
+    }
     if args.data.data.is_some() || args.data.csv.is_some() {
-        return run_data(args, catalog, out);
+        return run_data(args, catalog, None, out);
     }
     let config = args.config();
-    let options = RunOptions {
-        out_dir: args.out_dir(&config),
-        checkpoint_every: args.checkpoint_every,
-        start: args.start(),
-        show_progress: !args.quiet,
-    };
+    let options = args.run_options(&config);
     if args.compare.is_empty() {
         let outcome = train_named(catalog, &args.cell, args.precision, &config, &options)?;
         write_summary(out, &outcome, &options.out_dir)?;
@@ -354,8 +377,102 @@ pub fn run(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
     Ok(())
 }
 
-/// Trains on the data set of `--data` or `--csv` and writes a summary to `out`.
-fn run_data(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result<(), super::Error> {
+/// `--distributed` in a build without MPI.
+#[cfg(not(feature = "mpi"))]
+fn run_distributed(
+    _args: &TrainArgs,
+    _catalog: &Catalog,
+    _out: &mut impl Write,
+) -> Result<(), super::Error> {
+    Err(super::Error::NoMpi)
+}
+
+/// `--distributed`: this process' rank of a data-parallel run (see `distributed.rs`).
+#[cfg(feature = "mpi")]
+fn run_distributed(
+    args: &TrainArgs,
+    catalog: &Catalog,
+    out: &mut impl Write,
+) -> Result<(), super::Error> {
+    use lstm::train::MpiWorld;
+
+    let world = MpiWorld::init().map_err(TrainError::from)?;
+    if args.threads.is_none() {
+        // The ranks on a machine share its cores; more threads than cores only contend.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        lstm::linalg::set_num_threads((cores / world.ranks_on_this_node()).max(1));
+    }
+    let result = if args.data.data.is_some() || args.data.csv.is_some() {
+        run_data(args, catalog, Some(&world), out)
+    } else {
+        let config = args.config();
+        let options = args.run_options(&config);
+        train_named_distributed(catalog, args, &config, &options, &world)
+            .map_err(super::Error::from)
+            .and_then(|outcome| match outcome {
+                Some(outcome) => {
+                    write_summary(out, &outcome, &options.out_dir)?;
+                    Ok(())
+                }
+                None => Ok(()),
+            })
+    };
+    match result {
+        Err(err) if world.size() > 1 => {
+            // The other ranks may be waiting for this one in an all-reduce: end them all.
+            eprintln!("lstm: rank {} of {}: {err}", world.rank(), world.size());
+            world.abort(1)
+        }
+        result => result,
+    }
+}
+
+/// [`train_run_distributed`] for the cell of `--cell` in `--precision`.
+#[cfg(feature = "mpi")]
+fn train_named_distributed(
+    catalog: &Catalog,
+    args: &TrainArgs,
+    config: &TrainConfig,
+    options: &RunOptions,
+    collective: &dyn lstm::train::Collective,
+) -> Result<Option<RunOutcome>, TrainError> {
+    let visitor = TrainCellDistributed {
+        config,
+        options,
+        collective,
+    };
+    let cell = catalog.find(&args.cell)?;
+    match args.precision {
+        Precision::F32 => cell.jobs::<f32>().train_distributed(visitor),
+        Precision::F64 => cell.jobs::<f64>().train_distributed(visitor),
+    }
+}
+
+/// [`train_run_distributed`] for a cell type chosen by name.
+#[cfg(feature = "mpi")]
+pub(crate) struct TrainCellDistributed<'a> {
+    config: &'a TrainConfig,
+    options: &'a RunOptions,
+    collective: &'a dyn lstm::train::Collective,
+}
+
+#[cfg(feature = "mpi")]
+impl<F: Float> CellVisitor<F> for TrainCellDistributed<'_> {
+    type Output = Result<Option<RunOutcome>, TrainError>;
+
+    fn visit<C: Cell<Elem = F>>(self) -> Self::Output {
+        lstm::train::train_run_distributed::<C>(self.config, self.options, self.collective)
+    }
+}
+
+/// Trains on the data set of `--data` or `--csv` (as one rank of `collective`, if given)
+/// and writes a summary to `out` (rank 0's alone).
+fn run_data(
+    args: &TrainArgs,
+    catalog: &Catalog,
+    collective: Option<&dyn Collective>,
+    out: &mut impl Write,
+) -> Result<(), super::Error> {
     let options = RunOptions {
         out_dir: args.data_out_dir(),
         checkpoint_every: 0,
@@ -365,12 +482,16 @@ fn run_data(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result
     let visitor = TrainData {
         args,
         options: &options,
+        collective,
     };
     let cell = catalog.find(&args.cell)?;
     let metrics = match args.precision {
         Precision::F32 => cell.jobs::<f32>().train_data(visitor),
         Precision::F64 => cell.jobs::<f64>().train_data(visitor),
     }?;
+    let Some(metrics) = metrics else {
+        return Ok(());
+    };
     write!(
         out,
         "{} on {} ({}, {} outputs): training loss {:.5}",
@@ -399,10 +520,13 @@ fn run_data(args: &TrainArgs, catalog: &Catalog, out: &mut impl Write) -> Result
 pub(crate) struct TrainData<'a> {
     args: &'a TrainArgs,
     options: &'a RunOptions,
+    /// The ranks of a data-parallel run, if it is one.
+    collective: Option<&'a dyn Collective>,
 }
 
 impl<F: Float> CellVisitor<F> for TrainData<'_> {
-    type Output = Result<DataMetrics, TrainError>;
+    /// The metrics, on rank 0 (one process is rank 0).
+    type Output = Result<Option<DataMetrics>, TrainError>;
 
     fn visit<C: Cell<Elem = F>>(self) -> Self::Output {
         let args = self.args;
@@ -416,7 +540,18 @@ impl<F: Float> CellVisitor<F> for TrainData<'_> {
             }
             (None, None) => (train, None),
         };
-        data_run::<C>(&config, &train, validation.as_ref(), &name, self.options)
+        let validation = validation.as_ref();
+        match self.collective {
+            None => data_run::<C>(&config, &train, validation, &name, self.options).map(Some),
+            Some(collective) => data_run_distributed::<C>(
+                &config,
+                &train,
+                validation,
+                &name,
+                self.options,
+                collective,
+            ),
+        }
     }
 }
 

@@ -7,6 +7,9 @@
 //! <dir>/metrics.json             losses, accuracy, best epoch, time per epoch, settings
 //! <dir>/loss.png                 training and validation loss per epoch
 //! ```
+//!
+//! [`data_run_distributed`] is the same run as one rank of a data-parallel run
+//! ([`fit_distributed`]): rank 0 alone touches the run directory.
 
 use std::time::Instant;
 
@@ -17,7 +20,8 @@ use serde::Serialize;
 
 use super::TrainError;
 use super::data::Dataset;
-use super::fit::{EpochReport, FitConfig, FitResume, fit, keys};
+use super::distributed::{Collective, DistributedError};
+use super::fit::{EpochEnd, EpochReport, FitConfig, FitResume, Fitted, fit, fit_distributed, keys};
 use super::plot::{Curve, plot_epoch_losses};
 use super::run::{CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, RunOptions};
 use super::run_dir::{RunDir, Start};
@@ -127,11 +131,142 @@ pub fn data_run<C: Cell>(
     options: &RunOptions,
 ) -> Result<DataMetrics, TrainError> {
     let _run_dir = RunDir::open(&options.out_dir, options.start, DATA_RUN_FILES)?;
+    let resume = load_resume::<C::Elem>(options)?;
+    let resumed_epochs = resumed_epochs(resume.as_ref());
+    let bar = progress_bar::<C>(config, options.show_progress, resumed_epochs);
+    let started = Instant::now();
+    let fitted = fit::<C, TrainError>(config, train, validation, resume, |end| {
+        save_epoch(&end, options, &bar)
+    })?;
+    let run = FinishedRun {
+        train,
+        validation,
+        data,
+        elapsed: started.elapsed().as_secs_f64(),
+        resumed_epochs,
+    };
+    bar.finish();
+    finish_run(config, options, &fitted, &run)
+}
+
+/// [`data_run`] as one rank of a data-parallel run over `collective` ([`fit_distributed`]):
+/// every rank must call it with the same arguments and its own copy of the data. Rank 0
+/// locks the run directory, reads the checkpoints to resume from and sends them to the
+/// others, and writes the checkpoints, `metrics.json` and `loss.png`.
+///
+/// Returns the metrics on rank 0 and `None` on the others.
+///
+/// # Errors
+///
+/// As [`data_run`] (on rank 0; the others report [`DistributedError::RootFailed`] when rank
+/// 0 cannot start) and [`fit_distributed`]. An error on one rank after the start leaves the
+/// others waiting in the next all-reduce: the caller ends the whole run (`MPI_Abort`).
+pub fn data_run_distributed<C: Cell>(
+    config: &FitConfig,
+    train: &Dataset<C::Elem>,
+    validation: Option<&Dataset<C::Elem>>,
+    data: &str,
+    options: &RunOptions,
+    collective: &dyn Collective,
+) -> Result<Option<DataMetrics>, TrainError> {
+    let root = collective.rank() == 0;
+    let mut opened: Option<Result<RunDir, TrainError>> = None;
+    let mut message = Vec::new();
+    if root {
+        let start = RunDir::open(&options.out_dir, options.start, DATA_RUN_FILES).and_then(|dir| {
+            let resume = load_resume::<C::Elem>(options)?;
+            Ok((dir, resume))
+        });
+        message = match &start {
+            Ok((_, resume)) => encode_resume(resume.as_ref())?,
+            Err(err) => [&[START_FAILED][..], err.to_string().as_bytes()].concat(),
+        };
+        opened = Some(start.map(|(dir, _)| dir));
+    }
+    collective.broadcast_bytes(&mut message)?;
+    let _run_dir = opened.transpose()?;
+    let resume = decode_resume::<C::Elem>(&message)?;
+    let resumed_epochs = resumed_epochs(resume.as_ref());
+    let bar = progress_bar::<C>(config, options.show_progress && root, resumed_epochs);
+    let started = Instant::now();
+    let fitted =
+        fit_distributed::<C, TrainError>(config, train, validation, resume, collective, |end| {
+            if root {
+                save_epoch(&end, options, &bar)?;
+            }
+            Ok(())
+        })?;
+    let run = FinishedRun {
+        train,
+        validation,
+        data,
+        elapsed: started.elapsed().as_secs_f64(),
+        resumed_epochs,
+    };
+    bar.finish();
+    if !root {
+        return Ok(None);
+    }
+    finish_run(config, options, &fitted, &run).map(Some)
+}
+
+/// What rank 0 tells the others about the start: a fresh run.
+const START_FRESH: u8 = 0;
+/// A resumed run: the last checkpoint's length (8 bytes, little-endian), its bytes, then the
+/// best checkpoint's bytes (none when there is none).
+const START_RESUME: u8 = 1;
+/// Rank 0 could not start; its error follows.
+const START_FAILED: u8 = 2;
+
+/// Rank 0's start message for `resume`.
+fn encode_resume<F: Float>(resume: Option<&FitResume<F>>) -> Result<Vec<u8>, TrainError> {
+    let Some(resume) = resume else {
+        return Ok(vec![START_FRESH]);
+    };
+    let last = resume.last.to_bytes()?;
+    let mut message = vec![START_RESUME];
+    message.extend_from_slice(&(last.len() as u64).to_le_bytes());
+    message.extend_from_slice(&last);
+    if let Some(best) = &resume.best {
+        message.extend_from_slice(&best.to_bytes()?);
+    }
+    Ok(message)
+}
+
+/// The run to resume, from rank 0's start message.
+fn decode_resume<F: Float>(message: &[u8]) -> Result<Option<FitResume<F>>, TrainError> {
+    let malformed = || DistributedError::RootFailed("it sent a malformed start".into());
+    match message.split_first() {
+        Some((&START_FRESH, _)) => Ok(None),
+        Some((&START_RESUME, rest)) => {
+            let (len, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+            let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| malformed())?;
+            if len > rest.len() {
+                return Err(malformed().into());
+            }
+            let (last, best) = rest.split_at(len);
+            Ok(Some(FitResume {
+                last: Checkpoint::from_bytes(last)?,
+                best: (!best.is_empty())
+                    .then(|| Checkpoint::from_bytes(best))
+                    .transpose()?,
+            }))
+        }
+        Some((_, reason)) => {
+            let reason = String::from_utf8_lossy(reason).into_owned();
+            Err(DistributedError::RootFailed(reason).into())
+        }
+        None => Err(malformed().into()),
+    }
+}
+
+/// The run in the directory to continue, for [`Start::Resume`].
+fn load_resume<F: Float>(options: &RunOptions) -> Result<Option<FitResume<F>>, TrainError> {
     let (last_path, best_path) = (
         options.out_dir.join(CHECKPOINT_FILE),
         options.out_dir.join(BEST_FILE),
     );
-    let resume = match options.start {
+    Ok(match options.start {
         Start::Resume => Some(FitResume {
             last: Checkpoint::load(&last_path)?,
             best: best_path
@@ -140,16 +275,24 @@ pub fn data_run<C: Cell>(
                 .transpose()?,
         }),
         Start::Fresh | Start::Overwrite => None,
-    };
-    let resumed_epochs = resume.as_ref().map_or(0, |resume| {
+    })
+}
+
+/// Epochs the run to resume has finished.
+fn resumed_epochs<F>(resume: Option<&FitResume<F>>) -> u64 {
+    resume.map_or(0, |resume| {
         resume
             .last
             .metadata
             .get(keys::EPOCH)
             .and_then(|epoch| epoch.parse().ok())
             .unwrap_or(0)
-    });
-    let target = if options.show_progress {
+    })
+}
+
+/// The bar of epochs.
+fn progress_bar<C: Cell>(config: &FitConfig, visible: bool, resumed_epochs: u64) -> ProgressBar {
+    let target = if visible {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
@@ -162,25 +305,54 @@ pub fn data_run<C: Cell>(
     .expect("the progress template is valid");
     bar.set_style(style.progress_chars("█▓░"));
     bar.set_prefix(C::SPEC.name);
-    let started = Instant::now();
     bar.set_position(resumed_epochs);
-    let fitted = fit::<C, TrainError>(config, train, validation, resume, |end| {
-        // The last first: a kill between the two writes leaves a best checkpoint that is
-        // older than the last epoch, which is then the best, and resuming uses the last.
-        end.last.save(&last_path)?;
-        if let Some(best) = end.new_best {
-            best.save(&best_path)?;
-        }
-        let report = end.report;
-        bar.set_position(report.epoch as u64);
-        let val = report
-            .val_loss
-            .map_or(String::new(), |loss| format!(" val {loss:.4}"));
-        bar.set_message(format!("loss {:.4}{val}", report.train_loss));
-        Ok(())
-    })?;
-    let elapsed = started.elapsed().as_secs_f64();
-    bar.finish();
+    bar
+}
+
+/// Writes an epoch's checkpoints and shows its figures.
+fn save_epoch<F: Float>(
+    end: &EpochEnd<'_, F>,
+    options: &RunOptions,
+    bar: &ProgressBar,
+) -> Result<(), TrainError> {
+    // The last first: a kill between the two writes leaves a best checkpoint that is
+    // older than the last epoch, which is then the best, and resuming uses the last.
+    end.last.save(&options.out_dir.join(CHECKPOINT_FILE))?;
+    if let Some(best) = end.new_best {
+        best.save(&options.out_dir.join(BEST_FILE))?;
+    }
+    let report = end.report;
+    bar.set_position(report.epoch as u64);
+    let val = report
+        .val_loss
+        .map_or(String::new(), |loss| format!(" val {loss:.4}"));
+    bar.set_message(format!("loss {:.4}{val}", report.train_loss));
+    Ok(())
+}
+
+/// What the end of a data run reports besides the fit.
+struct FinishedRun<'a, F> {
+    train: &'a Dataset<F>,
+    validation: Option<&'a Dataset<F>>,
+    data: &'a str,
+    elapsed: f64,
+    resumed_epochs: u64,
+}
+
+/// The metrics and the plot of a finished fit.
+fn finish_run<C: Cell>(
+    config: &FitConfig,
+    options: &RunOptions,
+    fitted: &Fitted<C>,
+    run: &FinishedRun<'_, C::Elem>,
+) -> Result<DataMetrics, TrainError> {
+    let FinishedRun {
+        train,
+        validation,
+        data,
+        elapsed,
+        resumed_epochs,
+    } = *run;
     let epochs_run = (fitted.epochs.len() as u64).saturating_sub(resumed_epochs);
     let best = &fitted.epochs[fitted.best_epoch - 1];
     let last = fitted.epochs.last().unwrap_or(best);

@@ -6,6 +6,10 @@
 //!
 //! Its checkpoints carry, besides the weights and Adam's state, everything `lstm predict`
 //! needs to rebuild the model: the cell, the sizes, the objective and its classes.
+//!
+//! [`fit_distributed`] is the same fit as one rank of a data-parallel run: each rank trains
+//! on its share of every batch's sequences, and one all-reduce per step sums the gradients
+//! (see `distributed.rs`).
 
 use std::collections::BTreeMap;
 
@@ -17,8 +21,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::data::{Dataset, Objective};
+use super::distributed::{self, Collective, DistributedError, FlatStep};
 use super::fit_resume;
-use super::model::{Evaluation, SequenceModel};
+use super::model::{Evaluation, SequenceModel, ShardShare};
 use super::schedule::{LrSchedule, Schedule};
 use super::tasks::{Labels, Target};
 use super::trainer::LayerOptions;
@@ -214,6 +219,109 @@ pub fn fit<C: Cell, E: From<Error>>(
     train: &Dataset<C::Elem>,
     validation: Option<&Dataset<C::Elem>>,
     resume: Option<FitResume<C::Elem>>,
+    on_epoch: impl FnMut(EpochEnd<'_, C::Elem>) -> std::result::Result<(), E>,
+) -> std::result::Result<Fitted<C>, E> {
+    let gradients = |model: &mut SequenceModel<C>,
+                     rows: &[usize],
+                     objective: Objective,
+                     step: u64|
+     -> std::result::Result<StepGradients<C::Elem>, E> {
+        let batch = train.batch(rows, objective);
+        model.reseed(mask_seed(config, step));
+        let (evaluation, grads) = model.loss_and_gradients(&batch)?;
+        Ok((evaluation, grads, counted_rows(&batch.target) as f64))
+    };
+    fit_with(config, train, validation, resume, 1, gradients, on_epoch)
+}
+
+/// [`fit`] as rank `collective.rank()` of a data-parallel run: every rank must call it with
+/// the same arguments (the same data, every rank reads its own copy). Each rank computes
+/// the loss and gradients of its contiguous share of each batch's sequences
+/// ([`shard_range`](super::shard_range)), one all-reduce sums them, and every rank takes the
+/// same step, so the weights stay identical and the course is that of [`fit`] on one
+/// process up to rounding (dropout masks apart: each rank draws its own). Every rank
+/// evaluates the validation set (the schedule and early stopping need its loss); `on_epoch`
+/// runs on every rank, and the caller lets one of them write.
+///
+/// The checkpoints record the number of ranks, and a run resumes on as many.
+///
+/// # Errors
+///
+/// As [`fit`], [`DistributedError::BatchTooSmall`] if a batch has fewer sequences than
+/// there are ranks, and a failed all-reduce.
+pub fn fit_distributed<C: Cell, E: From<Error> + From<DistributedError>>(
+    config: &FitConfig,
+    train: &Dataset<C::Elem>,
+    validation: Option<&Dataset<C::Elem>>,
+    resume: Option<FitResume<C::Elem>>,
+    collective: &dyn Collective,
+    on_epoch: impl FnMut(EpochEnd<'_, C::Elem>) -> std::result::Result<(), E>,
+) -> std::result::Result<Fitted<C>, E> {
+    let ranks = collective.size();
+    // The last batch of an epoch is the smallest.
+    let smallest = match train.len() % config.batch_size.max(1) {
+        0 => config.batch_size.min(train.len()),
+        rest => rest,
+    };
+    if smallest < ranks {
+        return Err(DistributedError::BatchTooSmall {
+            batch_size: smallest,
+            ranks,
+        }
+        .into());
+    }
+    let rank = collective.rank();
+    let gradients = |model: &mut SequenceModel<C>,
+                     rows: &[usize],
+                     objective: Objective,
+                     step: u64|
+     -> std::result::Result<StepGradients<C::Elem>, E> {
+        let range = distributed::shard_range(rows.len(), ranks, rank);
+        let total = counted_rows(&train.batch(rows, objective).target) as f64;
+        let shard = train.batch(&rows[range.clone()], objective);
+        let share = ShardShare {
+            loss: counted_rows(&shard.target) as f64 / total.max(1.0),
+            sequences: range.len() as f64 / rows.len() as f64,
+        };
+        model.reseed(distributed::mask_seed(mask_seed(config, step), rank));
+        let (evaluation, grads) = model.shard_loss_and_gradients(&shard, share)?;
+        let has_accuracy = evaluation.accuracy.is_some();
+        let mut flat = FlatStep::pack(grads, evaluation.loss, evaluation.accuracy);
+        flat.sum_over(collective)?;
+        let (mut grads, mut loss, accuracy) = flat.unpack(has_accuracy);
+        loss += model.add_weight_penalties(&mut grads)?;
+        Ok((Evaluation { loss, accuracy }, grads, total))
+    };
+    fit_with(
+        config, train, validation, resume, ranks, gradients, on_epoch,
+    )
+}
+
+/// The seed of the masks of step `step` (a step of one process, or rank 0's).
+fn mask_seed(config: &FitConfig, step: u64) -> u64 {
+    config
+        .seed
+        .wrapping_add(step)
+        .wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// The loss and gradients of one step on the training rows `rows` (with the model's masks
+/// seeded for step `step`), and the rows the loss counts.
+type StepGradients<F> = (Evaluation, lstm::Gradients<F>, f64);
+
+/// [`fit`] with the gradients of each step from `gradients`, on `ranks` ranks.
+fn fit_with<C: Cell, E: From<Error>>(
+    config: &FitConfig,
+    train: &Dataset<C::Elem>,
+    validation: Option<&Dataset<C::Elem>>,
+    resume: Option<FitResume<C::Elem>>,
+    ranks: usize,
+    mut gradients: impl FnMut(
+        &mut SequenceModel<C>,
+        &[usize],
+        Objective,
+        u64,
+    ) -> std::result::Result<StepGradients<C::Elem>, E>,
     mut on_epoch: impl FnMut(EpochEnd<'_, C::Elem>) -> std::result::Result<(), E>,
 ) -> std::result::Result<Fitted<C>, E> {
     config.validate()?;
@@ -244,8 +352,12 @@ pub fn fit<C: Cell, E: From<Error>>(
         config.epochs,
         steps_per_epoch,
     );
-    let trajectory =
+    let mut trajectory =
         fit_resume::trajectory(config, train.len(), validation.map(Dataset::len), objective);
+    if ranks > 1 {
+        // A resumed run must split its batches the same way.
+        trajectory.push_str(&format!(", ranks {ranks}"));
+    }
     let mut step = 0u64;
     let mut epochs = Vec::new();
     let mut best: Option<(f64, usize, Checkpoint<C::Elem>)> = None;
@@ -298,20 +410,12 @@ pub fn fit<C: Cell, E: From<Error>>(
         let (mut loss_sum, mut rows_sum) = (0.0, 0.0);
         let mut lr = config.lr;
         for rows in order.chunks(config.batch_size) {
-            let batch = train.batch(rows, objective);
-            model.reseed(
-                config
-                    .seed
-                    .wrapping_add(step)
-                    .wrapping_mul(0x2545_f491_4f6c_dd1d),
-            );
-            let (evaluation, mut grads) = model.loss_and_gradients(&batch)?;
+            let (evaluation, mut grads, weight) = gradients(&mut model, rows, objective, step)?;
             clip_grad_norm(&mut grads, config.max_grad_norm)?;
             lr = schedule.lr(step, epoch);
             optimizer.set_learning_rate(lr);
             optimizer.step(&mut model, &grads)?;
             model.apply_constraints();
-            let weight = counted_rows(&batch.target) as f64;
             loss_sum += evaluation.loss * weight;
             rows_sum += weight;
             step += 1;

@@ -13,6 +13,9 @@
 //! - `data_run.rs` (`cli`): `data_run`, a fit with its run directory.
 //! - `model.rs`: [`SequenceModel`], forward, loss and backward of one batch.
 //! - `trainer.rs`: [`Trainer`], one Adam step at a time, gradient clipping, checkpoints.
+//! - `distributed.rs`: data-parallel steps, each rank on its shard of the batch, one
+//!   all-reduce of one flat buffer per step ([`Collective`]); `mpi_world.rs` (feature `mpi`):
+//!   [`Collective`] over MPI.
 //! - `run.rs` (`cli`): `train_run` and `compare_runs`, progress bar and output files.
 //! - `run_dir.rs` (`cli`): the run directory's lock, and the check that a fresh run does not
 //!   replace an earlier one.
@@ -21,9 +24,12 @@
 mod data;
 #[cfg(feature = "cli")]
 mod data_run;
+mod distributed;
 mod fit;
 mod fit_resume;
 mod model;
+#[cfg(feature = "mpi")]
+mod mpi_world;
 #[cfg(feature = "cli")]
 mod plot;
 #[cfg(feature = "cli")]
@@ -39,15 +45,20 @@ use std::path::PathBuf;
 
 pub use data::{DataLabels, Dataset, Objective, csv_windows};
 #[cfg(feature = "cli")]
-pub use data_run::{BEST_FILE, DataMetrics, EpochMetrics, data_run};
-pub use fit::{EpochEnd, EpochReport, FitConfig, FitResume, Fitted, evaluate, fit, keys};
-pub use model::{Evaluation, SequenceModel};
+pub use data_run::{BEST_FILE, DataMetrics, EpochMetrics, data_run, data_run_distributed};
+pub use distributed::{Collective, DistributedError, FlatStep, mask_seed, shard, shard_range};
+pub use fit::{
+    EpochEnd, EpochReport, FitConfig, FitResume, Fitted, evaluate, fit, fit_distributed, keys,
+};
+pub use model::{Evaluation, SequenceModel, ShardShare};
+#[cfg(feature = "mpi")]
+pub use mpi_world::MpiWorld;
 #[cfg(feature = "cli")]
 pub use plot::{Baseline, Curve, PlotError, plot_epoch_losses, plot_losses, smooth};
 #[cfg(feature = "cli")]
 pub use run::{
     CHECKPOINT_FILE, METRICS_FILE, Metrics, PLOT_FILE, RunOptions, RunOutcome, compare_runs,
-    recent_mean, train_run,
+    recent_mean, train_run, train_run_distributed,
 };
 #[cfg(feature = "cli")]
 pub use run_dir::{LOCK_FILE, RunDir, Start};
@@ -96,4 +107,18 @@ pub enum TrainError {
     /// The metrics could not be serialized.
     #[error("cannot serialize the metrics: {0}")]
     Json(serde_json::Error),
+    /// A data-parallel run failed: a collective operation, or a start rank 0 refused.
+    #[error(transparent)]
+    Distributed(DistributedError),
+}
+
+#[cfg(feature = "cli")]
+impl From<DistributedError> for TrainError {
+    fn from(err: DistributedError) -> Self {
+        // A runtime error stays one, whichever rank met it.
+        match err {
+            DistributedError::Runtime(err) => TrainError::Runtime(err),
+            other => TrainError::Distributed(other),
+        }
+    }
 }

@@ -30,6 +30,17 @@ pub struct SequenceModel<C: Cell> {
     head: Linear<C::Elem>,
 }
 
+/// A rank's shard's part of the global batch of a data-parallel step: the weights that make
+/// the sum of every shard's loss the loss of the whole batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ShardShare {
+    /// The shard's part of the rows the loss averages over (sequences for the adding
+    /// problem, valid steps for parity).
+    pub loss: f64,
+    /// The shard's part of the batch's sequences (what activity penalties average over).
+    pub sequences: f64,
+}
+
 /// How well a model does on a batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation {
@@ -128,11 +139,80 @@ impl<C: Cell> SequenceModel<C> {
         &mut self,
         batch: &Batch<C::Elem>,
     ) -> Result<(Evaluation, Gradients<C::Elem>)> {
+        let (mut evaluation, activity_penalty, mut grads) =
+            self.batch_loss_and_gradients(batch, None)?;
+        let weight_penalty = self.add_weight_penalties(&mut grads)?;
+        evaluation.loss += activity_penalty + weight_penalty;
+        Ok((evaluation, grads))
+    }
+
+    /// One rank's part of a step of data-parallel training: the loss of its `shard` of the
+    /// global batch and the gradients, both scaled by the shard's `share` of the global batch,
+    /// so that the sum over all ranks' shards is the loss and gradients of the whole batch.
+    /// The layer's weight penalties are left out: they belong to the weights, not to a
+    /// shard, and are added once to the summed gradients ([`SequenceModel::add_weight_penalties`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`SequenceModel::loss_and_gradients`].
+    pub fn shard_loss_and_gradients(
+        &mut self,
+        shard: &Batch<C::Elem>,
+        share: ShardShare,
+    ) -> Result<(Evaluation, Gradients<C::Elem>)> {
+        let (evaluation, activity_penalty, grads) =
+            self.batch_loss_and_gradients(shard, Some(share))?;
+        let evaluation = Evaluation {
+            loss: evaluation.loss * share.loss + activity_penalty * share.sequences,
+            accuracy: evaluation.accuracy.map(|accuracy| accuracy * share.loss),
+        };
+        Ok((evaluation, grads))
+    }
+
+    /// Adds the gradients of the layer's weight penalties into `grads` (named as
+    /// [`SequenceModel::loss_and_gradients`] names them) and returns the penalty, 0 without
+    /// weight regularizers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] naming a gradient in `grads` shaped unlike its parameter.
+    pub fn add_weight_penalties(&self, grads: &mut Gradients<C::Elem>) -> Result<f64> {
+        let names: Vec<String> = grads
+            .iter()
+            .filter(|(name, _)| name.starts_with(LSTM_PREFIX))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let mut layer_grads = Gradients::new();
+        for name in names {
+            if let Some(values) = grads.remove(&name) {
+                layer_grads.insert(&name[LSTM_PREFIX.len()..], values);
+            }
+        }
+        let added = self.lstm.add_regularization_gradients(&mut layer_grads);
+        // Put back whatever happened, so an error leaves `grads` whole.
+        grads.extend_prefixed(LSTM_PREFIX, layer_grads);
+        added?;
+        Ok(self.lstm.regularization_loss())
+    }
+
+    /// The task's loss on `batch`, the layer's activity penalty, and the gradients of their
+    /// sum (without the weight penalties); with a `share`, the gradients of the loss are
+    /// scaled by `share.loss` and those of the penalty by `share.sequences` before the
+    /// backward pass (the returned loss and penalty are not scaled).
+    fn batch_loss_and_gradients(
+        &mut self,
+        batch: &Batch<C::Elem>,
+        share: Option<ShardShare>,
+    ) -> Result<(Evaluation, f64, Gradients<C::Elem>)> {
         let call = self.call(batch);
         let (output, tape) = self.lstm.forward_train(batch.input.view(), call)?;
         let features = self.features(output.output.view())?;
         let logits = self.head.forward(features.view())?;
-        let (mut evaluation, grad_logits) = score_with_gradient(logits, &batch.target)?;
+        let (evaluation, mut grad_logits) = score_with_gradient(logits, &batch.target)?;
+        if let Some(share) = share {
+            let factor = C::Elem::of(share.loss);
+            grad_logits.mapv_inplace(|value| value * factor);
+        }
         let mut head_grads = self.head.backward(features.view(), grad_logits.view())?;
         let grad_features = head_grads
             .remove("input")
@@ -149,10 +229,22 @@ impl<C: Cell> SequenceModel<C> {
             .map_err(|_| {
                 Error::shape_mismatch("grad output", output.output.shape(), &grad_shape)
             })?;
-        let (activity_penalty, activity_grad) = self.lstm.activity_regularization(&output);
+        let (activity_penalty, mut activity_grad) = self.lstm.activity_regularization(&output);
+        if let Some(share) = share {
+            // The penalty is a mean over the shard's sequences; its share of the whole
+            // batch's mean is the shard's share of the sequences.
+            let factor = C::Elem::of(share.sequences);
+            activity_grad.output.mapv_inplace(|value| value * factor);
+            for state in [&mut activity_grad.h_n, &mut activity_grad.c_n]
+                .into_iter()
+                .flatten()
+            {
+                state.mapv_inplace(|value| value * factor);
+            }
+        }
         // Both are shaped like the layer's output.
         grad_output += &activity_grad.output;
-        let mut lstm_grads = self.lstm.backward(
+        let lstm_grads = self.lstm.backward(
             tape,
             OutputGrad {
                 output: Some(grad_output.view()),
@@ -161,13 +253,10 @@ impl<C: Cell> SequenceModel<C> {
                 ..OutputGrad::default()
             },
         )?;
-        self.lstm
-            .add_regularization_gradients(&mut lstm_grads.params)?;
-        evaluation.loss += activity_penalty + self.lstm.regularization_loss();
         let mut grads = Gradients::new();
         grads.extend_prefixed(LSTM_PREFIX, lstm_grads.params);
         grads.extend_prefixed(HEAD_PREFIX, head_grads);
-        Ok((evaluation, grads))
+        Ok((evaluation, activity_penalty, grads))
     }
 
     /// The loss (and accuracy) on `batch`, in inference mode: the task's loss alone, without

@@ -20,6 +20,7 @@ use lstm::{Cell, Float};
 use serde::Serialize;
 
 use super::TrainError;
+use super::distributed::{Collective, DistributedError};
 use super::plot::{Baseline, Curve, plot_losses};
 use super::run_dir::{RunDir, Start};
 use super::trainer::{TrainConfig, Trainer};
@@ -84,6 +85,9 @@ pub struct Metrics {
     pub wall_time_seconds: f64,
     /// Steps this process took per second.
     pub steps_per_second: f64,
+    /// Processes the run's batches were split across (`--distributed`); absent for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
 }
 
 /// What a finished run returns.
@@ -132,8 +136,129 @@ pub fn train_run<C: Cell>(
     }
     let elapsed = started.elapsed();
     bar.finish();
-    trainer.checkpoint().save(&checkpoint_path)?;
-    let metrics = metrics(&mut trainer, resumed_from_step, elapsed, steps_before)?;
+    finish_run(
+        &mut trainer,
+        options,
+        resumed_from_step,
+        elapsed,
+        steps_before,
+    )
+}
+
+/// [`train_run`] as one rank of a data-parallel run over `collective`: every rank must call
+/// it with the same `config` and `options`. Every rank trains on its shard of each step's
+/// batch of `config.batch_size` sequences ([`Trainer::step_distributed`]); rank 0 alone
+/// touches the run directory: it locks it, reads the checkpoint to resume from and sends it
+/// to the others, and writes the checkpoints, `metrics.json` and `loss.png`. The losses are
+/// those of one process training on the whole batch, up to rounding.
+///
+/// Returns the outcome on rank 0 and `None` on the others.
+///
+/// # Errors
+///
+/// As [`train_run`] (on rank 0; the others report [`DistributedError::RootFailed`] when rank
+/// 0 cannot start), and [`TrainError::Distributed`] if a collective operation fails or the
+/// batch is smaller than the ranks. An error on one rank after the start leaves the others
+/// waiting in the next step's all-reduce: the caller ends the whole run (`MPI_Abort`).
+pub fn train_run_distributed<C: Cell>(
+    config: &TrainConfig,
+    options: &RunOptions,
+    collective: &dyn Collective,
+) -> Result<Option<RunOutcome>, TrainError> {
+    let root = collective.rank() == 0;
+    let resume = options.start == Start::Resume;
+    let checkpoint_path = options.out_dir.join(CHECKPOINT_FILE);
+    // Rank 0 opens the directory and reads the checkpoint; what it found, or why it could
+    // not, goes to every rank in one broadcast, so a failed start ends every rank alike.
+    let mut opened: Option<Result<RunDir, TrainError>> = None;
+    let mut message = Vec::new();
+    if root {
+        let start = RunDir::open(&options.out_dir, options.start, RUN_FILES).and_then(|dir| {
+            let bytes = if resume {
+                Some(Checkpoint::<C::Elem>::load(&checkpoint_path)?.to_bytes()?)
+            } else {
+                None
+            };
+            Ok((dir, bytes))
+        });
+        message = match &start {
+            Ok((_, None)) => vec![START_FRESH],
+            Ok((_, Some(bytes))) => [&[START_RESUME][..], bytes].concat(),
+            Err(err) => [&[START_FAILED][..], err.to_string().as_bytes()].concat(),
+        };
+        opened = Some(start.map(|(dir, _)| dir));
+    }
+    collective.broadcast_bytes(&mut message)?;
+    let _run_dir = match opened {
+        Some(opened) => Some(opened?),
+        None => None,
+    };
+    let mut trainer = match message.split_first() {
+        Some((&START_FRESH, _)) => Trainer::<C>::new_distributed(config.clone(), collective)?,
+        Some((&START_RESUME, bytes)) => {
+            let checkpoint = Checkpoint::<C::Elem>::from_bytes(bytes)?;
+            Trainer::<C>::resume_distributed(config.clone(), &checkpoint, collective)?
+        }
+        Some((_, reason)) => {
+            let reason = String::from_utf8_lossy(reason).into_owned();
+            return Err(DistributedError::RootFailed(reason).into());
+        }
+        None => {
+            return Err(DistributedError::RootFailed("it sent nothing".into()).into());
+        }
+    };
+    let resumed_from_step = resume.then_some(trainer.steps_taken());
+    let bar = progress_bar(&trainer, options.show_progress && root);
+    let started = Instant::now();
+    let steps_before = trainer.steps_taken();
+    while !trainer.is_done() {
+        trainer.step_distributed(collective)?;
+        if !root {
+            continue;
+        }
+        bar.set_position(trainer.steps_taken());
+        bar.set_message(format!("{:.5}", recent_mean(trainer.losses())));
+        let step = trainer.steps_taken();
+        if options.checkpoint_every > 0 && step % options.checkpoint_every == 0 {
+            trainer.checkpoint().save(&checkpoint_path)?;
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish();
+    if !root {
+        return Ok(None);
+    }
+    finish_run(
+        &mut trainer,
+        options,
+        resumed_from_step,
+        elapsed,
+        steps_before,
+    )
+    .map(Some)
+}
+
+/// What rank 0 tells the others about the start: a fresh run.
+const START_FRESH: u8 = 0;
+/// A resumed run; the checkpoint's bytes follow.
+const START_RESUME: u8 = 1;
+/// Rank 0 could not start; its error follows.
+const START_FAILED: u8 = 2;
+
+/// The end of a run: the last checkpoint, `metrics.json` after a held-out evaluation, and
+/// `loss.png`.
+fn finish_run<C: Cell>(
+    trainer: &mut Trainer<C>,
+    options: &RunOptions,
+    resumed_from_step: Option<u64>,
+    elapsed: Duration,
+    steps_before: u64,
+) -> Result<RunOutcome, TrainError> {
+    let config = trainer.config().clone();
+    trainer
+        .checkpoint()
+        .save(&options.out_dir.join(CHECKPOINT_FILE))?;
+    let metrics = metrics(trainer, resumed_from_step, elapsed, steps_before)?;
     write_metrics(&options.out_dir.join(METRICS_FILE), &metrics)?;
     let curve = Curve {
         label: C::SPEC.name.to_string(),
@@ -141,9 +266,9 @@ pub fn train_run<C: Cell>(
     };
     plot_losses(
         &options.out_dir.join(PLOT_FILE),
-        &plot_title(config, &[C::SPEC.name]),
+        &plot_title(&config, &[C::SPEC.name]),
         &[curve],
-        Some(&baseline(config)),
+        Some(&baseline(&config)),
     )?;
     Ok(RunOutcome {
         metrics,
@@ -250,6 +375,7 @@ fn metrics<C: Cell>(
         } else {
             0.0
         },
+        ranks: (trainer.ranks() > 1).then_some(trainer.ranks()),
     })
 }
 

@@ -17,6 +17,7 @@ use lstm::{
     Cell, Constraints, Error, Float, Framework, LstmConfig, Parameters, Regularizers, Result,
 };
 
+use super::distributed::{self, Collective, DistributedError, FlatStep};
 use super::model::{Evaluation, SequenceModel};
 use super::tasks::{Task, eval_rng, train_rng};
 
@@ -158,6 +159,8 @@ pub struct Trainer<C: Cell> {
     step: u64,
     /// The loss of every step taken, in order.
     losses: Vec<f64>,
+    /// Ranks the global batch is split across: 1 for one process.
+    ranks: usize,
 }
 
 /// Name of the loss curve in a checkpoint's history.
@@ -170,6 +173,8 @@ const REGULARIZERS_KEY: &str = "train.regularizers";
 const CONSTRAINTS_KEY: &str = "train.constraints";
 /// Metadata key of the layer options, when set.
 const LAYER_KEY: &str = "train.layer";
+/// Metadata key of the number of ranks of a distributed run, when more than 1.
+const RANKS_KEY: &str = "train.ranks";
 
 impl<C: Cell> Trainer<C> {
     /// A trainer at step 0 with freshly initialised weights.
@@ -208,7 +213,43 @@ impl<C: Cell> Trainer<C> {
             optimizer,
             step: 0,
             losses: Vec::new(),
+            ranks: 1,
         })
+    }
+
+    /// A trainer at step 0 for rank `collective.rank()` of a data-parallel run: every rank
+    /// starts from the same weights (they are drawn from the seed) and trains on its shard of
+    /// each step's batch of `config.batch_size` sequences ([`Trainer::step_distributed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::new`], and [`DistributedError::BatchTooSmall`] if the batch has fewer
+    /// sequences than there are ranks.
+    pub fn new_distributed(
+        config: TrainConfig,
+        collective: &dyn Collective,
+    ) -> std::result::Result<Self, DistributedError> {
+        let ranks = check_ranks(&config, collective)?;
+        let mut trainer = Trainer::new(config)?;
+        trainer.ranks = ranks;
+        Ok(trainer)
+    }
+
+    /// A trainer that continues the distributed run `checkpoint` was taken from, on as many
+    /// ranks as it had (a different count would draw other dropout masks and sum in another
+    /// order, so the run would not continue as it would have).
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::resume`] (naming `train.ranks` when the counts differ) and
+    /// [`Trainer::new_distributed`].
+    pub fn resume_distributed(
+        config: TrainConfig,
+        checkpoint: &Checkpoint<C::Elem>,
+        collective: &dyn Collective,
+    ) -> std::result::Result<Self, DistributedError> {
+        let ranks = check_ranks(&config, collective)?;
+        Ok(Trainer::resume_on(config, checkpoint, ranks)?)
     }
 
     /// A trainer that continues the run `checkpoint` was taken from, under `config` (which
@@ -224,12 +265,25 @@ impl<C: Cell> Trainer<C> {
     /// - Whatever restoring the weights and the optimizer state reports (missing tensors,
     ///   wrong shapes).
     pub fn resume(config: TrainConfig, checkpoint: &Checkpoint<C::Elem>) -> Result<Self> {
+        Trainer::resume_on(config, checkpoint, 1)
+    }
+
+    /// [`Trainer::resume`] for a run on `ranks` ranks.
+    fn resume_on(
+        config: TrainConfig,
+        checkpoint: &Checkpoint<C::Elem>,
+        ranks: usize,
+    ) -> Result<Self> {
         let mut trainer = Trainer::new(config)?;
-        let mut expected = trainer.config.trajectory_metadata();
-        expected.insert(CELL_KEY.into(), C::SPEC.name.into());
+        trainer.ranks = ranks;
+        let mut expected = trainer.metadata();
         expected.insert("seed".into(), trainer.config.seed.to_string());
         let mut found = checkpoint.metadata.clone();
         found.insert("seed".into(), checkpoint.seed.to_string());
+        // One process is one rank, whether or not its checkpoint says so.
+        for map in [&mut expected, &mut found] {
+            map.entry(RANKS_KEY.into()).or_insert_with(|| "1".into());
+        }
         // The optional keys are compared both ways: a checkpoint with regularizers does not
         // resume without them either.
         let optional = [REGULARIZERS_KEY, CONSTRAINTS_KEY, LAYER_KEY];
@@ -294,6 +348,55 @@ impl<C: Cell> Trainer<C> {
         })
     }
 
+    /// One optimizer step of a data-parallel run, on rank `collective.rank()`'s shard of the
+    /// next batch (see the `distributed` module): the shard's loss and gradients, one
+    /// all-reduce of them over the ranks, then the weight penalties, clipping, Adam and the
+    /// constraints on the summed gradients, as [`Trainer::step`] does on one process. Every
+    /// rank must call it, the same number of times.
+    ///
+    /// # Errors
+    ///
+    /// [`DistributedError::RankCount`] if the communicator is not the trainer's size, a
+    /// failed all-reduce, or what [`Trainer::step`] reports (the same on every rank, since
+    /// every rank sees the same summed gradients).
+    pub fn step_distributed(
+        &mut self,
+        collective: &dyn Collective,
+    ) -> std::result::Result<StepReport, DistributedError> {
+        if collective.size() != self.ranks {
+            return Err(DistributedError::RankCount {
+                expected: self.ranks,
+                found: collective.size(),
+            });
+        }
+        let mut rng = train_rng(self.config.seed, self.step);
+        let batch = self
+            .config
+            .task
+            .batch::<C::Elem, _>(self.config.batch_size, &mut rng)?;
+        let rank = collective.rank();
+        self.model
+            .reseed(distributed::mask_seed(rng.random(), rank));
+        let range = distributed::shard_range(self.config.batch_size, self.ranks, rank);
+        let (shard, share) = distributed::shard(&batch, range)?;
+        let (evaluation, grads) = self.model.shard_loss_and_gradients(&shard, share)?;
+        let has_accuracy = evaluation.accuracy.is_some();
+        let mut flat = FlatStep::pack(grads, evaluation.loss, evaluation.accuracy);
+        flat.sum_over(collective)?;
+        let (mut grads, mut loss, _) = flat.unpack(has_accuracy);
+        loss += self.model.add_weight_penalties(&mut grads)?;
+        let grad_norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
+        self.optimizer.step(&mut self.model, &grads)?;
+        self.model.apply_constraints();
+        self.step += 1;
+        self.losses.push(loss);
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            grad_norm: grad_norm.to_f64_lossy(),
+        })
+    }
+
     /// The model's mean loss (and accuracy) over the config's held-out batches, which no
     /// training step draws.
     ///
@@ -330,14 +433,27 @@ impl<C: Cell> Trainer<C> {
     pub fn checkpoint(&self) -> Checkpoint<C::Elem> {
         let mut checkpoint =
             Checkpoint::capture(&self.model, &self.optimizer, self.step, self.config.seed);
-        checkpoint.metadata = self.config.trajectory_metadata();
-        checkpoint
-            .metadata
-            .insert(CELL_KEY.into(), C::SPEC.name.into());
+        checkpoint.metadata = self.metadata();
         checkpoint
             .history
             .insert(LOSS_HISTORY.into(), self.losses.clone());
         checkpoint
+    }
+
+    /// What a checkpoint records to be resumed: the config's trajectory, the cell, and the
+    /// ranks when more than one.
+    fn metadata(&self) -> BTreeMap<String, String> {
+        let mut metadata = self.config.trajectory_metadata();
+        metadata.insert(CELL_KEY.into(), C::SPEC.name.into());
+        if self.ranks > 1 {
+            metadata.insert(RANKS_KEY.into(), self.ranks.to_string());
+        }
+        metadata
+    }
+
+    /// Ranks the global batch is split across: 1 for one process.
+    pub fn ranks(&self) -> usize {
+        self.ranks
     }
 
     /// The config.
@@ -402,6 +518,21 @@ fn check_trainer_state<F: Float>(checkpoint: &Checkpoint<F>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ranks of `collective`, if each can have a shard of `config`'s batch.
+fn check_ranks(
+    config: &TrainConfig,
+    collective: &dyn Collective,
+) -> std::result::Result<usize, DistributedError> {
+    let ranks = collective.size();
+    if config.batch_size < ranks {
+        return Err(DistributedError::BatchTooSmall {
+            batch_size: config.batch_size,
+            ranks,
+        });
+    }
+    Ok(ranks)
 }
 
 /// `Ok` if every option of `config` can train.
