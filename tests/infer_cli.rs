@@ -199,26 +199,16 @@ fn state_flags_follow_the_cell() {
         fixture.path("h0.npy"),
     );
     let y = scratch.path("y.npy");
-    let gru = |extra: &[&Path]| {
-        let mut args: Vec<&Path> = vec![
-            Path::new("--weights"),
-            &weights,
-            Path::new("--input"),
-            &x,
-            Path::new("--batch-first"),
-            Path::new("--cell"),
-            Path::new("gru"),
-            Path::new("--output"),
-            &y,
-        ];
-        args.extend(extra);
-        failure(&args)
-    };
+    let gru = [
+        Path::new("--batch-first"),
+        Path::new("--cell"),
+        Path::new("gru"),
+    ];
     for extra in [
         &[Path::new("--h0"), &h0, Path::new("--c0"), &h0][..],
         &[Path::new("--c-n"), &scratch.path("c.npy")][..],
     ] {
-        let message = gru(extra);
+        let message = infer_failure(&weights, &x, &y, &[&gru[..], extra].concat());
         assert!(message.contains("`gru` has no cell state"), "{message}");
     }
     let lstm_case = Fixture::load("pytorch_initial_state");
@@ -227,16 +217,7 @@ fn state_flags_follow_the_cell() {
         lstm_case.path("x.npy"),
         lstm_case.path("h0.npy"),
     );
-    let message = failure(&[
-        Path::new("--weights"),
-        &weights,
-        Path::new("--input"),
-        &x,
-        Path::new("--output"),
-        &y,
-        Path::new("--h0"),
-        &h0,
-    ]);
+    let message = infer_failure(&weights, &x, &y, &[Path::new("--h0"), &h0]);
     assert!(message.contains("`--h0` and `--c0` together"), "{message}");
 }
 
@@ -274,6 +255,21 @@ fn failure(args: &[&Path]) -> String {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("lstm: "), "{stderr}");
     stderr
+}
+
+/// Runs `lstm infer` of `weights` on `input` into `output` with `extra` flags, expecting
+/// failure; returns its one-line message.
+fn infer_failure(weights: &Path, input: &Path, output: &Path, extra: &[&Path]) -> String {
+    let mut args = vec![
+        Path::new("--weights"),
+        weights,
+        Path::new("--input"),
+        input,
+        Path::new("--output"),
+        output,
+    ];
+    args.extend_from_slice(extra);
+    failure(&args)
 }
 
 #[test]
@@ -552,11 +548,7 @@ fn flags_that_do_not_fit_the_weights_are_one_line_errors() {
         Path::new("--output"),
         &y,
     ];
-    let with = |extra: &[&Path]| {
-        let mut args = base.to_vec();
-        args.extend_from_slice(extra);
-        failure(&args)
-    };
+    let with = |extra: &[&Path]| infer_failure(&weights, &x, &y, extra);
     // The zoo's `lstm` reads no constant input.
     let message = with(&[Path::new("--constants"), &constants]);
     assert!(message.contains("constants"), "{message}");

@@ -394,6 +394,18 @@ fn fit_with<C: Cell, E: From<Error>>(
             .is_some_and(|patience| epochs_done - best_epoch >= patience)
     };
     let resumed_epochs = epochs.len();
+    let checkpoint = |model: &SequenceModel<C>, optimizer: &Adam<C::Elem>, step, epochs: &[_]| {
+        checkpoint_of(
+            model,
+            optimizer,
+            step,
+            config,
+            train,
+            objective,
+            epochs,
+            &trajectory,
+        )
+    };
     // The checkpoint of the last epoch this call ran, if it ran any.
     let mut last_run = None;
     for epoch in resumed_epochs..config.epochs {
@@ -440,16 +452,7 @@ fn fit_with<C: Cell, E: From<Error>>(
             lr,
         };
         epochs.push(report);
-        let last = checkpoint_of(
-            &model,
-            &optimizer,
-            step,
-            config,
-            train,
-            objective,
-            &epochs,
-            &trajectory,
-        );
+        let last = checkpoint(&model, &optimizer, step, &epochs);
         let improved = best.as_ref().is_none_or(|(loss, _, _)| monitored < *loss);
         if improved {
             best = Some((monitored, epoch + 1, last.clone()));
@@ -464,16 +467,7 @@ fn fit_with<C: Cell, E: From<Error>>(
     let last = match last_run {
         Some(last) => last,
         // A resumed run with nothing left to do: the state it was resumed in.
-        None => checkpoint_of(
-            &model,
-            &optimizer,
-            step,
-            config,
-            train,
-            objective,
-            &epochs,
-            &trajectory,
-        ),
+        None => checkpoint(&model, &optimizer, step, &epochs),
     };
     // At least one epoch ran (`epochs` ≥ 1), and the first always improves on nothing.
     let (_, best_epoch, best) = best.ok_or_else(|| Error::invalid_value("epochs", "0"))?;

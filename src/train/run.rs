@@ -127,12 +127,7 @@ pub fn train_run<C: Cell>(
     let steps_before = trainer.steps_taken();
     while !trainer.is_done() {
         trainer.step()?;
-        bar.set_position(trainer.steps_taken());
-        bar.set_message(format!("{:.5}", recent_mean(trainer.losses())));
-        let step = trainer.steps_taken();
-        if options.checkpoint_every > 0 && step % options.checkpoint_every == 0 {
-            trainer.checkpoint().save(&checkpoint_path)?;
-        }
+        after_step(&trainer, options, &bar, &checkpoint_path)?;
     }
     let elapsed = started.elapsed();
     bar.finish();
@@ -143,6 +138,23 @@ pub fn train_run<C: Cell>(
         elapsed,
         steps_before,
     )
+}
+
+/// What follows each step of a run on the process that writes it: the progress bar, and the
+/// checkpoint every `options.checkpoint_every` steps.
+fn after_step<C: Cell>(
+    trainer: &Trainer<C>,
+    options: &RunOptions,
+    bar: &ProgressBar,
+    checkpoint_path: &Path,
+) -> Result<(), TrainError> {
+    bar.set_position(trainer.steps_taken());
+    bar.set_message(format!("{:.5}", recent_mean(trainer.losses())));
+    let step = trainer.steps_taken();
+    if options.checkpoint_every > 0 && step.is_multiple_of(options.checkpoint_every) {
+        trainer.checkpoint().save(checkpoint_path)?;
+    }
+    Ok(())
 }
 
 /// [`train_run`] as one rank of a data-parallel run over `collective`: every rank must call
@@ -189,10 +201,7 @@ pub fn train_run_distributed<C: Cell>(
         opened = Some(start.map(|(dir, _)| dir));
     }
     collective.broadcast_bytes(&mut message)?;
-    let _run_dir = match opened {
-        Some(opened) => Some(opened?),
-        None => None,
-    };
+    let _run_dir = opened.transpose()?;
     let mut trainer = match message.split_first() {
         Some((&START_FRESH, _)) => Trainer::<C>::new_distributed(config.clone(), collective)?,
         Some((&START_RESUME, bytes)) => {
@@ -213,14 +222,8 @@ pub fn train_run_distributed<C: Cell>(
     let steps_before = trainer.steps_taken();
     while !trainer.is_done() {
         trainer.step_distributed(collective)?;
-        if !root {
-            continue;
-        }
-        bar.set_position(trainer.steps_taken());
-        bar.set_message(format!("{:.5}", recent_mean(trainer.losses())));
-        let step = trainer.steps_taken();
-        if options.checkpoint_every > 0 && step % options.checkpoint_every == 0 {
-            trainer.checkpoint().save(&checkpoint_path)?;
+        if root {
+            after_step(&trainer, options, &bar, &checkpoint_path)?;
         }
     }
     let elapsed = started.elapsed();
