@@ -58,6 +58,7 @@ pub use layer::config::LstmConfig;
 pub use layer::gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
 pub use layer::initializers::{Framework, Initializers, WeightInit};
 pub use layer::penalties::ActivityGrad;
+pub use layer::stepper::{StepState, Stepper};
 pub use layer::tape::Tape;
 pub use lstm_macros::lstm_cell;
 pub use ndarray;

@@ -13,6 +13,7 @@
 //!   passes through the layers, inference and training; `tape.rs`: what training records;
 //!   `backward.rs`: backpropagation through the layers; `batch_split.rs`: large training calls
 //!   run as two halves of the batch, one per core.
+//! - `stepper.rs`: a unidirectional stack advanced one step at a time ([`Stepper`](stepper::Stepper)).
 //! - `bidirectional.rs`: merge modes; `dropout.rs`: dropout between layers; `init.rs`: the
 //!   projection's and the biases' initialisation; `initializers.rs`: Keras', Flax's and
 //!   PyTorch's weight initializers.
@@ -31,6 +32,7 @@ mod init;
 pub(crate) mod initializers;
 pub(crate) mod penalties;
 mod prepare;
+pub(crate) mod stepper;
 pub(crate) mod tape;
 
 use ndarray::{Array2, Array3, ArrayView, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMutD, Ix2};

@@ -3,7 +3,8 @@
 //! the pure Rust [`gemm`] crate, with vector kernels of their own for batch 1 (`gemv.rs`). The
 //! products every time step repeats with the same weights (`h_prev · W_hhᵀ`, `dZ · W_hh`) go
 //! through `step.rs`, which in f32 packs the weights once per call for kernels of its own
-//! (`packed.rs`); `prefetch.rs` requests what those kernels read from the other core.
+//! (`packed.rs`); `prefetch.rs` requests what those kernels read from the other core;
+//! `ordered.rs` gives the input projection one summation order for any number of rows.
 //!
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
 //! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views
@@ -22,6 +23,7 @@ use crate::parallel::helper_thread;
 pub use crate::parallel::threads::{num_threads, set_num_threads};
 
 mod gemv;
+pub(crate) mod ordered;
 #[cfg(target_arch = "x86_64")]
 mod packed;
 #[cfg(not(target_arch = "x86_64"))]

@@ -25,7 +25,7 @@ use crate::cell::{Cell, StepIo};
 use crate::direction::Direction;
 use crate::error::Result;
 use crate::linalg::prefetch::prefetch;
-use crate::linalg::{self, step::StepRhs};
+use crate::linalg::{self, ordered, step::StepRhs};
 use crate::parallel::helper_thread;
 use crate::regularization::in_recurrence::mask_rows;
 
@@ -107,11 +107,18 @@ impl<C: Cell> Pass<'_, C> {
             }
             None => rows.view(),
         };
-        linalg::matmul_nt(
-            C::Elem::one(),
+        let weight_ih = self.cell.weights().weight_ih.view();
+        let (input_size, gate_rows) = (weight_ih.ncols(), weight_ih.nrows());
+        let weight_ih_t =
+            ordered::needs_transposed(steps * batch, gate_rows, input_size).then(|| {
+                self.weight_ih_t
+                    .get_or_init(|| ordered::transposed(weight_ih))
+                    .as_slice()
+            });
+        ordered::project(
             rows,
-            self.cell.weights().weight_ih.view(),
-            C::Elem::zero(),
+            weight_ih,
+            weight_ih_t,
             run.zx.slice_mut(s![..steps * batch, ..]),
         )?;
         let zx = flat(&run.zx);
