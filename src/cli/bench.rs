@@ -61,6 +61,9 @@ pub struct BenchArgs {
 pub struct Measurement {
     /// Median milliseconds of an inference forward pass.
     pub fwd_ms: f64,
+    /// Median microseconds per step of a [`lstm::Stepper`] taking the same input one step at a
+    /// time (timed alternately with the forward pass); `None` for a bidirectional layer.
+    pub step_us: Option<f64>,
     /// Median milliseconds of a training forward pass plus the full backward pass.
     pub fwdbwd_ms: f64,
     /// Forward matrix-product work (multiply-adds count 2) per second of `fwd_ms`, in GFLOP/s.
@@ -80,6 +83,13 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// The stepper's time per step over the forward pass's: `step_us` against
+    /// `fwd_ms / seq_len`.
+    pub fn step_ratio(&self, seq_len: usize) -> Option<f64> {
+        let forward_us = self.fwd_ms * 1e3 / seq_len.max(1) as f64;
+        self.step_us.map(|step_us| step_us / forward_us)
+    }
+
     /// The layer's own part of the training peak, in MB: `train_peak_mb − held_mb`.
     pub fn own_mb(&self) -> f64 {
         self.train_peak_mb - self.held_mb
@@ -100,8 +110,9 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
             out,
             "{{\"batch\":{},\"seq_len\":{},\"input_size\":{},\"hidden_size\":{},\"cell\":\"{}\",\
              \"layers\":{},\"bidirectional\":{},\"threads\":{},\"isa\":\"{}\",\
-             \"regularization\":\"{}\",\"fwd_ms\":{:.4},\"fwdbwd_ms\":{:.4},\"gflops\":{:.2},\
-             \"train_peak_mb\":{:.1},\"held_mb\":{:.1},\"activations_mb\":{:.1}}}",
+             \"regularization\":\"{}\",\"fwd_ms\":{:.4},\"step_us\":{},\"step_ratio\":{},\
+             \"fwdbwd_ms\":{:.4},\"gflops\":{:.2},\"train_peak_mb\":{:.1},\"held_mb\":{:.1},\
+             \"activations_mb\":{:.1}}}",
             args.batch,
             args.seq_len,
             args.input_size,
@@ -113,6 +124,8 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
             lstm::isa::active().name(),
             args.regularization.describe(),
             measured.fwd_ms,
+            json_number(measured.step_us),
+            json_number(measured.step_ratio(args.seq_len)),
             measured.fwdbwd_ms,
             measured.gflops,
             measured.train_peak_mb,
@@ -123,7 +136,7 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
         writeln!(
             out,
             "{} B={} T={} I={} H={} layers={}{} threads={} isa={} regularization={}: forward \
-             {:.3} ms, forward+backward {:.3} ms, {:.1} GFLOP/s; training peak {:.1} MB ({:.2}× \
+             {:.3} ms, forward+backward {:.3} ms, {:.1} GFLOP/s;{} training peak {:.1} MB ({:.2}× \
              the {:.1} MB of minimal activations): {:.1} MB output, its gradient and the returned \
              gradients, {:.1} MB tape and workspaces ({:.2}× the minimal activations)",
             args.cell,
@@ -143,6 +156,11 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
             measured.fwd_ms,
             measured.fwdbwd_ms,
             measured.gflops,
+            match (measured.step_us, measured.step_ratio(args.seq_len)) {
+                (Some(step_us), Some(ratio)) =>
+                    format!(" stepper {step_us:.2} µs per step ({ratio:.2}× the forward pass's);"),
+                _ => String::new(),
+            },
             measured.train_peak_mb,
             measured.train_peak_mb / measured.activations_mb,
             measured.activations_mb,
@@ -180,7 +198,29 @@ impl CellVisitor<f32> for Bench<'_> {
         // One untimed pass of each kind warms caches and the thread pool.
         let forward = |layer: &mut Lstm<C>| layer.forward(input.view(), Call::new()).map(drop);
         forward(&mut layer)?;
-        let fwd_ms = median_ms(repeats, || forward(&mut layer))?;
+        let (fwd_ms, step_us) = if config.bidirectional {
+            (median_ms(repeats, || forward(&mut layer))?, None)
+        } else {
+            // The stepper over the same input, timed alternately with the forward pass so
+            // that both medians see the same drift of the machine's speed.
+            let stepped = layer.clone();
+            let mut stepper = stepped.stepper(args.batch)?;
+            let mut steps = || -> Result<(), lstm::Error> {
+                let mut state = stepper.zero_state();
+                for x in input.outer_iter() {
+                    stepper.step(x, &mut state)?;
+                }
+                Ok(())
+            };
+            steps()?;
+            let (mut forwards, mut stepping) = (Vec::new(), Vec::new());
+            for _ in 0..repeats {
+                forwards.push(time_ms(|| forward(&mut layer))?);
+                stepping.push(time_ms(&mut steps)?);
+            }
+            let per_step = 1e3 / args.seq_len.max(1) as f64;
+            (median(forwards), Some(median(stepping) * per_step))
+        };
         // Returns the values the pass held for its caller (see `Measurement::held_mb`).
         let train = |layer: &mut Lstm<C>| -> Result<usize, lstm::Error> {
             let (output, tape) =
@@ -205,6 +245,7 @@ impl CellVisitor<f32> for Bench<'_> {
             * ((C::SPEC.num_gates() + 1) * config.hidden_size + config.output_size()) as f64;
         Ok(Measurement {
             fwd_ms,
+            step_us,
             fwdbwd_ms,
             gflops: flops / (fwd_ms * 1e6),
             train_peak_mb,
@@ -214,19 +255,33 @@ impl CellVisitor<f32> for Bench<'_> {
     }
 }
 
+/// A JSON number with four decimals, or `null`.
+fn json_number(value: Option<f64>) -> String {
+    value.map_or_else(|| "null".into(), |value| format!("{value:.4}"))
+}
+
 /// Median of `repeats` timings of `pass`, in milliseconds.
 fn median_ms(
     repeats: usize,
     mut pass: impl FnMut() -> Result<(), lstm::Error>,
 ) -> Result<f64, lstm::Error> {
-    let mut times = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let start = Instant::now();
-        pass()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
+    let times = (0..repeats)
+        .map(|_| time_ms(&mut pass))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(median(times))
+}
+
+/// Milliseconds one run of `pass` takes.
+fn time_ms(mut pass: impl FnMut() -> Result<(), lstm::Error>) -> Result<f64, lstm::Error> {
+    let start = Instant::now();
+    pass()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// The median of at least one time.
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    times[times.len() / 2]
 }
 
 /// Multiply-adds ×2 of the forward pass's matrix products: per layer and direction, the
@@ -290,6 +345,7 @@ mod tests {
             "\"cell\":\"forget_bias\"",
             "\"isa\":\"",
             "\"fwd_ms\":",
+            "\"step_us\":null",
             "\"fwdbwd_ms\":",
             "\"gflops\":",
             "\"train_peak_mb\":",

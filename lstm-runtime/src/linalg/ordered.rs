@@ -6,14 +6,16 @@
 //! multiply-adds over the depth in index order when the depth fits one block (up to 512
 //! here), but they hand a single row to a vector kernel that sums in lanes, and tiny products
 //! (`m · n ≤ 256`) or a depth of at most 2 to kernels that sum otherwise. [`project`] runs the
-//! blocked kernels where they apply and, elsewhere, [`chain_rows`]: the same chain, written out
-//! (with `mul_add`, which rounds once whatever the machine, so every ISA level agrees). Deeper
+//! blocked kernels where they apply and, elsewhere, the step kernels of `packed.rs` where
+//! they sum in the same order (f32, depth ≤ 256), else [`chain_rows`]: the same chain, written
+//! out (with `mul_add`, which rounds once whatever the machine, so every ISA level agrees). Deeper
 //! than one block, the crate sums block by block with a block depth chosen from the caches,
 //! and the order is the crate's for any number of rows.
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::matmul_nt;
+use super::step::StepRhs;
 use crate::error::Result;
 use crate::float::Float;
 use crate::isa::{self, Isa};
@@ -31,10 +33,33 @@ fn blocked(m: usize, n: usize, k: usize) -> bool {
     m >= 2 && n >= 2 && k >= 3 && m * n > 256
 }
 
+/// `w` laid out for the products of few rows that the blocked kernels do not take: packed
+/// for the step kernels (`packed.rs`) when those sum in order at this depth (f32 with AVX2),
+/// else transposed, `k×n` row-major, for [`chain_rows`].
+#[derive(Debug)]
+pub(crate) enum FewRows<F> {
+    /// Packed; the step kernels' product sums in order.
+    Packed(StepRhs),
+    /// `wᵀ` row-major.
+    Transposed(Vec<F>),
+}
+
+impl<F: Float> FewRows<F> {
+    /// `w: n×k` laid out for [`project`].
+    pub(crate) fn new(w: ArrayView2<'_, F>) -> Self {
+        let packed = StepRhs::transposed(w);
+        if packed.sums_in_order() {
+            FewRows::Packed(packed)
+        } else {
+            FewRows::Transposed(transposed(w))
+        }
+    }
+}
+
 /// `out = x · wᵀ` (`x: m×k`, `w: n×k`, `out: m×n`), every element one chain of fused
-/// multiply-adds over `k` in index order, for any `m`. `w_t` is `wᵀ` row-major (`k×n`),
-/// made by the caller once for the products that need it ([`needs_transposed`]); a caller
-/// without it passes `None` and a copy is made here.
+/// multiply-adds over `k` in index order, for any `m`. `few` is `w` laid out for the products
+/// that need it ([`needs_few_rows`]), made by the caller once; a caller without it passes
+/// `None` and it is made here.
 ///
 /// # Errors
 ///
@@ -42,12 +67,12 @@ fn blocked(m: usize, n: usize, k: usize) -> bool {
 pub(crate) fn project<F: Float>(
     x: ArrayView2<'_, F>,
     w: ArrayView2<'_, F>,
-    w_t: Option<&[F]>,
+    few: Option<&FewRows<F>>,
     mut out: ArrayViewMut2<'_, F>,
 ) -> Result<()> {
     let (m, k) = x.dim();
     let n = w.nrows();
-    if !needs_transposed(m, n, k) {
+    if !needs_few_rows(m, n, k) {
         // Blocked, or deeper than one block: then the `gemm` crate's block depth depends on
         // the machine's caches and the kernels it picks, which this module does not mirror.
         return matmul_nt(F::one(), x, w, F::zero(), out);
@@ -55,12 +80,16 @@ pub(crate) fn project<F: Float>(
     super::check("project: w", &[n, k], w.shape())?;
     super::check("project: out", &[m, n], out.shape())?;
     let owned;
-    let w_t = match w_t {
-        Some(w_t) => w_t,
+    let few = match few {
+        Some(few) => few,
         None => {
-            owned = transposed(w);
+            owned = FewRows::new(w);
             &owned
         }
+    };
+    let w_t = match few {
+        FewRows::Packed(packed) => return packed.product(w, x, out),
+        FewRows::Transposed(w_t) => w_t,
     };
     let x = x.as_standard_layout();
     let x = x.as_slice().expect("in standard layout");
@@ -76,8 +105,8 @@ pub(crate) fn project<F: Float>(
     Ok(())
 }
 
-/// Whether [`project`] of `m` rows of depth `k` onto `n` columns reads `wᵀ`.
-pub(crate) fn needs_transposed(m: usize, n: usize, k: usize) -> bool {
+/// Whether [`project`] of `m` rows of depth `k` onto `n` columns reads [`FewRows`].
+pub(crate) fn needs_few_rows(m: usize, n: usize, k: usize) -> bool {
     !blocked(m, n, k) && k <= ONE_BLOCK_DEPTH
 }
 
@@ -184,12 +213,13 @@ mod tests {
             let w = Array2::from_shape_simple_fn((n, k), || F::of(rng.random_range(-1.0..1.0)));
             let mut all = Array2::zeros((300, n));
             project(x.view(), w.view(), None, all.view_mut()).unwrap();
-            let w_t = transposed(w.view());
+            let few = FewRows::new(w.view());
+            let w_t: Vec<F> = w.t().iter().copied().collect();
             for m in [1, 2, 3, 7, 10, 33] {
                 let what = format!("{} k {k} n {n} m {m}", F::DTYPE);
                 let expected = all.slice(s![..m, ..]);
                 let mut some = Array2::zeros((m, n));
-                project(x.slice(s![..m, ..]), w.view(), Some(&w_t), some.view_mut()).unwrap();
+                project(x.slice(s![..m, ..]), w.view(), Some(&few), some.view_mut()).unwrap();
                 assert_eq!(some, expected, "{what}");
                 let rows = x.slice(s![..m, ..]).to_owned();
                 for level in Isa::supported_levels() {

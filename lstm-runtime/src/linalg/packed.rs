@@ -38,7 +38,7 @@ const A_IN_L2_BYTES: usize = 256 * 1024;
 
 /// Depth that one microkernel call covers: a panel's share (`DEPTH_PER_PASS` lines, 16 KB) and
 /// a row block's (6 KB) then fit in the L1 cache together.
-const DEPTH_PER_PASS: usize = 256;
+pub(super) const DEPTH_PER_PASS: usize = 256;
 
 /// One line of a panel: the [`NR`] values of one `k` index, aligned to a cache line.
 #[derive(Clone, Copy, Debug)]

@@ -3,6 +3,9 @@
 
 use std::ops::Range;
 
+/// Depth of one pass of the packed kernels (none here).
+pub(super) const DEPTH_PER_PASS: usize = 0;
+
 /// Never constructed off x86_64.
 pub(crate) enum Panels {}
 

@@ -58,6 +58,14 @@ impl StepRhs {
         }
     }
 
+    /// Whether [`Self::product`] computes each element as one chain of fused multiply-adds
+    /// over the depth in index order: packed, and no deeper than one pass of the kernels.
+    pub(crate) fn sums_in_order(&self) -> bool {
+        self.packed
+            .as_ref()
+            .is_some_and(|panels| panels.depth() <= packed::DEPTH_PER_PASS)
+    }
+
     /// `c ← a·b` with `a: m×k` and `c: m×n`; `w` is the matrix this operand was made from
     /// (read only when it was not packed).
     ///

@@ -24,8 +24,9 @@ use super::split_units::{Chunk, SideTape, SplitBuffers, UnitSplit};
 use crate::cell::{Cell, StepIo};
 use crate::direction::Direction;
 use crate::error::Result;
+use crate::linalg::ordered::{self, FewRows};
 use crate::linalg::prefetch::prefetch;
-use crate::linalg::{self, ordered, step::StepRhs};
+use crate::linalg::{self, step::StepRhs};
 use crate::parallel::helper_thread;
 use crate::regularization::in_recurrence::mask_rows;
 
@@ -109,16 +110,12 @@ impl<C: Cell> Pass<'_, C> {
         };
         let weight_ih = self.cell.weights().weight_ih.view();
         let (input_size, gate_rows) = (weight_ih.ncols(), weight_ih.nrows());
-        let weight_ih_t =
-            ordered::needs_transposed(steps * batch, gate_rows, input_size).then(|| {
-                self.weight_ih_t
-                    .get_or_init(|| ordered::transposed(weight_ih))
-                    .as_slice()
-            });
+        let few_rows = ordered::needs_few_rows(steps * batch, gate_rows, input_size)
+            .then(|| self.weight_ih_few.get_or_init(|| FewRows::new(weight_ih)));
         ordered::project(
             rows,
             weight_ih,
-            weight_ih_t,
+            few_rows,
             run.zx.slice_mut(s![..steps * batch, ..]),
         )?;
         let zx = flat(&run.zx);

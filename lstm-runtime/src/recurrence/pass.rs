@@ -17,6 +17,7 @@ use crate::cell::{Cell, CellDims};
 use crate::direction::Direction;
 use crate::error::{Error, Result, expect_shape};
 use crate::float::Float;
+use crate::linalg::ordered::FewRows;
 use crate::linalg::{self, step::StepRhs};
 use crate::parallel::threads::num_threads;
 use crate::regularization::in_recurrence::InRecurrence;
@@ -76,9 +77,9 @@ pub(crate) struct Pass<'a, C: Cell> {
     /// [`Self::weight_hh`] packed for the forward steps' `h_prev · W_hhᵀ`, on first use (a
     /// pass set up for backward only never packs it).
     pub(super) recurrent: OnceLock<StepRhs>,
-    /// `weight_ih` transposed, `(input_size, gates · hidden_size)` row-major, on first use by
-    /// an input projection of too few rows for the blocked GEMM (`linalg/ordered.rs`).
-    pub(super) weight_ih_t: OnceLock<Vec<C::Elem>>,
+    /// `weight_ih` laid out for input projections of too few rows for the blocked GEMM
+    /// (`linalg/ordered.rs`), on first use.
+    pub(super) weight_ih_few: OnceLock<FewRows<C::Elem>>,
     /// The cell split by units for batch-1 steps on two threads (`split_units/`), made by
     /// [`Self::start`] when the call's steps run that way.
     pub(super) units: OnceLock<Option<UnitSplit<C>>>,
@@ -216,7 +217,7 @@ impl<'a, C: Cell> Pass<'a, C> {
             reg,
             weight_hh_dropped,
             recurrent: OnceLock::new(),
-            weight_ih_t: OnceLock::new(),
+            weight_ih_few: OnceLock::new(),
             units: OnceLock::new(),
         })
     }
