@@ -2,9 +2,9 @@
 //! mask with zero outputs, a custom cell with initial states, f32), its output files compared
 //! with what PyTorch and Keras computed, and bad input reported in one line with a non-zero
 //! exit code. The flags that stand for a library option (`--merge-mode`, `--go-backwards`,
-//! `--no-return-sequences`, `--constants`) are compared with the library call they stand for,
-//! computed here; `--constants` on a cell of this file's own, run through the command line as
-//! a binary of one's own runs it (`lstm::cli::main_with`).
+//! `--no-return-sequences`, `--constants`, `--record`) are compared with the library call they
+//! stand for, computed here; `--constants` on a cell of this file's own, run through the
+//! command line as a binary of one's own runs it (`lstm::cli::main_with`).
 
 mod common;
 
@@ -442,6 +442,7 @@ fn keras_case_matches_the_library(case: &str) {
         scratch.path("grad_output.npy"),
         scratch.path("grad_output_reverse.npy"),
     );
+    let records_file = scratch.path("records.safetensors");
     let mut args: Vec<&Path> = [
         ("--weights", keras_weights.as_path()),
         ("--input", &x_file),
@@ -450,6 +451,8 @@ fn keras_case_matches_the_library(case: &str) {
         ("--c-n", &c_n),
         ("--grad-output", &grad_file),
         ("--grads", &grads_file),
+        ("--record", Path::new("i,f,g,o,c,h")),
+        ("--record-out", &records_file),
     ]
     .into_iter()
     .flat_map(|(flag, path)| [Path::new(flag), path])
@@ -495,6 +498,20 @@ fn keras_case_matches_the_library(case: &str) {
         String::from_utf8_lossy(&run.stderr)
     );
     assert_written_equals(case, &written, &output, &grads, &grads_file);
+    let names = ["i", "f", "g", "o", "c", "h"];
+    let recorded = layer.forward(x.view(), call.with_record(&names)).unwrap();
+    let file = TensorMap::read_safetensors(&records_file).unwrap();
+    assert_eq!(
+        file.names().count(),
+        recorded.records.len(),
+        "{case}: records"
+    );
+    let directions = if config.bidirectional { 2 } else { 1 };
+    assert_eq!(recorded.records.len(), names.len() * directions, "{case}");
+    for (key, values) in &recorded.records {
+        let found: ArrayD<f64> = file.get(key).unwrap().to_float(key).unwrap();
+        assert_eq!(found, values.clone().into_dyn(), "{case}: record {key}");
+    }
 
     // And what Keras computed.
     let expected_y: ArrayD<f64> = fixture.array("y").unwrap();
@@ -560,7 +577,31 @@ fn flags_that_do_not_fit_the_weights_are_one_line_errors() {
         &scratch.path("y_reverse.npy"),
     ]);
     assert!(message.contains("output_reverse"), "{message}");
-    assert!(!y.exists(), "no output is written on failure");
+    // A value the cell does not evaluate, named with what it records.
+    let records = scratch.path("records.safetensors");
+    let message = with(&[
+        Path::new("--record"),
+        Path::new("f,q"),
+        Path::new("--record-out"),
+        &records,
+    ]);
+    assert!(
+        message.contains("record")
+            && message.contains("`q`")
+            && message.contains("i, f, g, o, c, h"),
+        "{message}"
+    );
+    assert!(
+        !y.exists() && !records.exists(),
+        "no output is written on failure"
+    );
+    // `--record` needs somewhere to write.
+    let mut args = base.to_vec();
+    args.extend([Path::new("--record"), Path::new("c")]);
+    let run = lstm(&args);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("--record-out"), "{stderr}");
     // A mode Keras does not have is refused by the argument parser, naming it.
     let mut args = base.to_vec();
     args.extend([Path::new("--merge-mode"), Path::new("average")]);

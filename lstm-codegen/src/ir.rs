@@ -367,6 +367,9 @@ pub struct Forward {
     pub graph: Graph,
     pub h: Id,
     pub c: Id,
+    /// The gates the step evaluates (written or defaulted, read by `c` or `h`), by letter in
+    /// PyTorch's order (i, f, g, o): what a recording step writes besides `h` and `c`.
+    pub gates: Vec<(&'static str, Id)>,
 }
 
 impl Forward {
@@ -451,10 +454,24 @@ pub fn lower(checked: &Checked) -> Forward {
     }
     let h = lowering.vars[&Target::H];
     let c = lowering.vars[&Target::C];
+    let mut gates: Vec<(usize, Id)> = checked
+        .order
+        .iter()
+        .filter_map(|(target, _)| match target {
+            Target::Gate(k) => Some((*k, lowering.vars[target])),
+            _ => None,
+        })
+        .collect();
+    gates.sort_unstable();
+    let gates = gates
+        .into_iter()
+        .map(|(k, id)| (GATE_LETTERS[k], id))
+        .collect();
     Forward {
         graph: lowering.graph,
         h,
         c,
+        gates,
     }
 }
 

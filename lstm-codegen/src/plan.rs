@@ -1,6 +1,6 @@
-//! What each of the three step functions of the `Cell` impl (inference, training, backward)
-//! computes, reads and writes, as data: one [`Kernel`] per function, which `expand` writes
-//! as Rust. What training caches for backward is `cache`'s decision.
+//! What each of the four step functions of the `Cell` impl (inference, training, backward,
+//! and inference that records every gate) computes, reads and writes, as data: one [`Kernel`]
+//! per function, which `expand` writes as Rust. What training caches for backward is `cache`'s decision.
 //!
 //! Each kernel is a *row function* (the fused loops over the hidden units of one batch row)
 //! whose parameters are the row's slices: read-only inputs gate-stacked (`zx`, split into
@@ -16,11 +16,15 @@ use crate::schedule::{self, At, Load, RowPlan, Sink};
 use crate::spec::ParamShape;
 use crate::validate::Checked;
 
-/// The three step functions.
+/// The four step functions.
 pub struct Steps {
     pub inference: Kernel,
     pub training: Kernel,
     pub backward: Kernel,
+    /// The inference step that also writes every gate's value (`step_record`).
+    pub record: Kernel,
+    /// The letters of the gates `record` writes, in record layout order.
+    pub record_gates: Vec<&'static str>,
     /// Names of the cached per-unit values, in cache layout order (`cache_f`, …).
     pub cache_units: Vec<String>,
     /// Number of cached per-row values (after the per-unit ones).
@@ -38,6 +42,7 @@ pub enum Step {
     Inference,
     Training,
     Backward,
+    Record,
 }
 
 /// One step function: the row function's code and interface.
@@ -106,6 +111,8 @@ pub enum Buffer {
     Io(&'static str),
     /// The training step's `cache` argument.
     Cache,
+    /// The recording step's `record` argument.
+    Record,
     /// A parameter of the cell.
     Param(String),
     /// The gradient of a parameter, in the backward step's `grads`.
@@ -123,6 +130,8 @@ pub enum Width {
     One,
     /// One batch row of the cache.
     Cache,
+    /// One batch row of the record.
+    Record,
     /// One batch row of scratch.
     Scratch,
 }
@@ -135,6 +144,14 @@ impl Steps {
             unit_sink(forward.c, "c_out", false),
         ];
         let inference = schedule::row(graph, &outputs, &HashMap::new());
+        let mut record_sinks = vec![
+            unit_sink(forward.h, "h_out", false),
+            unit_sink(forward.c, "c_out", false),
+        ];
+        for (letter, id) in &forward.gates {
+            record_sinks.push(unit_sink(*id, &format!("record_{letter}"), false));
+        }
+        let record = schedule::row(graph, &record_sinks, &HashMap::new());
 
         let shared_grad = backward.dzx == backward.dzh;
         let backward_sinks = backward_sinks(checked, forward, backward, shared_grad);
@@ -203,6 +220,8 @@ impl Steps {
             inference: interface.kernel(Step::Inference, inference),
             training: interface.kernel(Step::Training, training),
             backward: interface.kernel(Step::Backward, backward_row),
+            record: interface.kernel(Step::Record, record),
+            record_gates: forward.gates.iter().map(|(letter, _)| *letter).collect(),
             cache_rows: cached_rows.len(),
             cache_units: cache_units.clone(),
             shared_grad,
@@ -413,7 +432,7 @@ impl Interface<'_> {
     fn outputs(&self, kernel: &mut Kernel) {
         let all = |stem: &str| self.gate_names(stem, |_| true);
         match kernel.step {
-            Step::Inference | Step::Training => {
+            Step::Inference | Step::Training | Step::Record => {
                 output(kernel, "h_out", io_slice("h", Width::Hidden, true));
                 output(kernel, "c_out", io_slice("c", Width::Hidden, true));
             }
@@ -464,6 +483,21 @@ impl Interface<'_> {
                 mutable: true,
             };
             row_blocks(kernel, names, rest, of);
+        }
+        if kernel.step == Step::Record {
+            let names = self
+                .forward
+                .gates
+                .iter()
+                .map(|(letter, _)| Some(format!("record_{letter}")))
+                .collect();
+            let of = Arg::Slice {
+                buffer: Buffer::Record,
+                per_row: true,
+                width: Width::Record,
+                mutable: true,
+            };
+            row_blocks(kernel, names, None, of);
         }
         let scratch = kernel.row.scratch.iter().cloned().map(Some).collect();
         row_blocks(

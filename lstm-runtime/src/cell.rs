@@ -166,6 +166,10 @@ pub struct CellSpec {
     /// is then the step of a cell of `b − a` units whose per-unit parameters are `a..b` of
     /// this cell's. The runtime splits batch-1 steps between two cores by units when it holds.
     pub unit_local: bool,
+    /// The gates [`Cell::step_record`] writes (letters `i`, `f`, `g`, `o`), in the order of
+    /// its `record` blocks: every gate the step evaluates, written or defaulted, including
+    /// gates computed from others (a coupled `i = 1 - f`). Empty for a cell that records none.
+    pub record: &'static [&'static str],
 }
 
 impl CellSpec {
@@ -372,6 +376,14 @@ pub trait Cell: Clone + std::fmt::Debug + Send + Sync + 'static {
     /// Training step: as [`Cell::step`], and stores in `cache`
     /// (`rows × SPEC.cache.len(hidden)`) what [`Cell::step_backward`] will need.
     fn step_train(&self, io: StepIo<'_, Self::Elem>, cache: &mut [Self::Elem]);
+
+    /// Inference step that also writes the value of every gate in [`CellSpec::record`]:
+    /// `record` is `rows × record.len() · hidden`, per row one block of `hidden` values per
+    /// gate. The default, for a cell that records nothing, is [`Cell::step`].
+    fn step_record(&self, io: StepIo<'_, Self::Elem>, record: &mut [Self::Elem]) {
+        let _ = record;
+        self.step(io);
+    }
 
     /// Backward step: pre-activation and previous-state gradients from the state gradients;
     /// accumulates bias gradients into `io.dbias_*` and the spec's parameter gradients into

@@ -214,6 +214,16 @@ pub mod __private {
         );
     }
 
+    /// [`check_step`], and that `record` holds what the recording step of `cell` writes.
+    pub fn check_record<C: Cell>(cell: &C, io: &StepIo<'_, C::Elem>, record: &[C::Elem]) {
+        check_step(cell, io);
+        let hidden = cell.dims().hidden_size;
+        assert!(
+            record.len() >= io.rows * C::SPEC.record.len() * hidden,
+            "record holds fewer values than rows × SPEC.record × hidden"
+        );
+    }
+
     /// Panics unless `io` holds every value the backward step of `cell` reads and writes.
     pub fn check_backward<C: Cell>(cell: &C, io: &BackwardIo<'_, C::Elem>) {
         let (rows, hidden) = (io.rows, cell.dims().hidden_size);

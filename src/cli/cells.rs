@@ -140,6 +140,7 @@ mod tests {
         backward_scratch: NO_WORKSPACE,
         shared_preactivation_grad: true,
         unit_local: false,
+        record: &[],
     };
 
     #[test]

@@ -94,6 +94,22 @@ pub struct InferArgs {
     /// `constants` when given.
     #[arg(long, value_name = "GRADS.safetensors", requires = "grad_output")]
     pub grads: Option<PathBuf>,
+    /// Values to record at every step of every layer and direction, comma-separated: the
+    /// gates the cell evaluates by letter (`i,f,g,o`, after their activation), `c` (the new
+    /// cell state) and `h` (the cell's output, before any projection).
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        num_args = 1..,
+        requires = "record_out"
+    )]
+    pub record: Vec<String>,
+    /// Where to write the recorded values (safetensors): `{name}_l{k}` and
+    /// `{name}_l{k}_reverse`, `(T, B, H)`, or `(B, T, H)` with `--batch-first`; zero past a
+    /// sequence's length and at masked steps.
+    #[arg(long, value_name = "R.safetensors", requires = "record")]
+    pub record_out: Option<PathBuf>,
 }
 
 /// `--merge-mode`'s values, Keras' names of [`MergeMode`].
@@ -215,6 +231,7 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             call = call.with_constants(constants.view());
         }
 
+        let names: Vec<&str> = args.record.iter().map(String::as_str).collect();
         let (output, gradients) = match (&args.grad_output, &args.grads) {
             (Some(grad_path), Some(grads_path)) => {
                 let grad_output = read_npy(grad_path)?.to_float::<F>("grad_output")?;
@@ -231,7 +248,7 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
                 let gradients = layer.backward(tape, grad)?;
                 (output, Some((gradients, grads_path)))
             }
-            _ => (layer.forward(input.view(), call)?, None),
+            _ => (layer.forward(input.view(), call.with_record(&names))?, None),
         };
 
         write_npy(
@@ -245,6 +262,22 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             if let (Some(path), Some(state)) = (path, state) {
                 write_npy(path, &Tensor::from_float(state.clone().into_dyn()))?;
             }
+        }
+        if let Some(path) = &args.record_out {
+            // A training call records nothing: with `--grads`, the same call again for it.
+            let records = match gradients {
+                Some(_) => {
+                    layer
+                        .forward(input.view(), call.with_record(&names))?
+                        .records
+                }
+                None => output.records,
+            };
+            let mut map = TensorMap::default();
+            for (name, values) in records {
+                map.insert(&name, Tensor::from_float(values.into_dyn()));
+            }
+            map.write_safetensors(path)?;
         }
         if let Some((gradients, path)) = gradients {
             let mut map = TensorMap::from_gradients(&gradients.params);

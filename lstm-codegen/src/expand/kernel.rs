@@ -18,9 +18,11 @@ pub struct Cell<'a> {
     pub gates: usize,
     pub cache_units: usize,
     pub cache_rows: usize,
+    /// Gates the recording step writes per unit.
+    pub record_units: usize,
 }
 
-/// The whole step function (`step`, `step_train` or `step_backward`).
+/// The whole step function (`step`, `step_train`, `step_backward` or `step_record`).
 pub fn step_function(kernel: &Kernel, cell: &Cell) -> TokenStream {
     let krate = cell.krate;
     let ident = cell.ident;
@@ -40,6 +42,13 @@ pub fn step_function(kernel: &Kernel, cell: &Cell) -> TokenStream {
             quote!(, cache: &mut [F]),
             quote!(, cache),
             quote!(#krate::__private::check_train(self, &io, cache);),
+        ),
+        Step::Record => (
+            quote!(fn step_record(&self, io: #krate::StepIo<'_, F>, record: &mut [F])),
+            quote!(#krate::StepIo<'_, F>),
+            quote!(, record: &mut [F]),
+            quote!(, record),
+            quote!(#krate::__private::check_record(self, &io, record);),
         ),
         Step::Backward => {
             let grads = if writes_grads(kernel) {
@@ -141,6 +150,7 @@ fn rows(kernel: &Kernel, cell: &Cell) -> TokenStream {
     let (io, extra) = match kernel.step {
         Step::Inference => (quote!(#krate::StepIo<'_, F>), quote!()),
         Step::Training => (quote!(#krate::StepIo<'_, F>), quote!(, cache: &mut [F])),
+        Step::Record => (quote!(#krate::StepIo<'_, F>), quote!(, record: &mut [F])),
         Step::Backward if writes_grads(kernel) => (
             quote!(#krate::BackwardIo<'_, F>),
             quote!(, grads: &mut #ident<F>),
@@ -168,6 +178,10 @@ fn rows(kernel: &Kernel, cell: &Cell) -> TokenStream {
                 quote!(let cache_len = #units * hidden + #rows;)
             }
         });
+    }
+    if uses(Width::Record) {
+        let units = n(cell.record_units);
+        sizes.extend(quote!(let record_len = #units * hidden;));
     }
     if uses(Width::Scratch) {
         let spills = n(kernel.row.scratch.len());
@@ -239,6 +253,7 @@ fn row_kernel(kernel: &Kernel, krate: &syn::Path) -> TokenStream {
             " One batch row of the step, caching what the backward step reads (`cache_*`)."
         }
         Step::Backward => " One batch row of the derived backward step.",
+        Step::Record => " One batch row of the step, recording every gate (`record_*`).",
     };
     let ops = if calls_ops(&kernel.row.blocks) {
         format_ident!("ops")
@@ -321,6 +336,7 @@ fn arg(arg: &Arg, krate: &syn::Path) -> TokenStream {
                     quote!(io.#field)
                 }
                 Buffer::Cache => quote!(cache),
+                Buffer::Record => quote!(record),
                 Buffer::Param(param) => {
                     let field = format_ident!("{}", param);
                     quote!(#krate::__private::slice(&cell.#field))
@@ -335,6 +351,7 @@ fn arg(arg: &Arg, krate: &syn::Path) -> TokenStream {
                 Width::Gates => quote!(gates),
                 Width::One => quote!(1),
                 Width::Cache => quote!(cache_len),
+                Width::Record => quote!(record_len),
                 Width::Scratch => quote!(scratch_len),
             };
             let reference = if *mutable { quote!(&mut) } else { quote!(&) };

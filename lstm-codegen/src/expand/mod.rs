@@ -30,10 +30,12 @@ pub fn cell(checked: &Checked, steps: &Steps) -> TokenStream {
         gates: checked.gates.len(),
         cache_units: steps.cache_units.len(),
         cache_rows: steps.cache_rows,
+        record_units: steps.record_gates.len(),
     };
     let step = kernel::step_function(&steps.inference, &cell);
     let step_train = kernel::step_function(&steps.training, &cell);
     let step_backward = kernel::step_function(&steps.backward, &cell);
+    let step_record = kernel::step_function(&steps.record, &cell);
 
     quote! {
         #structure
@@ -51,6 +53,8 @@ pub fn cell(checked: &Checked, steps: &Steps) -> TokenStream {
             #step_train
 
             #step_backward
+
+            #step_record
         }
 
         impl<F: #krate::Float> #ident<F> {

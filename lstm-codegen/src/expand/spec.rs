@@ -49,12 +49,14 @@ pub fn spec_const(checked: &Checked, steps: &Steps) -> TokenStream {
         .row
         .scratch
         .len()
-        .max(steps.training.row.scratch.len()));
+        .max(steps.training.row.scratch.len())
+        .max(steps.record.row.scratch.len()));
     let cache_units = n(steps.cache_units.len());
     let cache_rows = n(steps.cache_rows);
     let backward_scratch = n(steps.backward.row.scratch.len());
     let shared = steps.shared_grad;
     let unit_local = steps.unit_local;
+    let record = &steps.record_gates;
     quote! {
         #krate::CellSpec {
             name: #name,
@@ -69,6 +71,7 @@ pub fn spec_const(checked: &Checked, steps: &Steps) -> TokenStream {
             backward_scratch: #krate::Workspace { per_unit: #backward_scratch, per_row: 0 },
             shared_preactivation_grad: #shared,
             unit_local: #unit_local,
+            record: &[#(#record),*],
         }
     }
 }

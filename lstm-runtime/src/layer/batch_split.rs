@@ -185,6 +185,7 @@ impl<'i, 'c, F: Float> Prepared<'i, 'c, F> {
                     .masks
                     .as_ref()
                     .map(|masks| std::borrow::Cow::Owned(masks.rows(rows.clone()))),
+                record: self.record.clone(),
             }
         })
     }
@@ -207,6 +208,8 @@ impl<F: Float> Produced<F> {
             },
             h_n: join(first.h_n, second.h_n, 1),
             c_n: join(first.c_n, second.c_n, 1),
+            // Training calls, the only ones split, record nothing.
+            records: Vec::new(),
         }
     }
 }

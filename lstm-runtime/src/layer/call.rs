@@ -3,6 +3,8 @@
 //! the outputs ([`LstmOutput`], with [`Output`] for the two output shapes), and for training
 //! the gradients that flow back in ([`OutputGrad`]) and out ([`LstmGradients`]).
 
+use std::collections::BTreeMap;
+
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewD};
 
 use crate::params::Gradients;
@@ -41,6 +43,12 @@ pub struct Call<'a, F> {
     /// [`Lstm::sample_masks`](super::Lstm::sample_masks) or built by hand: one entry per (layer,
     /// direction), each mask present exactly when its rate in the config is above 0.
     pub masks: Option<&'a RecurrentMasks<F>>,
+    /// Values to record at every step of every layer and direction (an inference call,
+    /// [`Lstm::forward`](super::Lstm::forward), only): gates by letter (`i`, `f`, `g`, `o`,
+    /// after their activation, as the cell's [`CellSpec::record`](crate::CellSpec::record)
+    /// lists them), `c` (the new cell state) and `h` (the cell's output, before any
+    /// projection). They come back in [`LstmOutput::records`].
+    pub record: Option<&'a [&'a str]>,
 }
 
 impl<'a, F> Call<'a, F> {
@@ -53,6 +61,7 @@ impl<'a, F> Call<'a, F> {
             constants: None,
             training: false,
             masks: None,
+            record: None,
         }
     }
 
@@ -89,6 +98,12 @@ impl<'a, F> Call<'a, F> {
     /// Sets [`Call::masks`].
     pub fn with_masks(mut self, masks: &'a RecurrentMasks<F>) -> Self {
         self.masks = Some(masks);
+        self
+    }
+
+    /// Sets [`Call::record`]: `Call::new().with_record(&["i", "f", "c"])`.
+    pub fn with_record(mut self, names: &'a [&'a str]) -> Self {
+        self.record = Some(names);
         self
     }
 }
@@ -192,6 +207,12 @@ pub struct LstmOutput<F> {
     /// Final cell states `(num_layers · num_directions, batch, hidden_size)`; `None` when
     /// `return_state` is off.
     pub c_n: Option<Array3<F>>,
+    /// What [`Call::record`] asked for, named `{name}_l{layer}` and `{name}_l{layer}_reverse`
+    /// (`f_l0`, `c_l1_reverse`): each `(seq_len, batch, hidden_size)`, or `(batch, seq_len,
+    /// hidden_size)` with `batch_first`, in the order the layer processed the steps (reversed
+    /// under `go_backwards`, as the outputs); zero at steps past a sequence's length or
+    /// masked out. Empty when nothing was asked.
+    pub records: BTreeMap<String, Array3<F>>,
 }
 
 /// The gradient of a loss with respect to what a call returned, for

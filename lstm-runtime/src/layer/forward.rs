@@ -21,8 +21,9 @@ use super::tape::{LayerTape, Tape};
 use super::{Lstm, dim2, dim3};
 use crate::cell::Cell;
 use crate::direction::Direction;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::parallel::helper_thread;
+use crate::params::name::ParamName;
 use crate::recurrence::Record;
 use crate::recurrence::mask::Validity;
 use crate::recurrence::pass::chunk_steps;
@@ -33,6 +34,20 @@ pub(super) struct Produced<F> {
     pub(super) output_reverse: Option<Output<F>>,
     pub(super) h_n: Array3<F>,
     pub(super) c_n: Array3<F>,
+    /// The recorded values, named as [`LstmOutput::records`], time-major.
+    pub(super) records: Vec<(String, Array3<F>)>,
+}
+
+/// A run's recorded values named as [`LstmOutput::records`] names them.
+fn named<F>(
+    recorded: Vec<(&'static str, Array3<F>)>,
+    layer: usize,
+    direction: Direction,
+) -> impl Iterator<Item = (String, Array3<F>)> {
+    let suffix = ParamName::suffix(layer, direction);
+    recorded
+        .into_iter()
+        .map(move |(name, values)| (format!("{name}{suffix}"), values))
 }
 
 /// A training pass's outputs and its tape.
@@ -90,6 +105,14 @@ impl<C: Cell> Lstm<C> {
         input: ArrayView<'i, C::Elem, D>,
         call: Call<'_, C::Elem>,
     ) -> Result<(LstmOutput<C::Elem>, Tape<'i, C::Elem>)> {
+        if call.record.is_some_and(|names| !names.is_empty()) {
+            return Err(Error::Config {
+                option: "record".into(),
+                reason: "recording is for inference calls (`forward`); a training call's tape \
+                         keeps what backward needs"
+                    .into(),
+            });
+        }
         let prepared = self.prepare(input, &call)?;
         let (seq_len, batch, _) = prepared.input.dim();
         Self::check_training_memory(&self.config, seq_len, batch)?;
@@ -155,11 +178,15 @@ impl<C: Cell> Lstm<C> {
             .iter()
             .enumerate()
             .map(|(layer, direction)| {
-                direction.start(
+                let mut run = direction.start(
                     prepared.h0.index_axis(Axis(0), layer),
                     prepared.c0.index_axis(Axis(0), layer),
                     seq_len,
-                )
+                );
+                if !prepared.record.is_empty() {
+                    run.record(&prepared.record, C::SPEC.record, seq_len);
+                }
+                run
             })
             .collect();
         let steps_per_chunk = chunk_steps(batch);
@@ -216,9 +243,11 @@ impl<C: Cell> Lstm<C> {
         })?;
         let mut h_n = Array3::zeros((layers, batch, width));
         let mut c_n = Array3::zeros((layers, batch, self.config.hidden_size));
-        for (layer, run) in runs.iter().enumerate() {
+        let mut records = Vec::new();
+        for (layer, run) in runs.iter_mut().enumerate() {
             h_n.index_axis_mut(Axis(0), layer).assign(&run.state.h);
             c_n.index_axis_mut(Axis(0), layer).assign(&run.state.c);
+            records.extend(named(run.take_recording(), layer, Direction::Forward));
         }
         let output = match output {
             Some(output) => Output::Sequence(output),
@@ -229,6 +258,7 @@ impl<C: Cell> Lstm<C> {
             output_reverse: None,
             h_n,
             c_n,
+            records,
         })
     }
 
@@ -261,6 +291,7 @@ impl<C: Cell> Lstm<C> {
         };
         let mut input_dropout = None;
         let mut produced = None;
+        let mut records = Vec::new();
         for layer in 0..layers {
             let last_layer = layer + 1 == layers;
             let keep_sequence = !last_layer || self.config.return_sequences;
@@ -277,6 +308,9 @@ impl<C: Cell> Lstm<C> {
                 )?;
                 let c0 = prepared.c0.index_axis(Axis(0), index);
                 let mut run = pass.start(prepared.h0.index_axis(Axis(0), index), c0, seq_len);
+                if !recording && !prepared.record.is_empty() {
+                    run.record(&prepared.record, C::SPEC.record, seq_len);
+                }
                 let mut sequence = keep_sequence.then(|| Array3::zeros((seq_len, batch, width)));
                 let mut direction_tape = recording.then(|| pass.tape(seq_len, c0));
                 let direction_record = match direction_tape.as_mut() {
@@ -295,6 +329,7 @@ impl<C: Cell> Lstm<C> {
                 });
                 h_n.index_axis_mut(Axis(0), index).assign(&run.state.h);
                 c_n.index_axis_mut(Axis(0), index).assign(&run.state.c);
+                records.extend(named(run.take_recording(), layer, *direction));
                 direction_tapes.extend(direction_tape);
             }
             // `Mul`'s gradient is the only one that reads the merged outputs.
@@ -349,6 +384,7 @@ impl<C: Cell> Lstm<C> {
             output_reverse,
             h_n,
             c_n,
+            records,
         })
     }
 
@@ -392,6 +428,11 @@ impl<C: Cell> Lstm<C> {
             output_reverse: produced.output_reverse.map(layout),
             h_n: return_state.then_some(produced.h_n),
             c_n: return_state.then_some(produced.c_n),
+            records: produced
+                .records
+                .into_iter()
+                .map(|(name, values)| (name, self.to_caller_layout(values)))
+                .collect(),
         }
     }
 }

@@ -228,6 +228,7 @@ impl Point {
             constants: self.constants.as_ref().map(|c| c.view()),
             training: call.training,
             masks: call.masks,
+            record: call.record,
         }
     }
 

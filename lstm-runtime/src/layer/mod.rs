@@ -32,6 +32,8 @@ mod init;
 pub(crate) mod initializers;
 pub(crate) mod penalties;
 mod prepare;
+#[cfg(test)]
+mod record_tests;
 pub(crate) mod stepper;
 pub(crate) mod tape;
 

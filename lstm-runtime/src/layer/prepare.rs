@@ -34,6 +34,8 @@ pub(super) struct Prepared<'i, 'c, F: Clone> {
     /// The masks of the regularisers inside the recurrence: injected, or drawn for a
     /// training call of a layer that has any.
     pub(super) masks: Option<Cow<'c, RecurrentMasks<F>>>,
+    /// The values to record at every step ([`Call::record`]), each once; empty for none.
+    pub(super) record: Vec<&'static str>,
 }
 
 impl<C: Cell> Lstm<C> {
@@ -75,6 +77,8 @@ impl<C: Cell> Lstm<C> {
             expected[2] = self.config.input_size;
             return Err(Error::shape_mismatch("input", &expected, &caller_shape));
         }
+        // Before the input is copied: recording a call too long to record is an error.
+        let record = self.record_names(call, seq_len, batch)?;
         let validity = Validity::of_call(call.lengths, call.mask, seq_len, batch)?;
         let (input, borrowed, validity) = if self.config.go_backwards {
             let reversed = validity.reverse_time(input);
@@ -124,7 +128,54 @@ impl<C: Cell> Lstm<C> {
             dropout_seed,
             mode,
             masks,
+            record,
         })
+    }
+
+    /// The names [`Call::record`] asks for, each once, as the cell spells them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming `record` for a name that is neither `c`, `h` nor a gate the
+    /// cell records; [`Error::Allocation`] if the recorded values cannot be allocated.
+    fn record_names(
+        &self,
+        call: &Call<'_, C::Elem>,
+        seq_len: usize,
+        batch: usize,
+    ) -> Result<Vec<&'static str>> {
+        let known: Vec<&'static str> = C::SPEC.record.iter().copied().chain(["c", "h"]).collect();
+        let mut names = Vec::new();
+        for asked in call.record.unwrap_or_default() {
+            let Some(name) = known.iter().find(|name| **name == asked.trim()) else {
+                return Err(Error::Config {
+                    option: "record".into(),
+                    reason: format!(
+                        "cell `{}` has no value `{asked}` to record; it records {}",
+                        C::SPEC.name,
+                        known.join(", ")
+                    ),
+                });
+            };
+            if !names.contains(name) {
+                names.push(*name);
+            }
+        }
+        let states = self.config.num_layers * self.config.num_directions();
+        let elements = (names.len() as u128)
+            * states as u128
+            * seq_len as u128
+            * batch as u128
+            * self.config.hidden_size as u128;
+        crate::alloc::check_allocation(
+            &format!(
+                "{} recorded value(s) of batch {batch}, seq_len {seq_len}",
+                names.len()
+            ),
+            elements,
+            std::mem::size_of::<C::Elem>(),
+        )?;
+        Ok(names)
     }
 
     /// `(h0, c0)` of a call: given, carried (stateful), or zeros.

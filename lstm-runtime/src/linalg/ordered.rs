@@ -79,6 +79,11 @@ pub(crate) fn project<F: Float>(
     }
     super::check("project: w", &[n, k], w.shape())?;
     super::check("project: out", &[m, n], out.shape())?;
+    if m == 0 || n == 0 || k == 0 {
+        // Nothing to sum: an empty product is zero.
+        out.fill(F::zero());
+        return Ok(());
+    }
     let owned;
     let few = match few {
         Some(few) => few,

@@ -263,7 +263,12 @@ impl<C: Cell> Pass<'_, C> {
                 let cache = &mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len];
                 split_rows::step_train(self.cell, io, self.gate_rows(), cache);
             }
-            Record::Nothing => split_rows::step(self.cell, io, self.gate_rows()),
+            Record::Nothing => match buffers.recording.as_mut() {
+                Some(recording) => {
+                    split_rows::step_record(self.cell, io, self.gate_rows(), recording.gates())
+                }
+                None => split_rows::step(self.cell, io, self.gate_rows()),
+            },
         }
         let next_h = match self.weight_hr {
             Some(weight_hr) => {
@@ -307,6 +312,15 @@ impl<C: Cell> Pass<'_, C> {
         }
         std::mem::swap(&mut state.h, next_h);
         std::mem::swap(&mut state.c, &mut buffers.c);
+        if let Some(recording) = buffers.recording.as_mut() {
+            // The cell's own `h` (before any projection): in `h_cell` when projected, else
+            // now in the state.
+            let h = match self.weight_hr {
+                Some(_) => &buffers.h_cell,
+                None => &state.h,
+            };
+            recording.store(t, C::SPEC.record, &state.c, h, &buffers.valid);
+        }
         for (seen, valid) in state.seen.iter_mut().zip(&buffers.valid) {
             *seen |= *valid;
         }

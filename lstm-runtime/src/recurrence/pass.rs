@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 use num_traits::{One, Zero};
 
 use super::mask::{InvalidOutput, Validity};
@@ -120,6 +120,18 @@ pub(crate) struct StepBuffers<F> {
     pub(super) h_dropped: Array2<F>,
     /// Which rows the step is valid for.
     pub(super) valid: Vec<bool>,
+    /// What a recording call keeps of every step ([`Run::record`]).
+    pub(super) recording: Option<Recording<F>>,
+}
+
+/// The values a recording call keeps of one (layer, direction) at every step.
+pub(crate) struct Recording<F> {
+    /// Every gate of the cell's `SPEC.record` at the current step:
+    /// `(batch, record.len() · hidden_size)`.
+    gates: Array2<F>,
+    /// Each wanted value (a gate's letter, `c` or `h`) and its values `(seq_len, batch,
+    /// hidden_size)`, zero at invalid steps.
+    pub(crate) values: Vec<(&'static str, Array3<F>)>,
 }
 
 /// A direction's state between chunks, with its workspaces.
@@ -276,6 +288,7 @@ impl<'a, C: Cell> Pass<'a, C> {
                 scratch: Array2::zeros((batch, C::SPEC.scratch.len(hidden))),
                 h_dropped: Array2::zeros(if_some(self.reg.recurrent, batch)),
                 valid: vec![true; batch],
+                recording: None,
             },
             zx: Array2::zeros((chunk_rows, gate_rows)),
             x_dropped: Array2::zeros(if_some(self.reg.input, chunk_rows)),
@@ -350,6 +363,29 @@ impl<'a, C: Cell> Pass<'a, C> {
 }
 
 impl<F: Float> Run<F> {
+    /// Makes this run keep the values `names` (letters of `record`, the cell's recorded
+    /// gates, or `c`, `h`) at each of `seq_len` steps; the run then steps without splitting
+    /// its units between threads.
+    pub(crate) fn record(&mut self, names: &[&'static str], record: &[&str], seq_len: usize) {
+        let (batch, hidden) = self.state.c.dim();
+        self.units = None;
+        self.buffers.recording = Some(Recording {
+            gates: Array2::zeros((batch, record.len() * hidden)),
+            values: names
+                .iter()
+                .map(|&name| (name, Array3::zeros((seq_len, batch, hidden))))
+                .collect(),
+        });
+    }
+
+    /// The recorded values, if this run recorded.
+    pub(crate) fn take_recording(&mut self) -> Vec<(&'static str, Array3<F>)> {
+        self.buffers
+            .recording
+            .take()
+            .map_or_else(Vec::new, |recording| recording.values)
+    }
+
     /// Each row's last valid output `(batch, recurrent_size)`: its `h` after its last valid
     /// step, zeros for a row that had none.
     pub(crate) fn last_output(&self) -> Array2<F> {
@@ -360,6 +396,47 @@ impl<F: Float> Run<F> {
             }
         }
         last
+    }
+}
+
+impl<F: Float> Recording<F> {
+    /// The buffer the cell's recording step writes every gate of one step into.
+    pub(super) fn gates(&mut self) -> &mut [F] {
+        flat_mut(&mut self.gates)
+    }
+
+    /// Keeps step `t`'s wanted values: gates from the step's record (`record` is the cell's
+    /// `SPEC.record`), `c` and `h` as given; zeros for the rows not `valid` at this step.
+    pub(super) fn store(
+        &mut self,
+        t: usize,
+        record: &[&str],
+        c: &Array2<F>,
+        h: &Array2<F>,
+        valid: &[bool],
+    ) {
+        let hidden = c.ncols();
+        for (name, values) in &mut self.values {
+            let mut at_t = values.index_axis_mut(Axis(0), t);
+            let source = match *name {
+                "c" => c.view(),
+                "h" => h.view(),
+                gate => {
+                    // `Run::record` takes only the cell's recorded gates besides `c` and `h`.
+                    let k = record.iter().position(|g| *g == gate).unwrap_or_default();
+                    self.gates.slice(s![.., k * hidden..(k + 1) * hidden])
+                }
+            };
+            for ((mut out, row), &valid) in
+                at_t.outer_iter_mut().zip(source.outer_iter()).zip(valid)
+            {
+                if valid {
+                    out.assign(&row);
+                } else {
+                    out.fill(F::zero());
+                }
+            }
+        }
     }
 }
 

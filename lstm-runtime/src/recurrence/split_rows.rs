@@ -66,6 +66,28 @@ pub(crate) fn step_train<C: Cell>(
     }
 }
 
+/// Runs `cell`'s recording step over `io`, writing every recorded gate into `record`, in two
+/// halves on two threads when the step is large enough.
+pub(crate) fn step_record<C: Cell>(
+    cell: &C,
+    io: StepIo<'_, C::Elem>,
+    gate_rows: usize,
+    record: &mut [C::Elem],
+) {
+    let rows = io.rows;
+    match split_point(rows, gate_rows) {
+        Some(at) => {
+            let (record, record2) = rows_of_mut(record, rows, at);
+            let (first, second) = halves(io, at);
+            helper_thread::fork(
+                || cell.step_record(first, record),
+                || cell.step_record(second, record2),
+            );
+        }
+        None => cell.step_record(io, record),
+    }
+}
+
 /// The rows `..at` and `at..` of a step's buffers (the biases, shared by all rows, whole in
 /// both).
 fn halves<'a, F>(io: StepIo<'a, F>, at: usize) -> (StepIo<'a, F>, StepIo<'a, F>) {

@@ -78,6 +78,7 @@ impl<F: Float> Cell for Blend<F> {
         },
         shared_preactivation_grad: true,
         unit_local: false,
+        record: &[],
     };
 
     fn init<R: Rng + ?Sized>(dims: CellDims, rng: &mut R) -> Self {
