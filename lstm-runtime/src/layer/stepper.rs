@@ -275,6 +275,37 @@ impl<'l, C: Cell> Stepper<'l, C> {
         Ok(state.output())
     }
 
+    /// As [`Self::step`] for the rows where `valid` is true; the other rows keep their state
+    /// (PyTorch's lengths and Keras' masks: a sequence that has ended, a finished hypothesis),
+    /// and their output is that kept `h`. Each valid row's result is the one [`Self::step`]
+    /// gives it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::step`], and [`Error::ShapeMismatch`] naming `valid` if it has not one entry
+    /// per row.
+    pub fn step_rows<'s>(
+        &mut self,
+        x: ArrayView2<'_, C::Elem>,
+        state: &'s mut StepState<C::Elem>,
+        valid: &[bool],
+    ) -> Result<ArrayView2<'s, C::Elem>> {
+        expect_shape("valid", &[x.nrows()], &[valid.len()])?;
+        let kept: Vec<usize> = (0..valid.len()).filter(|&row| !valid[row]).collect();
+        if kept.is_empty() {
+            return self.step(x, state);
+        }
+        let before = state.select(&kept)?;
+        self.step(x, state)?;
+        for (layer, (h, c)) in before.h.iter().zip(&before.c).enumerate() {
+            for (k, &row) in kept.iter().enumerate() {
+                state.h[layer].row_mut(row).assign(&h.row(k));
+                state.c[layer].row_mut(row).assign(&c.row(k));
+            }
+        }
+        Ok(state.output())
+    }
+
     /// Workspaces of every layer for one step of `batch` rows.
     fn workspaces(&self, batch: usize) -> Vec<Run<C::Elem>> {
         let config = &self.layer.config;
@@ -513,6 +544,45 @@ mod tests {
             },
         )
         .unwrap();
+    }
+
+    #[test]
+    fn rows_past_their_length_keep_their_state_as_in_the_sequence_forward() {
+        let (seq_len, batch) = (7, 4);
+        let lengths = [7, 3, 0, 5];
+        let config = LstmConfig::new(3, 5).with_num_layers(2);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut layer = Lstm::<zoo::Lstm<f32>>::new(config, &mut rng).unwrap();
+        let input: Array3<f32> = random(&mut rng, (seq_len, batch, 3));
+        let whole = layer
+            .forward(input.view(), Call::new().with_lengths(&lengths))
+            .unwrap();
+        let sequence = whole.output.sequence().unwrap();
+        let mut stepper = layer.stepper(batch).unwrap();
+        let mut state = stepper.zero_state();
+        for t in 0..seq_len {
+            let valid: Vec<bool> = lengths.iter().map(|&length| t < length).collect();
+            let output = stepper
+                .step_rows(input.index_axis(Axis(0), t), &mut state, &valid)
+                .unwrap()
+                .to_owned();
+            for (row, valid) in valid.iter().enumerate() {
+                if *valid {
+                    assert_same_bits(
+                        &format!("output of row {row} at step {t}"),
+                        &output.row(row).to_owned(),
+                        &sequence.slice(s![t, row, ..]).to_owned(),
+                    );
+                }
+            }
+        }
+        assert_same_bits("h_n", &state.h(), whole.h_n.as_ref().unwrap());
+        assert_same_bits("c_n", &state.c(), whole.c_n.as_ref().unwrap());
+        let x = Array2::<f32>::zeros((batch, 3));
+        assert!(matches!(
+            stepper.step_rows(x.view(), &mut state, &[true]),
+            Err(Error::ShapeMismatch { what, .. }) if what == "valid"
+        ));
     }
 
     #[test]
