@@ -333,16 +333,20 @@ impl<'l, C: Cell> Stepper<'l, C> {
             ));
         }
         for layer in 0..layers {
-            expect_shape(
-                &format!("h_l{layer}"),
-                &[batch, config.output_size()],
-                state.h[layer].shape(),
-            )?;
-            expect_shape(
-                &format!("c_l{layer}"),
-                &[batch, config.hidden_size],
-                state.c[layer].shape(),
-            )?;
+            let checks = [
+                ("h", config.output_size(), state.h[layer].shape()),
+                ("c", config.hidden_size, state.c[layer].shape()),
+            ];
+            for (name, width, found) in checks {
+                // Named only on a mismatch: every step checks.
+                if found != [batch, width] {
+                    return Err(Error::shape_mismatch(
+                        format!("{name}_l{layer}"),
+                        &[batch, width],
+                        found,
+                    ));
+                }
+            }
         }
         Ok(())
     }
