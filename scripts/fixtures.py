@@ -1004,6 +1004,55 @@ def keras_weights_h5_case(root):
     )
 
 
+def keras_dense_head_case(root):
+    """Keras 3's `.keras` file of the usual Keras model: an `LSTM` under a `Dense` head.
+    `--ignore-layer dense` leaves the head out; the LSTM's own sequence and final states are
+    what `lstm infer` must give."""
+    def build():
+        inputs = keras.Input((SEQ_LEN, SEED_INPUT))
+        y, h, c = keras.layers.LSTM(SEED_HIDDEN, return_sequences=True, return_state=True)(inputs)
+        return keras.Model(inputs, [keras.layers.Dense(2)(y), y, h, c])
+
+    model, twin = keras_file_models(build)
+    x = np.random.default_rng(111).standard_normal((SEED_BATCH, SEQ_LEN, SEED_INPUT))
+    _, y, h_n, c_n = (to_numpy(out) for out in twin(keras.ops.convert_to_tensor(x)))
+    convert_case(
+        root, "keras_dense_head",
+        "Keras 3 .keras file of an LSTM under a Dense head, the head left out; Keras' f64 run",
+        {"model.keras": model.save},
+        ["model.keras", "lstm.safetensors", "--from", "keras", "--ignore-layer", "dense"],
+        ["--batch-first"],
+        x, y, h_n[None], c_n[None],
+    )
+
+
+def keras_legacy_h5_case(root):
+    """Keras' legacy HDF5 file, the format Keras 2 saved whole models in (`model.save("m.h5")`:
+    `model_weights/{layer}/{layer}/lstm_cell/kernel`), of two stacked `LSTM`s under a `Dense`
+    head the model calls `head`."""
+    def build():
+        inputs = keras.Input((SEQ_LEN, SEED_INPUT))
+        y, h1, c1 = keras.layers.LSTM(SEED_HIDDEN, return_sequences=True, return_state=True,
+                                      name="lstm")(inputs)
+        y, h2, c2 = keras.layers.LSTM(SEED_HIDDEN, return_sequences=True, return_state=True,
+                                      name="lstm_1")(y)
+        head = keras.layers.Dense(2, name="head")(y)
+        return keras.Model(inputs, [head, y, h1, h2, c1, c2])
+
+    model, twin = keras_file_models(build)
+    x = np.random.default_rng(112).standard_normal((SEED_BATCH, SEQ_LEN, SEED_INPUT))
+    _, y, h1, h2, c1, c2 = (to_numpy(out) for out in twin(keras.ops.convert_to_tensor(x)))
+    convert_case(
+        root, "keras_legacy_h5",
+        "Keras legacy .h5 (Keras 2's format) of two stacked LSTMs under a Dense head `head`, "
+        "the head left out; Keras' f64 run",
+        {"model.h5": model.save},
+        ["model.h5", "lstm.safetensors", "--from", "keras", "--ignore-layer", "head"],
+        ["--batch-first"],
+        x, y, np.stack([h1, h2]), np.stack([c1, c2]),
+    )
+
+
 def convert_cases(root):
     seed_000_case(root)
     seed_003_case(root)
@@ -1013,6 +1062,8 @@ def convert_cases(root):
     pytorch_cell_case(root)
     keras_archive_case(root)
     keras_weights_h5_case(root)
+    keras_dense_head_case(root)
+    keras_legacy_h5_case(root)
 
 # Masks with holes: a row with a gap in the middle, a row masked at the end, a full row.
 MASK = [

@@ -254,6 +254,37 @@ fn pytorch_to_keras_and_back_is_exact() {
 #[test]
 fn errors_name_the_culprit() {
     let scratch = Scratch::new("errors");
+    // A Keras model's non-recurrent layer is named, with the flag that leaves it out; a
+    // layer to leave out that the file does not have is named with the file's layers.
+    for (case, file, layer) in [
+        ("keras_dense_head", "model.keras", "dense"),
+        ("keras_legacy_h5", "model.h5", "head"),
+    ] {
+        let model = root().join("convert").join(case).join(file);
+        let out = scratch.path("keras.safetensors");
+        let convert = |extra: &[&str]| {
+            let mut args = vec!["convert", model.to_str().unwrap(), out.to_str().unwrap()];
+            args.extend(["--from", "keras"]);
+            args.extend(extra);
+            lstm(&args)
+        };
+        let run = convert(&[]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert!(
+            stderr.contains(&format!("--ignore-layer {layer}`")),
+            "{case}: {stderr}"
+        );
+        let run = convert(&["--ignore-layer", "decoder"]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert!(
+            stderr.contains("no layer `decoder`") && stderr.contains(layer),
+            "{case}: {stderr}"
+        );
+        assert!(!out.exists(), "{case}");
+    }
+
     // A stray tensor beside nn.LSTM weights is named, not taken for a Keras file.
     let mut weights =
         TensorMap::read_safetensors(root().join("pytorch_lstm/weights.safetensors")).unwrap();

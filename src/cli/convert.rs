@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use lstm::io::layout::without_keras_layers;
 use lstm::io::layout::{Columns, Combined, GateOrder, PerGate, SourceLayout};
 use lstm::io::{pytorch_to_keras, read_weights, write_weights};
 use lstm::{Error, Result};
@@ -60,6 +61,10 @@ pub struct ConvertArgs {
     /// (`encoder.lstm`).
     #[arg(long, value_name = "P")]
     pub prefix: Option<String>,
+    /// `--from keras`: a layer of the model to leave out, by its name in the file (a `Dense`
+    /// head: `dense`, or the name the model gave it); repeat for several.
+    #[arg(long, value_name = "LAYER")]
+    pub ignore_layer: Vec<String>,
     /// `combined`: key of the matrix of all gates; `per-gate`: its pattern, `{g}` replaced
     /// by each gate's letter.
     #[arg(long, value_name = "KEY")]
@@ -106,6 +111,10 @@ pub fn run(args: &ConvertArgs, out: &mut impl Write) -> std::result::Result<(), 
         .into());
     }
     let source = read_weights(&args.input)?;
+    let source = match args.ignore_layer.as_slice() {
+        [] => source,
+        layers => without_keras_layers(&source, layers)?,
+    };
     let pytorch = layout.to_pytorch(&source)?;
     let converted = match args.to {
         To::Pytorch => pytorch,
@@ -140,6 +149,12 @@ pub fn source_layout(args: &ConvertArgs) -> Result<SourceLayout> {
         return Err(Error::Config {
             option: flag.trim_start_matches('-').into(),
             reason: format!("{flag} describes `--from combined` or `--from per-gate` layouts"),
+        });
+    }
+    if !args.ignore_layer.is_empty() && args.from != From::Keras {
+        return Err(Error::Config {
+            option: "ignore-layer".into(),
+            reason: "--ignore-layer leaves a layer of a Keras model out (`--from keras`)".into(),
         });
     }
     if args.prefix.is_some() && args.from != From::Pytorch {

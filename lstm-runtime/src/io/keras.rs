@@ -37,6 +37,7 @@ use ndarray::ArrayD;
 use super::tensor::{Tensor, TensorMap, dtype_mismatch};
 use crate::direction::Direction;
 use crate::error::{Error, Result};
+use crate::io::layout::keras_layer_of;
 use crate::params::name::ParamName;
 
 /// Keras' input kernel.
@@ -225,6 +226,24 @@ fn check_complete(
         }
         for &direction in directions {
             let tensors = seen.get(&(index, direction));
+            let has = |name: &str| tensors.is_some_and(|names| names.iter().any(|n| n == name));
+            if has(KERNEL) && !has(RECURRENT_KERNEL) && direction.is_none() {
+                // A `Dense` (or any layer with one kernel): not an LSTM layer at all.
+                let shown = keras
+                    .names()
+                    .find(|key| KerasPath::parse(key).layer == *layer)
+                    .and_then(keras_layer_of)
+                    .unwrap_or(layer);
+                return Err(Error::UnexpectedTensor {
+                    name: format!("{layer}/{KERNEL}"),
+                    source_name: keras.source().into(),
+                    reason: format!(
+                        "layer `{shown}` has a `kernel` and no `recurrent_kernel`: it is not an \
+                         LSTM layer; leave it out with `lstm convert … --ignore-layer {shown}` \
+                         (`without_keras_layers`)"
+                    ),
+                });
+            }
             for required in [KERNEL, RECURRENT_KERNEL] {
                 if !tensors.is_some_and(|names| names.iter().any(|name| name == required)) {
                     let owner = match direction {

@@ -15,7 +15,8 @@
 //!
 //! A compiled model's file also holds the optimizer's state (`optimizer/vars/{k}`): training
 //! state, not weights, left out. Every other variable is an LSTM cell's or an error naming
-//! it: a `Dense` head's `layers/dense/vars/0` has no place in an `nn.LSTM`.
+//! it: a `Dense` head's `layers/dense/vars/0` has no place in an `nn.LSTM` (leave such layers
+//! out first, [`without_keras_layers`](super::without_keras_layers)).
 
 use crate::error::{Error, Result};
 use crate::io::tensor::TensorMap;
@@ -76,8 +77,9 @@ fn weight_path(key: &str, source: &str) -> Result<String> {
     if owners.last() != Some(&"cell") {
         let layer = owners.first().copied().unwrap_or_default();
         return Err(unexpected(format!(
-            "layer `{layer}` has no recurrent cell (`layers/{layer}/…/cell/vars/…`); Keras \
-             files are read for models of `LSTM` and `Bidirectional(LSTM)` layers only"
+            "layer `{layer}` has no recurrent cell (`layers/{layer}/…/cell/vars/…`); an \
+             `nn.LSTM` holds `LSTM` and `Bidirectional(LSTM)` layers: leave it out with \
+             `lstm convert … --ignore-layer {layer}` (`without_keras_layers`)"
         )));
     }
     let tensor = index

@@ -19,7 +19,10 @@ pub use flax::flax_to_pytorch;
 pub use gates::{Columns, GateOrder};
 pub use generic::{Combined, PerGate};
 pub use keras_saved::{CELL_VARIABLES, is_keras_saved_variable, keras_saved_variables};
-pub use names::{keras_weight_paths, pytorch_or_keras, pytorch_state_dict, strip_keras2_suffixes};
+pub use names::{
+    keras_layer_of, keras_weight_paths, pytorch_or_keras, pytorch_state_dict,
+    strip_keras2_suffixes, without_keras_layers,
+};
 
 use crate::error::Result;
 use crate::io::keras::keras_to_pytorch;

@@ -119,6 +119,54 @@ pub fn strip_keras2_suffixes(map: &TensorMap) -> TensorMap {
     out
 }
 
+/// The layer of a Keras model that the tensor `key` belongs to, by the name the file gives it:
+/// `dense` for Keras 3's own files (`layers/dense/vars/0`), Keras 2's `.h5` files
+/// (`model_weights/dense/dense/kernel:0`) and weight paths (`dense/kernel`); `None` for the
+/// optimizer's state and for bare tensor names.
+pub fn keras_layer_of(key: &str) -> Option<&str> {
+    let mut parts = key.split('/');
+    let first = parts.next()?;
+    match first {
+        "layers" | "model_weights" => parts.next(),
+        "optimizer" | "optimizer_weights" => None,
+        _ if key.contains('/') => Some(first),
+        _ => None,
+    }
+}
+
+/// Keras weights without the tensors of the model's layers named in `layers`: a `Dense` head,
+/// an embedding, anything that is not part of the recurrent stack an `nn.LSTM` holds.
+///
+/// # Errors
+///
+/// [`Error::Config`] naming `layers` for a name that no tensor of `map` belongs to,
+/// with the layers the file has.
+pub fn without_keras_layers(map: &TensorMap, layers: &[String]) -> Result<TensorMap> {
+    let mut present: Vec<&str> = map.names().filter_map(keras_layer_of).collect();
+    present.sort_unstable();
+    present.dedup();
+    if let Some(missing) = layers
+        .iter()
+        .find(|layer| !present.contains(&layer.as_str()))
+    {
+        return Err(Error::Config {
+            option: "layers".into(),
+            reason: format!(
+                "{} has no layer `{missing}`; its layers are {}",
+                map.source(),
+                present.join(", ")
+            ),
+        });
+    }
+    let mut out = TensorMap::with_source(map.source());
+    for (key, tensor) in map.iter() {
+        if !keras_layer_of(key).is_some_and(|layer| layers.iter().any(|l| l == layer)) {
+            out.insert(key, tensor.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Keras weights under the paths [`keras_to_pytorch`] reads, whichever way the file named
 /// them: Keras 3 weight paths as they are, Keras 2's `:0` suffixes taken off
 /// ([`strip_keras2_suffixes`]), the variables of Keras 3's own files renamed
@@ -188,6 +236,40 @@ mod tests {
         map.insert(
             format!("{prefix}bias_hh{suffix}"),
             Tensor::F32(Array1::zeros(8).into_dyn()),
+        );
+    }
+
+    #[test]
+    fn layers_are_named_and_left_out_in_every_keras_naming() {
+        for (key, layer) in [
+            ("layers/dense/vars/0", Some("dense")),
+            ("model_weights/head/head/kernel:0", Some("head")),
+            ("lstm/lstm_cell/kernel", Some("lstm")),
+            ("optimizer/vars/3", None),
+            ("optimizer_weights/adam/iter:0", None),
+            ("kernel", None),
+        ] {
+            assert_eq!(keras_layer_of(key), layer, "{key}");
+        }
+        let mut map = TensorMap::with_source("`model.h5`");
+        for key in [
+            "model_weights/head/head/kernel:0",
+            "model_weights/head/head/bias:0",
+            "model_weights/lstm/lstm/lstm_cell/kernel:0",
+        ] {
+            map.insert(key, Tensor::F32(Array1::zeros(2).into_dyn()));
+        }
+        let kept: Vec<String> = without_keras_layers(&map, &["head".into()])
+            .unwrap()
+            .names()
+            .map(String::from)
+            .collect();
+        assert_eq!(kept, ["model_weights/lstm/lstm/lstm_cell/kernel:0"]);
+        let err = without_keras_layers(&map, &["dense".into()]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { option, reason } if option == "layers"
+                && reason.contains("no layer `dense`") && reason.contains("head, lstm")),
+            "{err}"
         );
     }
 
