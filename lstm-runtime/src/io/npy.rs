@@ -152,6 +152,14 @@ fn check_npy_claims(bytes: &[u8]) -> std::result::Result<(), String> {
             "the header claims {header_len} bytes but the file has {available} after its prelude"
         ));
     }
+    let text = &bytes[start..start + header_len];
+    let deepest = nesting_depth(text);
+    if deepest > MAX_HEADER_NESTING {
+        return Err(format!(
+            "the header nests brackets {deepest} deep; a header of an array of numbers is a \
+             dict holding a shape tuple ({MAX_HEADER_NESTING} deep)"
+        ));
+    }
     let mut reader = Cursor::new(bytes);
     let Ok(header) = Header::from_reader(&mut reader) else {
         return Ok(());
@@ -168,6 +176,28 @@ fn check_npy_claims(bytes: &[u8]) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Brackets a `.npy` header may nest: the dict, and the shape tuple in it. The header parser
+/// (`py_literal`'s grammar) backtracks through nested lists and tuples in time that grows
+/// exponentially with their depth, so a small hostile header could keep it busy for minutes;
+/// the headers of the element types read here never nest deeper.
+const MAX_HEADER_NESTING: usize = 2;
+
+/// How deep the brackets (`(`, `[`, `{`) of a header nest, brackets inside quotes included.
+fn nesting_depth(header: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in header {
+        match byte {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Bytes per element of a numpy type descriptor (`'<f4'` → 4, `'<U8'` → 32); 1 for one
@@ -290,6 +320,24 @@ impl TensorMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_nesting_brackets_deeply_is_refused_at_once() {
+        // Found by the `npy` fuzz target: nested lists in a header kept the header parser
+        // backtracking for minutes. Refused before parsing.
+        let text = format!("{{'descr': '<f4', 'shape': {}1", "[".repeat(40));
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((text.len() as u16).to_le_bytes());
+        bytes.extend(text.as_bytes());
+        let err = read_npy_bytes(&bytes, "deep.npy").unwrap_err();
+        assert!(err.to_string().contains("nests brackets 41 deep"), "{err}");
+        // What numpy writes still reads.
+        let mut file = Vec::new();
+        ndarray::Array2::<f32>::zeros((2, 3))
+            .write_npy(&mut file)
+            .unwrap();
+        assert!(read_npy_bytes(&file, "plain.npy").is_ok());
+    }
 
     #[test]
     fn a_member_claiming_more_than_its_compressed_bytes_hold_is_refused() {
