@@ -52,18 +52,7 @@ pub(crate) fn step_train<C: Cell>(
     gate_rows: usize,
     cache: &mut [C::Elem],
 ) {
-    let rows = io.rows;
-    match split_point(rows, gate_rows) {
-        Some(at) => {
-            let (cache, cache2) = rows_of_mut(cache, rows, at);
-            let (first, second) = halves(io, at);
-            helper_thread::fork(
-                || cell.step_train(first, cache),
-                || cell.step_train(second, cache2),
-            );
-        }
-        None => cell.step_train(io, cache),
-    }
+    step_with_rows_of(cell, io, gate_rows, cache, C::step_train);
 }
 
 /// Runs `cell`'s recording step over `io`, writing every recorded gate into `record`, in two
@@ -74,17 +63,29 @@ pub(crate) fn step_record<C: Cell>(
     gate_rows: usize,
     record: &mut [C::Elem],
 ) {
+    step_with_rows_of(cell, io, gate_rows, record, C::step_record);
+}
+
+/// A step of `C` that also writes a per-row buffer: `Cell::step_train`, `Cell::step_record`.
+type StepWithRows<C> = fn(&C, StepIo<'_, <C as Cell>::Elem>, &mut [<C as Cell>::Elem]);
+
+/// Runs `step` (a step that also writes a per-row buffer) over `io` and `buffer`, both cut
+/// into the same two halves of rows when the step is large enough.
+fn step_with_rows_of<C: Cell>(
+    cell: &C,
+    io: StepIo<'_, C::Elem>,
+    gate_rows: usize,
+    buffer: &mut [C::Elem],
+    step: StepWithRows<C>,
+) {
     let rows = io.rows;
     match split_point(rows, gate_rows) {
         Some(at) => {
-            let (record, record2) = rows_of_mut(record, rows, at);
+            let (buffer, buffer2) = rows_of_mut(buffer, rows, at);
             let (first, second) = halves(io, at);
-            helper_thread::fork(
-                || cell.step_record(first, record),
-                || cell.step_record(second, record2),
-            );
+            helper_thread::fork(|| step(cell, first, buffer), || step(cell, second, buffer2));
         }
-        None => cell.step_record(io, record),
+        None => step(cell, io, buffer),
     }
 }
 
