@@ -1,6 +1,7 @@
 //! What the training step caches for the backward step: the forward values the backward
 //! graph reads (the *frontier* between forward-only and seed-dependent nodes), minus those
-//! the runtime already keeps (`c_prev`, the new `c`, `h_prev`, biases, parameters), minus
+//! the runtime already keeps (`c_prev` and the other states' previous values, the new states,
+//! `h_prev`, biases, parameters), minus
 //! functions of one of those (`tanh(c)`: one evaluation per unit in the backward step instead
 //! of one stored value per unit and step), and minus cheap arithmetic over values that are
 //! cached anyway. The standard LSTM caches its four gates.
@@ -12,16 +13,16 @@ use crate::ir::{Graph, Id, Lane, Leaf, Node};
 use crate::names::derived_name;
 
 /// The forward values the backward step reads and cannot get otherwise.
-pub fn frontier(graph: &Graph, backward_roots: &[Id], c_new: Id) -> Vec<Id> {
+pub fn frontier(graph: &Graph, backward_roots: &[Id], states_new: &[Id]) -> Vec<Id> {
     let mut seeded = vec![false; graph.nodes.len()];
     for id in 0..graph.nodes.len() {
         seeded[id] = match graph.node(id) {
-            Node::Leaf(Leaf::SeedH | Leaf::SeedC) => true,
+            Node::Leaf(Leaf::SeedH | Leaf::Seed(_)) => true,
             node => node.inputs().iter().any(|&i| seeded[i]),
         };
     }
     let needed = grad::reachable(graph, backward_roots);
-    let available = |id: Id| available(graph, id, c_new);
+    let available = |id: Id| available(graph, id, states_new);
     let mut frontier: BTreeSet<Id> = BTreeSet::new();
     for &id in &needed {
         if seeded[id] {
@@ -81,12 +82,12 @@ pub fn frontier(graph: &Graph, backward_roots: &[Id], c_new: Id) -> Vec<Id> {
 /// Whether the backward step has `id` without a cache: the runtime keeps it (`c_prev`, the
 /// new `c`, `h_prev`, biases, parameters, constants), or it is a function of one such value
 /// (`tanh(c)`), recomputed for one evaluation per unit instead of one stored value per step.
-fn available(graph: &Graph, id: Id, c_new: Id) -> bool {
+fn available(graph: &Graph, id: Id, states_new: &[Id]) -> bool {
     match graph.node(id) {
         Node::Leaf(
             Leaf::BiasIh(_)
             | Leaf::BiasHh(_)
-            | Leaf::CPrev
+            | Leaf::Prev(_)
             | Leaf::HPrev
             | Leaf::Param(_)
             | Leaf::GateParam(..)
@@ -97,9 +98,9 @@ fn available(graph: &Graph, id: Id, c_new: Id) -> bool {
         Node::Call(_, args) => {
             graph.lane(id) == Lane::Unit
                 && args.len() == 1
-                && (args[0] == c_new || available(graph, args[0], c_new))
+                && (states_new.contains(&args[0]) || available(graph, args[0], states_new))
         }
-        _ => id == c_new,
+        _ => states_new.contains(&id),
     }
 }
 

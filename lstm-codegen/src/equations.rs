@@ -139,7 +139,9 @@ fn outputs(checked: &Checked, forward: &Forward, backward: &Backward) -> Vec<(St
         outputs.push((format!("d_b_ih_{letter}"), backward.dbias_ih[s]));
         outputs.push((format!("d_b_hh_{letter}"), backward.dbias_hh[s]));
     }
-    outputs.push(("d_c_prev".into(), backward.dc_prev));
+    for (name, &id) in forward.graph.leaf_names.states.iter().zip(&backward.dstate_prev) {
+        outputs.push((format!("d_{name}_prev"), id));
+    }
     if checked.reads_h_prev {
         outputs.push(("d_h_prev".into(), backward.dh_prev));
     }
@@ -214,7 +216,7 @@ fn seeded(graph: &Graph) -> Vec<bool> {
     let mut seeded = vec![false; graph.nodes.len()];
     for id in 0..graph.nodes.len() {
         seeded[id] = match graph.node(id) {
-            Node::Leaf(Leaf::SeedH | Leaf::SeedC) => true,
+            Node::Leaf(Leaf::SeedH | Leaf::Seed(_)) => true,
             node => node.inputs().iter().any(|&i| seeded[i]),
         };
     }

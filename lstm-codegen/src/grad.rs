@@ -1,6 +1,6 @@
 //! Symbolic reverse-mode differentiation over the IR.
 //!
-//! Given the seeds `dL/dh` and `dL/dc` of a step, every forward node's adjoint is built as new
+//! Given the seeds `dL/dh` and `dL/d{state}` (`dc`, `dn`, …) of a step, every forward node's adjoint is built as new
 //! nodes of the same graph, in reverse topological order (node ids are topological: a node's
 //! inputs always have smaller ids). Derivatives reuse forward values: `σ' = σ(1 − σ)` and
 //! `tanh' = 1 − tanh²` are written in terms of the forward node itself, not recomputed.
@@ -25,7 +25,8 @@ pub struct Backward {
     pub dbias_hh: Vec<Id>,
     /// `dL/d(constant projection)` per gate slot (empty without a constant).
     pub dconstant: Vec<Id>,
-    pub dc_prev: Id,
+    /// `dL/d{state}_prev` per carried state, in packing order.
+    pub dstate_prev: Vec<Id>,
     pub dh_prev: Id,
     /// Per parameter: one node (PerUnit, Scalar) or one per gate slot (Gates).
     pub dparams: Vec<Vec<Id>>,
@@ -36,11 +37,14 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
     let graph = &mut forward.graph;
     let mut contributions: HashMap<Id, Vec<Id>> = HashMap::new();
     let seed_h = graph.leaf(Leaf::SeedH);
-    let seed_c = graph.leaf(Leaf::SeedC);
     contributions.entry(forward.h).or_default().push(seed_h);
-    contributions.entry(forward.c).or_default().push(seed_c);
-
-    let reachable = reachable(graph, &[forward.h, forward.c]);
+    for (s, &state) in forward.states.iter().enumerate() {
+        let seed = graph.leaf(Leaf::Seed(s));
+        contributions.entry(state).or_default().push(seed);
+    }
+    let mut roots = vec![forward.h];
+    roots.extend(&forward.states);
+    let reachable = reachable(graph, &roots);
     let mut totals: HashMap<Id, Id> = HashMap::new();
     for &id in reachable.iter().rev() {
         let node = graph.node(id).clone();
@@ -85,7 +89,10 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
         Some(name) => per_slot(graph, Leaf::Constant, name),
         None => Vec::new(),
     };
-    let dc_prev = leaf_adjoint(graph, Leaf::CPrev, "d_c_prev".into());
+    let states = graph.leaf_names.states.clone();
+    let dstate_prev = (0..states.len())
+        .map(|s| leaf_adjoint(graph, Leaf::Prev(s), format!("d_{}_prev", states[s])))
+        .collect();
     let dh_prev = leaf_adjoint(graph, Leaf::HPrev, "d_h_prev".into());
     let param_lanes = graph.param_lanes.clone();
     let dparams = param_lanes
@@ -115,7 +122,7 @@ pub fn differentiate(forward: &mut Forward) -> Backward {
         dbias_ih,
         dbias_hh,
         dconstant,
-        dc_prev,
+        dstate_prev,
         dh_prev,
         dparams,
     }

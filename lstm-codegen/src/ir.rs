@@ -29,7 +29,9 @@ pub enum Leaf {
     Zh(usize),
     BiasIh(usize),
     BiasHh(usize),
-    CPrev,
+    /// The previous value of carried state `s` (`c_prev`, `n_prev`; `s` indexes
+    /// [`LeafNames::states`]).
+    Prev(usize),
     HPrev,
     /// A `PerUnit` or `Scalar` parameter.
     Param(usize),
@@ -41,9 +43,9 @@ pub enum Leaf {
     Lit(u64),
     /// The number of hidden units, as a float (means over units divide by it).
     Units,
-    /// Backward seeds: `dL/dh` and `dL/dc` of the step's outputs.
+    /// Backward seeds: `dL/dh` and `dL/d{state}` of the step's outputs.
     SeedH,
-    SeedC,
+    Seed(usize),
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -103,6 +105,8 @@ pub struct LeafNames {
     pub params: Vec<String>,
     /// Name of the declared constant input, if any.
     pub constant: Option<String>,
+    /// Names of the carried states besides `h`, in packing order (`c`, then declared ones).
+    pub states: Vec<&'static str>,
 }
 
 impl LeafNames {
@@ -113,7 +117,7 @@ impl LeafNames {
             Leaf::Zh(s) => format!("zh_{}", letter(s)),
             Leaf::BiasIh(s) => format!("b_ih_{}", letter(s)),
             Leaf::BiasHh(s) => format!("b_hh_{}", letter(s)),
-            Leaf::CPrev => "c_prev".into(),
+            Leaf::Prev(s) => format!("{}_prev", self.states[s]),
             Leaf::HPrev => "h_prev".into(),
             Leaf::Param(p) => self.params[p].clone(),
             Leaf::GateParam(p, s) => format!("{}_{}", self.params[p], letter(s)),
@@ -125,7 +129,7 @@ impl LeafNames {
             Leaf::Lit(bits) => format!("{:?}", f64::from_bits(bits)),
             Leaf::Units => "units".into(),
             Leaf::SeedH => "dh".into(),
-            Leaf::SeedC => "dc".into(),
+            Leaf::Seed(s) => format!("d{}", self.states[s]),
         }
     }
 }
@@ -366,7 +370,8 @@ impl Graph {
 pub struct Forward {
     pub graph: Graph,
     pub h: Id,
-    pub c: Id,
+    /// The new value of each carried state, in packing order ([`LeafNames::states`]).
+    pub states: Vec<Id>,
     /// The gates the step evaluates (written or defaulted, read by `c` or `h`), by letter in
     /// PyTorch's order (i, f, g, o): what a recording step writes besides `h` and `c`.
     pub gates: Vec<(&'static str, Id)>,
@@ -390,7 +395,7 @@ pub fn lower(checked: &Checked) -> Forward {
                 ParamShape::PerUnit => ParamLane::PerUnit,
                 ParamShape::Scalar => ParamLane::Scalar,
                 ParamShape::Gates => ParamLane::Gates,
-                ParamShape::Constant => ParamLane::Constant,
+                ParamShape::Constant | ParamShape::State => ParamLane::Constant,
             })
             .collect(),
         leaf_names: LeafNames {
@@ -401,6 +406,7 @@ pub fn lower(checked: &Checked) -> Forward {
                 .iter()
                 .find(|p| p.shape == ParamShape::Constant)
                 .map(|p| p.ident.to_string()),
+            states: checked.states.iter().map(|t| t.name()).collect(),
         },
         ..Graph::default()
     };
@@ -423,6 +429,7 @@ pub fn lower(checked: &Checked) -> Forward {
         default_z: Vec::new(),
         gates: checked.gates.clone(),
         vars: HashMap::new(),
+        states: checked.states.clone(),
     };
     if let Some(expr) = &checked.zx {
         lowering.zx = lowering.gatewise(expr);
@@ -453,7 +460,7 @@ pub fn lower(checked: &Checked) -> Forward {
         lowering.vars.insert(*target, id);
     }
     let h = lowering.vars[&Target::H];
-    let c = lowering.vars[&Target::C];
+    let states = checked.states.iter().map(|t| lowering.vars[t]).collect();
     let mut gates: Vec<(usize, Id)> = checked
         .order
         .iter()
@@ -470,7 +477,7 @@ pub fn lower(checked: &Checked) -> Forward {
     Forward {
         graph: lowering.graph,
         h,
-        c,
+        states,
         gates,
     }
 }
@@ -488,9 +495,18 @@ struct Lowering {
     bias_ih: Vec<Id>,
     bias_hh: Vec<Id>,
     vars: HashMap<Target, Id>,
+    /// The carried states, as in [`Checked::states`].
+    states: Vec<Target>,
 }
 
 impl Lowering {
+    /// The leaf of a state's previous value. validate made every state an equation reads
+    /// one the cell carries.
+    fn prev(&mut self, state: Target) -> Id {
+        let s = self.states.iter().position(|t| *t == state).unwrap_or_default();
+        self.graph.leaf(Leaf::Prev(s))
+    }
+
     fn slot(&self, gate: usize) -> usize {
         // validate made every gate a per-unit equation reads a computed gate.
         self.gates
@@ -554,7 +570,8 @@ impl Lowering {
             Ref::Pre(Pre::BiasHh) => self.bias_hh[slot],
             Ref::Param(p) => self.gate_param(p, slot),
             Ref::Constant => self.graph.leaf(Leaf::Constant(slot)),
-            Ref::CPrev => self.graph.leaf(Leaf::CPrev),
+            Ref::CPrev => self.prev(Target::C),
+            Ref::StatePrev(name) => self.prev(Target::State(name)),
             Ref::HPrev => self.graph.leaf(Leaf::HPrev),
             // validate keeps per-unit names out of gate-wise equations.
             Ref::Var(_) | Ref::GatePre(..) | Ref::GateConstant(_) => self.graph.lit(0.0),
@@ -567,7 +584,8 @@ impl Lowering {
             RExpr::Lit(v) => self.graph.lit(*v),
             RExpr::Ref(r, _) => match *r {
                 Ref::Var(t) => self.vars[&t],
-                Ref::CPrev => self.graph.leaf(Leaf::CPrev),
+                Ref::CPrev => self.prev(Target::C),
+                Ref::StatePrev(name) => self.prev(Target::State(name)),
                 Ref::HPrev => self.graph.leaf(Leaf::HPrev),
                 Ref::GatePre(pre, k) => {
                     let s = self.slot(k);

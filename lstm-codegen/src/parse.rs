@@ -31,7 +31,7 @@ pub fn spec(args: TokenStream, item: TokenStream) -> syn::Result<Spec> {
         ));
     }
     let (defs, krate) = attribute_args(args, &mut errors);
-    let params = match &item.fields {
+    let fields = match &item.fields {
         Fields::Unit => Vec::new(),
         Fields::Named(named) => named
             .named
@@ -46,6 +46,21 @@ pub fn spec(args: TokenStream, item: TokenStream) -> syn::Result<Spec> {
             Vec::new()
         }
     };
+    let (states, params): (Vec<Param>, Vec<Param>) = fields
+        .into_iter()
+        .partition(|p| p.shape == ParamShape::State);
+    for state in &states {
+        if state.init != Init::Default {
+            errors.push(syn::Error::new_spanned(
+                &state.ident,
+                format!(
+                    "state `{}` takes no #[init]: a state starts from zeros or from the call's \
+                     initial state",
+                    state.ident
+                ),
+            ));
+        }
+    }
     errors.finish()?;
     Ok(Spec {
         attrs: item.attrs,
@@ -53,6 +68,7 @@ pub fn spec(args: TokenStream, item: TokenStream) -> syn::Result<Spec> {
         ident: item.ident,
         defs,
         params,
+        states,
         krate,
     })
 }
@@ -210,6 +226,7 @@ fn param(field: &syn::Field, errors: &mut Errors) -> Option<Param> {
             Some(t) if t == "Scalar" => Some(ParamShape::Scalar),
             Some(t) if t == "Gates" => Some(ParamShape::Gates),
             Some(t) if t == "Constant" => Some(ParamShape::Constant),
+            Some(t) if t == "State" => Some(ParamShape::State),
             _ => None,
         },
         _ => None,
@@ -218,8 +235,8 @@ fn param(field: &syn::Field, errors: &mut Errors) -> Option<Param> {
         errors.push(syn::Error::new_spanned(
             &field.ty,
             "unknown parameter type; expected `PerUnit` (one value per hidden unit), \
-             `Scalar` (one value), `Gates` (one value per gate and unit) or `Constant` \
-             (a per-sequence constant input)",
+             `Scalar` (one value), `Gates` (one value per gate and unit), `Constant` \
+             (a per-sequence constant input) or `State` (an extra recurrent state)",
         ));
     }
     let mut init = Init::Default;

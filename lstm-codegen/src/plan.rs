@@ -126,6 +126,8 @@ pub enum Width {
     Hidden,
     /// `gates`: one value per gate and unit.
     Gates,
+    /// `states`: one value per carried state (`c`, then the declared ones) and unit.
+    State,
     /// One value.
     One,
     /// One batch row of the cache.
@@ -139,15 +141,13 @@ pub enum Width {
 impl Steps {
     pub fn plan(checked: &Checked, forward: &Forward, backward: &Backward) -> Steps {
         let graph = &forward.graph;
-        let outputs = vec![
-            unit_sink(forward.h, "h_out", false),
-            unit_sink(forward.c, "c_out", false),
-        ];
+        let state_names = &graph.leaf_names.states;
+        let mut outputs = vec![unit_sink(forward.h, "h_out", false)];
+        for (&id, name) in forward.states.iter().zip(state_names) {
+            outputs.push(unit_sink(id, &format!("{name}_out"), false));
+        }
         let inference = schedule::row(graph, &outputs, &HashMap::new());
-        let mut record_sinks = vec![
-            unit_sink(forward.h, "h_out", false),
-            unit_sink(forward.c, "c_out", false),
-        ];
+        let mut record_sinks = outputs.clone();
         for (letter, id) in &forward.gates {
             record_sinks.push(unit_sink(*id, &format!("record_{letter}"), false));
         }
@@ -156,7 +156,7 @@ impl Steps {
         let shared_grad = backward.dzx == backward.dzh;
         let backward_sinks = backward_sinks(checked, forward, backward, shared_grad);
         let roots: Vec<Id> = backward_sinks.iter().map(|s| s.id).collect();
-        let frontier = cache::frontier(graph, &roots, forward.c);
+        let frontier = cache::frontier(graph, &roots, &forward.states);
         let cached_units: Vec<Id> = frontier
             .iter()
             .copied()
@@ -197,13 +197,15 @@ impl Steps {
             );
         }
         let training = schedule::row(graph, &training_sinks, &HashMap::new());
-        sources.insert(
-            forward.c,
-            Load {
-                slice: "c_new".into(),
-                at: At::Unit,
-            },
-        );
+        for (&id, name) in forward.states.iter().zip(state_names) {
+            sources.insert(
+                id,
+                Load {
+                    slice: format!("{name}_new"),
+                    at: At::Unit,
+                },
+            );
+        }
         let backward_row = schedule::row(graph, &backward_sinks, &sources);
 
         let cache = CacheLayout {
@@ -266,7 +268,10 @@ fn backward_sinks(
             true,
         ));
     }
-    sinks.push(unit_sink(backward.dc_prev, "dc_prev_out", false));
+    let state_names = &forward.graph.leaf_names.states;
+    for (&id, name) in backward.dstate_prev.iter().zip(state_names) {
+        sinks.push(unit_sink(id, &format!("d{name}_prev_out"), false));
+    }
     if checked.reads_h_prev {
         sinks.push(unit_sink(backward.dh_prev, "dh_prev_out", false));
     }
@@ -281,8 +286,8 @@ fn backward_sinks(
                 at: At::Index(0),
                 accumulate: true,
             }),
-            // The constant's gradient is `dconstant`, sunk below.
-            ParamShape::Constant => {}
+            // The constant's gradient is `dconstant`, sunk below; states are not parameters.
+            ParamShape::Constant | ParamShape::State => {}
             ParamShape::Gates => {
                 for (s, letter) in forward.letters().iter().enumerate() {
                     sinks.push(unit_sink(grads[s], &format!("grad_{name}_{letter}"), true));
@@ -340,6 +345,20 @@ impl Interface<'_> {
             .collect()
     }
 
+    /// Per-state names `{prefix}{state}{suffix}`, `None` where `read` says the code reads
+    /// none.
+    fn state_names(
+        &self,
+        read: impl Fn(usize) -> bool,
+        prefix: &str,
+        suffix: &str,
+    ) -> Vec<Option<String>> {
+        let states = &self.forward.graph.leaf_names.states;
+        (0..states.len())
+            .map(|s| read(s).then(|| format!("{prefix}{}{suffix}", states[s])))
+            .collect()
+    }
+
     /// The read-only parameters, in a fixed order: the pre-activations and biases, the
     /// state, the spec's parameters, then what backward reads.
     fn inputs(&self, kernel: &mut Kernel) {
@@ -368,15 +387,16 @@ impl Interface<'_> {
             let of = io_slice("constant", Width::Gates, false);
             stacked_input(kernel, constant, names, None, of);
         }
-        for (leaf, name) in [(Leaf::CPrev, "c_prev"), (Leaf::HPrev, "h_prev")] {
-            if reads(leaf) {
-                input(
-                    kernel,
-                    name,
-                    Kind::Slice,
-                    io_slice(name, Width::Hidden, false),
-                );
-            }
+        let names = self.state_names(|s| reads(Leaf::Prev(s)), "", "_prev");
+        let of = io_slice("c_prev", Width::State, false);
+        stacked_input(kernel, "states_prev", names, None, of);
+        if reads(Leaf::HPrev) {
+            input(
+                kernel,
+                "h_prev",
+                Kind::Slice,
+                io_slice("h_prev", Width::Hidden, false),
+            );
         }
         for (p, param) in self.checked.spec.params.iter().enumerate() {
             let name = param.ident.to_string();
@@ -396,25 +416,20 @@ impl Interface<'_> {
                 _ => {}
             }
         }
-        for (leaf, name) in [(Leaf::SeedH, "dh"), (Leaf::SeedC, "dc")] {
-            if reads(leaf) {
-                input(
-                    kernel,
-                    name,
-                    Kind::Slice,
-                    io_slice(name, Width::Hidden, false),
-                );
-            }
+        if reads(Leaf::SeedH) {
+            input(kernel, "dh", Kind::Slice, io_slice("dh", Width::Hidden, false));
         }
+        let names = self.state_names(|s| reads(Leaf::Seed(s)), "d", "");
+        let of = io_slice("dc", Width::State, false);
+        stacked_input(kernel, "dstates", names, None, of);
         let loads = kernel.row.loads.clone();
-        if loads.contains("c_new") {
-            input(
-                kernel,
-                "c_new",
-                Kind::Slice,
-                io_slice("c", Width::Hidden, false),
-            );
-        }
+        let names = self.state_names(
+            |s| loads.contains(&format!("{}_new", self.forward.graph.leaf_names.states[s])),
+            "",
+            "_new",
+        );
+        let of = io_slice("c", Width::State, false);
+        stacked_input(kernel, "states_new", names, None, of);
         let names: Vec<Option<String>> = self
             .cache
             .units
@@ -434,7 +449,8 @@ impl Interface<'_> {
         match kernel.step {
             Step::Inference | Step::Training | Step::Record => {
                 output(kernel, "h_out", io_slice("h", Width::Hidden, true));
-                output(kernel, "c_out", io_slice("c", Width::Hidden, true));
+                let names = self.state_names(|_| true, "", "_out");
+                row_blocks(kernel, names, None, io_slice("c", Width::State, true));
             }
             Step::Backward => {
                 row_blocks(
@@ -454,11 +470,8 @@ impl Interface<'_> {
                 let bias = |field| call_slice(Buffer::Io(field), Width::Gates);
                 call_blocks(kernel, all("db_ih"), bias("dbias_ih"));
                 call_blocks(kernel, all("db_hh"), bias("dbias_hh"));
-                output(
-                    kernel,
-                    "dc_prev_out",
-                    io_slice("dc_prev", Width::Hidden, true),
-                );
+                let names = self.state_names(|_| true, "d", "_prev_out");
+                row_blocks(kernel, names, None, io_slice("dc_prev", Width::State, true));
                 if self.checked.reads_h_prev {
                     output(
                         kernel,
@@ -524,8 +537,9 @@ impl Interface<'_> {
                     let names = self.gate_names(&grad, |_| true);
                     call_blocks(kernel, names, call_slice(Buffer::Grad(name), Width::Gates));
                 }
-                // The runtime turns the constant's `dconstant` into its weight's gradient.
-                ParamShape::Constant => {}
+                // The runtime turns the constant's `dconstant` into its weight's gradient;
+                // states are not parameters.
+                ParamShape::Constant | ParamShape::State => {}
             }
         }
     }

@@ -26,6 +26,7 @@ pub enum At {
 }
 
 /// Where a wanted value goes: `slice[at] = value`, or `+=` when accumulating.
+#[derive(Clone)]
 pub struct Sink {
     pub id: Id,
     pub slice: String,

@@ -12,6 +12,9 @@ pub struct Spec {
     /// Equations in the order written.
     pub defs: Vec<Def>,
     pub params: Vec<Param>,
+    /// Recurrent states the spec declares besides `h` and `c` (`n: State`), in declaration
+    /// order: each is written by the equation of its name and read as `{name}_prev`.
+    pub states: Vec<Param>,
     /// Path of the runtime crate the generated code names (`::lstm` unless `crate = "…"`).
     pub krate: syn::Path,
 }
@@ -38,6 +41,9 @@ pub enum ParamShape {
     /// Not a parameter but the declaration of the per-sequence constant input; its learned
     /// projection `weight_{name}` is the weight.
     Constant,
+    /// Not a parameter but an extra recurrent state (`n: State`); parsing moves these to
+    /// [`Spec::states`].
+    State,
 }
 
 impl ParamShape {
@@ -47,6 +53,7 @@ impl ParamShape {
             ParamShape::Scalar => "Scalar",
             ParamShape::Gates => "Gates",
             ParamShape::Constant => "Constant",
+            ParamShape::State => "State",
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum Target {
     Gate(usize),
     C,
     H,
+    /// An extra recurrent state the spec declares (`n: State`), by name.
+    State(&'static str),
 }
 
 impl Target {
@@ -38,18 +40,29 @@ impl Target {
             Target::Gate(k) => GATE_LETTERS[k],
             Target::C => "c",
             Target::H => "h",
+            Target::State(name) => name,
         }
     }
 
-    fn parse(name: &str) -> Option<Target> {
+    /// The target `name` defines, among the built-in ones and the spec's `states`.
+    fn parse(name: &str, states: &[&'static str]) -> Option<Target> {
         Some(match name {
             "zx" => Target::Zx,
             "zh" => Target::Zh,
             "z" => Target::Z,
             "c" => Target::C,
             "h" => Target::H,
-            other => Target::Gate(GATE_LETTERS.iter().position(|g| *g == other)?),
+            other => match GATE_LETTERS.iter().position(|g| *g == other) {
+                Some(k) => Target::Gate(k),
+                None => Target::State(states.iter().find(|s| **s == other)?),
+            },
         })
+    }
+
+    /// Whether the target is a recurrent state (`c` or a declared one), read as
+    /// `{name}_prev` from the previous step.
+    pub fn is_state(self) -> bool {
+        matches!(self, Target::C | Target::State(_))
     }
 
     fn is_gatewise(self) -> bool {
@@ -94,10 +107,12 @@ pub enum Pre {
 /// A resolved name.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Ref {
-    /// A per-unit definition (a gate or the new `c`).
+    /// A per-unit definition (a gate, the new `c` or a new declared state).
     Var(Target),
     CPrev,
     HPrev,
+    /// A declared state's previous value (`n_prev`).
+    StatePrev(&'static str),
     /// A pre-activation part of one gate (`z_f`) or its bias (`b_hh_f`), in a per-unit
     /// equation.
     GatePre(Pre, usize),
@@ -200,16 +215,65 @@ pub struct Checked {
     pub zx: Option<RExpr>,
     pub zh: Option<RExpr>,
     pub z: Option<RExpr>,
-    /// Per-unit definitions needed for `c` and `h`, in evaluation order.
+    /// Per-unit definitions needed for `h` and the states, in evaluation order.
     pub order: Vec<(Target, RExpr)>,
+    /// The recurrent states the cell carries besides `h`, in the order the runtime packs
+    /// them: `c` first when anything reads it, then the declared states.
+    pub states: Vec<Target>,
     pub reads_h_prev: bool,
     pub equations: Vec<DocEquation>,
 }
 
 const RESERVED_PARAMS: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];
 
+/// What names an equation can read besides the built-in ones: the spec's parameters and
+/// declared states.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    params: &'a [Param],
+    states: &'a [&'static str],
+}
+
+impl Scope<'_> {
+    const EMPTY: Scope<'static> = Scope {
+        params: &[],
+        states: &[],
+    };
+}
+
 pub fn check(spec: Spec) -> syn::Result<Checked> {
     let mut errors = Errors::default();
+    // Targets are `Copy` and name themselves, so a declared state's name lives as long as
+    // the program: a cell declares a handful, leaked once per expansion.
+    let state_names: Vec<&'static str> = spec
+        .states
+        .iter()
+        .map(|state| &*Box::leak(state.ident.to_string().into_boxed_str()))
+        .collect();
+    let scope = Scope {
+        params: &spec.params,
+        states: &state_names,
+    };
+    for (k, state) in spec.states.iter().enumerate() {
+        let name = state_names[k];
+        let builtin = Target::parse(name, &[]).is_some()
+            || resolve_builtin(name, Context::PerUnit(Target::H), &[]).is_some()
+            || resolve_builtin(name, Context::Gatewise(Target::Z), &[]).is_some()
+            || name.ends_with("_prev")
+            || RESERVED_PARAMS.contains(&name)
+            || Func::in_spec(name).is_some()
+            || spec.params.iter().any(|p| p.ident == name)
+            || state_names[..k].contains(&name);
+        if builtin {
+            errors.push(syn::Error::new_spanned(
+                &state.ident,
+                format!(
+                    "state name `{name}` is taken (by the spec language, a parameter or another \
+                     state); rename it"
+                ),
+            ));
+        }
+    }
     for extra in spec
         .params
         .iter()
@@ -223,9 +287,9 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
     }
     for param in &spec.params {
         let name = param.ident.to_string();
-        let builtin = Target::parse(&name).is_some()
-            || resolve_builtin(&name, Context::PerUnit(Target::H)).is_some()
-            || resolve_builtin(&name, Context::Gatewise(Target::Z)).is_some()
+        let builtin = Target::parse(&name, &[]).is_some()
+            || resolve_builtin(&name, Context::PerUnit(Target::H), &[]).is_some()
+            || resolve_builtin(&name, Context::Gatewise(Target::Z), &[]).is_some()
             || RESERVED_PARAMS.contains(&name.as_str())
             || Func::in_spec(&name).is_some();
         if builtin {
@@ -239,12 +303,14 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
     // Resolve each written equation in its context.
     let mut written: Vec<(Target, RExpr, String)> = Vec::new();
     for def in &spec.defs {
-        let Some(target) = Target::parse(&def.name.to_string()) else {
+        let Some(target) = Target::parse(&def.name.to_string(), &state_names) else {
+            let declared: String = state_names.iter().map(|s| format!(", {s}")).collect();
             errors.push(syn::Error::new_spanned(
                 &def.name,
                 format!(
-                    "unknown equation `{}`; expected one of i, f, g, o, c, h, z, zx, zh (or `crate`)",
-                    def.name
+                    "unknown equation `{}`; expected one of i, f, g, o, c, h, z, zx, zh{declared} \
+                     (or `crate`); an extra recurrent state is declared as a field `{}: State`",
+                    def.name, def.name
                 ),
             ));
             continue;
@@ -256,7 +322,7 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
             ));
             continue;
         }
-        if let Some(expr) = resolve(&def.expr, target.context(), &spec.params, &mut errors) {
+        if let Some(expr) = resolve(&def.expr, target.context(), scope, &mut errors) {
             written.push((target, expr, def.expr.to_string()));
         }
     }
@@ -271,14 +337,75 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
             .or_else(|| default_expr(target).map(|e| (e, false)))
     };
 
-    // Depth-first from the outputs: evaluation order, cycles and reachability.
-    let mut order: Vec<(Target, RExpr)> = Vec::new();
-    let mut visiting: Vec<Target> = Vec::new();
-    for root in [Target::C, Target::H] {
-        visit_def(root, &definition, &mut order, &mut visiting, &mut errors);
+    for (k, state) in spec.states.iter().enumerate() {
+        if !written.iter().any(|(t, ..)| *t == Target::State(state_names[k])) {
+            errors.push(syn::Error::new_spanned(
+                &state.ident,
+                format!(
+                    "state `{0}` is declared but no equation writes it; write `{0} = …` (read \
+                     its previous value as `{0}_prev`)",
+                    state.ident
+                ),
+            ));
+        }
     }
     errors.finish()?;
     let mut errors = Errors::default();
+
+    // Depth-first from the outputs: evaluation order, cycles and reachability. `c` is a
+    // state of the cell only when something reads it (an `h`-only cell such as a GRU
+    // leaves it out).
+    let others = std::iter::once(Target::H).chain(state_names.iter().map(|&s| Target::State(s)));
+    let mut order: Vec<(Target, RExpr)> = Vec::new();
+    let mut visiting: Vec<Target> = Vec::new();
+    for root in others.clone() {
+        visit_def(root, &definition, &mut order, &mut visiting, &mut errors);
+    }
+    let reads_c_prev = |expr: &RExpr| {
+        let mut reads = false;
+        expr.visit_refs(&mut |r, _| reads |= r == Ref::CPrev);
+        reads
+    };
+    let gatewise_written = written.iter().filter(|(t, ..)| t.is_gatewise());
+    let carries_c = order.iter().any(|(t, e)| *t == Target::C || reads_c_prev(e))
+        || gatewise_written.clone().any(|(_, e, _)| reads_c_prev(e));
+    if carries_c {
+        // `c` first, as the standard LSTM evaluates it.
+        order.clear();
+        let roots = std::iter::once(Target::C).chain(others);
+        for root in roots {
+            visit_def(root, &definition, &mut order, &mut visiting, &mut errors);
+        }
+    }
+    errors.finish()?;
+    let mut errors = Errors::default();
+    let mut states: Vec<Target> = Vec::new();
+    if carries_c {
+        states.push(Target::C);
+    }
+    states.extend(state_names.iter().map(|&s| Target::State(s)));
+    for (k, state) in spec.states.iter().enumerate() {
+        let name = state_names[k];
+        let mut read = false;
+        let mut note_read = |r: Ref, _| {
+            read |= r == Ref::StatePrev(name) || r == Ref::Var(Target::State(name));
+        };
+        for (_, expr) in &order {
+            expr.visit_refs(&mut note_read);
+        }
+        for (_, expr, _) in gatewise_written.clone() {
+            expr.visit_refs(&mut note_read);
+        }
+        if !read {
+            errors.push(syn::Error::new_spanned(
+                &state.ident,
+                format!(
+                    "state `{name}` is written but nothing reads it (`{name}_prev`, or `{name}` \
+                     in `h` or another state)"
+                ),
+            ));
+        }
+    }
 
     let mut gates = BTreeSet::new();
     let mut used_params = BTreeSet::new();
@@ -319,8 +446,13 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
                 errors.push(syn::Error::new_spanned(
                     &def.name,
                     format!(
-                        "`{}` is defined but neither `c` nor `h` uses it",
-                        target.name()
+                        "`{}` is defined but neither `h` nor a state uses it{}",
+                        target.name(),
+                        if *target == Target::C {
+                            " (a cell without a cell state leaves `c` out)"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -386,6 +518,7 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
         zh: take(Target::Zh),
         z: take(Target::Z),
         order,
+        states,
         reads_h_prev,
         equations,
         spec,
@@ -415,10 +548,11 @@ fn visit_def(
     for (dep, span) in deps {
         if let Some(pos) = visiting.iter().position(|t| *t == dep) {
             let cycle: Vec<&str> = visiting[pos..].iter().map(|t| t.name()).collect();
-            let message = if dep == Target::C {
+            let message = if dep.is_state() {
                 format!(
-                    "the new `c` is not yet defined here: it is computed from {}; \
-                     read `c_prev` for the previous cell state",
+                    "the new `{0}` is not yet defined here: it is computed from {1}; \
+                     read `{0}_prev` for the previous step's `{0}`",
+                    dep.name(),
                     cycle[1..].join(", ")
                 )
             } else {
@@ -443,7 +577,7 @@ fn visit_def(
 pub fn default_expr(target: Target) -> Option<RExpr> {
     let expr = defaults::expr(target.name())?;
     let mut errors = Errors::default();
-    let resolved = resolve(&expr, target.context(), &[], &mut errors);
+    let resolved = resolve(&expr, target.context(), Scope::EMPTY, &mut errors);
     // The standard LSTM reads only names every context resolves (its own test checks that
     // each equation resolves), so nothing is collected.
     errors.finish().ok()?;
@@ -468,15 +602,22 @@ impl Context {
 }
 
 /// Names of the spec language other than parameters, as seen from `context`.
-fn resolve_builtin(name: &str, context: Context) -> Option<Ref> {
+fn resolve_builtin(name: &str, context: Context, states: &[&'static str]) -> Option<Ref> {
     match name {
         "c_prev" => return Some(Ref::CPrev),
         "h_prev" => return Some(Ref::HPrev),
         _ => {}
     }
+    if let Some(stem) = name.strip_suffix("_prev")
+        && let Some(state) = states.iter().find(|s| **s == stem)
+    {
+        return Some(Ref::StatePrev(state));
+    }
     match context {
         Context::PerUnit(_) => {
-            if let Some(t @ (Target::Gate(_) | Target::C)) = Target::parse(name) {
+            if let Some(t @ (Target::Gate(_) | Target::C | Target::State(_))) =
+                Target::parse(name, states)
+            {
                 return Some(Ref::Var(t));
             }
             let (part, letter) = name.rsplit_once('_')?;
@@ -516,22 +657,22 @@ fn expected_names(context: Context) -> &'static str {
     }
 }
 
-fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors) -> Option<RExpr> {
+fn resolve(expr: &Expr, context: Context, scope: Scope, errors: &mut Errors) -> Option<RExpr> {
     match expr {
         Expr::Lit(v) => Some(RExpr::Lit(*v)),
-        Expr::Name(ident) => resolve_name(ident, context, params, errors),
+        Expr::Name(ident) => resolve_name(ident, context, scope, errors),
         Expr::Neg(inner) => Some(RExpr::Neg(Box::new(resolve(
-            inner, context, params, errors,
+            inner, context, scope, errors,
         )?))),
         Expr::Binary(op, a, b) => {
-            let a = resolve(a, context, params, errors);
-            let b = resolve(b, context, params, errors);
+            let a = resolve(a, context, scope, errors);
+            let b = resolve(b, context, scope, errors);
             Some(RExpr::Binary(*op, Box::new(a?), Box::new(b?)))
         }
         Expr::Call(func, args) => {
             let Some(row) = Func::in_spec(&func.to_string()) else {
                 args.iter().for_each(|a| {
-                    resolve(a, context, params, errors);
+                    resolve(a, context, scope, errors);
                 });
                 let names: Vec<&str> = Func::spec_names().collect();
                 errors.push(syn::Error::new_spanned(
@@ -546,7 +687,7 @@ fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors)
             let (fewest, most) = row.arity;
             if !(fewest..=most).contains(&args.len()) {
                 args.iter().for_each(|a| {
-                    resolve(a, context, params, errors);
+                    resolve(a, context, scope, errors);
                 });
                 let count = match (fewest, most) {
                     (1, 1) => "1 argument".to_string(),
@@ -565,12 +706,12 @@ fn resolve(expr: &Expr, context: Context, params: &[Param], errors: &mut Errors)
                 return None;
             }
             if row.func == Func::LayerNorm {
-                return resolve_layer_norm(args, context, params, errors);
+                return resolve_layer_norm(args, context, scope, errors);
             }
             let literal_ok = check_literal_args(row, args, errors);
             let resolved: Vec<Option<RExpr>> = args
                 .iter()
-                .map(|a| resolve(a, context, params, errors))
+                .map(|a| resolve(a, context, scope, errors))
                 .collect();
             let mut args: Vec<RExpr> = resolved.into_iter().collect::<Option<_>>()?;
             // Omitted trailing arguments take the row's defaults, so every later stage sees
@@ -621,9 +762,10 @@ fn first_name(expr: &Expr) -> Option<&Ident> {
 fn resolve_name(
     ident: &Ident,
     context: Context,
-    params: &[Param],
+    scope: Scope,
     errors: &mut Errors,
 ) -> Option<RExpr> {
+    let params = scope.params;
     let name = ident.to_string();
     let span = ident.span();
     if let Some(k) = params.iter().position(|p| p.ident == name) {
@@ -653,16 +795,17 @@ fn resolve_name(
         return Some(RExpr::Ref(Ref::Param(k), span));
     }
     if name == context.target().name() && matches!(context, Context::PerUnit(_)) {
+        let hint = match context.target() {
+            Target::State(_) => format!("read `{name}_prev` for the previous step's `{name}`"),
+            target => format!("its default is {}", target.default_text()),
+        };
         errors.push(syn::Error::new_spanned(
             ident,
-            format!(
-                "`{name}` cannot read itself; its default is {}",
-                context.target().default_text()
-            ),
+            format!("`{name}` cannot read itself; {hint}"),
         ));
         return None;
     }
-    if let Some(r) = resolve_builtin(&name, context) {
+    if let Some(r) = resolve_builtin(&name, context, scope.states) {
         return Some(RExpr::Ref(r, span));
     }
     if let (Context::PerUnit(_), Some((stem, letter))) = (context, name.rsplit_once('_'))
@@ -678,7 +821,7 @@ fn resolve_name(
                      hidden state"
             .to_string(),
         (_, Context::Gatewise(_))
-            if resolve_builtin(&name, Context::PerUnit(Target::H)).is_some() =>
+            if resolve_builtin(&name, Context::PerUnit(Target::H), scope.states).is_some() =>
         {
             format!(
                 "`{name}` is a per-unit name and cannot appear in the gate-wise equation `{}`; \
@@ -688,7 +831,7 @@ fn resolve_name(
             )
         }
         (_, Context::PerUnit(_))
-            if resolve_builtin(&name, Context::Gatewise(Target::Z)).is_some() =>
+            if resolve_builtin(&name, Context::Gatewise(Target::Z), scope.states).is_some() =>
         {
             format!(
                 "`{name}` names all gates at once and belongs in a gate-wise equation (z, zx, zh); \
@@ -708,10 +851,11 @@ fn resolve_name(
 fn resolve_layer_norm(
     args: &[Expr],
     context: Context,
-    params: &[Param],
+    scope: Scope,
     errors: &mut Errors,
 ) -> Option<RExpr> {
-    let arg = resolve(&args[0], context, params, errors);
+    let params = scope.params;
+    let arg = resolve(&args[0], context, scope, errors);
     let wanted = match context {
         Context::PerUnit(_) => ParamShape::PerUnit,
         Context::Gatewise(_) => ParamShape::Gates,

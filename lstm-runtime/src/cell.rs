@@ -170,16 +170,36 @@ pub struct CellSpec {
     /// its `record` blocks: every gate the step evaluates, written or defaulted, including
     /// gates computed from others (a coupled `i = 1 - f`). Empty for a cell that records none.
     pub record: &'static [&'static str],
+    /// The recurrent states the cell carries besides `h`, in the order the runtime packs
+    /// them into its state buffers (`c_prev`, `c`, `dc`, … hold `states.len() · hidden`
+    /// values per batch row, one block of `hidden` per state): `c` first when anything reads
+    /// it, then the states the spec declares (`n: State`). `["c"]` for an LSTM, `[]` for an
+    /// `h`-only cell such as a GRU, `["c", "n", "m"]` for the sLSTM.
+    pub states: &'static [&'static str],
 }
 
 impl CellSpec {
-    /// Whether the cell carries a cell state: false when its spec writes `c = c_prev`, so that
-    /// `c` keeps its initial value and nothing depends on it (a GRU, or any `h`-only cell).
+    /// Whether the cell carries a cell state `c` (false for an `h`-only cell such as a GRU).
     pub fn carries_cell_state(&self) -> bool {
-        !self
-            .equations
-            .iter()
-            .any(|eq| eq.name == "c" && eq.written && eq.rhs.trim() == "c_prev")
+        self.states.contains(&"c")
+    }
+
+    /// The states the spec declares besides `h` and `c` (`n`, `m` for the sLSTM).
+    pub fn extra_states(&self) -> &'static [&'static str] {
+        match self.states.first() {
+            Some(&"c") => &self.states[1..],
+            _ => self.states,
+        }
+    }
+
+    /// Values per batch row of the packed state buffers: `states.len() · hidden`.
+    pub fn state_width(&self, hidden: usize) -> usize {
+        self.states.len() * hidden
+    }
+
+    /// The block of state `name` in a packed state row: `block · hidden ..`.
+    pub fn state_block(&self, name: &str) -> Option<usize> {
+        self.states.iter().position(|s| *s == name)
     }
 
     /// Number of gates computed from the weights.
@@ -280,13 +300,13 @@ pub struct StepIo<'a, F> {
     /// The constant input's projection `W_c · constant` (computed once per call, the same
     /// at every step): `rows × gates·hidden`; empty when the spec declares no constant.
     pub constant: &'a [F],
-    /// Previous cell state: `rows × hidden`.
+    /// Previous carried states: `rows × states·hidden` ([`CellSpec::states`], `c` first).
     pub c_prev: &'a [F],
     /// Previous hidden state: `rows × hidden` if the cell reads it, else may be empty.
     pub h_prev: &'a [F],
     /// New hidden state (before any projection): `rows × hidden`.
     pub h: &'a mut [F],
-    /// New cell state: `rows × hidden`.
+    /// New carried states: `rows × states·hidden`.
     pub c: &'a mut [F],
     /// Working memory: `rows × spec.scratch.len(hidden)`.
     pub scratch: &'a mut [F],
@@ -299,11 +319,12 @@ pub struct BackwardIo<'a, F> {
     pub rows: usize,
     /// `dL/dh` of this step's cell output (before projection): `rows × hidden`.
     pub dh: &'a [F],
-    /// `dL/dc` of this step's new cell state, from later steps: `rows × hidden`.
+    /// `dL/d(state)` of this step's new carried states, from later steps:
+    /// `rows × states·hidden`.
     pub dc: &'a [F],
-    /// The step's previous cell state: `rows × hidden`.
+    /// The step's previous carried states: `rows × states·hidden`.
     pub c_prev: &'a [F],
-    /// The step's new cell state: `rows × hidden`.
+    /// The step's new carried states: `rows × states·hidden`.
     pub c: &'a [F],
     /// The step's previous hidden state: `rows × hidden` if the cell reads it, else empty.
     pub h_prev: &'a [F],
@@ -321,7 +342,7 @@ pub struct BackwardIo<'a, F> {
     /// Output `dL/dzh`: `rows × gates·hidden`; empty when
     /// [`CellSpec::shared_preactivation_grad`] (then it equals `dzx`).
     pub dzh: &'a mut [F],
-    /// Output `dL/dc_prev`: `rows × hidden`.
+    /// Output `dL/d(previous carried states)`: `rows × states·hidden`.
     pub dc_prev: &'a mut [F],
     /// Output: the part of `dL/dh_prev` that flows through the cell's own elementwise use of
     /// `h_prev` (not through `W_hh`): `rows × hidden` if the cell reads it, else empty.

@@ -189,6 +189,7 @@ pub mod __private {
     pub fn check_step<C: Cell>(cell: &C, io: &StepIo<'_, C::Elem>) {
         let (rows, hidden) = (io.rows, cell.dims().hidden_size);
         let gates = C::SPEC.num_gates() * hidden;
+        let states = C::SPEC.state_width(hidden);
         let constant = if C::SPEC.constant.is_some() { gates } else { 0 };
         assert!(
             io.zx.len() >= rows * gates
@@ -196,9 +197,9 @@ pub mod __private {
                 && io.constant.len() >= rows * constant
                 && io.bias_ih.len() >= gates
                 && io.bias_hh.len() >= gates
-                && io.c_prev.len() >= rows * hidden
+                && io.c_prev.len() >= rows * states
                 && io.h.len() >= rows * hidden
-                && io.c.len() >= rows * hidden
+                && io.c.len() >= rows * states
                 && io.scratch.len() >= rows * C::SPEC.scratch.len(hidden),
             "step buffers are smaller than the Cell contract requires"
         );
@@ -228,6 +229,7 @@ pub mod __private {
     pub fn check_backward<C: Cell>(cell: &C, io: &BackwardIo<'_, C::Elem>) {
         let (rows, hidden) = (io.rows, cell.dims().hidden_size);
         let gates = C::SPEC.num_gates() * hidden;
+        let states = C::SPEC.state_width(hidden);
         let constant = if C::SPEC.constant.is_some() { gates } else { 0 };
         let dzh = if C::SPEC.shared_preactivation_grad {
             0
@@ -236,13 +238,13 @@ pub mod __private {
         };
         assert!(
             io.dh.len() >= rows * hidden
-                && io.dc.len() >= rows * hidden
-                && io.c_prev.len() >= rows * hidden
-                && io.c.len() >= rows * hidden
+                && io.dc.len() >= rows * states
+                && io.c_prev.len() >= rows * states
+                && io.c.len() >= rows * states
                 && io.cache.len() >= rows * C::SPEC.cache.len(hidden)
                 && io.dzx.len() >= rows * gates
                 && io.dzh.len() >= rows * dzh
-                && io.dc_prev.len() >= rows * hidden
+                && io.dc_prev.len() >= rows * states
                 && io.bias_ih.len() >= gates
                 && io.bias_hh.len() >= gates
                 && io.dbias_ih.len() >= gates

@@ -84,14 +84,13 @@ pub struct LayerNorm {
 /// so `i` is the reset gate, `f` the update gate and `g` the candidate
 /// `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`; `h = (1 − z) ⊙ n + z ⊙ h_prev`.
 ///
-/// A GRU has no cell state: `c` keeps its initial value (zeros unless given), nothing reads
-/// it, and the command line takes `--h0` alone for this cell.
+/// A GRU has no cell state (`CellSpec::states` is empty): nothing reads `c`, so the cell
+/// carries `h` alone, and the command line takes `--h0` alone for this cell.
 #[lstm_cell(
     zx = zx + b_ih,
     zh = zh + b_hh,
     z = zx + zh,
     g = tanh(zx_g + i * zh_g),
-    c = c_prev,
     h = (1.0 - f) * g + f * h_prev
 )]
 pub struct Gru;
@@ -102,6 +101,27 @@ pub struct Gru;
 /// `i` or `o`, so they have no weight rows.
 #[lstm_cell(f = sigmoid(z_f - 1.0), c = f * c_prev + (1.0 - f) * g, h = c)]
 pub struct Janet;
+
+/// xLSTM's sLSTM (Beck et al. 2024), with its stabiliser: the weight rows i, f, z, o of
+/// the paper fill the blocks an LSTM calls i, f, g, o (`z` is the cell input, here `g`), so
+/// a PyTorch-layout `state_dict` loads as it is. Besides `h` and `c` it carries the
+/// normaliser `n` and the stabiliser `m`, all starting at zero; `h = o · c / n` does not
+/// depend on `m` (it cancels between `c` and `n`), which only keeps the exponentials in range.
+/// Heads (block-diagonal recurrent weights) come from `weight_hh`'s shape.
+#[lstm_cell(
+    m = max(logsigmoid(z_f) + m_prev, z_i),
+    i = exp(z_i - m),
+    f = exp(logsigmoid(z_f) + m_prev - m),
+    c = f * c_prev + i * g,
+    n = f * n_prev + i,
+    h = o * c / n
+)]
+pub struct Slstm {
+    /// The normaliser state `n`: the sum of the input gates, decayed by the forget gates.
+    n: State,
+    /// The stabiliser state `m`: a running maximum of the gates' log pre-activations.
+    m: State,
+}
 
 /// Every zoo cell's spec, in the order `lstm cells` lists them.
 pub fn all() -> &'static [&'static CellSpec] {
@@ -115,6 +135,7 @@ pub fn all() -> &'static [&'static CellSpec] {
         <LayerNorm as Cell>::SPEC,
         <Gru as Cell>::SPEC,
         <Janet as Cell>::SPEC,
+        <Slstm as Cell>::SPEC,
     ];
     ALL
 }

@@ -60,6 +60,8 @@ pub fn cell_docs(checked: &Checked) -> String {
                     ParamShape::Scalar => "scalar",
                     ParamShape::Gates => "per gate and unit",
                     ParamShape::Constant => "constant input, projected by a learned weight",
+                    // Parsing moves states out of the parameters.
+                    ParamShape::State => "recurrent state",
                 };
                 format!("`{}` ({shape})", p.ident)
             })

@@ -16,6 +16,8 @@ pub struct Cell<'a> {
     pub krate: &'a syn::Path,
     pub ident: &'a Ident,
     pub gates: usize,
+    /// Carried states besides `h` (`c`, then the declared ones).
+    pub states: usize,
     pub cache_units: usize,
     pub cache_rows: usize,
     /// Gates the recording step writes per unit.
@@ -168,6 +170,10 @@ fn rows(kernel: &Kernel, cell: &Cell) -> TokenStream {
     let mut sizes = quote!(let hidden = cell.weight_ih.nrows() / #gates;);
     if uses(Width::Gates) {
         sizes.extend(quote!(let gates = #gates * hidden;));
+    }
+    if uses(Width::State) {
+        let states = n(cell.states);
+        sizes.extend(quote!(let states = #states * hidden;));
     }
     if uses(Width::Cache) {
         let units = n(cell.cache_units);
@@ -349,6 +355,7 @@ fn arg(arg: &Arg, krate: &syn::Path) -> TokenStream {
             let width = match width {
                 Width::Hidden => quote!(hidden),
                 Width::Gates => quote!(gates),
+                Width::State => quote!(states),
                 Width::One => quote!(1),
                 Width::Cache => quote!(cache_len),
                 Width::Record => quote!(record_len),

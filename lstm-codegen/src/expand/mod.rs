@@ -28,6 +28,7 @@ pub fn cell(checked: &Checked, steps: &Steps) -> TokenStream {
         krate,
         ident,
         gates: checked.gates.len(),
+        states: checked.states.len(),
         cache_units: steps.cache_units.len(),
         cache_rows: steps.cache_rows,
         record_units: steps.record_gates.len(),

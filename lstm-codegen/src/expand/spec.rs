@@ -57,6 +57,7 @@ pub fn spec_const(checked: &Checked, steps: &Steps) -> TokenStream {
     let shared = steps.shared_grad;
     let unit_local = steps.unit_local;
     let record = &steps.record_gates;
+    let states = checked.states.iter().map(|t| t.name());
     quote! {
         #krate::CellSpec {
             name: #name,
@@ -72,6 +73,7 @@ pub fn spec_const(checked: &Checked, steps: &Steps) -> TokenStream {
             shared_preactivation_grad: #shared,
             unit_local: #unit_local,
             record: &[#(#record),*],
+            states: &[#(#states),*],
         }
     }
 }

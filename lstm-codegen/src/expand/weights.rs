@@ -37,7 +37,7 @@ pub fn structure(checked: &Checked, doc: &str) -> TokenStream {
                 ParamShape::PerUnit => "one value per hidden unit, shape `(hidden_size,)`",
                 ParamShape::Scalar => "a single value, shape `(1,)`",
                 ParamShape::Gates => "one value per gate and unit, shape `(gates · hidden_size,)`",
-                ParamShape::Constant => "",
+                ParamShape::Constant | ParamShape::State => "",
             },
             init_text(p.init)
         );
@@ -140,7 +140,9 @@ pub fn constructors(checked: &Checked) -> TokenStream {
     let lens = vectors.iter().map(|p| match p.shape {
         ParamShape::PerUnit => quote!(dims.hidden_size),
         ParamShape::Scalar => quote!(1),
-        ParamShape::Gates | ParamShape::Constant => quote!(#gates * dims.hidden_size),
+        ParamShape::Gates | ParamShape::Constant | ParamShape::State => {
+            quote!(#gates * dims.hidden_size)
+        }
     });
     let inits = vectors.iter().map(|p| {
         let name = &p.ident;
