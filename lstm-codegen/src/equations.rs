@@ -139,7 +139,13 @@ fn outputs(checked: &Checked, forward: &Forward, backward: &Backward) -> Vec<(St
         outputs.push((format!("d_b_ih_{letter}"), backward.dbias_ih[s]));
         outputs.push((format!("d_b_hh_{letter}"), backward.dbias_hh[s]));
     }
-    for (name, &id) in forward.graph.leaf_names.states.iter().zip(&backward.dstate_prev) {
+    for (name, &id) in forward
+        .graph
+        .leaf_names
+        .states
+        .iter()
+        .zip(&backward.dstate_prev)
+    {
         outputs.push((format!("d_{name}_prev"), id));
     }
     if checked.reads_h_prev {

@@ -503,7 +503,11 @@ impl Lowering {
     /// The leaf of a state's previous value. validate made every state an equation reads
     /// one the cell carries.
     fn prev(&mut self, state: Target) -> Id {
-        let s = self.states.iter().position(|t| *t == state).unwrap_or_default();
+        let s = self
+            .states
+            .iter()
+            .position(|t| *t == state)
+            .unwrap_or_default();
         self.graph.leaf(Leaf::Prev(s))
     }
 

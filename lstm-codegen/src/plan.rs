@@ -417,7 +417,12 @@ impl Interface<'_> {
             }
         }
         if reads(Leaf::SeedH) {
-            input(kernel, "dh", Kind::Slice, io_slice("dh", Width::Hidden, false));
+            input(
+                kernel,
+                "dh",
+                Kind::Slice,
+                io_slice("dh", Width::Hidden, false),
+            );
         }
         let names = self.state_names(|s| reads(Leaf::Seed(s)), "d", "");
         let of = io_slice("dc", Width::State, false);

@@ -338,7 +338,10 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
     };
 
     for (k, state) in spec.states.iter().enumerate() {
-        if !written.iter().any(|(t, ..)| *t == Target::State(state_names[k])) {
+        if !written
+            .iter()
+            .any(|(t, ..)| *t == Target::State(state_names[k]))
+        {
             errors.push(syn::Error::new_spanned(
                 &state.ident,
                 format!(
@@ -367,7 +370,9 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
         reads
     };
     let gatewise_written = written.iter().filter(|(t, ..)| t.is_gatewise());
-    let carries_c = order.iter().any(|(t, e)| *t == Target::C || reads_c_prev(e))
+    let carries_c = order
+        .iter()
+        .any(|(t, e)| *t == Target::C || reads_c_prev(e))
         || gatewise_written.clone().any(|(_, e, _)| reads_c_prev(e));
     if carries_c {
         // `c` first, as the standard LSTM evaluates it.

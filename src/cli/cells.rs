@@ -141,6 +141,7 @@ mod tests {
         shared_preactivation_grad: true,
         unit_local: false,
         record: &[],
+        states: &["c"],
     };
 
     #[test]

@@ -8,7 +8,7 @@ use ndarray::{Array2, Array3, ArrayView3, ArrayViewD, Axis, CowArray, Ix2, Ix3};
 use super::bidirectional::{MergeMode, merge_backward};
 use super::call::{LstmGradients, OutputGrad};
 use super::tape::{LayerTape, Tape};
-use super::{Lstm, dim2, dim3};
+use super::{Lstm, dim2, dim3, states};
 use crate::cell::Cell;
 use crate::direction::Direction;
 use crate::error::{Error, Result, expect_shape};
@@ -60,11 +60,14 @@ impl<C: Cell> Lstm<C> {
         let width = self.config.output_size();
         let hidden = self.config.hidden_size;
         let dh_n = grad_or_zeros("grad h_n", grad.h_n, (states, batch, width))?;
-        let dc_n = grad_or_zeros("grad c_n", grad.c_n, (states, batch, hidden))?;
+        let mut dc_n = states::zeros(C::SPEC, states, batch, hidden);
+        if let Some(grad_c_n) = grad.c_n {
+            states::put(C::SPEC, &mut dc_n, "c", grad_c_n, "grad c_n")?;
+        }
         let mut d_directions = self.top_gradients(&tape, &grad)?;
         let mut params = Gradients::new();
         let mut h0 = Array3::zeros((states, batch, width));
-        let mut c0 = Array3::zeros((states, batch, hidden));
+        let mut c0 = states::zeros(C::SPEC, states, batch, hidden);
         let mut d_constants = tape.constants.as_ref().map(|c| Array2::zeros(c.raw_dim()));
         let mut d_input = None;
         for layer in (0..self.config.num_layers).rev() {
@@ -142,7 +145,9 @@ impl<C: Cell> Lstm<C> {
             params,
             input: self.to_caller_layout(d_input),
             h0,
-            c0,
+            c0: states::block(C::SPEC, &c0, "c", hidden)
+                .unwrap_or_else(|| Array3::zeros((states, batch, 0))),
+            states: states::extras(C::SPEC, &c0, hidden),
             constants: d_constants,
         })
     }

@@ -96,6 +96,14 @@ impl<C: Cell> Lstm<C> {
             input: join(a.input, b.input, sequence_axis),
             h0: join(a.h0, b.h0, 1),
             c0: join(a.c0, b.c0, 1),
+            states: a
+                .states
+                .into_iter()
+                .filter_map(|(name, first)| {
+                    let second = b.states.get(&name)?.clone();
+                    Some((name, join(first, second, 1)))
+                })
+                .collect(),
             constants: match (a.constants, b.constants) {
                 (Some(a), Some(b)) => Some(join(a, b, 0)),
                 _ => None,

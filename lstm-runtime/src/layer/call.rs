@@ -30,8 +30,15 @@ pub struct Call<'a, F> {
     /// `(h0, c0)`: `h0` is `(num_layers · num_directions, batch, output_size)`, `c0`
     /// `(num_layers · num_directions, batch, hidden_size)`, in PyTorch's order (layer-major,
     /// forward before reverse). `None` starts from zeros, or from the carried state of a
-    /// stateful layer.
+    /// stateful layer. A cell without a cell state (a GRU) takes [`Call::initial_h`] instead.
     pub initial_state: Option<(ArrayView3<'a, F>, ArrayView3<'a, F>)>,
+    /// `h0` alone, shaped as in [`Call::initial_state`], every other state starting at zero
+    /// (the initial state of an `h`-only cell such as a GRU). Exclusive with `initial_state`.
+    pub initial_h: Option<ArrayView3<'a, F>>,
+    /// Initial values of the states a spec declares besides `h` and `c` (`n`, `m` of the
+    /// sLSTM), by name, each `(num_layers · num_directions, batch, hidden_size)`; a state
+    /// not listed starts at zero. `c` may be given here too (then not in `initial_state`).
+    pub initial_states: &'a [(&'a str, ArrayView3<'a, F>)],
     /// The per-sequence constant input `(batch, constant_size)` (Keras `constants`), for cells
     /// whose spec declares one; every layer and direction reads it.
     pub constants: Option<ArrayView2<'a, F>>,
@@ -58,6 +65,8 @@ impl<'a, F> Call<'a, F> {
             lengths: None,
             mask: None,
             initial_state: None,
+            initial_h: None,
+            initial_states: &[],
             constants: None,
             training: false,
             masks: None,
@@ -80,6 +89,18 @@ impl<'a, F> Call<'a, F> {
     /// Sets [`Call::initial_state`].
     pub fn with_initial_state(mut self, h0: ArrayView3<'a, F>, c0: ArrayView3<'a, F>) -> Self {
         self.initial_state = Some((h0, c0));
+        self
+    }
+
+    /// Sets [`Call::initial_h`]: `h0` alone.
+    pub fn with_h0(mut self, h0: ArrayView3<'a, F>) -> Self {
+        self.initial_h = Some(h0);
+        self
+    }
+
+    /// Sets [`Call::initial_states`]: `Call::new().with_initial_states(&[("n", n0.view())])`.
+    pub fn with_initial_states(mut self, states: &'a [(&'a str, ArrayView3<'a, F>)]) -> Self {
+        self.initial_states = states;
         self
     }
 
@@ -205,8 +226,12 @@ pub struct LstmOutput<F> {
     /// order; `None` when `return_state` is off.
     pub h_n: Option<Array3<F>>,
     /// Final cell states `(num_layers · num_directions, batch, hidden_size)`; `None` when
-    /// `return_state` is off.
+    /// `return_state` is off or the cell carries no cell state (a GRU).
     pub c_n: Option<Array3<F>>,
+    /// Final values of the states the spec declares besides `h` and `c` (`n`, `m` of the
+    /// sLSTM), by name, each `(num_layers · num_directions, batch, hidden_size)`; empty when
+    /// `return_state` is off or the cell declares none.
+    pub states: BTreeMap<String, Array3<F>>,
     /// What [`Call::record`] asked for, named `{name}_l{layer}` and `{name}_l{layer}_reverse`
     /// (`f_l0`, `c_l1_reverse`): each `(seq_len, batch, hidden_size)`, or `(batch, seq_len,
     /// hidden_size)` with `batch_first`, in the order the layer processed the steps (reversed
@@ -242,8 +267,12 @@ pub struct LstmGradients<F> {
     pub input: Array3<F>,
     /// `dL/dh0`: `(num_layers · num_directions, batch, output_size)`.
     pub h0: Array3<F>,
-    /// `dL/dc0`: `(num_layers · num_directions, batch, hidden_size)`.
+    /// `dL/dc0`: `(num_layers · num_directions, batch, hidden_size)`; `(…, batch, 0)` for a
+    /// cell without a cell state.
     pub c0: Array3<F>,
+    /// `dL/d(initial state)` of each state the spec declares besides `h` and `c`, by name,
+    /// each `(num_layers · num_directions, batch, hidden_size)`.
+    pub states: BTreeMap<String, Array3<F>>,
     /// `dL/d constants`, `(batch, constant_size)`, when the call had constants.
     pub constants: Option<Array2<F>>,
 }

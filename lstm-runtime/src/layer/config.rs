@@ -472,6 +472,17 @@ impl LstmConfig {
                 });
             }
         }
+        if self.zoneout_c > 0.0 && spec.states != ["c"] {
+            return Err(Error::Config {
+                option: "zoneout_c".into(),
+                reason: format!(
+                    "zones out the cell state `c`, but cell `{}` carries the states [{}]; \
+                     zoneout of c is for cells whose only state besides h is c",
+                    spec.name,
+                    spec.states.join(", ")
+                ),
+            });
+        }
         if self.proj_size > 0 && spec.reads_h_prev {
             return Err(Error::Config {
                 option: "proj_size".into(),

@@ -18,7 +18,7 @@ use super::call::{Call, LstmOutput, Output};
 use super::dropout::Dropout;
 use super::prepare::Prepared;
 use super::tape::{LayerTape, Tape};
-use super::{Lstm, dim2, dim3};
+use super::{Lstm, dim2, dim3, states};
 use crate::cell::Cell;
 use crate::direction::Direction;
 use crate::error::{Error, Result};
@@ -242,7 +242,7 @@ impl<C: Cell> Lstm<C> {
             Ok(())
         })?;
         let mut h_n = Array3::zeros((layers, batch, width));
-        let mut c_n = Array3::zeros((layers, batch, self.config.hidden_size));
+        let mut c_n = states::zeros(C::SPEC, layers, batch, self.config.hidden_size);
         let mut records = Vec::new();
         for (layer, run) in runs.iter_mut().enumerate() {
             h_n.index_axis_mut(Axis(0), layer).assign(&run.state.h);
@@ -275,7 +275,7 @@ impl<C: Cell> Lstm<C> {
         let directions = self.config.num_directions();
         let width = self.config.output_size();
         let mut h_n = Array3::zeros((layers * directions, batch, width));
-        let mut c_n = Array3::zeros((layers * directions, batch, self.config.hidden_size));
+        let mut c_n = states::zeros(C::SPEC, layers * directions, batch, self.config.hidden_size);
         // Training multiplies by the input in `dW_ih = dZxᵀ · X`: padding must be zero, in a
         // copy. Without padding the tape borrows the caller's array.
         let tape_borrows = prepared
@@ -423,11 +423,21 @@ impl<C: Cell> Lstm<C> {
             last => last,
         };
         let return_state = self.config.return_state;
+        let hidden = self.config.hidden_size;
+        let (c_n, extra_states) = if return_state {
+            (
+                states::block(C::SPEC, &produced.c_n, "c", hidden),
+                states::extras(C::SPEC, &produced.c_n, hidden),
+            )
+        } else {
+            (None, Default::default())
+        };
         LstmOutput {
             output: layout(produced.output),
             output_reverse: produced.output_reverse.map(layout),
             h_n: return_state.then_some(produced.h_n),
-            c_n: return_state.then_some(produced.c_n),
+            c_n,
+            states: extra_states,
             records: produced
                 .records
                 .into_iter()

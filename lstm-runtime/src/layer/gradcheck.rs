@@ -12,12 +12,12 @@
 
 use std::fmt;
 
-use ndarray::{Array2, Array3, ArrayD, ArrayView3, ArrayViewD, IxDyn};
+use ndarray::{Array2, Array3, ArrayD, ArrayView3, ArrayViewD, ArrayViewMut3, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::Lstm;
 use super::call::{Call, LstmOutput, OutputGrad};
+use super::{Lstm, states};
 use crate::cell::Cell;
 use crate::error::{Error, Result};
 use crate::params::Parameters;
@@ -123,10 +123,13 @@ pub fn gradcheck<C: Cell<Elem = f64>>(
     } else {
         input.dim().1
     };
-    let (h0, c0) = match call.initial_state {
-        Some((h0, c0)) => (h0.to_owned(), c0.to_owned()),
-        None => layer.initial_state(&call, batch)?,
-    };
+    let (h0, packed) = layer.initial_state(&call, batch)?;
+    let hidden = layer.config().hidden_size;
+    let states = C::SPEC
+        .states
+        .iter()
+        .filter_map(|&name| Some((name, states::block(C::SPEC, &packed, name, hidden)?)))
+        .collect();
     let constants = call.constants.map(|c| c.to_owned());
     let probe = Probe {
         layer,
@@ -136,10 +139,13 @@ pub fn gradcheck<C: Cell<Elem = f64>>(
     let point = Point {
         input: input.to_owned(),
         h0,
-        c0,
+        states,
         constants,
     };
-    let (_, tape) = layer.clone().forward_train(input, point.call(&call))?;
+    let views = point.state_views();
+    let (_, tape) = layer
+        .clone()
+        .forward_train(input, point.call(&call, &views))?;
     let grads = layer.backward(tape, probe.weights.as_grad())?;
 
     let mut report = GradcheckReport::default();
@@ -163,24 +169,25 @@ pub fn gradcheck<C: Cell<Elem = f64>>(
         )?;
         report.entries.push(entry);
     }
-    let inputs: [(&str, ArrayD<f64>, Setter); 3] = [
-        ("input", grads.input.into_dyn(), |p, k, v| {
-            set_flat(p.input.view_mut().into_dyn(), k, v)
-        }),
-        ("h0", grads.h0.into_dyn(), |p, k, v| {
-            set_flat(p.h0.view_mut().into_dyn(), k, v)
-        }),
-        ("c0", grads.c0.into_dyn(), |p, k, v| {
-            set_flat(p.c0.view_mut().into_dyn(), k, v)
-        }),
+    let mut inputs: Vec<(String, ArrayD<f64>)> = vec![
+        ("input".into(), grads.input.into_dyn()),
+        ("h0".into(), grads.h0.into_dyn()),
     ];
-    for (name, analytic, setter) in inputs {
+    if C::SPEC.carries_cell_state() {
+        inputs.push(("c0".into(), grads.c0.into_dyn()));
+    }
+    for (name, grad) in grads.states {
+        inputs.push((format!("{name}0"), grad.into_dyn()));
+    }
+    for (name, analytic) in inputs {
         let entry = probe.check(
-            name,
+            &name,
             &analytic,
             options,
             |moved, k, value| {
-                setter(moved, k, value);
+                if let Some(values) = moved.tensor_mut(&name) {
+                    set_flat(values.into_dyn(), k, value);
+                }
                 moved.loss_of(layer, &probe)
             },
             &point,
@@ -206,29 +213,68 @@ pub fn gradcheck<C: Cell<Elem = f64>>(
     Ok(report)
 }
 
-/// Writes value `k` (row-major) of one of a point's tensors.
-type Setter = fn(&mut Point, usize, f64);
-
 /// What the loss is evaluated at besides the parameters.
 #[derive(Clone)]
 struct Point {
     input: Array3<f64>,
     h0: Array3<f64>,
-    c0: Array3<f64>,
+    /// The initial value of every carried state besides `h` (`c`, then the declared ones).
+    states: Vec<(&'static str, Array3<f64>)>,
     constants: Option<Array2<f64>>,
 }
 
 impl Point {
-    /// `call` with this point's initial state and constants.
-    fn call<'a>(&'a self, call: &'a Call<'_, f64>) -> Call<'a, f64> {
+    /// Views of the initial states, as [`Call::initial_states`] takes them.
+    fn state_views(&self) -> Vec<(&'static str, ArrayView3<'_, f64>)> {
+        self.states
+            .iter()
+            .map(|(name, value)| (*name, value.view()))
+            .collect()
+    }
+
+    /// `call` with this point's initial states (`states`: [`Self::state_views`]) and
+    /// constants.
+    fn call<'a>(
+        &'a self,
+        call: &'a Call<'_, f64>,
+        states: &'a [(&'a str, ArrayView3<'a, f64>)],
+    ) -> Call<'a, f64> {
         Call {
             lengths: call.lengths,
             mask: call.mask.as_ref().map(|mask| mask.view()),
-            initial_state: Some((self.h0.view(), self.c0.view())),
+            initial_state: None,
+            initial_h: Some(self.h0.view()),
+            initial_states: states,
             constants: self.constants.as_ref().map(|c| c.view()),
             training: call.training,
             masks: call.masks,
             record: call.record,
+        }
+    }
+
+    /// The point's tensor `name` (`input`, `h0`, `c0`, `n0`, …, `constants`), mutably.
+    fn tensor_mut(&mut self, name: &str) -> Option<ArrayViewMut3<'_, f64>> {
+        match name {
+            "input" => Some(self.input.view_mut()),
+            "h0" => Some(self.h0.view_mut()),
+            _ => {
+                let state = name.strip_suffix('0')?;
+                let (_, value) = self.states.iter_mut().find(|(s, _)| *s == state)?;
+                Some(value.view_mut())
+            }
+        }
+    }
+
+    /// The point's tensor `name`, as [`Self::tensor_mut`] names them.
+    fn tensor(&self, name: &str) -> Option<ArrayView3<'_, f64>> {
+        match name {
+            "input" => Some(self.input.view()),
+            "h0" => Some(self.h0.view()),
+            _ => {
+                let state = name.strip_suffix('0')?;
+                let (_, value) = self.states.iter().find(|(s, _)| *s == state)?;
+                Some(value.view())
+            }
         }
     }
 
@@ -238,9 +284,10 @@ impl Point {
         layer: &Lstm<C>,
         probe: &Probe<'_, '_, C>,
     ) -> Result<f64> {
+        let views = self.state_views();
         let output = layer
             .clone()
-            .forward(self.input.view(), self.call(&probe.call))?;
+            .forward(self.input.view(), self.call(&probe.call, &views))?;
         Ok(probe.weights.loss(&output))
     }
 }
@@ -296,10 +343,10 @@ impl<C: Cell<Elem = f64>> Probe<'_, '_, C> {
 
     /// The current values of tensor `name` (a parameter, or one of the point's), row-major.
     fn values_of(&self, name: &str, point: &Point) -> Vec<f64> {
+        if let Some(values) = point.tensor(name) {
+            return values.iter().copied().collect();
+        }
         match name {
-            "input" => point.input.iter().copied().collect(),
-            "h0" => point.h0.iter().copied().collect(),
-            "c0" => point.c0.iter().copied().collect(),
             "constants" => point
                 .constants
                 .iter()

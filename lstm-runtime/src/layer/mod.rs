@@ -34,6 +34,7 @@ pub(crate) mod penalties;
 mod prepare;
 #[cfg(test)]
 mod record_tests;
+pub(crate) mod states;
 pub(crate) mod stepper;
 pub(crate) mod tape;
 

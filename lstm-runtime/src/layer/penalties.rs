@@ -300,6 +300,7 @@ mod tests {
             output_reverse: None,
             h_n: Some(states.clone()),
             c_n: Some(states.clone() * 2.0),
+            states: Default::default(),
             records: Default::default(),
         };
         let expected = (regularizer.penalty(sequence.view())

@@ -9,7 +9,7 @@ use ndarray::{Array3, ArrayView, ArrayView2, ArrayView3, CowArray, Dimension, Ix
 use rand::Rng;
 
 use super::call::{Call, Mode};
-use super::{Lstm, StatePair};
+use super::{Lstm, StatePair, states};
 use crate::cell::Cell;
 use crate::error::{Error, Result, expect_shape};
 use crate::recurrence::mask::Validity;
@@ -144,7 +144,13 @@ impl<C: Cell> Lstm<C> {
         seq_len: usize,
         batch: usize,
     ) -> Result<Vec<&'static str>> {
-        let known: Vec<&'static str> = C::SPEC.record.iter().copied().chain(["c", "h"]).collect();
+        let known: Vec<&'static str> = C::SPEC
+            .record
+            .iter()
+            .chain(C::SPEC.states)
+            .copied()
+            .chain(["h"])
+            .collect();
         let mut names = Vec::new();
         for asked in call.record.unwrap_or_default() {
             let Some(name) = known.iter().find(|name| **name == asked.trim()) else {
@@ -178,22 +184,59 @@ impl<C: Cell> Lstm<C> {
         Ok(names)
     }
 
-    /// `(h0, c0)` of a call: given, carried (stateful), or zeros.
+    /// `(h0, c0)` of a call, `c0` packing every carried state (`layer/states.rs`): given,
+    /// carried (stateful), or zeros.
     pub(crate) fn initial_state(
         &self,
         call: &Call<'_, C::Elem>,
         batch: usize,
     ) -> Result<StatePair<C::Elem>> {
         let states = self.config.num_layers * self.config.num_directions();
+        let hidden = self.config.hidden_size;
         let h_shape = [states, batch, self.config.output_size()];
-        let c_shape = [states, batch, self.config.hidden_size];
         let mut h0 = Array3::zeros(h_shape);
-        let mut c0 = Array3::zeros(c_shape);
-        if let Some((h, c)) = call.initial_state {
-            expect_shape("h0", &h_shape, h.shape())?;
-            expect_shape("c0", &c_shape, c.shape())?;
-            h0.assign(&h);
-            c0.assign(&c);
+        let mut c0 = states::zeros(C::SPEC, states, batch, hidden);
+        let given = call.initial_state.is_some()
+            || call.initial_h.is_some()
+            || !call.initial_states.is_empty();
+        if call.initial_state.is_some() && call.initial_h.is_some() {
+            return Err(Error::Config {
+                option: "h0".into(),
+                reason: "given twice: by `initial_state` and by `initial_h`".into(),
+            });
+        }
+        if given {
+            if let Some(h) = call.initial_h {
+                expect_shape("h0", &h_shape, h.shape())?;
+                h0.assign(&h);
+            }
+            if let Some((h, c)) = call.initial_state {
+                expect_shape("h0", &h_shape, h.shape())?;
+                h0.assign(&h);
+                if !C::SPEC.carries_cell_state() {
+                    return Err(Error::Config {
+                        option: "c0".into(),
+                        reason: format!(
+                            "cell `{}` carries no cell state; give h0 alone (`Call::with_h0`)",
+                            C::SPEC.name
+                        ),
+                    });
+                }
+                states::put(C::SPEC, &mut c0, "c", c, "c0")?;
+            }
+            for (name, value) in call.initial_states {
+                let what = format!("initial state {name}");
+                if *name == "c" && call.initial_state.is_some() {
+                    return Err(Error::Config {
+                        option: "c0".into(),
+                        reason: "given twice: by `initial_state` and by `initial_states`".into(),
+                    });
+                }
+                if !C::SPEC.states.contains(name) {
+                    return Err(states::unknown(C::SPEC, name, &what));
+                }
+                states::put(C::SPEC, &mut c0, name, *value, &what)?;
+            }
         } else if let (true, Some((h, c))) = (self.config.stateful, &self.state) {
             expect_shape(
                 "h0 (carried by the stateful layer; reset_states() clears it)",

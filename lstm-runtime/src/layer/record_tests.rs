@@ -137,7 +137,8 @@ impl<F: Float> CellVisitor<F> for RecordingChangesNothing {
             .forward(x.view(), Call::new().with_lengths(&lengths))
             .unwrap();
         let mut names: Vec<&str> = C::SPEC.record.to_vec();
-        names.extend(["c", "h"]);
+        names.extend(C::SPEC.states);
+        names.push("h");
         let recorded = layer
             .forward(
                 x.view(),
@@ -155,7 +156,13 @@ impl<F: Float> CellVisitor<F> for RecordingChangesNothing {
                 assert_eq!(values.dim(), (batch, seq_len, hidden), "{what}: {name}");
             }
             let h = &recorded.records[&format!("h_l{layer_index}")];
-            let c = &recorded.records[&format!("c_l{layer_index}")];
+            // Each state at a row's last step is its final value.
+            let finals = [("c", plain.c_n.as_ref())].into_iter().chain(
+                plain
+                    .states
+                    .iter()
+                    .map(|(name, v)| (name.as_str(), Some(v))),
+            );
             for (row, &length) in lengths.iter().enumerate() {
                 // Past a sequence's length: zero.
                 assert!(
@@ -172,11 +179,19 @@ impl<F: Float> CellVisitor<F> for RecordingChangesNothing {
                     plain.h_n.as_ref().unwrap().slice(s![layer_index, row, ..]),
                     "{what}: h at the last step is h_n"
                 );
-                assert_eq!(
-                    c.slice(s![row, last, ..]),
-                    plain.c_n.as_ref().unwrap().slice(s![layer_index, row, ..]),
-                    "{what}: c at the last step is c_n"
-                );
+                for (name, last_value) in finals.clone() {
+                    let (Some(last_value), Some(values)) = (
+                        last_value,
+                        recorded.records.get(&format!("{name}_l{layer_index}")),
+                    ) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        values.slice(s![row, last, ..]),
+                        last_value.slice(s![layer_index, row, ..]),
+                        "{what}: {name} at the last step is its final value"
+                    );
+                }
             }
         }
         let top = &recorded.records["h_l1"];

@@ -16,7 +16,7 @@
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 
-use super::Lstm;
+use super::{Lstm, states};
 use crate::cell::Cell;
 use crate::direction::Direction;
 use crate::error::{Error, Result, expect_shape};
@@ -182,27 +182,32 @@ impl<C: Cell> Lstm<C> {
 impl<'l, C: Cell> Stepper<'l, C> {
     /// The batch rows the workspaces are sized for (the rows of the last step taken).
     pub fn batch(&self) -> usize {
-        self.runs.first().map_or(0, |run| run.state.c.nrows())
+        self.runs.first().map_or(0, |run| run.state.h.nrows())
     }
 
     /// A state of zeros for [`Self::batch`] rows (PyTorch's default initial state).
     pub fn zero_state(&self) -> StepState<C::Elem> {
+        self.zero_state_of(self.batch())
+    }
+
+    /// A state of zeros for `batch` rows.
+    fn zero_state_of(&self, batch: usize) -> StepState<C::Elem> {
         let config = &self.layer.config;
-        let batch = self.batch();
         let layers = config.num_layers;
         StepState {
             h: vec![Array2::zeros((batch, config.output_size())); layers],
-            c: vec![Array2::zeros((batch, config.hidden_size)); layers],
+            c: vec![Array2::zeros((batch, C::SPEC.state_width(config.hidden_size))); layers],
         }
     }
 
     /// A state from `h0` `(num_layers, batch, output_size)` and `c0`
     /// `(num_layers, batch, hidden_size)`, as [`Call::initial_state`](super::call::Call)
-    /// takes them.
+    /// takes them; the states a spec declares besides `h` and `c` start at zero.
     ///
     /// # Errors
     ///
-    /// [`Error::ShapeMismatch`] naming `h0` or `c0`.
+    /// [`Error::ShapeMismatch`] naming `h0` or `c0`; [`Error::Config`] naming `c0` for a cell
+    /// without a cell state.
     pub fn state_from(
         &self,
         h0: ArrayView3<'_, C::Elem>,
@@ -211,7 +216,8 @@ impl<'l, C: Cell> Stepper<'l, C> {
         let config = &self.layer.config;
         let (layers, batch) = (config.num_layers, h0.len_of(Axis(1)));
         expect_shape("h0", &[layers, batch, config.output_size()], h0.shape())?;
-        expect_shape("c0", &[layers, batch, config.hidden_size], c0.shape())?;
+        let mut packed = states::zeros(C::SPEC, layers, batch, config.hidden_size);
+        states::put(C::SPEC, &mut packed, "c", c0, "c0")?;
         let standard = |states: ArrayView3<'_, C::Elem>| {
             states
                 .outer_iter()
@@ -220,8 +226,26 @@ impl<'l, C: Cell> Stepper<'l, C> {
         };
         Ok(StepState {
             h: standard(h0),
-            c: standard(c0),
+            c: standard(packed.view()),
         })
+    }
+
+    /// A state from `h0` `(num_layers, batch, output_size)` alone, every other carried state
+    /// at zero (the initial state of an `h`-only cell such as a GRU), as
+    /// [`Call::initial_h`](super::call::Call) takes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] naming `h0`.
+    pub fn state_from_h(&self, h0: ArrayView3<'_, C::Elem>) -> Result<StepState<C::Elem>> {
+        let config = &self.layer.config;
+        let (layers, batch) = (config.num_layers, h0.len_of(Axis(1)));
+        expect_shape("h0", &[layers, batch, config.output_size()], h0.shape())?;
+        let mut state = self.zero_state_of(batch);
+        for (h, h0) in state.h.iter_mut().zip(h0.outer_iter()) {
+            h.assign(&h0);
+        }
+        Ok(state)
     }
 
     /// Advances every layer one step: `x` is the step's input `(batch, input_size)`, `state`
@@ -310,7 +334,7 @@ impl<'l, C: Cell> Stepper<'l, C> {
     fn workspaces(&self, batch: usize) -> Vec<Run<C::Elem>> {
         let config = &self.layer.config;
         let h0 = Array2::zeros((batch, config.output_size()));
-        let c0 = Array2::zeros((batch, config.hidden_size));
+        let c0 = Array2::zeros((batch, C::SPEC.state_width(config.hidden_size)));
         self.passes
             .iter()
             .map(|pass| pass.start(h0.view(), c0.view(), 1))
@@ -335,7 +359,11 @@ impl<'l, C: Cell> Stepper<'l, C> {
         for layer in 0..layers {
             let checks = [
                 ("h", config.output_size(), state.h[layer].shape()),
-                ("c", config.hidden_size, state.c[layer].shape()),
+                (
+                    "c",
+                    C::SPEC.state_width(config.hidden_size),
+                    state.c[layer].shape(),
+                ),
             ];
             for (name, width, found) in checks {
                 // Named only on a mismatch: every step checks.
@@ -355,7 +383,7 @@ impl<'l, C: Cell> Stepper<'l, C> {
 impl<F: crate::float::Float> StepState<F> {
     /// Batch rows.
     pub fn batch(&self) -> usize {
-        self.c.first().map_or(0, |c| c.nrows())
+        self.h.first().map_or(0, |h| h.nrows())
     }
 
     /// Every layer's `h`: `(num_layers, batch, output_size)`, as [`Lstm::forward`]'s `h_n`.
@@ -363,7 +391,10 @@ impl<F: crate::float::Float> StepState<F> {
         stack(&self.h)
     }
 
-    /// Every layer's `c`: `(num_layers, batch, hidden_size)`, as [`Lstm::forward`]'s `c_n`.
+    /// Every layer's carried states besides `h`, packed as
+    /// [`CellSpec::states`](crate::CellSpec::states) lists them: `(num_layers, batch,
+    /// states · hidden_size)`. For a cell whose only such state is `c` (an LSTM), exactly
+    /// [`Lstm::forward`]'s `c_n`; empty for an `h`-only cell.
     pub fn c(&self) -> Array3<F> {
         stack(&self.c)
     }

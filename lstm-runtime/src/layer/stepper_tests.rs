@@ -59,15 +59,19 @@ impl<F: Float> CellVisitor<F> for StepsEqualSequence {
         let input: Array3<F> = random(&mut rng, (seq_len, batch, config.input_size));
         let h0: Array3<F> = random(&mut rng, (layers, batch, config.output_size()));
         let c0: Array3<F> = random(&mut rng, (layers, batch, config.hidden_size));
-        let whole = layer
-            .forward(
-                input.view(),
-                Call::new().with_initial_state(h0.view(), c0.view()),
-            )
-            .unwrap();
+        let call = if C::SPEC.carries_cell_state() {
+            Call::new().with_initial_state(h0.view(), c0.view())
+        } else {
+            Call::new().with_h0(h0.view())
+        };
+        let whole = layer.forward(input.view(), call).unwrap();
         let sequence = whole.output.sequence().unwrap();
         let mut stepper = layer.stepper(batch).unwrap();
-        let mut state = stepper.state_from(h0.view(), c0.view()).unwrap();
+        let mut state = if C::SPEC.carries_cell_state() {
+            stepper.state_from(h0.view(), c0.view()).unwrap()
+        } else {
+            stepper.state_from_h(h0.view()).unwrap()
+        };
         for t in 0..seq_len {
             let output = stepper
                 .step(input.index_axis(Axis(0), t), &mut state)
@@ -81,11 +85,24 @@ impl<F: Float> CellVisitor<F> for StepsEqualSequence {
             &state.h(),
             whole.h_n.as_ref().unwrap(),
         );
-        assert_same_bits(
-            &format!("{what}: c_n"),
-            &state.c(),
-            whole.c_n.as_ref().unwrap(),
+        // The packed states: `c` first, then the declared ones in order.
+        let hidden = config.hidden_size;
+        let finals = whole.c_n.iter().chain(
+            C::SPEC
+                .extra_states()
+                .iter()
+                .map(|name| &whole.states[*name]),
         );
+        for (k, expected) in finals.enumerate() {
+            assert_same_bits(
+                &format!("{what}: state {k} at the end"),
+                &state
+                    .c()
+                    .slice(s![.., .., k * hidden..(k + 1) * hidden])
+                    .to_owned(),
+                expected,
+            );
+        }
     }
 }
 

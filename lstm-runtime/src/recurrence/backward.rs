@@ -44,7 +44,7 @@ pub(crate) struct DirectionGradients<C: Cell> {
     pub(crate) weight_hr: Option<Array2<C::Elem>>,
     /// `dL/dh0`: `(batch, recurrent_size)`.
     pub(crate) h0: Array2<C::Elem>,
-    /// `dL/dc0`: `(batch, hidden_size)`.
+    /// `dL/dc0` of every carried state, packed: `(batch, states · hidden_size)`.
     pub(crate) c0: Array2<C::Elem>,
 }
 
@@ -57,7 +57,7 @@ pub(crate) struct Seeds<'a, F> {
     pub(crate) d_output: Option<ArrayView3<'a, F>>,
     /// `dL/dh_n`: `(batch, recurrent_size)`.
     pub(crate) dh_n: ArrayView2<'a, F>,
-    /// `dL/dc_n`: `(batch, hidden_size)`.
+    /// `dL/dc_n` of every carried state, packed: `(batch, states · hidden_size)`.
     pub(crate) dc_n: ArrayView2<'a, F>,
     /// The call's constant input `(batch, constant_size)` for a cell that reads one.
     pub(crate) constants: Option<ArrayView2<'a, F>>,
@@ -105,7 +105,7 @@ struct GradChunk<F> {
 struct BackwardBuffers<F> {
     /// `dL/dh` of the state after the current step (`(batch, recurrent_size)`).
     dh: Array2<F>,
-    /// `dL/dc` of the state after the current step (`(batch, hidden_size)`).
+    /// `dL/dc` of the carried states after the current step (`(batch, states · hidden)`).
     dc: Array2<F>,
     /// `dh` with masked rows zeroed: the step's seed.
     dh_seed: Array2<F>,
@@ -154,7 +154,7 @@ impl<C: Cell> Pass<'_, C> {
         let mut second_half = SecondHalf::<C>::new(self.dims, gate_rows);
         let mut buffers = self.backward_buffers(&seeds);
         let first_valid = self.first_valid_steps(seq_len, batch);
-        if !buffers.dc.is_empty() {
+        if batch * self.dims.hidden_size != 0 {
             let recurrent = StepRhs::plain(self.weight_hh());
             helper_thread::with_helper(self.helper_worth_it(seq_len, batch), || -> Result<()> {
                 for s in (0..seq_len).rev() {
@@ -402,9 +402,9 @@ impl<C: Cell> Pass<'_, C> {
             dh: standard(seeds.dh_n),
             dc: standard(seeds.dc_n),
             dh_seed: zeros(batch, recurrent),
-            dc_seed: zeros(batch, hidden),
+            dc_seed: zeros(batch, C::SPEC.state_width(hidden)),
             dh_cell: zeros(if_rows(self.weight_hr.is_some()), hidden),
-            dc_prev: zeros(batch, hidden),
+            dc_prev: zeros(batch, C::SPEC.state_width(hidden)),
             dh_direct: zeros(if_rows(C::SPEC.reads_h_prev), hidden),
             dh_prev: zeros(batch, recurrent),
             scratch: zeros(batch, C::SPEC.backward_scratch.len(hidden)),
@@ -493,9 +493,9 @@ impl<C: Cell> Pass<'_, C> {
         dzh_t: &mut [C::Elem],
         (grads, second_half): (&mut C, &mut SecondHalf<C>),
     ) {
-        let batch = buffers.dc.nrows();
+        let batch = buffers.dh.nrows();
         let hidden = self.dims.hidden_size;
-        let state_len = batch * hidden;
+        let state_len = batch * C::SPEC.state_width(hidden);
         let c_states = flat(&tape.c_states);
         let cache_len = batch * C::SPEC.cache.len(hidden);
         let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {

@@ -213,8 +213,8 @@ impl<C: Cell> Pass<'_, C> {
         mut record: Record<&mut DirectionTape<C::Elem>>,
     ) -> Result<()> {
         let all_valid = self.validity.fill_step(t, &mut buffers.valid);
-        let batch = state.c.nrows();
-        if state.c.is_empty() {
+        let batch = state.h.nrows();
+        if buffers.h_cell.is_empty() {
             // No batch rows or no units: nothing to compute, and generated steps need not
             // handle empty blocks.
             return Ok(());
@@ -319,7 +319,8 @@ impl<C: Cell> Pass<'_, C> {
                 Some(_) => &buffers.h_cell,
                 None => &state.h,
             };
-            recording.store(t, C::SPEC.record, &state.c, h, &buffers.valid);
+            let names = (C::SPEC.record, C::SPEC.states);
+            recording.store(t, names, &state.c, h, &buffers.valid);
         }
         for (seen, valid) in state.seen.iter_mut().zip(&buffers.valid) {
             *seen |= *valid;

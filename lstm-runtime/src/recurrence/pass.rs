@@ -97,7 +97,8 @@ pub(crate) struct Biases<'a, F: Clone> {
 pub(crate) struct State<F> {
     /// `(batch, recurrent_size)`.
     pub(crate) h: Array2<F>,
-    /// `(batch, hidden_size)`.
+    /// The other carried states, packed: `(batch, states · hidden_size)`
+    /// ([`CellSpec::states`](crate::CellSpec::states), `c` first).
     pub(crate) c: Array2<F>,
     /// Whether each row has had a valid step yet: its output at an invalid step repeats `h`
     /// (carried from that step) under Keras semantics, or is zero before any.
@@ -112,7 +113,7 @@ pub(crate) struct StepBuffers<F> {
     pub(super) h_cell: Array2<F>,
     /// The projected new hidden state: `(batch, recurrent_size)`; `(0, 0)` without projection.
     pub(super) h_proj: Array2<F>,
-    /// The step's new cell state: `(batch, hidden_size)`.
+    /// The step's new carried states: `(batch, states · hidden_size)`.
     pub(super) c: Array2<F>,
     /// The cell's working memory: `(batch, spec.scratch.len(hidden_size))`.
     pub(super) scratch: Array2<F>,
@@ -161,11 +162,12 @@ pub(crate) struct DirectionTape<F> {
     /// The cell's `h` before projection, by time: `(T · batch, hidden_size)`; `(0, hidden)`
     /// without projection.
     pub(crate) h_cell: Array2<F>,
-    /// The cell state before the first step and after every step, by processing order:
-    /// `((T + 1) · batch, hidden_size)`, block `s` is the `c_prev` of step `s`.
+    /// The carried states before the first step and after every step, by processing order:
+    /// `((T + 1) · batch, states · hidden_size)`, block `s` is the `c_prev` of step `s`.
     pub(crate) c_states: Array2<F>,
     /// Under zoneout of `c`, the cell's own new `c` (before zoneout kept some units' old
-    /// values), by time: `(T · batch, hidden_size)`; `(0, hidden_size)` otherwise.
+    /// values), by time: `(T · batch, hidden_size)`; `(0, hidden_size)` otherwise (zoneout
+    /// of `c` is for cells whose only carried state besides `h` is `c`).
     pub(crate) c_cell: Array2<F>,
 }
 
@@ -257,7 +259,7 @@ impl<'a, C: Cell> Pass<'a, C> {
         work >= HELPER_MIN_WORK
     }
 
-    /// A run starting from `(h0, c0)` with workspaces for chunks of up to [`chunk_steps`]
+    /// A run starting from `(h0, c0)` (`c0` packs every carried state) with workspaces for chunks of up to [`chunk_steps`]
     /// steps of a `seq_len`-step sequence.
     pub(crate) fn start(
         &self,
@@ -265,7 +267,7 @@ impl<'a, C: Cell> Pass<'a, C> {
         c0: ArrayView2<'_, C::Elem>,
         seq_len: usize,
     ) -> Run<C::Elem> {
-        let batch = c0.nrows();
+        let batch = h0.nrows();
         let hidden = self.dims.hidden_size;
         let gate_rows = self.gate_rows();
         let proj_rows = if self.weight_hr.is_some() { batch } else { 0 };
@@ -284,7 +286,7 @@ impl<'a, C: Cell> Pass<'a, C> {
                 zh: Array2::zeros((batch, gate_rows)),
                 h_cell: Array2::zeros((batch, hidden)),
                 h_proj: Array2::zeros((proj_rows, self.dims.recurrent_size)),
-                c: Array2::zeros((batch, hidden)),
+                c: Array2::zeros((batch, C::SPEC.state_width(hidden))),
                 scratch: Array2::zeros((batch, C::SPEC.scratch.len(hidden))),
                 h_dropped: Array2::zeros(if_some(self.reg.recurrent, batch)),
                 valid: vec![true; batch],
@@ -337,7 +339,8 @@ impl<'a, C: Cell> Pass<'a, C> {
     ) -> DirectionTape<C::Elem> {
         let batch = c0.nrows();
         let hidden = self.dims.hidden_size;
-        let mut c_states = Array2::zeros(((seq_len + 1) * batch, hidden));
+        let width = C::SPEC.state_width(hidden);
+        let mut c_states = Array2::zeros(((seq_len + 1) * batch, width));
         c_states.slice_mut(s![..batch, ..]).assign(&c0);
         let cell_rows = if self.weight_hr.is_some() {
             seq_len * batch
@@ -367,7 +370,7 @@ impl<F: Float> Run<F> {
     /// gates, or `c`, `h`) at each of `seq_len` steps; the run then steps without splitting
     /// its units between threads.
     pub(crate) fn record(&mut self, names: &[&'static str], record: &[&str], seq_len: usize) {
-        let (batch, hidden) = self.state.c.dim();
+        let (batch, hidden) = self.buffers.h_cell.dim();
         self.units = None;
         self.buffers.recording = Some(Recording {
             gates: Array2::zeros((batch, record.len() * hidden)),
@@ -406,23 +409,27 @@ impl<F: Float> Recording<F> {
     }
 
     /// Keeps step `t`'s wanted values: gates from the step's record (`record` is the cell's
-    /// `SPEC.record`), `c` and `h` as given; zeros for the rows not `valid` at this step.
+    /// `SPEC.record`), the states from the packed `states` (blocks named by `state_names`,
+    /// the cell's `SPEC.states`) and `h` as given; zeros for the rows not `valid` at this
+    /// step.
     pub(super) fn store(
         &mut self,
         t: usize,
-        record: &[&str],
-        c: &Array2<F>,
+        (record, state_names): (&[&str], &[&str]),
+        states: &Array2<F>,
         h: &Array2<F>,
         valid: &[bool],
     ) {
-        let hidden = c.ncols();
+        let hidden = h.ncols();
         for (name, values) in &mut self.values {
             let mut at_t = values.index_axis_mut(Axis(0), t);
-            let source = match *name {
-                "c" => c.view(),
-                "h" => h.view(),
-                gate => {
-                    // `Run::record` takes only the cell's recorded gates besides `c` and `h`.
+            let state = state_names.iter().position(|s| s == name);
+            let source = match (*name, state) {
+                (_, Some(k)) => states.slice(s![.., k * hidden..(k + 1) * hidden]),
+                ("h", None) => h.view(),
+                (gate, None) => {
+                    // `Run::record` takes only the cell's recorded gates besides the states
+                    // and `h`.
                     let k = record.iter().position(|g| *g == gate).unwrap_or_default();
                     self.gates.slice(s![.., k * hidden..(k + 1) * hidden])
                 }

@@ -34,6 +34,7 @@ pub fn visit_zoo_cell<F: Float, V: CellVisitor<F>>(name: &str, visitor: V) -> Re
         "layer_norm" => visitor.visit::<super::LayerNorm<F>>(),
         "gru" => visitor.visit::<super::Gru<F>>(),
         "janet" => visitor.visit::<super::Janet<F>>(),
+        "slstm" => visitor.visit::<super::Slstm<F>>(),
         unknown => {
             let names: Vec<&str> = super::all().iter().map(|spec| spec.name).collect();
             return Err(Error::Config {

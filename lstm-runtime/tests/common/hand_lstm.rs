@@ -87,6 +87,7 @@ impl<F: Float> Cell for HandLstm<F> {
         shared_preactivation_grad: true,
         unit_local: false,
         record: &[],
+        states: &["c"],
     };
 
     fn init<R: Rng + ?Sized>(dims: CellDims, rng: &mut R) -> Self {

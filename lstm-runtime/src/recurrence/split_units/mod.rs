@@ -85,10 +85,12 @@ pub(crate) struct Chunk<'x, F> {
 }
 
 impl<C: Cell> UnitSplit<C> {
-    /// Whether a cell of this type, with `hidden` units, splits at all.
+    /// Whether a cell of this type, with `hidden` units, splits at all (its only carried
+    /// state besides `h` must be `c`, whose columns then split as `h`'s do).
     pub(crate) fn applies(hidden: usize) -> bool {
         let spec = C::SPEC;
         spec.unit_local
+            && spec.states == ["c"]
             && spec.cache.per_row == 0
             && spec.scratch.per_row == 0
             && hidden >= MIN_UNITS
