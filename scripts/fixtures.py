@@ -9,6 +9,7 @@ Regenerate with the pinned versions of `scripts/requirements.txt`:
     venv/bin/python scripts/fixtures.py              # every case
     venv/bin/python scripts/fixtures.py --convert    # the `convert/` cases only
     venv/bin/python scripts/fixtures.py --only research   # the GRU and JANET cases only
+    venv/bin/python scripts/fixtures.py --only headed     # the sLSTM and headed-LSTM cases only
 
 Keras runs on its torch backend (`KERAS_BACKEND=torch`, set below before Keras is imported),
 so one autograd computes the gradients of both frameworks' cases.
@@ -32,6 +33,9 @@ A case directory holds (see `write_case`):
   `sum(y * grad_output)` with respect to every weight (PyTorch names), `input` (shaped like
   `x`) and, when given, `h0` and `c0`. The `cell_gru*` cases come from `torch.nn.GRU`
   itself: no `c0`, no `c_n` (a GRU has no cell state).
+- The `headed_cases` (`cell_slstm*`, `cell_lstm_heads`, `cell_lstm_diagonal`) have `heads`
+  K in `case.json` and a block-diagonal `weight_hh` `(gates·H, H/K)`; the sLSTM's extra
+  states are `n0.npy`/`m0.npy` in, `n_n.npy`/`m_n.npy` out and `n0`/`m0` gradients.
 
 Besides the cases, `functions/values.safetensors` holds the spec language's functions at a
 grid of points with their autograd derivatives (see `functions_case`); `--only functions`
@@ -76,6 +80,7 @@ CELL_PARAMS = {
     "layer_norm": {"gamma_x": 4, "gamma_h": 4, "gamma_c": 1, "beta_c": 1},
     "gru": {},
     "janet": {},
+    "slstm": {},
 }
 
 # JANET's shift of the forget gate's pre-activation (van der Westhuizen & Lasenby 2018: 1).
@@ -187,8 +192,9 @@ def reference_layers(cell, params, x, config, lengths, h0, c0):
     return layer_input, torch.stack(hs), torch.stack(cs)
 
 
-def torch_params(cell, config, input_size, hidden, dtype, generator):
-    """Random weights for `cell` under PyTorch's names, as leaf tensors requiring grad."""
+def torch_params(cell, config, input_size, hidden, dtype, generator, heads=1):
+    """Random weights for `cell` under PyTorch's names, as leaf tensors requiring grad.
+    With `heads` K, `weight_hh` is block-diagonal: `(gates·H, H/K)` (see `headed_recurrence`)."""
     proj = config["proj_size"]
     out_size = proj or hidden
     dirs = 2 if config["bidirectional"] else 1
@@ -205,7 +211,8 @@ def torch_params(cell, config, input_size, hidden, dtype, generator):
         for direction in range(dirs):
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
             params["weight_ih" + suffix] = uniform(rows, layer_input)
-            params["weight_hh" + suffix] = uniform(rows, out_size)
+            assert out_size % heads == 0, (out_size, heads)
+            params["weight_hh" + suffix] = uniform(rows, out_size // heads)
             if config["bias"]:
                 params["bias_ih" + suffix] = uniform(rows)
                 params["bias_hh" + suffix] = uniform(rows)
@@ -405,6 +412,250 @@ def research_cases(root):
     pytorch_case(root, "cell_janet_stacked_bidirectional", "janet", 39, num_layers=2,
                  bidirectional=True, lengths=[4, 1, 5], initial_state=True,
                  description="JANET: two bidirectional layers, lengths, initial states")
+
+
+# --- sLSTM and block-diagonal ("headed") recurrence ---
+#
+# `weight_hh` of a layer with K heads is `(gates·H, H/K)`: row `r = gate·H + j` belongs to unit
+# `j` of head `k = j // (H/K)`, which reads only `h_prev[k·H/K:(k+1)·H/K]`. K = 1 is the dense
+# PyTorch layout, K = H a diagonal (IndRNN-style) recurrence.
+
+SLSTM_STATES = ["h", "c", "n", "m"]
+LSTM_STATES = ["h", "c"]
+
+
+def headed_recurrence(weight_hh, h_prev, heads):
+    """`(block-diagonal W_hh) h_prev`, `(B, gates·H)`."""
+    rows, width = weight_hh.shape
+    batch, hidden = h_prev.shape
+    assert hidden == heads * width, (hidden, heads, width)
+    # (gate, head, unit within the head, input within the head)
+    w = weight_hh.reshape(rows // hidden, heads, width, width)
+    return torch.einsum("gkje,bke->bgkj", w, h_prev.reshape(batch, heads, width)).reshape(batch, rows)
+
+
+def dense_weight_hh(weight_hh, heads):
+    """The block-diagonal `weight_hh` as the dense `(gates·H, H)` matrix it stands for (zero
+    off the heads' blocks): what `nn.LSTM` multiplies by."""
+    rows, width = weight_hh.shape
+    hidden = heads * width
+    return torch.cat([torch.block_diag(*gate.split(width)) for gate in weight_hh.split(hidden)])
+
+
+def headed_lstm_step(p, x_t, state, heads):
+    """PyTorch's LSTM step (gates i, f, g, o) with the block-diagonal recurrence."""
+    h, c = state
+    z = x_t @ p["weight_ih"].T + headed_recurrence(p["weight_hh"], h, heads)
+    if "bias_ih" in p:
+        z = z + p["bias_ih"] + p["bias_hh"]
+    z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
+    c = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * torch.tanh(z_g)
+    h = torch.sigmoid(z_o) * torch.tanh(c)
+    return h, (h, c)
+
+
+def slstm_step(p, x_t, state, heads, stabilised=True):
+    """One sLSTM step (xLSTM, Beck et al. 2024), gate blocks i, f, z, o; exponential input
+    gate, sigmoid forget gate, normaliser `n` and (stabilised) log-scale stabiliser `m`:
+
+        m = max(logsigmoid(z_f) + m_prev, z_i)
+        i' = exp(z_i - m),  f' = exp(logsigmoid(z_f) + m_prev - m)
+        c = f' c_prev + i' tanh(z_z),  n = f' n_prev + i',  h = sigmoid(z_o) c / n
+
+    Unstabilised (`stabilised=False`, for the check only): i' = exp(z_i), f' = sigmoid(z_f),
+    `m` carried unchanged. No stop-gradient anywhere."""
+    h, c, n, m = state
+    z = x_t @ p["weight_ih"].T + headed_recurrence(p["weight_hh"], h, heads)
+    if "bias_ih" in p:
+        z = z + p["bias_ih"] + p["bias_hh"]
+    z_i, z_f, z_z, z_o = z.chunk(4, dim=1)
+    if stabilised:
+        log_f = torch.nn.functional.logsigmoid(z_f)
+        m_new = torch.maximum(log_f + m, z_i)
+        i = torch.exp(z_i - m_new)
+        f = torch.exp(log_f + m - m_new)
+    else:
+        m_new = m
+        i = torch.exp(z_i)
+        f = torch.sigmoid(z_f)
+    c = f * c + i * torch.tanh(z_z)
+    n = f * n + i
+    h = torch.sigmoid(z_o) * c / n
+    return h, (h, c, n, m_new)
+
+
+def headed_layers(step, params, x, config, lengths, initial):
+    """`reference_layers` for a cell whose state is a tuple of `(B, H)` tensors (`h` first):
+    `step(p, x_t, state) -> (output, new_state)`; `initial` holds one `(layers·dirs, B, H)`
+    tensor per state. PyTorch's packed-sequence semantics: zero outputs past a length, final
+    states from the last valid step, the reverse direction over the valid part only, stacked
+    layers reading `[forward, reverse]`. Returns the output and the final states, stacked."""
+    seq_len, batch, _ = x.shape
+    dirs = 2 if config["bidirectional"] else 1
+    if lengths is None:
+        lengths = torch.full((batch,), seq_len, dtype=torch.int64)
+    finals = []
+    layer_input = x
+    for layer in range(config["num_layers"]):
+        outputs = []
+        for direction in range(dirs):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            p = {name[: -len(suffix)]: t for name, t in params.items() if name.endswith(suffix)}
+            state = tuple(s[layer * dirs + direction] for s in initial)
+            steps = range(seq_len - 1, -1, -1) if direction else range(seq_len)
+            out = [None] * seq_len
+            for t in steps:
+                output, new = step(p, layer_input[t], state)
+                valid = (t < lengths).unsqueeze(1)
+                state = tuple(torch.where(valid, a, b) for a, b in zip(new, state))
+                out[t] = torch.where(valid, output, torch.zeros_like(output))
+            outputs.append(torch.stack(out))
+            finals.append(state)
+        layer_input = torch.cat(outputs, dim=2)
+    return layer_input, [torch.stack(states) for states in zip(*finals)]
+
+
+def check_headed(cell, params, x, config, lengths, initial, heads, name):
+    """The checks that make the loop trustworthy, in float64 on detached copies:
+
+    - the block-diagonal product equals the dense block-diagonal matrix's;
+    - `lstm`: the loop with K heads equals the loop with K = 1 on the dense block-diagonal
+      `weight_hh`, and that equals `nn.LSTM` itself (with `pack_padded_sequence`);
+    - `slstm`: the stabilised loop's `h` (outputs and `h_n`) equals the unstabilised form's,
+      whose state starts at `c0·exp(m0)`, `n0·exp(m0)`; and `c_n`, `n_n` equal the
+      unstabilised ones times `exp(-m_n)`."""
+    tolerance = 1e-10
+    params = {k: v.detach().double() for k, v in params.items()}
+    x = x.detach().double()
+    initial = [s.detach().double() for s in initial]
+
+    def close(ours, theirs, what):
+        assert torch.allclose(ours, theirs, atol=tolerance, rtol=tolerance), (name, what)
+
+    for key, weight in params.items():
+        if key.startswith("weight_hh"):
+            h = torch.randn(3, weight.shape[1] * heads, dtype=torch.float64)
+            close(headed_recurrence(weight, h, heads), h @ dense_weight_hh(weight, heads).T, key)
+    if cell == "lstm":
+        dense = {k: dense_weight_hh(v, heads) if k.startswith("weight_hh") else v for k, v in params.items()}
+        y, (h_n, c_n) = headed_layers(lambda p, x_t, s: headed_lstm_step(p, x_t, s, heads),
+                                      params, x, config, lengths, initial)
+        y1, (h1, c1) = headed_layers(lambda p, x_t, s: headed_lstm_step(p, x_t, s, 1),
+                                     dense, x, config, lengths, initial)
+        hidden = initial[0].shape[2]
+        y_ref, h_ref, c_ref = nn_lstm(dense, x, config, lengths, initial[0], initial[1], x.shape[2], hidden)
+        for what, ours, k1, theirs in [("y", y, y1, y_ref), ("h_n", h_n, h1, h_ref), ("c_n", c_n, c1, c_ref)]:
+            close(k1, theirs, what + " (K = 1 against nn.LSTM)")
+            close(ours, theirs, what + f" (K = {heads} against nn.LSTM)")
+    else:
+        assert cell == "slstm", cell
+        y, (h_n, c_n, n_n, m_n) = headed_layers(lambda p, x_t, s: slstm_step(p, x_t, s, heads),
+                                                params, x, config, lengths, initial)
+        h0, c0, n0, m0 = initial
+        raw = [h0, c0 * torch.exp(m0), n0 * torch.exp(m0), m0]
+        y_u, (h_u, c_u, n_u, _) = headed_layers(
+            lambda p, x_t, s: slstm_step(p, x_t, s, heads, stabilised=False),
+            params, x, config, lengths, raw)
+        close(y, y_u, "y (stabilised against unstabilised)")
+        close(h_n, h_u, "h_n (stabilised against unstabilised)")
+        close(c_n, c_u * torch.exp(-m_n), "c_n exp(m_n) against the unstabilised c_n")
+        close(n_n, n_u * torch.exp(-m_n), "n_n exp(m_n) against the unstabilised n_n")
+
+
+def headed_case(root, name, cell, seed, heads, dtype="f64", lengths=None, initial_state=False,
+                hidden=HIDDEN_SIZE, description="", **overrides):
+    """A case of `slstm` or of the `lstm` cell with K heads, by `headed_layers` (checked by
+    `check_headed`). `case.json` has `heads`; the sLSTM's `n`, `m` states are `n0`/`m0`
+    inputs, `n_n`/`m_n` outputs, and `n0`/`m0` gradients like `h0`/`c0`'s."""
+    assert config_is_plain(overrides), overrides
+    config = base_config(**overrides)
+    torch_dtype = TORCH_DTYPES[dtype]
+    generator = torch.Generator().manual_seed(seed)
+    params = torch_params(cell, config, INPUT_SIZE, hidden, torch_dtype, generator, heads=heads)
+    dirs = 2 if config["bidirectional"] else 1
+    states = config["num_layers"] * dirs
+    names = SLSTM_STATES if cell == "slstm" else LSTM_STATES
+    x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, generator=generator, dtype=torch.float64)
+    x = x.to(torch_dtype).requires_grad_()
+    initial = []
+    for state in names:
+        if not initial_state:
+            value = torch.zeros(states, BATCH, hidden, dtype=torch.float64)
+        elif state == "n":
+            # A normaliser is a sum of positive input gates: it stays positive.
+            value = torch.rand(states, BATCH, hidden, generator=generator, dtype=torch.float64) + 0.5
+        else:
+            value = torch.randn(states, BATCH, hidden, generator=generator, dtype=torch.float64) * 0.5
+        value = value.to(torch_dtype)
+        initial.append(value.requires_grad_() if initial_state else value)
+    length_tensor = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+
+    check_headed(cell, params, x, config, length_tensor, initial, heads, name)
+    if cell == "slstm":
+        step = lambda p, x_t, s: slstm_step(p, x_t, s, heads)  # noqa: E731
+    else:
+        step = lambda p, x_t, s: headed_lstm_step(p, x_t, s, heads)  # noqa: E731
+    y, finals = headed_layers(step, params, x, config, length_tensor, initial)
+
+    grad_output = torch.randn(y.shape, generator=generator, dtype=torch.float64).to(torch_dtype)
+    wrt = dict(params)
+    wrt["input"] = x
+    if initial_state:
+        wrt.update({f"{state}0": value for state, value in zip(names, initial)})
+    gradients = torch.autograd.grad((y * grad_output).sum(), list(wrt.values()))
+    grads = {key: to_numpy(g) for key, g in zip(wrt, gradients)}
+
+    meta = dict(config, cell=cell, heads=heads, dtype=dtype, semantics="pytorch",
+                input_size=INPUT_SIZE, hidden_size=hidden, description=description)
+    arrays = {
+        "x": to_numpy(x),
+        "lengths": None if lengths is None else np.array(lengths, dtype=np.int64),
+        "y": to_numpy(y),
+        "grad_output": to_numpy(grad_output),
+    }
+    for state, value, final in zip(names, initial, finals):
+        arrays[f"{state}0"] = to_numpy(value) if initial_state else None
+        arrays[f"{state}_n"] = to_numpy(final)
+    write_case(root, name, meta, arrays, {k: to_numpy(v) for k, v in params.items()}, grads)
+
+
+def config_is_plain(overrides):
+    """The headed cases are time-major PyTorch layers without projection (LSTMP's `h` is not
+    `H` wide, so it has no heads)."""
+    return not overrides.get("batch_first") and not overrides.get("proj_size")
+
+
+# The cases `headed_cases` writes (`--only headed` deletes and rewrites these alone).
+HEADED_CASES = [
+    "cell_slstm",
+    "cell_slstm_heads",
+    "cell_slstm_stacked_bidirectional",
+    "cell_slstm_f32",
+    "cell_slstm_initial_state",
+    "cell_lstm_heads",
+    "cell_lstm_diagonal",
+]
+
+
+def headed_cases(root):
+    """sLSTM (K = 1 and K = 4 heads of 2 units) and the standard LSTM with a block-diagonal
+    recurrence (K = 4, and K = H = 8: diagonal). Seeds 60-66."""
+    headed_case(root, "cell_slstm", "slstm", 60, heads=1, description="sLSTM, one layer, one head")
+    headed_case(root, "cell_slstm_heads", "slstm", 61, heads=4, hidden=8,
+                description="sLSTM, one layer, hidden 8 in 4 heads (block-diagonal recurrence)")
+    headed_case(root, "cell_slstm_stacked_bidirectional", "slstm", 62, heads=2, hidden=8,
+                num_layers=2, bidirectional=True, lengths=[4, 1, 5],
+                description="sLSTM: two bidirectional layers, lengths, hidden 8 in 2 heads")
+    headed_case(root, "cell_slstm_f32", "slstm", 63, heads=1, dtype="f32", lengths=[2, 5, 3],
+                description="sLSTM in float32 with lengths, one head")
+    headed_case(root, "cell_slstm_initial_state", "slstm", 64, heads=1, num_layers=2,
+                initial_state=True,
+                description="sLSTM: two layers, random initial h0, c0, n0 (positive), m0")
+    headed_case(root, "cell_lstm_heads", "lstm", 65, heads=4, hidden=8, bidirectional=True,
+                lengths=[3, 5, 2],
+                description="LSTM with weight_hh block-diagonal in 4 heads, bidirectional, lengths")
+    headed_case(root, "cell_lstm_diagonal", "lstm", 66, heads=8, hidden=8, num_layers=2,
+                description="LSTM with diagonal weight_hh (heads = hidden = 8, IndRNN-style), two layers")
 
 
 def keras_lstm(units, config, recurrent_activation="sigmoid", unit_forget_bias=True):
@@ -1144,8 +1395,14 @@ def main():
             shutil.rmtree(root / "convert")
         convert_cases(root)
         return
+    if only == "headed":
+        for stale in HEADED_CASES:
+            if (root / stale).exists():
+                shutil.rmtree(root / stale)
+        headed_cases(root)
+        return
     if only is not None:
-        sys.exit(f"unknown group {only}; expected functions, research or convert")
+        sys.exit(f"unknown group {only}; expected functions, research, headed or convert")
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -1183,6 +1440,7 @@ def main():
     pytorch_case(root, "cell_layer_norm_bidirectional", "layer_norm", 34, bidirectional=True,
                  lengths=[5, 3, 4], description="haste LayerNormLSTM, bidirectional with lengths")
     research_cases(root)
+    headed_cases(root)
 
     # Keras semantics: Keras 3 itself.
     keras_case(root, "keras_lstm", 40, description="LSTM(return_sequences=True, return_state=True)")

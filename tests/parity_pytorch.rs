@@ -1,7 +1,9 @@
 //! Parity with PyTorch: every `pytorch_*` and `cell_*` fixture (written by
 //! `scripts/fixtures.py` with `nn.LSTM` itself, or with the reference loop it checks against
-//! `nn.LSTM`; `cell_gru*` by `torch.nn.GRU` itself) run through `Lstm` — output, `h_n`, `c_n`
-//! and all gradients, 1e-5 relative in f64 and 1e-4 in f32.
+//! `nn.LSTM`; `cell_gru*` by `torch.nn.GRU` itself; `cell_slstm*`, `cell_lstm_heads`,
+//! `cell_lstm_diagonal` by the headed loop, checked against the unstabilised sLSTM and against
+//! `nn.LSTM` on the dense block-diagonal `weight_hh`) run through `Lstm` — output, `h_n`, `c_n`
+//! (and the sLSTM's `n_n`, `m_n`) and all gradients, 1e-5 relative in f64 and 1e-4 in f32.
 
 mod common;
 
@@ -58,4 +60,11 @@ cases!(
     cell_gru_stacked_bidirectional,
     cell_janet,
     cell_janet_stacked_bidirectional,
+    cell_slstm,
+    cell_slstm_heads,
+    cell_slstm_stacked_bidirectional,
+    cell_slstm_f32,
+    cell_slstm_initial_state,
+    cell_lstm_heads,
+    cell_lstm_diagonal,
 );

@@ -79,6 +79,13 @@ impl Fixture {
         self.field(key).as_u64().expect("a number") as usize
     }
 
+    /// A size of `case.json` that only some cases have (`heads`).
+    pub fn optional_size(&self, key: &str) -> Option<usize> {
+        self.meta
+            .get(key)
+            .map(|value| value.as_u64().expect("a number") as usize)
+    }
+
     /// A string of `case.json` (`None` for JSON `null`).
     pub fn text(&self, key: &str) -> Option<&str> {
         self.field(key).as_str()

@@ -6,7 +6,7 @@
 // Each test crate that includes `mod common;` uses a part of this module.
 #![allow(dead_code)]
 
-use ndarray::{ArrayD, Axis, Ix2, Ix3};
+use ndarray::{Array3, ArrayD, ArrayView3, Axis, Ix2, Ix3};
 
 use super::fixtures::{Fixture, assert_close};
 use lstm::io::{PytorchLayout, TensorMap, keras_to_pytorch, lstm_from_pytorch_with};
@@ -35,7 +35,7 @@ pub fn case_weights(fixture: &Fixture) -> TensorMap {
 }
 
 /// The layer's configuration: the layout read off the weights, the call semantics from
-/// `case.json`.
+/// `case.json`; `heads` from `case.json` when the case has it (the headed cases).
 pub fn case_config<C: Cell>(fixture: &Fixture, weights: &TensorMap) -> LstmConfig {
     let merge_mode = match fixture.text("merge_mode") {
         Some("concat") => MergeMode::Concat,
@@ -45,15 +45,79 @@ pub fn case_config<C: Cell>(fixture: &Fixture, weights: &TensorMap) -> LstmConfi
         None => MergeMode::None,
         Some(other) => panic!("{}: merge mode {other}", fixture.name),
     };
-    PytorchLayout::infer(weights, C::SPEC)
+    let config = PytorchLayout::infer(weights, C::SPEC)
         .unwrap()
         .config()
         .with_batch_first(fixture.flag("batch_first"))
         .with_merge_mode(merge_mode)
         .with_go_backwards(fixture.flag("go_backwards"))
         .with_return_sequences(fixture.flag("return_sequences"))
-        .with_zero_output_for_mask(fixture.flag("zero_output_for_mask"))
+        .with_zero_output_for_mask(fixture.flag("zero_output_for_mask"));
+    with_case_heads(fixture, config)
 }
+
+// --- Headed recurrence and extra states (sLSTM's `n`, `m`): the `cell_slstm*`,
+// `cell_lstm_heads` and `cell_lstm_diagonal` cases. Planned API: `LstmConfig::heads` and
+// `with_heads`, `Call::with_initial_states`, `LstmOutput::states`, `LstmGradients::states`.
+
+/// The states beyond `h` and `c` a case may carry, by their key in `LstmOutput::states`,
+/// `LstmGradients::states` and `Call::with_initial_states` (files `{key}0.npy`,
+/// `{key}_n.npy`, gradient `{key}0`).
+const EXTRA_STATES: [&str; 2] = ["n", "m"];
+
+/// `config` with the case's `heads` (K of a block-diagonal `weight_hh` `(gates·H, H/K)`).
+fn with_case_heads(fixture: &Fixture, config: LstmConfig) -> LstmConfig {
+    match fixture.optional_size("heads") {
+        Some(heads) => config.with_heads(heads),
+        None => config,
+    }
+}
+
+/// Checks the heads the loaded layer read off `weight_hh`'s shape agree with `case.json`'s.
+fn check_heads(fixture: &Fixture, config: &LstmConfig) {
+    let heads = fixture.optional_size("heads").unwrap_or(1);
+    assert_eq!(config.heads, heads, "{}: heads", fixture.name);
+}
+
+/// The initial extra states the case gives (`n0.npy`, `m0.npy`), by key.
+fn extra_initial_states<F: Float>(fixture: &Fixture) -> Vec<(&'static str, Array3<F>)> {
+    EXTRA_STATES
+        .iter()
+        .filter_map(|&key| {
+            let array = fixture.array::<F>(&format!("{key}0"))?;
+            Some((key, array.into_dimensionality::<Ix3>().unwrap()))
+        })
+        .collect()
+}
+
+/// Compares the final extra states with the case's `{key}_n.npy`; the layer returns exactly
+/// the extra states the case has.
+fn check_extra_final_states<F: Float>(
+    fixture: &Fixture,
+    states: &std::collections::BTreeMap<String, Array3<F>>,
+) {
+    let name = fixture.name.as_str();
+    let mut expected_keys = Vec::new();
+    for key in EXTRA_STATES {
+        let Some(expected) = fixture.array::<F>(&format!("{key}_n")) else {
+            continue;
+        };
+        expected_keys.push(key.to_string());
+        let found = states
+            .get(key)
+            .unwrap_or_else(|| panic!("{name}: no final state {key}"));
+        assert_close(
+            &format!("{name} {key}_n"),
+            found.view().into_dyn(),
+            expected.view(),
+            fixture.tolerance(),
+        );
+    }
+    let found_keys: Vec<String> = states.keys().cloned().collect();
+    assert_eq!(found_keys, expected_keys, "{name}: extra final states");
+}
+
+// --- end of the headed and extra-state helpers.
 
 /// One case run with the cell type the visitor is instantiated with.
 struct CaseRun<'a> {
@@ -74,6 +138,7 @@ fn run_case<C: Cell>(fixture: &Fixture) {
     let weights = case_weights(fixture);
     let config = case_config::<C>(fixture, &weights);
     let mut layer = lstm_from_pytorch_with::<C>(&weights, config).unwrap();
+    check_heads(fixture, layer.config());
 
     let input: ArrayD<C::Elem> = fixture.array("x").unwrap();
     let lengths = fixture.lengths();
@@ -97,6 +162,7 @@ fn run_case<C: Cell>(fixture: &Fixture) {
                 layer.config().hidden_size,
             )))
         });
+    let extra0 = extra_initial_states::<C::Elem>(fixture);
     let call = || {
         let mut call = Call::new();
         if let Some(lengths) = &lengths {
@@ -107,6 +173,13 @@ fn run_case<C: Cell>(fixture: &Fixture) {
         }
         if let (Some(h0), Some(c0)) = (&h0, &c0) {
             call = call.with_initial_state(h0.view(), c0.view());
+        }
+        if !extra0.is_empty() {
+            let views: Vec<(&str, ArrayView3<'_, C::Elem>)> = extra0
+                .iter()
+                .map(|(key, state)| (*key, state.view()))
+                .collect();
+            call = call.with_initial_states(&views);
         }
         call
     };
@@ -161,6 +234,7 @@ fn run_case<C: Cell>(fixture: &Fixture) {
             tolerance,
         );
     }
+    check_extra_final_states(fixture, &output.states);
 
     let grad = if both_directions {
         OutputGrad {
@@ -182,6 +256,12 @@ fn run_case<C: Cell>(fixture: &Fixture) {
             "input" => grads.input.view().into_dyn(),
             "h0" => grads.h0.view().into_dyn(),
             "c0" => grads.c0.view().into_dyn(),
+            "n0" | "m0" => grads
+                .states
+                .get(&key[..1])
+                .unwrap_or_else(|| panic!("{name}: no gradient of {key}"))
+                .view()
+                .into_dyn(),
             param => grads
                 .params
                 .get(param)
