@@ -561,8 +561,15 @@ fn visit_def(
                     cycle[1..].join(", ")
                 )
             } else {
+                let hint = match visiting[pos..].iter().find(|t| t.is_state()) {
+                    Some(state) => format!(
+                        "; to read the previous step's `{0}`, write `{0}_prev`",
+                        state.name()
+                    ),
+                    None => String::new(),
+                };
                 format!(
-                    "`{}` depends on itself through {} -> {}",
+                    "`{}` depends on itself through {} -> {}{hint}",
                     dep.name(),
                     cycle.join(" -> "),
                     dep.name()

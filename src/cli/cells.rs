@@ -1,5 +1,6 @@
 //! `lstm cells`: every cell the command line knows (the zoo's, and a binary's own) as its
-//! spec describes it (name, gates, parameters, constant input, equations), read from the
+//! spec describes it (name, gates, carried states, parameters, constant input, equations),
+//! read from the
 //! [`CellSpec`]s alone.
 
 use std::io::{self, Write};
@@ -23,6 +24,9 @@ fn write_cell(out: &mut impl Write, spec: &CellSpec) -> io::Result<()> {
     writeln!(out, "{} ({})", spec.name, spec.type_name)?;
     let gates: Vec<&str> = spec.gates.iter().map(|gate| gate.letter()).collect();
     writeln!(out, "  gates: {}", gates.join(" "))?;
+    let mut states = vec!["h"];
+    states.extend(spec.states);
+    writeln!(out, "  states: {}", states.join(" "))?;
     if spec.params.is_empty() {
         writeln!(out, "  params: none")?;
     } else {
@@ -151,6 +155,7 @@ mod tests {
         let expected = "\
 demo (Demo)
   gates: f g o
+  states: h c
   params:
     bias: (hidden,), init ones
     scale: (1,), init constant 1.5

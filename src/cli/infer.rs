@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use lstm::io::layout::pytorch_or_keras;
 use lstm::io::{PytorchLayout, Tensor, TensorMap, lstm_from_pytorch_with, read_npy, write_npy};
-use lstm::ndarray::{Array3, ArrayD, Ix2, Ix3};
+use lstm::ndarray::{ArrayD, Ix2, Ix3};
 use lstm::{Call, Cell, CellVisitor, Error, Float, MergeMode, OutputGrad, Result};
 
 use super::catalog::Catalog;
@@ -83,6 +83,10 @@ pub struct InferArgs {
     /// Where to write the final cell states `(layers·dirs, B, H)`.
     #[arg(long = "c-n", value_name = "C.npy")]
     pub c_n: Option<PathBuf>,
+    /// Where to write the final values of the states the cell carries besides `h` and `c`
+    /// (safetensors): each under its name (`n`, `m` of `slstm`), `(layers·dirs, B, H)`.
+    #[arg(long, value_name = "S.safetensors")]
+    pub state_out: Option<PathBuf>,
     /// Gradient of the loss with respect to the output, shaped like it: the loss is
     /// `sum(output ⊙ grad_output)` (plus `sum(output_reverse ⊙ grad_output_reverse)`).
     #[arg(long, value_name = "G.npy", requires = "grads")]
@@ -95,8 +99,9 @@ pub struct InferArgs {
     #[arg(long, value_name = "GRADS.safetensors", requires = "grad_output")]
     pub grads: Option<PathBuf>,
     /// Values to record at every step of every layer and direction, comma-separated: the
-    /// gates the cell evaluates by letter (`i,f,g,o`, after their activation), `c` (the new
-    /// cell state) and `h` (the cell's output, before any projection).
+    /// gates the cell evaluates by letter (`i,f,g,o`, after their activation), its states
+    /// (`c`, and `n`, `m`, … for a cell that declares more) and `h` (the cell's output,
+    /// before any projection).
     #[arg(
         long,
         value_name = "NAMES",
@@ -203,15 +208,11 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             .as_deref()
             .map(|p| read_float::<F, Ix3>("h0", p))
             .transpose()?;
-        let c0 = match (&args.c0, &h0) {
-            (Some(path), _) => Some(read_float::<F, Ix3>("c0", path)?),
-            // A cell without a cell state never reads `c`: it starts at zeros.
-            (None, Some(h0)) => {
-                let (states, batch, _) = h0.dim();
-                Some(Array3::zeros((states, batch, layer.config().hidden_size)))
-            }
-            (None, None) => None,
-        };
+        let c0 = args
+            .c0
+            .as_deref()
+            .map(|p| read_float::<F, Ix3>("c0", p))
+            .transpose()?;
         let constants = args
             .constants
             .as_deref()
@@ -224,8 +225,11 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
         if let Some(mask) = &mask {
             call = call.with_mask(mask.view());
         }
-        if let (Some(h0), Some(c0)) = (&h0, &c0) {
-            call = call.with_initial_state(h0.view(), c0.view());
+        match (&h0, &c0) {
+            (Some(h0), Some(c0)) => call = call.with_initial_state(h0.view(), c0.view()),
+            // A cell without a cell state (`check_states`).
+            (Some(h0), None) => call = call.with_h0(h0.view()),
+            _ => {}
         }
         if let Some(constants) = &constants {
             call = call.with_constants(constants.view());
@@ -262,6 +266,13 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             if let (Some(path), Some(state)) = (path, state) {
                 write_npy(path, &Tensor::from_float(state.clone().into_dyn()))?;
             }
+        }
+        if let Some(path) = &args.state_out {
+            let mut map = TensorMap::default();
+            for (name, values) in &output.states {
+                map.insert(name, Tensor::from_float(values.clone().into_dyn()));
+            }
+            map.write_safetensors(path)?;
         }
         if let Some(path) = &args.record_out {
             // A training call records nothing: with `--grads`, the same call again for it.

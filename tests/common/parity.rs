@@ -148,21 +148,18 @@ fn run_case<C: Cell>(fixture: &Fixture) {
     let h0 = fixture
         .array::<C::Elem>("h0")
         .map(|h0| h0.into_dimensionality::<Ix3>().unwrap());
-    // A cell without a cell state (a GRU) has `h0` alone: its `c` starts at zeros.
+    // A cell without a cell state (a GRU) has `h0` alone.
     let c0 = fixture
         .array::<C::Elem>("c0")
-        .map(|c0| c0.into_dimensionality::<Ix3>().unwrap())
-        .or_else(|| {
-            let h0 = h0.as_ref()?;
-            assert!(!C::SPEC.carries_cell_state(), "{name}: h0 without c0");
-            let (states, batch, _) = h0.dim();
-            Some(ndarray::Array3::zeros((
-                states,
-                batch,
-                layer.config().hidden_size,
-            )))
-        });
+        .map(|c0| c0.into_dimensionality::<Ix3>().unwrap());
+    if h0.is_some() && c0.is_none() {
+        assert!(!C::SPEC.carries_cell_state(), "{name}: h0 without c0");
+    }
     let extra0 = extra_initial_states::<C::Elem>(fixture);
+    let views: Vec<(&str, ArrayView3<'_, C::Elem>)> = extra0
+        .iter()
+        .map(|(key, state)| (*key, state.view()))
+        .collect();
     let call = || {
         let mut call = Call::new();
         if let Some(lengths) = &lengths {
@@ -171,14 +168,12 @@ fn run_case<C: Cell>(fixture: &Fixture) {
         if let Some(mask) = &mask {
             call = call.with_mask(mask.view());
         }
-        if let (Some(h0), Some(c0)) = (&h0, &c0) {
-            call = call.with_initial_state(h0.view(), c0.view());
+        match (&h0, &c0) {
+            (Some(h0), Some(c0)) => call = call.with_initial_state(h0.view(), c0.view()),
+            (Some(h0), None) => call = call.with_h0(h0.view()),
+            _ => {}
         }
-        if !extra0.is_empty() {
-            let views: Vec<(&str, ArrayView3<'_, C::Elem>)> = extra0
-                .iter()
-                .map(|(key, state)| (*key, state.view()))
-                .collect();
+        if !views.is_empty() {
             call = call.with_initial_states(&views);
         }
         call
