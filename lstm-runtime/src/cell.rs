@@ -238,6 +238,11 @@ pub struct CellDims {
     /// Width `C` of the per-sequence constant input (Keras `constants`) the cell declares;
     /// 0 for a cell without one.
     pub constant_size: usize,
+    /// Heads `K` of a block-diagonal recurrence: unit `j` reads only the `recurrent_size / K`
+    /// values of `h_prev` of its head `j / (hidden_size / K)`, so `weight_hh` is
+    /// `(gates · hidden_size, recurrent_size / K)`. 1 (dense) for every cell of today's
+    /// layers; `K = hidden_size` is a diagonal recurrence (IndRNN-style).
+    pub heads: usize,
 }
 
 impl CellDims {
@@ -249,7 +254,14 @@ impl CellDims {
             recurrent_size: hidden_size,
             bias: true,
             constant_size: 0,
+            heads: 1,
         }
+    }
+
+    /// Columns of `weight_hh`: `recurrent_size / heads`, the width of one head's slice of
+    /// `h_prev` (all of it when dense).
+    pub fn head_size(&self) -> usize {
+        self.recurrent_size / self.heads.max(1)
     }
 }
 
@@ -258,7 +270,7 @@ impl CellDims {
 pub struct Weights<'a, F> {
     /// `(gates · hidden, input_size)`.
     pub weight_ih: &'a Array2<F>,
-    /// `(gates · hidden, recurrent_size)`.
+    /// `(gates · hidden, recurrent_size / heads)` (see [`CellDims::heads`]).
     pub weight_hh: &'a Array2<F>,
     /// `(gates · hidden,)`, absent when the cell has no bias.
     pub bias_ih: Option<&'a Array1<F>>,
@@ -274,7 +286,7 @@ pub struct Weights<'a, F> {
 pub struct WeightsMut<'a, F> {
     /// `(gates · hidden, input_size)`.
     pub weight_ih: &'a mut Array2<F>,
-    /// `(gates · hidden, recurrent_size)`.
+    /// `(gates · hidden, recurrent_size / heads)` (see [`CellDims::heads`]).
     pub weight_hh: &'a mut Array2<F>,
     /// `(gates · hidden,)`, absent when the cell has no bias.
     pub bias_ih: Option<&'a mut Array1<F>>,
@@ -376,7 +388,11 @@ pub trait Cell: Clone + std::fmt::Debug + Send + Sync + 'static {
     /// A cell of the given dims with every weight zero (gradient accumulators).
     fn zeros(dims: CellDims) -> Self;
 
-    /// The sizes this cell's weights have.
+    /// The sizes this cell's weights have. A cell alone cannot tell a block-diagonal
+    /// `weight_hh` from a projected layer's narrower one, so its `recurrent_size` is
+    /// `weight_hh`'s width and `heads` is 1: [`Cell::zeros`] of these dims has this cell's
+    /// shapes; a layer's config ([`LstmConfig::cell_dims`](crate::LstmConfig::cell_dims))
+    /// says which of the two a narrow `weight_hh` is.
     fn dims(&self) -> CellDims;
 
     /// The four PyTorch weights.

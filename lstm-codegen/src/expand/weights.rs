@@ -61,7 +61,8 @@ pub fn structure(checked: &Checked, doc: &str) -> TokenStream {
         #vis struct #ident<F: #krate::Float = f32> {
             /// Input-to-hidden weights `W_ih`, gate-stacked rows: `(gates · hidden_size, input_size)`.
             pub weight_ih: #krate::ndarray::Array2<F>,
-            /// Hidden-to-hidden weights `W_hh`: `(gates · hidden_size, recurrent_size)`.
+            /// Hidden-to-hidden weights `W_hh`: `(gates · hidden_size, recurrent_size / heads)`, the
+            /// heads of a block-diagonal recurrence reading their own slice of `h_prev`.
             pub weight_hh: #krate::ndarray::Array2<F>,
             /// Input bias `b_ih`: `(gates · hidden_size,)`, `None` for a cell without bias.
             pub bias_ih: ::core::option::Option<#krate::ndarray::Array1<F>>,
@@ -172,7 +173,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
             let rows = #gates * dims.hidden_size;
             Self {
                 weight_ih: #krate::ndarray::Array2::zeros((rows, dims.input_size)),
-                weight_hh: #krate::ndarray::Array2::zeros((rows, dims.recurrent_size)),
+                weight_hh: #krate::ndarray::Array2::zeros((rows, dims.head_size())),
                 bias_ih: dims.bias.then(|| #krate::ndarray::Array1::zeros(rows)),
                 bias_hh: dims.bias.then(|| #krate::ndarray::Array1::zeros(rows)),
                 #(#names: #krate::ndarray::Array1::zeros(#lens),)*
@@ -187,6 +188,7 @@ pub fn constructors(checked: &Checked) -> TokenStream {
                 recurrent_size: self.weight_hh.ncols(),
                 bias: self.bias_ih.is_some(),
                 constant_size: #constant_size,
+                heads: 1,
             }
         }
 

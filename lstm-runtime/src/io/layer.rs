@@ -24,6 +24,7 @@ impl PytorchLayout {
             .with_bidirectional(self.bidirectional)
             .with_bias(self.bias)
             .with_proj_size(self.proj_size)
+            .with_heads(self.heads)
             .with_constant_size(self.constant_size)
     }
 
@@ -45,6 +46,7 @@ impl PytorchLayout {
             ),
             ("bias", usize::from(self.bias), usize::from(config.bias)),
             ("proj_size", self.proj_size, config.proj_size),
+            ("heads", self.heads, config.heads),
             ("constant_size", self.constant_size, config.constant_size),
         ];
         for (option, weights, asked) in options {

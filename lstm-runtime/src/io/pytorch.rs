@@ -34,6 +34,9 @@ pub struct PytorchLayout {
     pub bias: bool,
     /// Rows of `weight_hr_l0`, 0 without projection (`proj_size`).
     pub proj_size: usize,
+    /// Heads of a block-diagonal recurrence (`heads`): `hidden_size` over the columns of
+    /// `weight_hh_l0`, 1 for the dense `(gates · hidden, hidden)`.
+    pub heads: usize,
     /// Columns of the cell's constant projection `weight_{constant}_l0`; 0 for cells without
     /// a constant input.
     pub constant_size: usize,
@@ -52,7 +55,8 @@ impl PytorchLayout {
     /// - [`Error::MissingTensor`] if `weight_ih_l{k}` or `weight_hh_l{k}` is absent for a
     ///   layer some other tensor names, or the file has no layer at all.
     /// - [`Error::ShapeMismatch`] for a size-fixing tensor that is not 2-D, or whose rows do
-    ///   not hold the cell's gate blocks.
+    ///   not hold the cell's gate blocks, or naming `weight_hh_l0` if its columns are no
+    ///   head width `hidden_size / K` (nor the projection's width).
     pub fn infer(map: &TensorMap, spec: &CellSpec) -> Result<Self> {
         let mut num_layers = 0;
         let mut bidirectional = false;
@@ -88,6 +92,14 @@ impl PytorchLayout {
             None => (0, hidden_without_projection(spec, weight_ih, weight_hh)),
         };
         let gate_rows = spec.num_gates() * hidden_size;
+        let heads = heads_of(proj_size, hidden_size, weight_hh).ok_or_else(|| {
+            let width = if proj_size > 0 { proj_size } else { hidden_size };
+            Error::shape_mismatch(
+                ParamName::new("weight_hh", 0, Direction::Forward).to_string(),
+                &[gate_rows, width],
+                &weight_hh,
+            )
+        })?;
         if weight_ih[0] != gate_rows {
             return Err(Error::shape_mismatch(
                 ParamName::new("weight_ih", 0, Direction::Forward).to_string(),
@@ -114,6 +126,7 @@ impl PytorchLayout {
             bidirectional,
             bias: map.contains(&ParamName::new("bias_ih", 0, Direction::Forward).to_string()),
             proj_size,
+            heads,
             constant_size,
         })
     }
@@ -151,6 +164,18 @@ fn hidden_without_projection(
     } else {
         weight_ih[0] / gates
     }
+}
+
+/// The heads `K` of a layer whose `weight_hh` is `weight_hh`: `hidden / columns`
+/// (`weight_hh` is `(gates · hidden, hidden / K)`), 1 for a projected layer whose `weight_hh`
+/// is `proj_size` wide (heads are not projected); `None` for columns that divide neither.
+/// The rows are checked with the other tensors.
+fn heads_of(proj_size: usize, hidden: usize, weight_hh: [usize; 2]) -> Option<usize> {
+    let columns = weight_hh[1];
+    if proj_size > 0 {
+        return (columns == proj_size).then_some(1);
+    }
+    (columns > 0 && hidden.is_multiple_of(columns)).then(|| hidden / columns)
 }
 
 /// The shape of a tensor that must be a matrix.

@@ -60,6 +60,13 @@ pub struct LstmConfig {
     /// `h = W_hr · (cell's h)`; outputs and `h_n` have `proj_size` features, `c_n` keeps
     /// `hidden_size`. Must be below `hidden_size`; default 0. Keras has no equivalent.
     pub proj_size: usize,
+    /// Heads `K` of a block-diagonal recurrence: the units fall into `K` heads of
+    /// `hidden_size / K` units, and unit `j` reads only its head's slice of `h_prev`
+    /// (`h_prev[k·H/K .. (k+1)·H/K]`, `k = j / (H/K)`), so `weight_hh` is
+    /// `(gates · hidden_size, hidden_size / K)` and each step's recurrent product costs `1/K`
+    /// of the dense one. Default 1 (dense); `K = hidden_size` is a diagonal recurrence
+    /// (IndRNN-style). Must divide `hidden_size`; not with `proj_size`.
+    pub heads: usize,
     /// Return the output of every step (`true`, PyTorch's only behaviour) or only each
     /// sequence's last valid output, `(batch, features)` (Keras `return_sequences=False`).
     /// Default `true`.
@@ -161,6 +168,7 @@ impl LstmConfig {
             bidirectional: false,
             merge_mode: MergeMode::Concat,
             proj_size: 0,
+            heads: 1,
             return_sequences: true,
             return_state: true,
             go_backwards: false,
@@ -220,6 +228,12 @@ impl LstmConfig {
     /// Sets [`LstmConfig::proj_size`].
     pub fn with_proj_size(mut self, proj_size: usize) -> Self {
         self.proj_size = proj_size;
+        self
+    }
+
+    /// Sets [`LstmConfig::heads`]: a block-diagonal recurrence of `heads` heads.
+    pub fn with_heads(mut self, heads: usize) -> Self {
+        self.heads = heads;
         self
     }
 
@@ -348,7 +362,8 @@ impl LstmConfig {
     /// # Errors
     ///
     /// [`Error::Config`] naming the option: `num_layers` of 0, `hidden_size` of 0,
-    /// `proj_size` not below `hidden_size`, a dropout or zoneout rate (`dropout`,
+    /// `proj_size` not below `hidden_size`, `heads` of 0, not dividing `hidden_size` or with
+    /// `proj_size`, a dropout or zoneout rate (`dropout`,
     /// `input_dropout`, `recurrent_dropout`, `weight_drop`, `zoneout_c`, `zoneout_h`)
     /// outside `[0, 1]`, `merge_mode` [`MergeMode::None`] with more than one bidirectional
     /// layer, a negative or non-finite
@@ -377,6 +392,7 @@ impl LstmConfig {
                 ),
             );
         }
+        self.validate_heads()?;
         for (option, rate) in [
             ("dropout", self.dropout),
             ("input_dropout", self.input_dropout),
@@ -405,6 +421,32 @@ impl LstmConfig {
         self.regularizers.validate()?;
         self.constraints.validate()?;
         self.validate_bias_init()
+    }
+
+    /// The checks of [`LstmConfig::heads`]: at least one head, heads of whole units, and no
+    /// projection (a projected `h_prev` is `proj_size` wide, not split into the cell's heads).
+    fn validate_heads(&self) -> Result<()> {
+        let reason = if self.heads == 0 {
+            "expected at least 1 head (1 is a dense recurrence), found 0".to_string()
+        } else if !self.hidden_size.is_multiple_of(self.heads) {
+            format!(
+                "expected a divisor of hidden_size {} (each head holds hidden_size / heads \
+                 units), found {}",
+                self.hidden_size, self.heads
+            )
+        } else if self.heads > 1 && self.proj_size > 0 {
+            format!(
+                "{} heads split h_prev by units, but proj_size {} projects it; use heads 1 \
+                 or proj_size 0",
+                self.heads, self.proj_size
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config {
+            option: "heads".into(),
+            reason,
+        })
     }
 
     /// The checks of [`LstmConfig::unit_forget_bias`] and [`LstmConfig::chrono_t_max`] that
@@ -555,6 +597,7 @@ impl LstmConfig {
             recurrent_size: self.output_size(),
             bias: self.bias,
             constant_size: self.constant_size,
+            heads: self.heads,
         }
     }
 
@@ -585,6 +628,7 @@ impl LstmConfig {
                 output_size: self.output_size(),
                 hidden_size: self.hidden_size,
                 gate_rows: gates * self.hidden_size,
+                weight_hh_width: self.output_size() / self.heads.max(1),
             })
             .collect()
     }
@@ -633,6 +677,13 @@ mod tests {
         );
         assert_eq!(option(LstmConfig::new(3, 0)), "hidden_size");
         assert_eq!(option(LstmConfig::new(3, 5).with_proj_size(5)), "proj_size");
+        assert_eq!(option(LstmConfig::new(3, 6).with_heads(0)), "heads");
+        assert_eq!(option(LstmConfig::new(3, 6).with_heads(4)), "heads");
+        let projected = LstmConfig::new(3, 6).with_heads(2).with_proj_size(2);
+        assert_eq!(option(projected), "heads");
+        for heads in [1, 2, 3, 6] {
+            LstmConfig::new(3, 6).with_heads(heads).validate().unwrap();
+        }
         assert_eq!(option(LstmConfig::new(3, 5).with_dropout(1.5)), "dropout");
         assert_eq!(
             option(LstmConfig::new(3, 5).with_recurrent_dropout(-0.1)),

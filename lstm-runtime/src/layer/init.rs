@@ -35,22 +35,36 @@ pub(super) fn projection<F: Float, R: Rng + ?Sized>(
 
 /// Replaces the cell's own values of each weight whose initializer in
 /// [`LstmConfig::init`] is not [`WeightInit::PyTorch`](super::initializers::WeightInit::PyTorch).
+///
+/// Under a block-diagonal recurrence of `heads > 1` heads, `weight_hh` is drawn head by head:
+/// each head's rows, `(gates · d, d)`, as the recurrent kernel of a layer of `d = hidden /
+/// heads` units (Keras' orthogonal over that matrix, Flax's per gate `(d, d)` block, fans
+/// `d` and `gates · d`), so that every head starts as the dense layer it is.
 pub(super) fn init_weights<C: Cell, R: Rng + ?Sized>(
     cells: &mut [C],
     init: &Initializers,
+    heads: usize,
     rng: &mut R,
 ) {
     for cell in cells {
         let hidden = cell.dims().hidden_size.max(1);
         let weights = cell.weights_mut();
         let gates = weights.weight_ih.nrows() / hidden;
-        for (matrix, how) in [
-            (weights.weight_ih, init.weight_ih),
-            (weights.weight_hh, init.weight_hh),
-        ] {
-            let (rows, cols) = matrix.dim();
-            if let Some(values) = how.draw(rows, cols, gates, rng) {
-                matrix
+        let (rows, cols) = weights.weight_ih.dim();
+        if let Some(values) = init.weight_ih.draw(rows, cols, gates, rng) {
+            weights
+                .weight_ih
+                .iter_mut()
+                .zip(values)
+                .for_each(|(w, v)| *w = C::Elem::of(v));
+        }
+        if heads > 1 {
+            draw_by_head(weights.weight_hh, init, gates, hidden, heads, rng);
+        } else {
+            let (rows, cols) = weights.weight_hh.dim();
+            if let Some(values) = init.weight_hh.draw(rows, cols, gates, rng) {
+                weights
+                    .weight_hh
                     .iter_mut()
                     .zip(values)
                     .for_each(|(w, v)| *w = C::Elem::of(v));
@@ -62,6 +76,33 @@ pub(super) fn init_weights<C: Cell, R: Rng + ?Sized>(
                     .zip(values)
                     .for_each(|(b, v)| *b = C::Elem::of(v));
             }
+        }
+    }
+}
+
+/// Draws a block-diagonal `weight_hh` `(gates · hidden, d)` head by head (see
+/// [`init_weights`]): head `k`'s rows `g·hidden + k·d ..` for `d` rows of every gate `g`, as
+/// one `(gates · d, d)` matrix.
+fn draw_by_head<F: Float, R: Rng + ?Sized>(
+    weight_hh: &mut Array2<F>,
+    init: &Initializers,
+    gates: usize,
+    hidden: usize,
+    heads: usize,
+    rng: &mut R,
+) {
+    let d = weight_hh.ncols();
+    for k in 0..heads {
+        let Some(values) = init.weight_hh.draw(gates * d, d, gates, rng) else {
+            return;
+        };
+        for (index, row) in values.chunks(d.max(1)).enumerate() {
+            let (g, unit) = (index / d, index % d);
+            let mut target = weight_hh.row_mut(g * hidden + k * d + unit);
+            target
+                .iter_mut()
+                .zip(row)
+                .for_each(|(w, &v)| *w = F::of(v));
         }
     }
 }

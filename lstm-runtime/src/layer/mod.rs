@@ -115,7 +115,7 @@ impl<C: Cell> Lstm<C> {
                 weight_hr.push(init::projection(&config, rng));
             }
         }
-        init::init_weights(&mut cells, &config.init, rng);
+        init::init_weights(&mut cells, &config.init, config.heads, rng);
         init::init_long_memory(&mut cells, &config, rng);
         Ok(Self::assemble(config, cells, weight_hr))
     }

@@ -4,7 +4,8 @@
 //! products every time step repeats with the same weights (`h_prev · W_hhᵀ`, `dZ · W_hh`) go
 //! through `step.rs`, which in f32 packs the weights once per call for kernels of its own
 //! (`packed.rs`); `prefetch.rs` requests what those kernels read from the other core;
-//! `ordered.rs` gives the input projection one summation order for any number of rows.
+//! `ordered.rs` gives the input projection one summation order for any number of rows;
+//! `heads.rs` the products of a block-diagonal recurrence (`heads > 1`), block by block.
 //!
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself
 //! swaps the roles of `alpha` and `beta`; that stays inside this module) and take ndarray views
@@ -23,6 +24,7 @@ use crate::parallel::helper_thread;
 pub use crate::parallel::threads::{num_threads, set_num_threads};
 
 mod gemv;
+pub mod heads;
 pub(crate) mod ordered;
 #[cfg(target_arch = "x86_64")]
 mod packed;

@@ -31,6 +31,7 @@ use crate::cell::{BackwardIo, Cell};
 use crate::direction::Direction;
 use crate::error::Result;
 use crate::float::Float;
+use crate::linalg::heads::{self, Blocks};
 use crate::linalg::prefetch::prefetch;
 use crate::linalg::{self, step::StepRhs};
 use crate::parallel::helper_thread;
@@ -155,7 +156,10 @@ impl<C: Cell> Pass<'_, C> {
         let mut buffers = self.backward_buffers(&seeds);
         let first_valid = self.first_valid_steps(seq_len, batch);
         if batch * self.dims.hidden_size != 0 {
-            let recurrent = StepRhs::plain(self.weight_hh());
+            let recurrent = match self.blocks() {
+                Some(blocks) => Recurrent::Blocks(blocks),
+                None => Recurrent::Dense(StepRhs::plain(self.weight_hh())),
+            };
             helper_thread::with_helper(self.helper_worth_it(seq_len, batch), || -> Result<()> {
                 for s in (0..seq_len).rev() {
                     let t = self.direction.time_of(s, seq_len);
@@ -205,11 +209,14 @@ impl<C: Cell> Pass<'_, C> {
                         }
                     }
                     let dz_hh = if shared { &chunk.dzx } else { &chunk.dzh };
-                    recurrent.product(
-                        self.weight_hh(),
-                        dz_hh.slice(s![dz_rows, ..]),
-                        buffers.dh_prev.view_mut(),
-                    )?;
+                    let (dz_hh, dh_prev) =
+                        (dz_hh.slice(s![dz_rows, ..]), buffers.dh_prev.view_mut());
+                    match &recurrent {
+                        Recurrent::Dense(rhs) => rhs.product(self.weight_hh(), dz_hh, dh_prev)?,
+                        Recurrent::Blocks(blocks) => {
+                            heads::backward(*blocks, self.weight_hh(), dz_hh, dh_prev)?
+                        }
+                    }
                     if chunk.in_tape {
                         // The step's cache is spent: its rows take the step's `dL/dz`.
                         let rows = t * batch..(t + 1) * batch;
@@ -370,7 +377,12 @@ impl<C: Cell> Pass<'_, C> {
         let weights = grads.weights_mut();
         linalg::matmul_tn(one, dzx, input, one, weights.weight_ih.view_mut())?;
         let h_prev = tape.h_prev.slice(s![rows.clone(), ..]);
-        linalg::matmul_tn(one, dz_hh, h_prev, one, weights.weight_hh.view_mut())?;
+        match self.blocks() {
+            Some(blocks) => {
+                heads::weight_gradient(blocks, dz_hh, h_prev, weights.weight_hh.view_mut())?
+            }
+            None => linalg::matmul_tn(one, dz_hh, h_prev, one, weights.weight_hh.view_mut())?,
+        }
         if let Some(grad) = weight_hr {
             let dh_out = chunk.dh_out.slice(s![..len, ..]);
             let h_cell = tape.h_cell.slice(s![rows.clone(), ..]);
@@ -540,6 +552,13 @@ impl<C: Cell> Pass<'_, C> {
             second_half,
         );
     }
+}
+
+/// How the reverse loop multiplies by `W_hh`: packed once for a dense recurrence, block by
+/// block for a block-diagonal one.
+enum Recurrent {
+    Dense(StepRhs),
+    Blocks(Blocks),
 }
 
 /// Zeros the rows of `rows` (one step's block) whose step was masked.

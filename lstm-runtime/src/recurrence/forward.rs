@@ -26,7 +26,7 @@ use crate::direction::Direction;
 use crate::error::Result;
 use crate::linalg::ordered::{self, FewRows};
 use crate::linalg::prefetch::prefetch;
-use crate::linalg::{self, step::StepRhs};
+use crate::linalg::{self, heads, step::StepRhs};
 use crate::parallel::helper_thread;
 use crate::regularization::in_recurrence::mask_rows;
 
@@ -235,9 +235,15 @@ impl<C: Cell> Pass<'_, C> {
                 .slice_mut(s![t * batch..(t + 1) * batch, ..])
                 .assign(h_in);
         }
-        self.recurrent
-            .get_or_init(|| StepRhs::transposed(self.weight_hh()))
-            .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut())?;
+        match self.blocks() {
+            Some(blocks) => {
+                heads::forward(blocks, self.weight_hh(), h_in.view(), buffers.zh.view_mut())?
+            }
+            None => self
+                .recurrent
+                .get_or_init(|| StepRhs::transposed(self.weight_hh()))
+                .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut())?,
+        }
         prefetch(flat(&buffers.zh));
         let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
             flat(h_in)

@@ -18,7 +18,7 @@ use crate::direction::Direction;
 use crate::error::{Error, Result, expect_shape};
 use crate::float::Float;
 use crate::linalg::ordered::FewRows;
-use crate::linalg::{self, step::StepRhs};
+use crate::linalg::{self, heads::Blocks, step::StepRhs};
 use crate::parallel::threads::num_threads;
 use crate::regularization::in_recurrence::InRecurrence;
 
@@ -244,6 +244,16 @@ impl<'a, C: Cell> Pass<'a, C> {
         }
     }
 
+    /// The blocks of a block-diagonal recurrence (`heads > 1`), whose products run block by
+    /// block (`linalg/heads.rs`); `None` for a dense one, which runs as it always has.
+    pub(crate) fn blocks(&self) -> Option<Blocks> {
+        (self.dims.heads > 1).then_some(Blocks {
+            gates: C::SPEC.num_gates(),
+            hidden: self.dims.hidden_size,
+            heads: self.dims.heads,
+        })
+    }
+
     /// Rows of the gate-stacked weights: `gates · hidden_size`.
     pub(crate) fn gate_rows(&self) -> usize {
         C::SPEC.num_gates() * self.dims.hidden_size
@@ -255,7 +265,7 @@ impl<'a, C: Cell> Pass<'a, C> {
         let work = seq_len
             .saturating_mul(batch)
             .saturating_mul(self.gate_rows())
-            .saturating_mul(self.dims.recurrent_size);
+            .saturating_mul(self.dims.head_size());
         work >= HELPER_MIN_WORK
     }
 
@@ -303,9 +313,11 @@ impl<'a, C: Cell> Pass<'a, C> {
     /// The cell split by units (`split_units/`) if this call's `seq_len` steps of `batch` rows
     /// run that way: one row, a cell whose units do not interact, no projection, no masks, no
     /// dropout or zoneout, two threads and enough work for a helper thread, and `f32` with the
-    /// packed kernels.
+    /// packed kernels; a dense recurrence (the split packs each half's rows of a dense
+    /// `weight_hh`).
     fn unit_split(&self, seq_len: usize, batch: usize) -> Option<&UnitSplit<C>> {
         let applies = batch == 1
+            && self.dims.heads == 1
             && UnitSplit::<C>::applies(self.dims.hidden_size)
             && self.weight_hr.is_none()
             && *self.validity == Validity::All
@@ -465,7 +477,7 @@ pub(crate) fn check_weights<C: Cell>(
     )?;
     expect_shape(
         &name("weight_hh"),
-        &[gate_rows, dims.recurrent_size],
+        &[gate_rows, dims.head_size()],
         weights.weight_hh.shape(),
     )?;
     for (base, bias) in [("bias_ih", weights.bias_ih), ("bias_hh", weights.bias_hh)] {

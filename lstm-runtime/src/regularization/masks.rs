@@ -29,7 +29,8 @@ pub struct DirectionMasks<F> {
     /// Multipliers of `h_prev`, `(batch, output_size)`: Keras `recurrent_dropout`, the same
     /// at every step.
     pub recurrent: Option<Array2<F>>,
-    /// Multipliers of `weight_hh`, `(gates · hidden_size, output_size)`: weight drop.
+    /// Multipliers of `weight_hh`, `(gates · hidden_size, output_size / heads)`: weight
+    /// drop.
     pub weight_hh: Option<Array2<F>>,
     /// Zoneout indicators of `c`, `(seq_len, batch, hidden_size)`, by the time index of the
     /// sequence the layer reads (after `go_backwards` reversed it): `1` keeps `c_prev`.
@@ -76,6 +77,9 @@ pub(crate) struct MaskShapes {
     pub(crate) hidden_size: usize,
     /// Rows of `weight_hh`: gates · hidden units.
     pub(crate) gate_rows: usize,
+    /// Columns of `weight_hh`: the output size, divided by the heads of a block-diagonal
+    /// recurrence.
+    pub(crate) weight_hh_width: usize,
 }
 
 /// Stream numbers of the in-recurrence masks start here; streams below are the between-layer
@@ -134,7 +138,7 @@ impl<F: Float> RecurrentMasks<F> {
                         dropout_mask(&mut stream(1), (batch, width), rates.recurrent_dropout)
                     }),
                     weight_hh: (rates.weight_drop > 0.0).then(|| {
-                        let shape = (shape.gate_rows, width);
+                        let shape = (shape.gate_rows, shape.weight_hh_width);
                         dropout_mask(&mut stream(2), shape, rates.weight_drop)
                     }),
                     zoneout_c: (rates.zoneout_c > 0.0).then(|| {
@@ -191,7 +195,7 @@ impl<F: Float> RecurrentMasks<F> {
                 &name("weight_hh"),
                 ("weight_drop", rates.weight_drop),
                 shape2(&masks.weight_hh),
-                &[shape.gate_rows, width],
+                &[shape.gate_rows, shape.weight_hh_width],
             )?;
             check_mask(
                 &name("zoneout_c"),
