@@ -113,6 +113,7 @@ fn check_extra_final_states<F: Float>(
             fixture.tolerance(),
         );
     }
+    expected_keys.sort();
     let found_keys: Vec<String> = states.keys().cloned().collect();
     assert_eq!(found_keys, expected_keys, "{name}: extra final states");
 }

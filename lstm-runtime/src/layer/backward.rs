@@ -283,7 +283,7 @@ impl<C: Cell> Lstm<C> {
                         && d.cache.dim() == (rows, C::SPEC.cache.len(hidden))
                         && d.h_prev.dim() == (rows, self.config.output_size())
                         && d.h_cell.dim() == (projected_rows, hidden)
-                        && d.c_states.dim() == (rows + tape.batch, hidden)
+                        && d.c_states.dim() == (rows + tape.batch, C::SPEC.state_width(hidden))
                         && d.c_cell.dim() == (zoned_rows, hidden)
                 })
         };

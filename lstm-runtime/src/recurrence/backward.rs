@@ -521,36 +521,35 @@ impl<C: Cell> Pass<'_, C> {
         } else {
             flat(&buffers.dh_seed)
         };
-        split_rows::step_backward(
-            self.cell,
-            BackwardIo {
-                rows: batch,
-                dh,
-                dc: flat(&buffers.dc_seed),
-                c_prev: &c_states[s * state_len..(s + 1) * state_len],
-                c: if self.reg.zoneout_c.is_on() {
-                    &flat(&tape.c_cell)[t * state_len..(t + 1) * state_len]
-                } else {
-                    &c_states[(s + 1) * state_len..(s + 2) * state_len]
-                },
-                h_prev,
-                bias_ih: &self.biases.ih,
-                bias_hh: &self.biases.hh,
-                constant: flat(&self.constant),
-                cache: &flat(&tape.cache)[t * cache_len..(t + 1) * cache_len],
-                dzx: dzx_t,
-                dzh: dzh_t,
-                dc_prev: flat_mut(&mut buffers.dc_prev),
-                dh_prev: flat_mut(&mut buffers.dh_direct),
-                dconstant: flat_mut(&mut buffers.dconstant),
-                dbias_ih: &mut buffers.dbias_ih,
-                dbias_hh: &mut buffers.dbias_hh,
-                scratch: flat_mut(&mut buffers.scratch),
+        let io = BackwardIo {
+            rows: batch,
+            dh,
+            dc: flat(&buffers.dc_seed),
+            c_prev: &c_states[s * state_len..(s + 1) * state_len],
+            c: if self.reg.zoneout_c.is_on() {
+                &flat(&tape.c_cell)[t * state_len..(t + 1) * state_len]
+            } else {
+                &c_states[(s + 1) * state_len..(s + 2) * state_len]
             },
-            self.gate_rows(),
-            grads,
-            second_half,
-        );
+            h_prev,
+            bias_ih: &self.biases.ih,
+            bias_hh: &self.biases.hh,
+            constant: flat(&self.constant),
+            cache: &flat(&tape.cache)[t * cache_len..(t + 1) * cache_len],
+            dzx: dzx_t,
+            dzh: dzh_t,
+            dc_prev: flat_mut(&mut buffers.dc_prev),
+            dh_prev: flat_mut(&mut buffers.dh_direct),
+            dconstant: flat_mut(&mut buffers.dconstant),
+            dbias_ih: &mut buffers.dbias_ih,
+            dbias_hh: &mut buffers.dbias_hh,
+            scratch: flat_mut(&mut buffers.scratch),
+        };
+        if buffers.valid.iter().all(|v| *v) {
+            split_rows::step_backward(self.cell, io, self.gate_rows(), grads, second_half);
+        } else {
+            split_rows::step_backward_valid(self.cell, io, &buffers.valid, grads);
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! backward step's accumulators shared by all rows (bias and spec-parameter gradients) get a
 //! second copy for the second half, added into the first when the pass ends.
 
+use num_traits::Zero;
+
 use crate::cell::{BackwardIo, Cell, CellDims, StepIo};
 use crate::parallel::helper_thread;
 use crate::parallel::threads::num_threads;
@@ -271,4 +273,63 @@ pub(crate) fn step_backward<C: Cell>(
         || cell.step_backward(first, grads),
         || cell.step_backward(second_io, grads2),
     );
+}
+
+/// Runs `cell`'s backward step over the rows of `io` that are `valid`, one call per run of
+/// consecutive valid rows; the masked rows get zero `dL/dzx`, `dL/dzh` and contribute
+/// nothing. Their tape holds the carried state as the step's new state, which is not what the
+/// cell computed for them, and a cell dividing by a state (the sLSTM's `c / n`) would turn
+/// that into infinities even under a zero seed.
+pub(crate) fn step_backward_valid<C: Cell>(
+    cell: &C,
+    mut io: BackwardIo<'_, C::Elem>,
+    valid: &[bool],
+    grads: &mut C,
+) {
+    let rows = io.rows;
+    let span = |len: usize, range: &std::ops::Range<usize>| {
+        let per_row = len / rows.max(1);
+        per_row * range.start..per_row * range.end
+    };
+    for (row, _) in valid.iter().enumerate().filter(|(_, v)| !**v) {
+        let one = row..row + 1;
+        let dzx = span(io.dzx.len(), &one);
+        io.dzx[dzx].fill(C::Elem::zero());
+        let dzh = span(io.dzh.len(), &one);
+        io.dzh[dzh].fill(C::Elem::zero());
+    }
+    let (dzx_len, dzh_len) = (io.dzx.len(), io.dzh.len());
+    let (dc_prev_len, dh_prev_len) = (io.dc_prev.len(), io.dh_prev.len());
+    let (dconstant_len, scratch_len) = (io.dconstant.len(), io.scratch.len());
+    let mut start = 0;
+    while start < rows {
+        if !valid[start] {
+            start += 1;
+            continue;
+        }
+        let end = (start..rows).find(|&r| !valid[r]).unwrap_or(rows);
+        let run = start..end;
+        let part = BackwardIo {
+            rows: end - start,
+            dh: &io.dh[span(io.dh.len(), &run)],
+            dc: &io.dc[span(io.dc.len(), &run)],
+            c_prev: &io.c_prev[span(io.c_prev.len(), &run)],
+            c: &io.c[span(io.c.len(), &run)],
+            h_prev: &io.h_prev[span(io.h_prev.len(), &run)],
+            bias_ih: io.bias_ih,
+            bias_hh: io.bias_hh,
+            constant: &io.constant[span(io.constant.len(), &run)],
+            cache: &io.cache[span(io.cache.len(), &run)],
+            dzx: &mut io.dzx[span(dzx_len, &run)],
+            dzh: &mut io.dzh[span(dzh_len, &run)],
+            dc_prev: &mut io.dc_prev[span(dc_prev_len, &run)],
+            dh_prev: &mut io.dh_prev[span(dh_prev_len, &run)],
+            dconstant: &mut io.dconstant[span(dconstant_len, &run)],
+            dbias_ih: &mut *io.dbias_ih,
+            dbias_hh: &mut *io.dbias_hh,
+            scratch: &mut io.scratch[span(scratch_len, &run)],
+        };
+        cell.step_backward(part, grads);
+        start = end;
+    }
 }
