@@ -55,11 +55,12 @@ fn lstm(args: &[&Path]) -> Output {
 fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str]) {
     let fixture = Fixture::load(case);
     let scratch = Scratch::new(case);
-    let (y, h_n, c_n, grads) = (
+    let (y, h_n, c_n, grads, states_out) = (
         scratch.path("y.npy"),
         scratch.path("h_n.npy"),
         scratch.path("c_n.npy"),
         scratch.path("grads.safetensors"),
+        scratch.path("states.safetensors"),
     );
     let x = fixture.path("x.npy");
     let grad_output = fixture.path("grad_output.npy");
@@ -78,6 +79,8 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
         &grad_output,
         Path::new("--grads"),
         &grads,
+        Path::new("--state-out"),
+        &states_out,
     ];
     let optional: Vec<(&str, PathBuf)> = [
         ("--lengths", "lengths.npy"),
@@ -118,6 +121,22 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
             "{case} {stem}: dtype follows the input"
         );
         compare(&format!("{case} {stem}"), &written, &expected, tolerance);
+    }
+    // The states besides `h` and `c` (the sLSTM's `n`, `m`), each under its name.
+    let written = TensorMap::read_safetensors(&states_out).unwrap();
+    let extra: Vec<&str> = ["m", "n"]
+        .into_iter()
+        .filter(|name| fixture.has(&format!("{name}_n.npy")))
+        .collect();
+    assert_eq!(
+        written.names().collect::<Vec<_>>(),
+        extra,
+        "{case}: --state-out"
+    );
+    for name in extra {
+        let expected = fixture.tensor(&format!("{name}_n")).unwrap();
+        let found = written.get(name).unwrap();
+        compare(&format!("{case} {name}_n"), found, &expected, tolerance);
     }
     let written = TensorMap::read_safetensors(&grads).unwrap();
     let expected = fixture.tensors("grads.safetensors");
@@ -186,6 +205,18 @@ fn gru_is_torch_nn_gru_with_h0_alone() {
     ] {
         let weights = Fixture::load(case).path("weights.safetensors");
         infer_matches_fixture(case, "gru", &weights, extra);
+    }
+}
+
+#[test]
+fn slstm_runs_with_heads_read_off_the_weights_and_writes_its_states() {
+    for (case, extra) in [
+        ("cell_slstm", &[][..]),
+        ("cell_slstm_heads", &[][..]),
+        ("cell_slstm_stacked_bidirectional", &[][..]),
+    ] {
+        let weights = Fixture::load(case).path("weights.safetensors");
+        infer_matches_fixture(case, "slstm", &weights, extra);
     }
 }
 

@@ -282,7 +282,7 @@ pub(crate) fn step_backward<C: Cell>(
 /// that into infinities even under a zero seed.
 pub(crate) fn step_backward_valid<C: Cell>(
     cell: &C,
-    mut io: BackwardIo<'_, C::Elem>,
+    io: BackwardIo<'_, C::Elem>,
     valid: &[bool],
     grads: &mut C,
 ) {
