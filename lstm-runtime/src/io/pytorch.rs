@@ -93,7 +93,11 @@ impl PytorchLayout {
         };
         let gate_rows = spec.num_gates() * hidden_size;
         let heads = heads_of(proj_size, hidden_size, weight_hh).ok_or_else(|| {
-            let width = if proj_size > 0 { proj_size } else { hidden_size };
+            let width = if proj_size > 0 {
+                proj_size
+            } else {
+                hidden_size
+            };
             Error::shape_mismatch(
                 ParamName::new("weight_hh", 0, Direction::Forward).to_string(),
                 &[gate_rows, width],

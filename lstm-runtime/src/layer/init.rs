@@ -99,10 +99,7 @@ fn draw_by_head<F: Float, R: Rng + ?Sized>(
         for (index, row) in values.chunks(d.max(1)).enumerate() {
             let (g, unit) = (index / d, index % d);
             let mut target = weight_hh.row_mut(g * hidden + k * d + unit);
-            target
-                .iter_mut()
-                .zip(row)
-                .for_each(|(w, &v)| *w = F::of(v));
+            target.iter_mut().zip(row).for_each(|(w, &v)| *w = F::of(v));
         }
     }
 }
