@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Stacked layers.
     #[arg(long, default_value_t = 1)]
     pub layers: usize,
+    /// Heads K of a block-diagonal recurrence (`weight_hh` is `(gates·H, H/K)`; 1 is dense).
+    #[arg(long, default_value_t = 1)]
+    pub heads: usize,
     /// Run both directions.
     #[arg(long)]
     pub bidirectional: bool,
@@ -109,7 +112,7 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
         writeln!(
             out,
             "{{\"batch\":{},\"seq_len\":{},\"input_size\":{},\"hidden_size\":{},\"cell\":\"{}\",\
-             \"layers\":{},\"bidirectional\":{},\"threads\":{},\"isa\":\"{}\",\
+             \"layers\":{},\"heads\":{},\"bidirectional\":{},\"threads\":{},\"isa\":\"{}\",\
              \"regularization\":\"{}\",\"fwd_ms\":{:.4},\"step_us\":{},\"step_ratio\":{},\
              \"fwdbwd_ms\":{:.4},\"gflops\":{:.2},\"train_peak_mb\":{:.1},\"held_mb\":{:.1},\
              \"activations_mb\":{:.1}}}",
@@ -119,6 +122,7 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
             args.hidden_size,
             args.cell,
             args.layers,
+            args.heads,
             args.bidirectional,
             linalg::num_threads(),
             lstm::isa::active().name(),
@@ -135,7 +139,7 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
     } else {
         writeln!(
             out,
-            "{} B={} T={} I={} H={} layers={}{} threads={} isa={} regularization={}: forward \
+            "{} B={} T={} I={} H={} layers={} heads={}{} threads={} isa={} regularization={}: forward \
              {:.3} ms, forward+backward {:.3} ms, {:.1} GFLOP/s;{} training peak {:.1} MB ({:.2}× \
              the {:.1} MB of minimal activations): {:.1} MB output, its gradient and the returned \
              gradients, {:.1} MB tape and workspaces ({:.2}× the minimal activations)",
@@ -145,6 +149,7 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
             args.input_size,
             args.hidden_size,
             args.layers,
+            args.heads,
             if args.bidirectional {
                 " bidirectional"
             } else {
@@ -186,6 +191,7 @@ impl CellVisitor<f32> for Bench<'_> {
         let config = args.regularization.layer_options(None).apply(
             LstmConfig::new(args.input_size, args.hidden_size)
                 .with_num_layers(args.layers)
+                .with_heads(args.heads)
                 .with_bidirectional(args.bidirectional),
         );
         let mut layer = Lstm::<C>::new(config.clone(), &mut rng)?;
@@ -285,11 +291,12 @@ fn median(mut times: Vec<f64>) -> f64 {
 }
 
 /// Multiply-adds ×2 of the forward pass's matrix products: per layer and direction, the
-/// input projection `T·B × I_l by I_l × G·H` and the recurrent one `T·B × R by R × G·H`.
+/// input projection `T·B × I_l by I_l × G·H` and the recurrent one `T·B × R/K by R/K × G·H`
+/// (`K` heads of a block-diagonal recurrence).
 pub fn forward_flops(config: &LstmConfig, gates: usize, seq_len: usize, batch: usize) -> f64 {
     let rows = (seq_len * batch) as f64;
     let width = (gates * config.hidden_size) as f64;
-    let recurrent = config.output_size() as f64;
+    let recurrent = (config.output_size() / config.heads.max(1)) as f64;
     (0..config.num_layers)
         .map(|layer| {
             let input = config.layer_input_size(layer) as f64;
@@ -326,6 +333,7 @@ mod tests {
             hidden_size: 5,
             cell: "forget_bias".into(),
             layers: 2,
+            heads: 1,
             bidirectional: true,
             threads: Some(1),
             repeats: 2,
@@ -342,6 +350,7 @@ mod tests {
         for key in [
             "\"batch\":2",
             "\"seq_len\":3",
+            "\"heads\":1",
             "\"cell\":\"forget_bias\"",
             "\"isa\":\"",
             "\"fwd_ms\":",
@@ -366,6 +375,7 @@ mod tests {
             hidden_size: 1,
             cell: "mgu".into(),
             layers: 1,
+            heads: 1,
             bidirectional: false,
             threads: None,
             repeats: 1,

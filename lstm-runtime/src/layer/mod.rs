@@ -28,6 +28,8 @@ pub(crate) mod config;
 mod dropout;
 mod forward;
 pub(crate) mod gradcheck;
+#[cfg(test)]
+mod heads_tests;
 mod init;
 pub(crate) mod initializers;
 pub(crate) mod penalties;

@@ -94,6 +94,23 @@ pub(crate) fn forward<F: Float>(
         &[m, gates * hidden],
         zh.shape(),
     )?;
+    if d < GEMM_MIN_HEAD
+        && let (Some(w), Some(h)) = (w.as_slice(), h.as_slice())
+    {
+        // Narrow heads: one pass over each row's outputs, no view per block.
+        let mut zh = zh;
+        for (row, mut out) in h.chunks_exact(hidden).zip(zh.outer_iter_mut()) {
+            for (r, out) in out.iter_mut().enumerate() {
+                let k = (r % hidden) / d;
+                let (h, w) = (&row[k * d..(k + 1) * d], &w[r * d..(r + 1) * d]);
+                *out = h
+                    .iter()
+                    .zip(w)
+                    .fold(F::zero(), |sum, (&h, &w)| h.mul_add(w, sum));
+            }
+        }
+        return Ok(());
+    }
     let run = |range: Range<usize>, mut zh: ArrayViewMut2<'_, F>| {
         let offset = blocks.columns(range.start).start;
         for block in range {
@@ -133,6 +150,24 @@ pub(crate) fn backward<F: Float>(
         dz.shape(),
     )?;
     expect_shape("block-diagonal product: dh", &[m, hidden], dh.shape())?;
+    if d < GEMM_MIN_HEAD
+        && let (Some(w), Some(dz)) = (w.as_slice(), dz.as_slice())
+    {
+        // Narrow heads: one pass over each row, summing gate by gate as the blocks do.
+        let mut dh = dh;
+        for (row, mut out) in dz.chunks_exact(gates * hidden).zip(dh.outer_iter_mut()) {
+            out.fill(F::zero());
+            for (r, &scale) in row.iter().enumerate() {
+                let k = (r % hidden) / d;
+                let w = &w[r * d..(r + 1) * d];
+                let mut out = out.slice_mut(s![k * d..(k + 1) * d]);
+                out.zip_mut_with(&ndarray::ArrayView1::from(w), |out, &w| {
+                    *out = scale.mul_add(w, *out)
+                });
+            }
+        }
+        return Ok(());
+    }
     // Head `k` of `dh` sums the blocks of every gate: its own columns, so heads split
     // between threads write apart.
     let run = |heads: Range<usize>, mut dh: ArrayViewMut2<'_, F>| {
