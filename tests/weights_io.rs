@@ -44,7 +44,7 @@ fn layout_is_read_off_the_names_and_shapes_of_every_fixture() {
             bidirectional: fixture.flag("bidirectional"),
             bias: fixture.flag("bias"),
             proj_size: fixture.size("proj_size"),
-            heads: 1,
+            heads: fixture.optional_size("heads").unwrap_or(1),
             constant_size: 0,
         };
         assert_eq!(layout, expected, "{name}");

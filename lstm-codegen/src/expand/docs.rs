@@ -1,4 +1,5 @@
-//! The rustdoc of a generated cell: its equations as written and as defaulted.
+//! The rustdoc of a generated cell: its equations as written and as defaulted, the states it
+//! carries and its parameters.
 
 use crate::spec::ParamShape;
 use crate::validate::{Checked, GATE_LETTERS};
@@ -48,6 +49,13 @@ pub fn cell_docs(checked: &Checked) -> String {
             conventions.join("; ")
         ));
     }
+    let states: Vec<String> = std::iter::once("`h`".to_string())
+        .chain(checked.states.iter().map(|t| format!("`{}`", t.name())))
+        .collect();
+    doc.push_str(&format!(
+        "\n Carried from step to step: {}.\n",
+        states.join(", ")
+    ));
     if !checked.spec.params.is_empty() {
         doc.push_str("\n Parameters: ");
         let list: Vec<String> = checked
