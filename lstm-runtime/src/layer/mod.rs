@@ -37,6 +37,8 @@ mod prepare;
 #[cfg(test)]
 mod record_tests;
 pub(crate) mod states;
+#[cfg(test)]
+mod states_tests;
 pub(crate) mod stepper;
 pub(crate) mod tape;
 
