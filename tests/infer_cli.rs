@@ -96,6 +96,19 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
         args.push(Path::new(flag));
         args.push(path);
     }
+    // Initial states besides `h` and `c` (`n0.npy`, `m0.npy`) go in by name.
+    let state_in = scratch.path("state_in.safetensors");
+    let mut initial = TensorMap::default();
+    for name in ["n", "m"] {
+        if let Some(value) = fixture.tensor(&format!("{name}0")) {
+            initial.insert(name, value);
+        }
+    }
+    if initial.names().next().is_some() {
+        initial.write_safetensors(&state_in).unwrap();
+        args.push(Path::new("--state-in"));
+        args.push(&state_in);
+    }
     // A cell without a cell state (a GRU) has no `c_n` to write.
     let has_c = fixture.has("c_n.npy");
     if has_c {
@@ -141,7 +154,7 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
     let written = TensorMap::read_safetensors(&grads).unwrap();
     let expected = fixture.tensors("grads.safetensors");
     for (key, tensor) in expected.iter() {
-        if key == "h0" || key == "c0" {
+        if ["h0", "c0", "n0", "m0"].contains(&key) {
             continue;
         }
         let found = written
@@ -151,7 +164,7 @@ fn infer_matches_fixture(case: &str, cell: &str, weights: &Path, extra: &[&str])
     }
     let keys = |map: &TensorMap| -> Vec<String> {
         map.names()
-            .filter(|key| *key != "h0" && *key != "c0")
+            .filter(|key| !["h0", "c0", "n0", "m0"].contains(key))
             .map(String::from)
             .collect()
     };
@@ -214,6 +227,7 @@ fn slstm_runs_with_heads_read_off_the_weights_and_writes_its_states() {
         ("cell_slstm", &[][..]),
         ("cell_slstm_heads", &[][..]),
         ("cell_slstm_stacked_bidirectional", &[][..]),
+        ("cell_slstm_initial_state", &[][..]),
     ] {
         let weights = Fixture::load(case).path("weights.safetensors");
         infer_matches_fixture(case, "slstm", &weights, extra);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use lstm::io::layout::pytorch_or_keras;
 use lstm::io::{PytorchLayout, Tensor, TensorMap, lstm_from_pytorch_with, read_npy, write_npy};
-use lstm::ndarray::{ArrayD, Ix2, Ix3};
+use lstm::ndarray::{Array3, ArrayD, ArrayView3, Ix2, Ix3};
 use lstm::{Call, Cell, CellVisitor, Error, Float, MergeMode, OutputGrad, Result};
 
 use super::catalog::Catalog;
@@ -83,6 +83,11 @@ pub struct InferArgs {
     /// Where to write the final cell states `(layers·dirs, B, H)`.
     #[arg(long = "c-n", value_name = "C.npy")]
     pub c_n: Option<PathBuf>,
+    /// Initial values of the states the cell carries besides `h` and `c` (safetensors), each
+    /// under its name (`n`, `m` of `slstm`), `(layers·dirs, B, H)`; those absent start at
+    /// zero.
+    #[arg(long, value_name = "S0.safetensors")]
+    pub state_in: Option<PathBuf>,
     /// Where to write the final values of the states the cell carries besides `h` and `c`
     /// (safetensors): each under its name (`n`, `m` of `slstm`), `(layers·dirs, B, H)`.
     #[arg(long, value_name = "S.safetensors")]
@@ -218,7 +223,15 @@ impl<F: Float> CellVisitor<F> for Infer<'_, F> {
             .as_deref()
             .map(|p| read_float::<F, Ix2>("constants", p))
             .transpose()?;
-        let mut call = Call::new();
+        let initial_states = match &args.state_in {
+            Some(path) => read_states::<F>(path)?,
+            None => Vec::new(),
+        };
+        let initial_views: Vec<(&str, ArrayView3<'_, F>)> = initial_states
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.view()))
+            .collect();
+        let mut call = Call::new().with_initial_states(&initial_views);
         if let Some(lengths) = &lengths {
             call = call.with_lengths(lengths);
         }
@@ -334,6 +347,21 @@ fn check_states<C: Cell>(args: &InferArgs) -> Result<()> {
 /// converted, Keras' (the names tell which; a tensor of neither is reported by name).
 fn read_weights(path: &Path) -> Result<TensorMap> {
     pytorch_or_keras(&lstm::io::read_weights(path)?)
+}
+
+/// Every tensor of a safetensors file as a 3-dimensional float array, by name.
+fn read_states<F: Float>(path: &Path) -> Result<Vec<(String, Array3<F>)>> {
+    let map = TensorMap::read_safetensors(path)?;
+    map.names()
+        .map(|name| {
+            let what = format!("{} `{name}`", path.display());
+            let tensor = map.get(name).expect("a name the map lists");
+            Ok((
+                name.to_string(),
+                shaped(&what, tensor.to_float::<F>(&what)?)?,
+            ))
+        })
+        .collect()
 }
 
 /// Sequence lengths from an int64 `.npy` file.
