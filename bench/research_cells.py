@@ -98,9 +98,9 @@ def main():
         for name, value in row.items():
             ratios[name].append(value)
         print(f"round {round_index + 1} (isa {gru.get('isa', '?')}): "
-              f"gru {gru['forward_backward_ms']:.1f} ms, nn.GRU {torch_gru:.1f} ms, "
-              f"lstm {lstm['forward_backward_ms']:.1f} ms, slstm {slstm['forward_backward_ms']:.1f} ms, "
-              f"slstm 4 heads {slstm4['forward_backward_ms']:.1f} ms (f+b); "
+              f"gru {gru['fwdbwd_ms']:.1f} ms, nn.GRU {torch_gru:.1f} ms, "
+              f"lstm {lstm['fwdbwd_ms']:.1f} ms, slstm {slstm['fwdbwd_ms']:.1f} ms, "
+              f"slstm 4 heads {slstm4['fwdbwd_ms']:.1f} ms (f+b); "
               + ", ".join(f"{name} {value:.2f}x" for name, value in row.items()))
     for name, values in ratios.items():
         print(f"median {name}: {statistics.median(values):.2f}x")

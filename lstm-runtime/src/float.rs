@@ -49,6 +49,17 @@ pub trait Float:
     /// library's for `f64`.
     fn tanh_fused(self) -> Self;
 
+    /// `ln(1 + x)` for `x > −1` as the spec's `logsigmoid` and `softplus` use it:
+    /// branch-free and vectorisable for `f32`, the standard library's for `f64`.
+    fn ln_1p_fused(self) -> Self;
+
+    /// [`Self::ln_1p_fused`] by fused multiply-adds, as [`Self::exp_fma`].
+    #[doc(hidden)]
+    #[inline(always)]
+    fn ln_1p_fma(self) -> Self {
+        self.ln_1p_fused()
+    }
+
     /// `1 / (1 + e^-x)` as the spec's `sigmoid`.
     #[inline(always)]
     fn sigmoid_fused(self) -> Self {
@@ -96,6 +107,30 @@ mod tests {
         ("sigmoid_fused", f32::sigmoid_fused),
         ("sigmoid_fma", f32::sigmoid_fma),
     ];
+
+    #[test]
+    fn f32_ln_1p_is_within_three_ulp_of_the_f64_result() {
+        let variants: Variants = [
+            ("ln_1p_fused", f32::ln_1p_fused),
+            ("ln_1p_fma", f32::ln_1p_fma),
+        ];
+        for (name, ln_1p) in variants {
+            let tiny = (0..200).map(|k| 1e-30f32 * 1.5f32.powi(k));
+            let points = grid(0.0, 1.0, 400_000)
+                .chain(grid(-0.999, 0.0, 100_000))
+                .chain(grid(1.0, 1e9, 100_000))
+                .chain(tiny);
+            for y in points {
+                let exact = f64::from(y).ln_1p();
+                let found = f64::from(ln_1p(y));
+                let ulp = f64::from(f32::EPSILON) * exact.abs();
+                assert!(
+                    (found - exact).abs() <= 3.0 * ulp + 1e-45,
+                    "{name}({y}) = {found}, exact {exact}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn f32_exp_is_within_two_ulp_of_the_f64_result() {
@@ -219,6 +254,16 @@ impl Float for f32 {
     }
 
     #[inline(always)]
+    fn ln_1p_fused(self) -> Self {
+        fast_f32::ln_1p::<false>(self)
+    }
+
+    #[inline(always)]
+    fn ln_1p_fma(self) -> Self {
+        fast_f32::ln_1p::<true>(self)
+    }
+
+    #[inline(always)]
     fn tanh_fma(self) -> Self {
         fast_f32::tanh::<true>(self)
     }
@@ -246,10 +291,18 @@ impl Float for f64 {
     fn tanh_fused(self) -> Self {
         self.tanh()
     }
+
+    #[inline(always)]
+    fn ln_1p_fused(self) -> Self {
+        self.ln_1p()
+    }
 }
 
-/// `exp` and `tanh` for `f32` from arithmetic, comparisons and bit casts only, so that a loop
-/// calling them vectorises (libm's `expf`/`tanhf` are opaque calls, one element at a time).
+/// `exp`, `tanh` and `ln_1p` for `f32` from arithmetic, comparisons and bit casts only, so
+/// that a loop calling them vectorises (libm's `expf`/`tanhf`/`log1pf` are opaque calls, one
+/// element at a time). `ln` is Cephes' `logf`: the mantissa in `[√½, √2)` and a degree-8
+/// polynomial; `ln_1p(y)` corrects `ln(1 + y)` for the rounding of `1 + y`
+/// (`ln(u) · y / (u − 1)`, Goldberg's trick), which keeps its relative precision for tiny `y`.
 /// `exp` is Cephes' (S. Moshier): range reduction by `ln 2` and a degree-5 polynomial.
 /// `tanh |x|` is `m / (m + 2)` with `m = e^{2|x|} − 1` computed as `2^n (e^r − 1) + (2^n − 1)`
 /// after the same reduction, `e^r − 1` by its Taylor polynomial: one formula over the whole
@@ -310,6 +363,41 @@ mod fast_f32 {
         let p = madd::<FMA>(p, r, 5.000_000_1e-1);
         let e_r = madd::<FMA>(p * r, r, r) + 1.0;
         e_r * scale
+    }
+
+    /// `ln x` for a positive normal `x` (the only arguments `ln_1p` gives it).
+    #[inline(always)]
+    fn ln<const FMA: bool>(x: f32) -> f32 {
+        let bits = x.to_bits();
+        // x = m · 2^e with m in [0.5, 1), then m moved into [√½, √2) by one exponent step.
+        let e = ((bits >> 23) as i32 - 126) as f32;
+        let m = f32::from_bits((bits & 0x007F_FFFF) | 0x3F00_0000);
+        let small = m < std::f32::consts::FRAC_1_SQRT_2;
+        let e = select(small, e - 1.0, e);
+        let x = select(small, m + m - 1.0, m - 1.0);
+        let z = x * x;
+        let p = 7.037_683_6e-2;
+        let p = madd::<FMA>(p, x, -1.151_461_031e-1);
+        let p = madd::<FMA>(p, x, 1.167_699_874e-1);
+        let p = madd::<FMA>(p, x, -1.242_014_084_6e-1);
+        let p = madd::<FMA>(p, x, 1.424_932_278_7e-1);
+        let p = madd::<FMA>(p, x, -1.666_805_766_5e-1);
+        let p = madd::<FMA>(p, x, 2.000_071_476_5e-1);
+        let p = madd::<FMA>(p, x, -2.499_999_399_3e-1);
+        let p = madd::<FMA>(p, x, 3.333_333_117_4e-1);
+        let y = p * x * z;
+        let y = madd::<FMA>(e, -2.121_944_4e-4, y);
+        let y = madd::<FMA>(z, -0.5, y);
+        madd::<FMA>(e, 0.693_359_4, x + y)
+    }
+
+    /// `ln(1 + y)` for `y > −1` whose `1 + y` is a normal `f32` below infinity.
+    #[inline(always)]
+    pub fn ln_1p<const FMA: bool>(y: f32) -> f32 {
+        let u = 1.0 + y;
+        let d = u - 1.0;
+        // Where 1 + y rounds to 1, ln(1 + y) = y to within rounding.
+        select(d == 0.0, y, ln::<FMA>(u) * (y / d))
     }
 
     #[inline(always)]

@@ -97,7 +97,7 @@ pub fn log<F: Float>(x: F) -> F {
 /// no cancellation at either end.
 #[inline(always)]
 pub fn logsigmoid<F: Float>(x: F) -> F {
-    min(x, F::zero()) - (-x.abs()).exp_fused().ln_1p()
+    min(x, F::zero()) - (-x.abs()).exp_fused().ln_1p_fused()
 }
 
 /// PyTorch's `softplus` (beta 1, threshold 20): `log1p(e^x)`, and `x` itself where `x > 20`,
@@ -107,7 +107,7 @@ pub fn softplus<F: Float>(x: F) -> F {
     if x > F::of(SOFTPLUS_THRESHOLD) {
         x
     } else {
-        x.exp_fused().ln_1p()
+        x.exp_fused().ln_1p_fused()
     }
 }
 
@@ -247,7 +247,8 @@ mod tests {
 /// How a generated kernel computes the spec's functions. A kernel is one generic body over
 /// a flavour, `ops.sigmoid(z_f)`; its ISA variants are thin wrappers that compile that body
 /// for a target feature and pick a flavour: [`Portable`] at the baseline, [`Fma`] in the AVX2
-/// and AVX-512 variants, where `sigmoid`, `tanh` and `exp` evaluate their polynomials by
+/// and AVX-512 variants, where `sigmoid`, `tanh`, `exp`, `logsigmoid` and `softplus`
+/// evaluate their polynomials by
 /// fused multiply-adds (see [`Float::exp_fma`]). Every other function is this module's own in
 /// both (compiled without FMA, each fused multiply-add would be a library call).
 pub trait Flavour: Copy {
@@ -426,5 +427,19 @@ impl Flavour for Fma {
     #[inline(always)]
     fn exp<F: Float>(self, x: F) -> F {
         x.exp_fma()
+    }
+
+    #[inline(always)]
+    fn logsigmoid<F: Float>(self, x: F) -> F {
+        min(x, F::zero()) - (-x.abs()).exp_fma().ln_1p_fma()
+    }
+
+    #[inline(always)]
+    fn softplus<F: Float>(self, x: F) -> F {
+        if x > F::of(SOFTPLUS_THRESHOLD) {
+            x
+        } else {
+            x.exp_fma().ln_1p_fma()
+        }
     }
 }
