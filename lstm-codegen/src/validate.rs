@@ -224,7 +224,17 @@ pub struct Checked {
     pub equations: Vec<DocEquation>,
 }
 
-const RESERVED_PARAMS: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];
+/// Names a parameter or state cannot take: the four weights, and the generated steps' names
+/// for the packed state buffers.
+const RESERVED_PARAMS: [&str; 7] = [
+    "weight_ih",
+    "weight_hh",
+    "bias_ih",
+    "bias_hh",
+    "states_prev",
+    "states_new",
+    "dstates",
+];
 
 /// What names an equation can read besides the built-in ones: the spec's parameters and
 /// declared states.
