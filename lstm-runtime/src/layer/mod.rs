@@ -267,8 +267,10 @@ impl<C: Cell> Lstm<C> {
         self.weight_hr.get_mut(index)?.as_mut()
     }
 
-    /// The states a stateful layer carries into its next call: `(h, c)` shaped as `h_n`,
-    /// `c_n`; `None` before the first call, after [`Lstm::reset_states`], or when not
+    /// The states a stateful layer carries into its next call: `(h, c)`, `h` shaped as `h_n`
+    /// and `c` packing every state the cell carries besides `h` (`(layers·dirs, batch,
+    /// states · hidden)`, [`CellSpec::states`](crate::CellSpec::states): for an LSTM exactly
+    /// `c_n`); `None` before the first call, after [`Lstm::reset_states`], or when not
     /// stateful.
     #[allow(clippy::type_complexity)] // A pair of borrowed arrays, as PyTorch's `(h_n, c_n)`.
     pub fn states(&self) -> Option<(&Array3<C::Elem>, &Array3<C::Elem>)> {
