@@ -57,7 +57,7 @@ pub fn case_config<C: Cell>(fixture: &Fixture, weights: &TensorMap) -> LstmConfi
 }
 
 // --- Headed recurrence and extra states (sLSTM's `n`, `m`): the `cell_slstm*`,
-// `cell_lstm_heads` and `cell_lstm_diagonal` cases. Planned API: `LstmConfig::heads` and
+// `cell_lstm_heads` and `cell_lstm_diagonal` cases, through `LstmConfig::heads` and
 // `with_heads`, `Call::with_initial_states`, `LstmOutput::states`, `LstmGradients::states`.
 
 /// The states beyond `h` and `c` a case may carry, by their key in `LstmOutput::states`,
