@@ -94,21 +94,29 @@ pub(crate) fn forward<F: Float>(
         &[m, gates * hidden],
         zh.shape(),
     )?;
-    if d < GEMM_MIN_HEAD
-        && let (Some(w), Some(h)) = (w.as_slice(), h.as_slice())
-    {
-        // Narrow heads: one pass over each row's outputs, no view per block.
-        let mut zh = zh;
-        for (row, mut out) in h.chunks_exact(hidden).zip(zh.outer_iter_mut()) {
-            for (r, out) in out.iter_mut().enumerate() {
-                let k = (r % hidden) / d;
-                let (h, w) = (&row[k * d..(k + 1) * d], &w[r * d..(r + 1) * d]);
-                *out = h
-                    .iter()
-                    .zip(w)
-                    .fold(F::zero(), |sum, (&h, &w)| h.mul_add(w, sum));
+    if d < GEMM_MIN_HEAD {
+        let (w, h) = (w.as_standard_layout(), h.as_standard_layout());
+        let (w, h) = (contiguous(&w), contiguous(&h));
+        with_contiguous(zh, |zh| {
+            // Narrow heads: plain loops head by head (no view per block, no division per
+            // unit).
+            for (row, out) in h
+                .chunks_exact(hidden)
+                .zip(zh.chunks_exact_mut(gates * hidden))
+            {
+                for (out_g, w_g) in out.chunks_exact_mut(hidden).zip(w.chunks_exact(hidden * d)) {
+                    let heads = out_g.chunks_exact_mut(d).zip(w_g.chunks_exact(d * d));
+                    for ((out_k, w_k), h_k) in heads.zip(row.chunks_exact(d)) {
+                        for (out, w_j) in out_k.iter_mut().zip(w_k.chunks_exact(d)) {
+                            *out = h_k
+                                .iter()
+                                .zip(w_j)
+                                .fold(F::zero(), |sum, (&h, &w)| sum + h * w);
+                        }
+                    }
+                }
             }
-        }
+        });
         return Ok(());
     }
     let run = |range: Range<usize>, mut zh: ArrayViewMut2<'_, F>| {
@@ -150,22 +158,28 @@ pub(crate) fn backward<F: Float>(
         dz.shape(),
     )?;
     expect_shape("block-diagonal product: dh", &[m, hidden], dh.shape())?;
-    if d < GEMM_MIN_HEAD
-        && let (Some(w), Some(dz)) = (w.as_slice(), dz.as_slice())
-    {
-        // Narrow heads: one pass over each row, summing gate by gate as the blocks do.
-        let mut dh = dh;
-        for (row, mut out) in dz.chunks_exact(gates * hidden).zip(dh.outer_iter_mut()) {
-            out.fill(F::zero());
-            for (r, &scale) in row.iter().enumerate() {
-                let k = (r % hidden) / d;
-                let w = &w[r * d..(r + 1) * d];
-                let mut out = out.slice_mut(s![k * d..(k + 1) * d]);
-                out.zip_mut_with(&ndarray::ArrayView1::from(w), |out, &w| {
-                    *out = scale.mul_add(w, *out)
-                });
+    if d < GEMM_MIN_HEAD {
+        let (w, dz) = (w.as_standard_layout(), dz.as_standard_layout());
+        let (w, dz) = (contiguous(&w), contiguous(&dz));
+        with_contiguous(dh, |dh| {
+            // Narrow heads: each row summed gate by gate, unit by unit, as the blocks do.
+            for (row, out) in dz
+                .chunks_exact(gates * hidden)
+                .zip(dh.chunks_exact_mut(hidden))
+            {
+                out.fill(F::zero());
+                for (dz_g, w_g) in row.chunks_exact(hidden).zip(w.chunks_exact(hidden * d)) {
+                    let heads = out.chunks_exact_mut(d).zip(dz_g.chunks_exact(d));
+                    for ((out_k, dz_k), w_k) in heads.zip(w_g.chunks_exact(d * d)) {
+                        for (&scale, w_j) in dz_k.iter().zip(w_k.chunks_exact(d)) {
+                            for (out, &w) in out_k.iter_mut().zip(w_j) {
+                                *out += scale * w;
+                            }
+                        }
+                    }
+                }
             }
-        }
+        });
         return Ok(());
     }
     // Head `k` of `dh` sums the blocks of every gate: its own columns, so heads split
@@ -219,14 +233,23 @@ pub(crate) fn weight_gradient<F: Float>(
         return Ok(());
     }
     if d < GEMM_MIN_HEAD {
-        // Row by row, each row's outer product restricted to the blocks.
-        for (dz, h) in dz.outer_iter().zip(h.outer_iter()) {
-            for (r, (&scale, mut out)) in dz.iter().zip(dw.outer_iter_mut()).enumerate() {
-                let k = (r % hidden) / d;
-                let h = h.slice(s![k * d..(k + 1) * d]);
-                out.zip_mut_with(&h, |out, &h| *out = scale.mul_add(h, *out));
+        let (dz, h) = (dz.as_standard_layout(), h.as_standard_layout());
+        let (dz, h) = (contiguous(&dz), contiguous(&h));
+        with_contiguous(dw, |dw| {
+            // Row by row, each row's outer product restricted to the blocks.
+            for (dz, h) in dz.chunks_exact(gates * hidden).zip(h.chunks_exact(hidden)) {
+                for (dz_g, dw_g) in dz.chunks_exact(hidden).zip(dw.chunks_exact_mut(hidden * d)) {
+                    let heads = dz_g.chunks_exact(d).zip(dw_g.chunks_exact_mut(d * d));
+                    for ((dz_k, dw_k), h_k) in heads.zip(h.chunks_exact(d)) {
+                        for (&scale, dw_j) in dz_k.iter().zip(dw_k.chunks_exact_mut(d)) {
+                            for (out, &h) in dw_j.iter_mut().zip(h_k) {
+                                *out += scale * h;
+                            }
+                        }
+                    }
+                }
             }
-        }
+        });
         return Ok(());
     }
     for block in 0..gates * blocks.heads {
@@ -304,6 +327,27 @@ fn block_add_product<F: Float>(
     loop_add_product(a, b, c);
 }
 
+/// The elements of an array in standard layout (from `as_standard_layout`), row-major.
+fn contiguous<'a, F>(array: &'a ndarray::CowArray<'_, F, ndarray::Ix2>) -> &'a [F] {
+    // `as_standard_layout` returns a standard-layout array, whose slice always exists.
+    array
+        .as_slice()
+        .expect("as_standard_layout gives a contiguous array")
+}
+
+/// Runs `work` on the elements of `out` in row-major order: in place when contiguous, else on
+/// a copy written back.
+fn with_contiguous<F: Float>(mut out: ArrayViewMut2<'_, F>, work: impl FnOnce(&mut [F])) {
+    match out.as_slice_mut() {
+        Some(values) => work(values),
+        None => {
+            let mut copy = out.to_owned();
+            work(copy.as_slice_mut().expect("an owned array is contiguous"));
+            out.assign(&copy);
+        }
+    }
+}
+
 /// `c += a · b` by loops, each element summed over the depth in index order.
 fn loop_add_product<F: Float>(
     a: ArrayView2<'_, F>,
@@ -312,7 +356,7 @@ fn loop_add_product<F: Float>(
 ) {
     for (a, mut c) in a.outer_iter().zip(c.outer_iter_mut()) {
         for (&a, b) in a.iter().zip(b.outer_iter()) {
-            c.zip_mut_with(&b, |c, &b| *c = a.mul_add(b, *c));
+            c.zip_mut_with(&b, |c, &b| *c += a * b);
         }
     }
 }
