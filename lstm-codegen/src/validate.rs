@@ -251,6 +251,17 @@ impl Scope<'_> {
     };
 }
 
+/// Whether the spec language already gives `name` a meaning (an equation, a built-in name in
+/// either context, a weight or generated buffer, a function), so that neither a parameter nor
+/// a state may take it.
+fn reserved(name: &str) -> bool {
+    Target::parse(name, &[]).is_some()
+        || resolve_builtin(name, Context::PerUnit(Target::H), &[]).is_some()
+        || resolve_builtin(name, Context::Gatewise(Target::Z), &[]).is_some()
+        || RESERVED_PARAMS.contains(&name)
+        || Func::in_spec(name).is_some()
+}
+
 pub fn check(spec: Spec) -> syn::Result<Checked> {
     let mut errors = Errors::default();
     // Targets are `Copy` and name themselves, so a declared state's name lives as long as
@@ -266,12 +277,8 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
     };
     for (k, state) in spec.states.iter().enumerate() {
         let name = state_names[k];
-        let builtin = Target::parse(name, &[]).is_some()
-            || resolve_builtin(name, Context::PerUnit(Target::H), &[]).is_some()
-            || resolve_builtin(name, Context::Gatewise(Target::Z), &[]).is_some()
+        let builtin = reserved(name)
             || name.ends_with("_prev")
-            || RESERVED_PARAMS.contains(&name)
-            || Func::in_spec(name).is_some()
             || spec.params.iter().any(|p| p.ident == name)
             || state_names[..k].contains(&name);
         if builtin {
@@ -297,12 +304,7 @@ pub fn check(spec: Spec) -> syn::Result<Checked> {
     }
     for param in &spec.params {
         let name = param.ident.to_string();
-        let builtin = Target::parse(&name, &[]).is_some()
-            || resolve_builtin(&name, Context::PerUnit(Target::H), &[]).is_some()
-            || resolve_builtin(&name, Context::Gatewise(Target::Z), &[]).is_some()
-            || RESERVED_PARAMS.contains(&name.as_str())
-            || Func::in_spec(&name).is_some();
-        if builtin {
+        if reserved(&name) {
             errors.push(syn::Error::new_spanned(
                 &param.ident,
                 format!("parameter name `{name}` is reserved by the spec language; rename it"),
