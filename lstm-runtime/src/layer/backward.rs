@@ -64,6 +64,17 @@ impl<C: Cell> Lstm<C> {
         if let Some(grad_c_n) = grad.c_n {
             states::put(C::SPEC, &mut dc_n, "c", grad_c_n, "grad c_n")?;
         }
+        for (index, (name, value)) in grad.states.iter().enumerate() {
+            let what = format!("grad {name}_n");
+            let again = grad.states[..index].iter().any(|(other, _)| other == name);
+            if again || (*name == "c" && grad.c_n.is_some()) {
+                return Err(Error::Config {
+                    option: what,
+                    reason: "given twice".into(),
+                });
+            }
+            states::put(C::SPEC, &mut dc_n, name, *value, &what)?;
+        }
         let mut d_directions = self.top_gradients(&tape, &grad)?;
         let mut params = Gradients::new();
         let mut h0 = Array3::zeros((states, batch, width));

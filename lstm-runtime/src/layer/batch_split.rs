@@ -16,7 +16,7 @@
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
-use ndarray::{ArrayViewD, Axis, CowArray, Ix3, RemoveAxis, concatenate, s};
+use ndarray::{ArrayView3, ArrayViewD, Axis, CowArray, Ix3, RemoveAxis, concatenate, s};
 
 use super::Lstm;
 use super::bidirectional::MergeMode;
@@ -70,7 +70,14 @@ impl<C: Cell> Lstm<C> {
         } else {
             0
         };
-        let cut = |rows: Range<usize>| OutputGrad {
+        let cut_states = |rows: Range<usize>| -> Vec<(&str, ArrayView3<'_, C::Elem>)> {
+            grad.states
+                .iter()
+                .map(|(name, g)| (*name, g.slice(s![.., rows.clone(), ..])))
+                .collect()
+        };
+        let states = [cut_states(0..at), cut_states(at..batch)];
+        let cut = |rows: Range<usize>, states| OutputGrad {
             output: grad.output.as_ref().map(|g| rows_of(g, output_axis, &rows)),
             output_reverse: grad
                 .output_reverse
@@ -78,9 +85,10 @@ impl<C: Cell> Lstm<C> {
                 .map(|g| rows_of(g, output_axis, &rows)),
             h_n: grad.h_n.map(|g| g.slice_move(s![.., rows.clone(), ..])),
             c_n: grad.c_n.map(|g| g.slice_move(s![.., rows.clone(), ..])),
+            states,
         };
         let [first, second] = halves;
-        let (grad_first, grad_second) = (cut(0..at), cut(at..batch));
+        let (grad_first, grad_second) = (cut(0..at, &states[0]), cut(at..batch, &states[1]));
         let (a, b) = both(
             || self.backward(first, grad_first),
             || self.backward(second, grad_second),
@@ -160,6 +168,13 @@ impl<C: Cell> Lstm<C> {
                 &[states, batch, config.hidden_size],
                 c_n.shape(),
             )?;
+        }
+        for (name, value) in grad.states {
+            let what = format!("grad {name}_n");
+            if !C::SPEC.states.contains(name) {
+                return Err(super::states::unknown(C::SPEC, name, &what));
+            }
+            expect_shape(&what, &[states, batch, config.hidden_size], value.shape())?;
         }
         Ok(())
     }
@@ -332,6 +347,7 @@ mod tests {
                 output_reverse: d_reverse.as_ref().map(|d| d.view()),
                 h_n: Some(d_h.view()),
                 c_n: Some(d_c.view()),
+                states: &[],
             };
             let grads = layer.backward(tape, grad).unwrap();
             Step {
@@ -458,6 +474,7 @@ mod tests {
                 output_reverse: None,
                 h_n: Some(d_h.view()),
                 c_n: None,
+                states: &[],
             };
             layer.backward(tape, grad).unwrap_err()
         });

@@ -254,6 +254,11 @@ pub struct OutputGrad<'a, F> {
     pub h_n: Option<ArrayView3<'a, F>>,
     /// `dL/dc_n`: `(num_layers · num_directions, batch, hidden_size)`.
     pub c_n: Option<ArrayView3<'a, F>>,
+    /// `dL/d(final state)` of states the spec declares besides `h` (`n`, `m` of the sLSTM), by
+    /// the names [`LstmOutput::states`] gives them, each `(num_layers · num_directions, batch,
+    /// hidden_size)`; as with [`Call::with_initial_states`], `c` may be named here instead of
+    /// in [`OutputGrad::c_n`].
+    pub states: &'a [(&'a str, ArrayView3<'a, F>)],
 }
 
 /// Everything [`Lstm::backward`](super::Lstm::backward) returns.

@@ -2,7 +2,8 @@
 //! differences of [`Lstm::forward`], for any cell and any layer configuration, in `f64`.
 //!
 //! The loss is a fixed random linear function of everything the call returns,
-//! `L = Σ output ⊙ R₀ + Σ output_reverse ⊙ R₁ + Σ h_n ⊙ R₂ + Σ c_n ⊙ R₃`, so every output
+//! `L = Σ output ⊙ R₀ + Σ output_reverse ⊙ R₁ + Σ h_n ⊙ R₂ + Σ c_n ⊙ R₃` (plus a term for each
+//! further final state, `n_n` and `m_n` of the sLSTM), so every output
 //! element gets its own weight and no gradient cancels by symmetry. Each checked value is
 //! moved by `±eps` and the loss re-evaluated on a clone of the layer (a clone draws the same
 //! dropout masks, so training-mode calls check too). The report gives, per parameter name and
@@ -146,7 +147,8 @@ pub fn gradcheck<C: Cell<Elem = f64>>(
     let (_, tape) = layer
         .clone()
         .forward_train(input, point.call(&call, &views))?;
-    let grads = layer.backward(tape, probe.weights.as_grad())?;
+    let state_weights = probe.weights.state_views();
+    let grads = layer.backward(tape, probe.weights.as_grad(&state_weights))?;
 
     let mut report = GradcheckReport::default();
     let mut names = Vec::new();
@@ -387,6 +389,8 @@ struct LossWeights {
     output_reverse: Option<ArrayD<f64>>,
     h_n: Option<ArrayD<f64>>,
     c_n: Option<ArrayD<f64>>,
+    /// One per final state the spec declares besides `h` and `c`, by name.
+    states: Vec<(String, Array3<f64>)>,
 }
 
 impl LossWeights {
@@ -400,6 +404,17 @@ impl LossWeights {
             output_reverse: output.output_reverse.as_ref().map(|o| like(o.view())),
             h_n: output.h_n.as_ref().map(|h| like(h.view().into_dyn())),
             c_n: output.c_n.as_ref().map(|c| like(c.view().into_dyn())),
+            states: output
+                .states
+                .iter()
+                .map(|(name, values)| {
+                    let weights = like(values.view().into_dyn()).into_dimensionality();
+                    (
+                        name.clone(),
+                        weights.expect("a final state is 3-dimensional"),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -421,15 +436,29 @@ impl LossWeights {
         if let (Some(weights), Some(values)) = (&self.c_n, &output.c_n) {
             loss += dot(weights, values.view().into_dyn());
         }
+        for (name, weights) in &self.states {
+            if let Some(values) = output.states.get(name) {
+                loss += dot(&weights.clone().into_dyn(), values.view().into_dyn());
+            }
+        }
         loss
     }
 
-    fn as_grad(&self) -> OutputGrad<'_, f64> {
+    /// Views of the final states' weights, as [`OutputGrad::states`] takes them.
+    fn state_views(&self) -> Vec<(&str, ArrayView3<'_, f64>)> {
+        self.states
+            .iter()
+            .map(|(name, weights)| (name.as_str(), weights.view()))
+            .collect()
+    }
+
+    fn as_grad<'a>(&'a self, states: &'a [(&'a str, ArrayView3<'a, f64>)]) -> OutputGrad<'a, f64> {
         OutputGrad {
             output: Some(self.output.view()),
             output_reverse: self.output_reverse.as_ref().map(|o| o.view()),
             h_n: self.h_n.as_ref().map(|h| dim3(h.view())),
             c_n: self.c_n.as_ref().map(|c| dim3(c.view())),
+            states,
         }
     }
 }

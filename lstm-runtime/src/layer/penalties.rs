@@ -45,6 +45,7 @@ impl<F: Float> ActivityGrad<F> {
             output_reverse: self.output_reverse.as_ref().map(|g| g.view()),
             h_n: self.h_n.as_ref().map(|g| g.view()),
             c_n: self.c_n.as_ref().map(|g| g.view()),
+            states: &[],
         }
     }
 }

@@ -2,15 +2,16 @@
 //! `h` alone, through calls (initial and final states by name, errors naming what is wrong),
 //! masked steps, and the finite-difference gradcheck of every initial state.
 
-use ndarray::{Array2, Array3, Axis, s};
+use ndarray::{Array2, Array3, ArrayView3, Axis, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Error;
 use crate::layer::Lstm;
-use crate::layer::call::Call;
+use crate::layer::call::{Call, OutputGrad};
 use crate::layer::config::LstmConfig;
 use crate::layer::gradcheck::{GradcheckOptions, gradcheck};
+use crate::parallel::threads::with_threads;
 use crate::zoo::{Gru, Slstm};
 
 fn random(rng: &mut ChaCha8Rng, shape: (usize, usize, usize)) -> Array3<f64> {
@@ -174,4 +175,99 @@ fn n_and_m_can_be_recorded_at_every_step() {
         .unwrap();
     let n: Array2<f64> = out.records["n_l0"].index_axis(Axis(0), 4).to_owned();
     assert_eq!(n, out.states["n"].index_axis(Axis(0), 0));
+}
+
+/// A final state's seed, as `OutputGrad::states` takes it.
+type Seed<'a> = (&'a str, ArrayView3<'a, f64>);
+
+/// `OutputGrad::states` seeds the final states by name: `c` named there is `c_n`, a name the
+/// cell does not carry, a misshaped seed and a state seeded twice are errors naming the seed;
+/// a call split by batch rows cuts the seeds as the rest (the gradcheck above weights `n_n`
+/// and `m_n` in its loss, so their seeds are checked against finite differences there).
+#[test]
+fn final_states_are_seeded_by_name() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let mut layer = slstm(LstmConfig::new(3, 4));
+    let x = random(&mut rng, (5, 2, 3));
+    let (d_c, d_n) = (random(&mut rng, (1, 2, 4)), random(&mut rng, (1, 2, 4)));
+    let backward = |layer: &mut Lstm<Slstm<f64>>, grad: OutputGrad<'_, f64>| {
+        let (_, tape) = layer.forward_train(x.view(), Call::new()).unwrap();
+        layer.backward(tape, grad)
+    };
+    let by_c_n = backward(
+        &mut layer,
+        OutputGrad {
+            c_n: Some(d_c.view()),
+            states: &[("n", d_n.view())],
+            ..OutputGrad::default()
+        },
+    )
+    .unwrap();
+    let by_name = backward(
+        &mut layer,
+        OutputGrad {
+            states: &[("n", d_n.view()), ("c", d_c.view())],
+            ..OutputGrad::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(by_c_n, by_name);
+    let n_alone = backward(
+        &mut layer,
+        OutputGrad {
+            states: &[("n", d_n.view())],
+            ..OutputGrad::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        n_alone
+            .params
+            .iter()
+            .any(|(_, g)| g.iter().any(|v| *v != 0.0))
+    );
+
+    let zeros = Array3::<f64>::zeros((1, 2, 4));
+    let misshaped = Array3::<f64>::zeros((1, 3, 4));
+    let cases: [(&[Seed<'_>], bool, &str); 4] = [
+        (&[("q", zeros.view())], false, "grad q_n"),
+        (&[("n", misshaped.view())], false, "grad n_n"),
+        (&[("c", zeros.view())], true, "grad c_n"),
+        (
+            &[("m", zeros.view()), ("m", zeros.view())],
+            false,
+            "grad m_n",
+        ),
+    ];
+    for (states, with_c_n, named) in cases {
+        let grad = OutputGrad {
+            c_n: with_c_n.then(|| zeros.view()),
+            states,
+            ..OutputGrad::default()
+        };
+        let err = backward(&mut layer, grad).unwrap_err();
+        assert!(err.to_string().contains(named), "{named}: {err}");
+    }
+
+    // Enough rows and work for a training call to split by rows on two threads.
+    let mut layer = slstm(LstmConfig::new(3, 32));
+    let x = random(&mut rng, (64, 64, 3));
+    let seeds = [random(&mut rng, (1, 64, 32)), random(&mut rng, (1, 64, 32))];
+    let states = [("n", seeds[0].view()), ("m", seeds[1].view())];
+    let [split, whole] = [2, 1].map(|threads| {
+        with_threads(threads, || {
+            let (_, tape) = layer.forward_train(x.view(), Call::new()).unwrap();
+            assert_eq!(tape.halves.is_some(), threads == 2);
+            let grad = OutputGrad {
+                states: &states,
+                ..OutputGrad::default()
+            };
+            layer.backward(tape, grad).unwrap()
+        })
+    });
+    for (name, values) in whole.params.iter() {
+        let other = split.params.get(name).unwrap();
+        let worst = (values - other).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(worst < 1e-10, "{name}: {worst}");
+    }
 }
