@@ -383,3 +383,53 @@ fn resuming_a_data_run_under_other_settings_is_an_error_that_changes_nothing() {
     );
     assert!(before == std::fs::read(run.join("checkpoint.safetensors")).unwrap());
 }
+
+/// `--heads K`: the layer's recurrence is block-diagonal (`weight_hh` `(4·H, H/K)` in the
+/// checkpoint), `predict` rebuilds the headed model from the run, a resume must keep the heads,
+/// and heads that do not divide the hidden units are an error naming them.
+#[test]
+fn a_headed_data_run_trains_predicts_and_resumes_only_with_its_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.npz");
+    classification_file(&data, 7);
+    let run = dir.path().join("run");
+    succeeded(&train_epochs(&data, &run, "2", &["--heads", "3"]));
+    let checkpoint = Checkpoint::<f32>::load(&run.join("checkpoint.safetensors")).unwrap();
+    let (_, weight_hh) = checkpoint
+        .model
+        .iter()
+        .find(|(name, _)| name.ends_with("weight_hh_l0"))
+        .expect("the layer's recurrent weights");
+    assert_eq!(weight_hh.shape(), [4 * 6, 6 / 3]);
+    assert_eq!(checkpoint.metadata["data.heads"], "3");
+
+    let predictions = dir.path().join("p.npy");
+    succeeded(&lstm(
+        &["predict"],
+        &[
+            ("--run", &run),
+            ("--data", &data),
+            ("--output", &predictions),
+        ],
+    ));
+    let Tensor::F32(probabilities) = read_npy(&predictions).unwrap() else {
+        panic!("f32 probabilities");
+    };
+    assert_eq!(probabilities.shape(), [N, 2]);
+
+    let dense = train_epochs(&data, &run, "3", &["--resume"]);
+    let stderr = String::from_utf8_lossy(&dense.stderr);
+    assert_eq!(dense.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("heads"), "{stderr}");
+    succeeded(&train_epochs(
+        &data,
+        &run,
+        "3",
+        &["--resume", "--heads", "3"],
+    ));
+
+    let uneven = train_epochs(&data, &dir.path().join("uneven"), "1", &["--heads", "4"]);
+    let stderr = String::from_utf8_lossy(&uneven.stderr);
+    assert_eq!(uneven.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("heads"), "{stderr}");
+}

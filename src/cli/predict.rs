@@ -133,8 +133,13 @@ impl<F: Float> CellVisitor<F> for Predict<'_, F> {
         let zoneout_c: f64 = number(checkpoint, keys::ZONEOUT_C)?;
         let zoneout_h: f64 = number(checkpoint, keys::ZONEOUT_H)?;
         let hidden: usize = number(checkpoint, keys::HIDDEN_SIZE)?;
+        let heads: usize = match checkpoint.metadata.contains_key(keys::HEADS) {
+            true => number(checkpoint, keys::HEADS)?,
+            false => 1,
+        };
         let configure = |config: LstmConfig| {
             config
+                .with_heads(heads)
                 .with_num_layers(layers)
                 .with_bidirectional(bidirectional)
                 .with_zoneout(zoneout_c, zoneout_h)

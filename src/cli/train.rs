@@ -95,6 +95,10 @@ pub struct TrainArgs {
     /// gate, zero bias).
     #[arg(long, value_enum, default_value_t = InitName::Pytorch)]
     pub init: InitName,
+    /// Heads of a block-diagonal recurrence (`weight_hh` is `(gates·H, H/K)`; each head's
+    /// units read only their own head's `h_prev`); 1 is a dense recurrence.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub heads: usize,
     /// Training on a data set of one's own instead of a built-in task.
     #[command(flatten)]
     pub data: DataArgs,
@@ -252,6 +256,7 @@ impl TrainArgs {
     fn layer_options(&self) -> LayerOptions {
         LayerOptions {
             init: self.init.into(),
+            heads: self.heads,
             ..self.regularization.layer_options(self.chrono)
         }
     }
@@ -703,6 +708,8 @@ mod tests {
             "100",
             "--init",
             "flax",
+            "--heads",
+            "2",
         ]);
         let config = args.config();
         assert_eq!(
@@ -715,6 +722,7 @@ mod tests {
                 zoneout_h: 0.5,
                 chrono_t_max: Some(100.0),
                 init: Framework::Flax,
+                heads: 2,
             }
         );
         assert_eq!(config.lr, 0.003);

@@ -166,6 +166,9 @@ pub mod keys {
     pub const BIDIRECTIONAL: &str = "data.bidirectional";
     /// The epoch the checkpoint was taken after.
     pub const EPOCH: &str = "data.epoch";
+    /// Heads of a block-diagonal recurrence; absent (a checkpoint written before heads
+    /// existed) means 1.
+    pub const HEADS: &str = "data.heads";
     /// Zoneout rate of `c`.
     pub const ZONEOUT_C: &str = "data.zoneout_c";
     /// Zoneout rate of `h`.
@@ -600,6 +603,7 @@ fn checkpoint_of<C: Cell>(
         (keys::HIDDEN_SIZE, config.hidden_size.to_string()),
         (keys::LAYERS, config.num_layers.to_string()),
         (keys::BIDIRECTIONAL, config.bidirectional.to_string()),
+        (keys::HEADS, config.layer.heads.to_string()),
         (keys::EPOCH, epochs.len().to_string()),
         (keys::TRAJECTORY, trajectory.to_string()),
         (keys::HISTORY, fit_resume::encode_history(epochs)),

@@ -55,7 +55,7 @@ pub struct TrainConfig {
 /// The layer options of a training run besides its size: the regularisers inside the
 /// recurrence ([`LstmConfig::input_dropout`] and the rest, Keras and paper names there) and
 /// the initialisation ([`LstmConfig::chrono_t_max`], [`LstmConfig::init`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 pub struct LayerOptions {
     /// Keras `dropout` on the layer's input.
     pub input_dropout: f64,
@@ -73,12 +73,50 @@ pub struct LayerOptions {
     /// PyTorch's (the default), Keras' or Flax's. The output head keeps PyTorch's `nn.Linear`
     /// init.
     pub init: Framework,
+    /// Heads of a block-diagonal recurrence ([`LstmConfig::heads`]); 1 is a dense one.
+    pub heads: usize,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            input_dropout: 0.0,
+            recurrent_dropout: 0.0,
+            weight_drop: 0.0,
+            zoneout_c: 0.0,
+            zoneout_h: 0.0,
+            chrono_t_max: None,
+            init: Framework::default(),
+            heads: 1,
+        }
+    }
+}
+
+/// Checkpoints record a run's options as this text and resume only under the same text, so
+/// `heads` appears only when it is not 1: runs recorded before it existed still resume.
+impl std::fmt::Debug for LayerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut options = f.debug_struct("LayerOptions");
+        options
+            .field("input_dropout", &self.input_dropout)
+            .field("recurrent_dropout", &self.recurrent_dropout)
+            .field("weight_drop", &self.weight_drop)
+            .field("zoneout_c", &self.zoneout_c)
+            .field("zoneout_h", &self.zoneout_h)
+            .field("chrono_t_max", &self.chrono_t_max)
+            .field("init", &self.init);
+        if self.heads != 1 {
+            options.field("heads", &self.heads);
+        }
+        options.finish()
+    }
 }
 
 impl LayerOptions {
     /// `config` with these options.
     pub fn apply(&self, config: LstmConfig) -> LstmConfig {
         config
+            .with_heads(self.heads)
             .with_framework_init(self.init)
             .with_input_dropout(self.input_dropout)
             .with_recurrent_dropout(self.recurrent_dropout)
