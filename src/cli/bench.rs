@@ -211,15 +211,12 @@ impl CellVisitor<f32> for Bench<'_> {
             // that both medians see the same drift of the machine's speed.
             let stepped = layer.clone();
             let mut stepper = stepped.stepper(args.batch)?;
-            // With the second thread the forward pass's time loop has (one thread: as it is).
             let mut steps = || -> Result<(), lstm::Error> {
-                stepper.with_helper_thread(|stepper| {
-                    let mut state = stepper.zero_state();
-                    for x in input.outer_iter() {
-                        stepper.step(x, &mut state)?;
-                    }
-                    Ok(())
-                })
+                let mut state = stepper.zero_state();
+                for x in input.outer_iter() {
+                    stepper.step(x, &mut state)?;
+                }
+                Ok(())
             };
             steps()?;
             let (mut forwards, mut stepping) = (Vec::new(), Vec::new());

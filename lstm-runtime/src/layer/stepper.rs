@@ -20,7 +20,6 @@ use super::{Lstm, states};
 use crate::cell::Cell;
 use crate::direction::Direction;
 use crate::error::{Error, Result, expect_shape};
-use crate::parallel::helper_thread;
 use crate::recurrence::Record;
 use crate::recurrence::mask::Validity;
 use crate::recurrence::pass::{Pass, Run};
@@ -181,37 +180,6 @@ impl<C: Cell> Lstm<C> {
 }
 
 impl<'l, C: Cell> Stepper<'l, C> {
-    /// Runs `steps` (a loop of [`Self::step`] calls: a decoding, a beam search) with a second
-    /// thread kept awake beside it, so that each step's products split between two cores as
-    /// they do inside [`Lstm::forward`]'s time loop, at well under a microsecond per hand-over
-    /// (starting a thread per step would cost more than a small step). Without it a step runs
-    /// on the calling thread alone. The results are the same either way, bit for bit: each
-    /// output value is computed by one thread, in the same order.
-    ///
-    /// The second thread spins while `steps` runs, waiting for work: keep other heavy work
-    /// (and Rayon, whose threads would compete for the same core) out of the closure. With
-    /// one thread allowed (`set_num_threads(1)`) `steps` runs as it is.
-    ///
-    /// ```
-    /// use lstm_runtime::ndarray::Array2;
-    /// use lstm_runtime::{Lstm, LstmConfig, zoo};
-    ///
-    /// let layer = Lstm::<zoo::Lstm<f32>>::new(LstmConfig::new(64, 128), &mut rand::rng())?;
-    /// let mut stepper = layer.stepper(1)?;
-    /// let mut state = stepper.zero_state();
-    /// let x = Array2::<f32>::zeros((1, 64));
-    /// stepper.with_helper_thread(|stepper| -> Result<(), lstm_runtime::Error> {
-    ///     for _ in 0..100 {
-    ///         stepper.step(x.view(), &mut state)?;
-    ///     }
-    ///     Ok(())
-    /// })?;
-    /// # Ok::<(), lstm_runtime::Error>(())
-    /// ```
-    pub fn with_helper_thread<R>(&mut self, steps: impl FnOnce(&mut Self) -> R) -> R {
-        helper_thread::with_helper(true, || steps(self))
-    }
-
     /// The batch rows the workspaces are sized for (the rows of the last step taken).
     pub fn batch(&self) -> usize {
         self.runs.first().map_or(0, |run| run.state.h.nrows())

@@ -41,9 +41,6 @@ struct StepsEqualSequence {
     config: LstmConfig,
     seq_len: usize,
     batch: usize,
-    /// Steps taken inside [`Stepper::with_helper_thread`] on this many threads (the sequence
-    /// forward keeps the caller's), or on the caller's without a helper.
-    helper_threads: Option<usize>,
 }
 
 impl<F: Float> CellVisitor<F> for StepsEqualSequence {
@@ -54,7 +51,6 @@ impl<F: Float> CellVisitor<F> for StepsEqualSequence {
             config,
             seq_len,
             batch,
-            helper_threads,
         } = self;
         let what = format!("{} {} ({seq_len}, {batch})", C::SPEC.name, F::DTYPE);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -76,19 +72,13 @@ impl<F: Float> CellVisitor<F> for StepsEqualSequence {
         } else {
             stepper.state_from_h(h0.view()).unwrap()
         };
-        let mut steps = |stepper: &mut Stepper<'_, C>| {
-            for t in 0..seq_len {
-                let output = stepper
-                    .step(input.index_axis(Axis(0), t), &mut state)
-                    .unwrap()
-                    .to_owned();
-                let expected = sequence.index_axis(Axis(0), t).to_owned();
-                assert_same_bits(&format!("{what}: output at step {t}"), &output, &expected);
-            }
-        };
-        match helper_threads {
-            Some(threads) => with_threads(threads, || stepper.with_helper_thread(steps)),
-            None => steps(&mut stepper),
+        for t in 0..seq_len {
+            let output = stepper
+                .step(input.index_axis(Axis(0), t), &mut state)
+                .unwrap()
+                .to_owned();
+            let expected = sequence.index_axis(Axis(0), t).to_owned();
+            assert_same_bits(&format!("{what}: output at step {t}"), &output, &expected);
         }
         assert_same_bits(
             &format!("{what}: h_n"),
@@ -117,21 +107,11 @@ impl<F: Float> CellVisitor<F> for StepsEqualSequence {
 }
 
 fn every_zoo_cell(config: &LstmConfig, seq_len: usize, batch: usize) {
-    every_zoo_cell_stepped(config, seq_len, batch, None);
-}
-
-fn every_zoo_cell_stepped(
-    config: &LstmConfig,
-    seq_len: usize,
-    batch: usize,
-    helper_threads: Option<usize>,
-) {
     for spec in zoo::all() {
         let visitor = |config: LstmConfig| StepsEqualSequence {
             config,
             seq_len,
             batch,
-            helper_threads,
         };
         visit_zoo_cell::<f64, _>(spec.name, visitor(config.clone())).unwrap();
         visit_zoo_cell::<f32, _>(spec.name, visitor(config.clone())).unwrap();
@@ -152,17 +132,6 @@ fn every_zoo_cell_steps_as_the_sequence_forward_at_batch_1() {
 }
 
 #[test]
-fn steps_with_a_helper_thread_equal_the_sequence_forward() {
-    // Large enough for each step's products to split between the two threads; the sequence
-    // forward on one thread (on two it would split batch 1 by units, see above).
-    with_threads(1, || {
-        for batch in [1, 4] {
-            every_zoo_cell_stepped(&LstmConfig::new(16, 128), 70, batch, Some(2));
-        }
-    });
-}
-
-#[test]
 fn projection_and_zoneout_step_as_the_sequence_forward() {
     let config = LstmConfig::new(4, 7).with_num_layers(2).with_proj_size(3);
     visit_zoo_cell::<f32, _>(
@@ -171,7 +140,6 @@ fn projection_and_zoneout_step_as_the_sequence_forward() {
             config,
             seq_len: 6,
             batch: 5,
-            helper_threads: None,
         },
     )
     .unwrap();
@@ -182,7 +150,6 @@ fn projection_and_zoneout_step_as_the_sequence_forward() {
             config,
             seq_len: 6,
             batch: 2,
-            helper_threads: None,
         },
     )
     .unwrap();
