@@ -133,9 +133,10 @@ impl<F: Float> CellVisitor<F> for Predict<'_, F> {
         let zoneout_c: f64 = number(checkpoint, keys::ZONEOUT_C)?;
         let zoneout_h: f64 = number(checkpoint, keys::ZONEOUT_H)?;
         let hidden: usize = number(checkpoint, keys::HIDDEN_SIZE)?;
-        let heads: usize = match checkpoint.metadata.contains_key(keys::HEADS) {
-            true => number(checkpoint, keys::HEADS)?,
-            false => 1,
+        let heads: usize = if checkpoint.metadata.contains_key(keys::HEADS) {
+            number(checkpoint, keys::HEADS)?
+        } else {
+            1
         };
         let configure = |config: LstmConfig| {
             config

@@ -53,7 +53,8 @@ pub struct FitConfig {
     pub max_grad_norm: f64,
     /// Seeds the weights, the shuffling and the masks. Default 0.
     pub seed: u64,
-    /// Dropout and zoneout inside the recurrence, chrono initialisation. Default none.
+    /// Dropout and zoneout inside the recurrence, the initialisation, the heads. Default none
+    /// and one head.
     pub layer: LayerOptions,
 }
 

@@ -48,13 +48,15 @@ pub struct TrainConfig {
     /// Constraints on the recurrent layer's weights (Keras' `*_constraint`), applied after
     /// every optimizer step. Default none.
     pub constraints: Constraints,
-    /// Dropout and zoneout inside the recurrence, and chrono initialisation. Default none.
+    /// Dropout and zoneout inside the recurrence, the initialisation, the heads. Default none
+    /// and one head.
     pub layer: LayerOptions,
 }
 
 /// The layer options of a training run besides its size: the regularisers inside the
-/// recurrence ([`LstmConfig::input_dropout`] and the rest, Keras and paper names there) and
-/// the initialisation ([`LstmConfig::chrono_t_max`], [`LstmConfig::init`]).
+/// recurrence ([`LstmConfig::input_dropout`] and the rest, Keras and paper names there), the
+/// initialisation ([`LstmConfig::chrono_t_max`], [`LstmConfig::init`]) and the heads of the
+/// recurrence ([`LstmConfig::heads`]).
 #[derive(Clone, Copy, PartialEq)]
 pub struct LayerOptions {
     /// Keras `dropout` on the layer's input.

@@ -419,26 +419,26 @@ impl LossWeights {
     }
 
     fn loss(&self, output: &LstmOutput<f64>) -> f64 {
-        let dot = |weights: &ArrayD<f64>, values: ArrayViewD<'_, f64>| {
+        let dot = |weights: ArrayViewD<'_, f64>, values: ArrayViewD<'_, f64>| {
             weights
                 .iter()
                 .zip(values.iter())
                 .map(|(w, v)| w * v)
                 .sum::<f64>()
         };
-        let mut loss = dot(&self.output, output.output.view());
+        let mut loss = dot(self.output.view(), output.output.view());
         if let (Some(weights), Some(values)) = (&self.output_reverse, &output.output_reverse) {
-            loss += dot(weights, values.view());
+            loss += dot(weights.view(), values.view());
         }
         if let (Some(weights), Some(values)) = (&self.h_n, &output.h_n) {
-            loss += dot(weights, values.view().into_dyn());
+            loss += dot(weights.view(), values.view().into_dyn());
         }
         if let (Some(weights), Some(values)) = (&self.c_n, &output.c_n) {
-            loss += dot(weights, values.view().into_dyn());
+            loss += dot(weights.view(), values.view().into_dyn());
         }
         for (name, weights) in &self.states {
             if let Some(values) = output.states.get(name) {
-                loss += dot(&weights.clone().into_dyn(), values.view().into_dyn());
+                loss += dot(weights.view().into_dyn(), values.view().into_dyn());
             }
         }
         loss
