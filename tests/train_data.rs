@@ -24,6 +24,14 @@ fn lstm(args: &[&str], paths: &[(&str, &Path)]) -> Output {
     command.output().expect("the lstm binary runs")
 }
 
+/// `lstm predict` of the run `run` on the arrays of `data`, into `output`.
+fn predict(run: &Path, data: &Path, output: &Path) -> Output {
+    lstm(
+        &["predict"],
+        &[("--run", run), ("--data", data), ("--output", output)],
+    )
+}
+
 fn succeeded(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -122,14 +130,7 @@ fn sequence_classification_learns_and_predicts_probabilities() {
     );
 
     let predictions = dir.path().join("p.npy");
-    succeeded(&lstm(
-        &["predict"],
-        &[
-            ("--run", &run),
-            ("--data", &val),
-            ("--output", &predictions),
-        ],
-    ));
+    succeeded(&predict(&run, &val, &predictions));
     let Tensor::F32(probabilities) = read_npy(&predictions).unwrap() else {
         panic!("f32 probabilities");
     };
@@ -150,14 +151,7 @@ fn sequence_classification_learns_and_predicts_probabilities() {
         "{correct} vs {accuracy}"
     );
     // An existing output is not replaced unasked.
-    let again = lstm(
-        &["predict"],
-        &[
-            ("--run", &run),
-            ("--data", &val),
-            ("--output", &predictions),
-        ],
-    );
+    let again = predict(&run, &val, &predictions);
     assert_eq!(again.status.code(), Some(1));
 }
 
@@ -206,10 +200,7 @@ fn per_step_objectives_with_masks_predict_every_step() {
         assert_eq!(metrics["val_sequences"], 12);
         assert_eq!(metrics["val_accuracy"].is_null(), name == "values");
         let output = dir.path().join(format!("{name}.npy"));
-        succeeded(&lstm(
-            &["predict"],
-            &[("--run", &run), ("--data", &data), ("--output", &output)],
-        ));
+        succeeded(&predict(&run, &data, &output));
         let Tensor::F64(predictions) = read_npy(&output).unwrap() else {
             panic!("f64 predictions of an f64 run");
         };
@@ -404,14 +395,7 @@ fn a_headed_data_run_trains_predicts_and_resumes_only_with_its_heads() {
     assert_eq!(checkpoint.metadata["data.heads"], "3");
 
     let predictions = dir.path().join("p.npy");
-    succeeded(&lstm(
-        &["predict"],
-        &[
-            ("--run", &run),
-            ("--data", &data),
-            ("--output", &predictions),
-        ],
-    ));
+    succeeded(&predict(&run, &data, &predictions));
     let Tensor::F32(probabilities) = read_npy(&predictions).unwrap() else {
         panic!("f32 probabilities");
     };
