@@ -18,14 +18,18 @@ use crate::parallel::threads::num_threads;
 
 /// Multiply-adds from which a step product ([`StepRhs::product`]) without a helper thread splits
 /// its panels between Rayon's threads, which costs tens of microseconds when called from outside
-/// the pool.
+/// the pool (and never below the operand's helper threshold, where a cheaper split loses).
 const STEP_PARALLEL_MIN_WORK: usize = 1 << 21;
 
-/// Multiply-adds from which a product splits in two with a helper thread
-/// (`parallel/helper_thread.rs`), where handing half to the other core costs well under a
-/// microsecond. Batch 1 at hidden 128 (65 536) splits: each core then streams half of the
-/// weights from its own cache.
+/// Multiply-adds from which a forward product `h_prev · W_hhᵀ` splits in two with a helper
+/// thread (`parallel/helper_thread.rs`), where handing half to the other core costs well under
+/// a microsecond: each core then streams half of the weights from its own cache.
 const HELPER_MIN_WORK: usize = 1 << 14;
+
+/// [`HELPER_MIN_WORK`] for a backward product `dZ · W_hh`, whose split costs more than it saves
+/// up to about two million multiply-adds (batch 16 or 32 at hidden 128, batch 8 at hidden 256;
+/// measured in the reverse loop, the README's Performance section).
+const BACKWARD_HELPER_MIN_WORK: usize = 1 << 22;
 
 /// The right-hand operand `b: k×n` of a product that every time step repeats with new left
 /// rows: the recurrent weights, as `h_prev · W_hhᵀ` (forward) and `dZ · W_hh` (backward)
@@ -35,27 +39,38 @@ const HELPER_MIN_WORK: usize = 1 << 14;
 pub(crate) struct StepRhs {
     /// Whether `b` is the transpose of the weights given.
     transposed: bool,
+    /// Multiply-adds from which [`Self::product`] splits with a helper thread.
+    helper_min_work: usize,
     /// `b` packed, when the kernels of `packed.rs` run here.
     packed: Option<packed::Panels>,
 }
 
 impl StepRhs {
-    /// `b = wᵀ` for `w: n×k`.
+    /// `b = wᵀ` for `w: n×k`: the forward step's operand, split from [`HELPER_MIN_WORK`].
     pub(crate) fn transposed<F: Float>(w: ArrayView2<'_, F>) -> Self {
         let (n, k) = w.dim();
         StepRhs {
             transposed: true,
+            helper_min_work: HELPER_MIN_WORK,
             packed: f32_slice(&w).and_then(|w| packed::Panels::transposed(w, n, k)),
         }
     }
 
-    /// `b = w` for `w: k×n`.
+    /// `b = w` for `w: k×n`: the backward step's operand, split from
+    /// [`BACKWARD_HELPER_MIN_WORK`].
     pub(crate) fn plain<F: Float>(w: ArrayView2<'_, F>) -> Self {
         let (k, n) = w.dim();
         StepRhs {
             transposed: false,
+            helper_min_work: BACKWARD_HELPER_MIN_WORK,
             packed: f32_slice(&w).and_then(|w| packed::Panels::plain(w, k, n)),
         }
+    }
+
+    /// Whether [`Self::product`] with `rows` left rows splits with a helper thread when one
+    /// runs.
+    pub(crate) fn splits(&self, rows: usize, w: ArrayView2<'_, impl Float>) -> bool {
+        rows.saturating_mul(w.len()) >= self.helper_min_work
     }
 
     /// Whether [`Self::product`] computes each element as one chain of fused multiply-adds
@@ -106,7 +121,7 @@ impl StepRhs {
         let run =
             |range: Range<usize>| unsafe { panels.product(a_values, m, out.get(), false, range) };
         let count = panels.panel_count();
-        if helper_thread::active() && work >= HELPER_MIN_WORK && count > 1 {
+        if helper_thread::active() && work >= self.helper_min_work && count > 1 {
             let mid = count / 2;
             helper_thread::join(
                 || run(0..mid),
@@ -115,7 +130,9 @@ impl StepRhs {
                     run(mid..count);
                 },
             );
-        } else if !helper_thread::active() && work >= STEP_PARALLEL_MIN_WORK {
+        } else if !helper_thread::active()
+            && work >= STEP_PARALLEL_MIN_WORK.max(self.helper_min_work)
+        {
             split_panels(0..count, num_threads().min(count), &run);
         } else {
             run(0..count);

@@ -160,7 +160,14 @@ impl<C: Cell> Pass<'_, C> {
                 Some(blocks) => Recurrent::Blocks(blocks),
                 None => Recurrent::Dense(StepRhs::plain(self.weight_hh())),
             };
-            helper_thread::with_helper(self.helper_worth_it(seq_len, batch), || -> Result<()> {
+            // A helper for the reverse loop only where its steps split (each split costs a
+            // round trip between the cores); the chunks' products get one in any case.
+            let step_splits = match &recurrent {
+                Recurrent::Dense(rhs) => rhs.splits(batch, self.weight_hh()),
+                Recurrent::Blocks(_) => true,
+            } || split_rows::split_point(batch, gate_rows).is_some();
+            let worth_it = self.helper_worth_it(seq_len, batch);
+            helper_thread::with_helper(worth_it && step_splits, || -> Result<()> {
                 for s in (0..seq_len).rev() {
                     let t = self.direction.time_of(s, seq_len);
                     // The chunk holds steps `first..first + steps` by time; the walk enters
@@ -252,7 +259,9 @@ impl<C: Cell> Pass<'_, C> {
                     if (walked + 1) % chunk.steps == 0 || s == 0 {
                         let rows = first * batch..(first + steps) * batch;
                         let into = (&mut grads, d_weight_hr.as_mut(), &mut grads_in.input);
-                        self.flush_chunk(&mut chunk, rows, tape, &seeds, into)?;
+                        helper_thread::with_helper(worth_it, || {
+                            self.flush_chunk(&mut chunk, rows, tape, &seeds, into)
+                        })?;
                     }
                 }
                 Ok(())
