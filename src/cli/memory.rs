@@ -1,9 +1,41 @@
-//! Heap accounting for `lstm bench`: the command line's global allocator is the system one,
-//! counting the bytes in use and their peak, so a benchmark can report the peak memory of a
-//! training pass.
+//! The command line's heap: accounting for `lstm bench` (the global allocator is the system
+//! one, counting the bytes in use and their peak, so a benchmark can report the peak memory of
+//! a training pass), and how the process asks glibc to keep freed memory for the next call.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Makes glibc's allocator keep freed blocks of up to 32 MB for later allocations, unless the
+/// environment tunes it already (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or
+/// `GLIBC_TUNABLES`); elsewhere than on glibc it does nothing.
+///
+/// Each training call allocates its tape, workspaces and gradients anew. glibc maps a block
+/// of 128 KB or more from the system and returns it when freed, raising that threshold as such
+/// blocks come and go; depending on what ran before, the next call's buffers then arrive as
+/// fresh pages, each faulted in and zeroed, and returning them interrupts the other cores to
+/// flush their address translations. At batch 1 that costs a quarter of a training step (the
+/// README's Performance section). A fixed threshold keeps such blocks in the heap, and a
+/// higher trim threshold keeps the heap's top.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let tuned = [
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_",
+            "GLIBC_TUNABLES",
+        ]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+        if !tuned {
+            // SAFETY: `mallopt` only sets two of glibc's tuning parameters, to values in their
+            // documented ranges; a refusal (return 0) leaves the defaults, which are correct.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+            }
+        }
+    }
+}
 
 /// The system allocator, counting.
 pub struct Counting;

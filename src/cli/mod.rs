@@ -104,6 +104,7 @@ pub enum Error {
 /// `#[global_allocator] static ALLOCATOR: lstm::cli::memory::Counting =
 /// lstm::cli::memory::Counting;` as the `lstm` binary does; elsewhere it reports 0 MB.
 pub fn main_with(own: &[CliCell]) -> ExitCode {
+    memory::keep_freed_memory();
     let result = Catalog::with(own)
         .map_err(Error::from)
         .and_then(|catalog| run_with(Cli::parse(), &catalog));
