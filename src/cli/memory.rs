@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// of 128 KB or more from the system and returns it when freed, raising that threshold as such
 /// blocks come and go; depending on what ran before, the next call's buffers then arrive as
 /// fresh pages, each faulted in and zeroed, and returning them interrupts the other cores to
-/// flush their address translations. At batch 1 that costs a quarter of a training step (the
-/// README's Performance section). A fixed threshold keeps such blocks in the heap, and a
+/// flush their address translations. At batch 1 that cost about a fifth of a forward and
+/// backward pass (the README's Performance section). A fixed threshold keeps such blocks in the heap, and a
 /// higher trim threshold keeps the heap's top.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -100,6 +100,9 @@ pub enum Error {
 /// }
 /// ```
 ///
+/// It first asks glibc to keep freed memory for later allocations
+/// ([`memory::keep_freed_memory`]), a setting of the whole process.
+///
 /// `lstm bench` reports the peak heap memory only where the binary counts it, by declaring
 /// `#[global_allocator] static ALLOCATOR: lstm::cli::memory::Counting =
 /// lstm::cli::memory::Counting;` as the `lstm` binary does; elsewhere it reports 0 MB.
