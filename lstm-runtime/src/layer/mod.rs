@@ -7,8 +7,8 @@
 //! This module holds the layer's weights and orchestrates; the time loop of each (layer,
 //! direction) and its reverse are `recurrence/`.
 //!
-//! - `config.rs`: [`LstmConfig`], every option with PyTorch's defaults; `call.rs`: what a call
-//!   takes ([`Call`](call::Call)) and returns.
+//! - `config.rs`: [`LstmConfig`], every option with PyTorch's defaults (its checks in
+//!   `config/validate.rs`); `call.rs`: what a call takes ([`Call`](call::Call)) and returns.
 //! - `prepare.rs`: a call checked and put in the shape the time loop reads; `forward.rs`: the
 //!   passes through the layers, inference and training; `tape.rs`: what training records;
 //!   `backward.rs`: backpropagation through the layers; `batch_split.rs`: large training calls
