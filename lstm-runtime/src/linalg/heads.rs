@@ -4,14 +4,14 @@
 //! product is one small dense product per (gate, head) block, so a step costs
 //! `gates · H · d` multiply-adds per row, `1/K` of the dense `gates · H · H`:
 //!
-//! - forward, `zh[:, g·H + k·d ..][..d] = h[:, k·d ..][..d] · W_{g,k}ᵀ` ([`forward`]);
-//! - backward, `dh[:, k·d ..][..d] = Σ_g dz[:, g·H + k·d ..][..d] · W_{g,k}` ([`backward`]);
+//! - forward, `zh[:, g·H + k·d ..][..d] = h[:, k·d ..][..d] · W_{g,k}ᵀ` (`forward`);
+//! - backward, `dh[:, k·d ..][..d] = Σ_g dz[:, g·H + k·d ..][..d] · W_{g,k}` (`backward`);
 //! - the weight gradient, `dW_{g,k} += dz[:, g·H + k·d ..][..d]ᵀ · h[:, k·d ..][..d]`
-//!   ([`weight_gradient`]);
+//!   (`weight_gradient`);
 //!
 //! where `W_{g,k}` is the contiguous `d × d` block of rows `g·H + k·d ..` of `weight_hh`. The
 //! blocks run through the `gemm` crate on strided views (no copy) when they are wide enough
-//! for its kernels ([`GEMM_MIN_HEAD`]); narrower heads (down to `d = 1`, a diagonal
+//! for its kernels (`GEMM_MIN_HEAD`); narrower heads (down to `d = 1`, a diagonal
 //! recurrence) run as plain loops, where a call per block would cost more than its work.
 //! Every element is computed the same way whatever the threads, so a stepped sequence and
 //! the whole sequence agree bit for bit.

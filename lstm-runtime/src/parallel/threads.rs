@@ -26,9 +26,10 @@ pub fn set_num_threads(threads: usize) {
     NUM_THREADS.store(threads, Ordering::Relaxed);
 }
 
-/// How many threads large matrix products use: inside [`with_threads`] the count it gives,
-/// else the value given to [`set_num_threads`], or by default
-/// [`std::thread::available_parallelism`] (1 if that is unknown), read on first use.
+/// How many threads large matrix products use: the value given to [`set_num_threads`], or by
+/// default [`std::thread::available_parallelism`] (1 if that is unknown), read on first use;
+/// inside the runtime, work given a share of the cores (one of several pieces running at once)
+/// sees that share.
 pub fn num_threads() -> usize {
     let scoped = SCOPED.with(Cell::get);
     if scoped > 0 {
