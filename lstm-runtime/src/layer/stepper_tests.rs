@@ -126,9 +126,31 @@ fn every_zoo_cell_steps_as_the_sequence_forward_in_a_stack() {
 #[test]
 fn every_zoo_cell_steps_as_the_sequence_forward_at_batch_1() {
     // Long enough for the sequence forward's input projection to run in chunks (64 steps
-    // at batch 1, then 6). On one thread: on two, the forward splits each step's units
-    // between the threads, which groups the sums of `f32` products otherwise.
+    // at batch 1, then a few or one), and on two threads for its steps to split by units
+    // (`recurrence/split_units/`), which must sum as the steps that are not split: inputs
+    // deeper than one pass of the packed kernels (not split), hidden sizes deeper than one
+    // (the recurrent product in two passes), a last chunk of one step.
+    let shapes = [
+        (16, 128, 70),
+        (16, 128, 65),
+        (300, 128, 70),
+        (64, 300, 70),
+        (5, 40, 129),
+    ];
     with_threads(1, || every_zoo_cell(&LstmConfig::new(16, 128), 70, 1));
+    let split =
+        || crate::recurrence::split_units::CHUNKS.load(std::sync::atomic::Ordering::Relaxed);
+    let before = split();
+    for (input, hidden, seq_len) in shapes {
+        with_threads(2, || {
+            every_zoo_cell(&LstmConfig::new(input, hidden), seq_len, 1)
+        });
+    }
+    // Where the packed kernels run (the split packs each half's weights).
+    let ones = ndarray::Array2::<f32>::ones((1, 1));
+    if crate::linalg::step::PackedRows::new(ones.view(), &[0]).is_some() {
+        assert!(split() > before, "no chunk was split by units");
+    }
 }
 
 #[test]

@@ -40,6 +40,12 @@ const A_IN_L2_BYTES: usize = 256 * 1024;
 /// a row block's (6 KB) then fit in the L1 cache together.
 pub(super) const DEPTH_PER_PASS: usize = 256;
 
+/// Whether the one-row kernel of the active level computes each element as one chain over
+/// the depth, as the kernels of several rows do: AVX-512's; AVX2's keeps four lanes of sums.
+pub(crate) fn one_row_sums_in_order() -> bool {
+    isa::active() == Isa::Avx512
+}
+
 /// One line of a panel: the [`NR`] values of one `k` index, aligned to a cache line.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
@@ -188,59 +194,6 @@ impl Panels {
                 unsafe { self.panel_tiles(a, c, rows, group.start, depth, accumulate) }
             },
         );
-    }
-
-    /// `c ← a · b` (or `c += a · b` when `accumulate`) for one left row `a` of `k` values,
-    /// into `c`'s `n` values.
-    ///
-    /// # Safety
-    ///
-    /// `a` holds `k` values and `c` points at `n` writable values that no one else reads or
-    /// writes meanwhile.
-    pub(crate) unsafe fn row_product(&self, a: &[f32], c: *mut f32, accumulate: bool) {
-        // SAFETY: as the caller promises.
-        unsafe { self.row_product_at(isa::active(), a, c, accumulate) }
-    }
-
-    /// [`Self::row_product`] with the kernels of `level` (AVX2's below AVX-512).
-    ///
-    /// # Safety
-    ///
-    /// As [`Self::row_product`]; the CPU supports `level`.
-    unsafe fn row_product_at(&self, level: Isa, a: &[f32], c: *mut f32, accumulate: bool) {
-        debug_assert_eq!(a.len(), self.k);
-        // SAFETY: `Panels` exist only where `has_avx2_fma` held, and the CPU supports `level`;
-        // bounds as the caller promises.
-        unsafe {
-            match level {
-                Isa::Avx512 => self.row_product_avx512(a, c, accumulate),
-                Isa::Avx2 | Isa::Baseline => self.row_product_avx2(a, c, accumulate),
-            }
-        }
-    }
-
-    /// # Safety
-    ///
-    /// As [`Self::row_product`], on a CPU with AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_product_avx2(&self, a: &[f32], c: *mut f32, accumulate: bool) {
-        let (k, n) = (self.k, self.n);
-        for p in 0..self.panel_count() {
-            let columns = NR.min(n - p * NR);
-            let tile = Tile {
-                a,
-                lda: k,
-                // SAFETY: column `p·NR` of `c: 1×n`.
-                c: unsafe { c.add(p * NR) },
-                ldc: n,
-                columns,
-                accumulate,
-            };
-            let panel = &self.lines[p * k..(p + 1) * k];
-            // SAFETY: AVX2 and FMA are enabled here; the tile lies in the caller's bounds (a
-            // depth of zero stores, or adds, zeros).
-            unsafe { kernel_1(panel, tile) };
-        }
     }
 
     /// The tiles of `rows` × panel `p` over `depth`.
@@ -565,13 +518,6 @@ mod tests {
                             "{what}: column {column} written"
                         );
                     }
-                }
-                if m >= 1 {
-                    let mut c = c0[..n].to_vec();
-                    // SAFETY: the CPU supports `level`; `a`'s first row holds k values.
-                    unsafe { panels.row_product_at(level, &a[..k], c.as_mut_ptr(), true) };
-                    let expected = naive(&a[..k], &w, 1, k, n, Some(&c0[..n]));
-                    assert_close(&c, &expected, &format!("{what} row"));
                 }
             }
         }

@@ -45,11 +45,4 @@ impl Panels {
     ) {
         match *self {}
     }
-
-    /// # Safety
-    ///
-    /// Unreachable: no value exists.
-    pub(crate) unsafe fn row_product(&self, _: &[f32], _: *mut f32, _: bool) {
-        match *self {}
-    }
 }

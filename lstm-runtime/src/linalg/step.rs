@@ -74,11 +74,14 @@ impl StepRhs {
     }
 
     /// Whether [`Self::product`] computes each element as one chain of fused multiply-adds
-    /// over the depth in index order: packed, and no deeper than one pass of the kernels.
+    /// over the depth in index order, for any number of rows: packed, no deeper than one pass
+    /// of the kernels, and at a level whose one-row kernel chains too (AVX2's sums a single row
+    /// in four lanes).
     pub(crate) fn sums_in_order(&self) -> bool {
         self.packed
             .as_ref()
             .is_some_and(|panels| panels.depth() <= packed::DEPTH_PER_PASS)
+            && packed::one_row_sums_in_order()
     }
 
     /// `c ← a·b` with `a: m×k` and `c: m×n`; `w` is the matrix this operand was made from
@@ -151,7 +154,22 @@ pub(crate) struct PackedRows<F> {
     elem: std::marker::PhantomData<F>,
 }
 
+/// Columns of one panel of the packed kernels: [`PackedRows::product`] takes its columns in
+/// ranges of panels.
+pub(crate) const NR: usize = packed::NR;
+
 impl<F: Float> PackedRows<F> {
+    /// Depth up to which [`Self::product`] computes each element as one chain of fused
+    /// multiply-adds in index order (one pass of the kernels), for blocks of two rows or more
+    /// at every level and for one row where the level's one-row kernel chains too
+    /// ([`Self::one_row_in_order`]).
+    pub(crate) const IN_ORDER_DEPTH: usize = packed::DEPTH_PER_PASS;
+
+    /// Whether a product of one left row sums in index order at the active level.
+    pub(crate) fn one_row_in_order() -> bool {
+        packed::one_row_sums_in_order()
+    }
+
     /// Packs the rows `rows` of `w`, in that order; `None` unless `F` is `f32` on a machine
     /// with the kernels of `packed.rs` (AVX2 and FMA).
     pub(crate) fn new(w: ArrayView2<'_, F>, rows: &[usize]) -> Option<Self> {
@@ -181,42 +199,6 @@ impl<F: Float> PackedRows<F> {
     /// Columns of `b`: the rows selected.
     pub(crate) fn width(&self) -> usize {
         self.panels.width()
-    }
-
-    /// `c ← a · b` for one left row `a` of `k` values.
-    ///
-    /// # Panics
-    ///
-    /// If `a` and `c` do not hold `k` and `n` values (a bug of the caller).
-    pub(crate) fn row_product(&self, a: &[F], c: &mut [F]) {
-        self.row_kernel(a, c, false);
-    }
-
-    /// `c += a · b` for one left row `a` of `k` values.
-    ///
-    /// # Panics
-    ///
-    /// As [`PackedRows::row_product`].
-    pub(crate) fn add_row_product(&self, a: &[F], c: &mut [F]) {
-        self.row_kernel(a, c, true);
-    }
-
-    /// The packed kernel's one-row product, which stores into `c` or adds to it as
-    /// `accumulate` says.
-    fn row_kernel(&self, a: &[F], c: &mut [F], accumulate: bool) {
-        let (k, n) = (self.panels.depth(), self.panels.width());
-        assert!(
-            a.len() == k && c.len() == n,
-            "packed row product: a has {} values for {k}, c {} for {n}",
-            a.len(),
-            c.len()
-        );
-        // SAFETY: `F` is `f32` (the only type `new` packs for); bounds checked above; the
-        // unique borrow of `c` keeps it to this call.
-        unsafe {
-            self.panels
-                .row_product(as_f32(a), as_f32_mut(c).as_mut_ptr(), accumulate);
-        }
     }
 
     /// Number of panels of [`packed::NR`] columns (the last one may be partly empty).

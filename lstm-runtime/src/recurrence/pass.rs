@@ -318,7 +318,7 @@ impl<'a, C: Cell> Pass<'a, C> {
     fn unit_split(&self, seq_len: usize, batch: usize) -> Option<&UnitSplit<C>> {
         let applies = batch == 1
             && self.dims.heads == 1
-            && UnitSplit::<C>::applies(self.dims.hidden_size)
+            && UnitSplit::<C>::applies(self.dims.input_size, self.dims.hidden_size)
             && self.weight_hr.is_none()
             && *self.validity == Validity::All
             && self.reg.input.is_none()

@@ -52,30 +52,6 @@ impl Panels {
         );
     }
 
-    /// [`Panels::row_product`] on AVX-512.
-    ///
-    /// # Safety
-    ///
-    /// As [`Panels::row_product`], on a CPU with AVX-512 (F, VL, BW, DQ).
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    pub(super) unsafe fn row_product_avx512(&self, a: &[f32], c: *mut f32, accumulate: bool) {
-        let (k, n) = (self.k, self.n);
-        for p in 0..self.panel_count() {
-            let panel = &self.lines[p * k..(p + 1) * k];
-            let tile = Tile {
-                a,
-                lda: k,
-                // SAFETY: column `p·NR` of `c: 1×n`.
-                c: unsafe { c.add(p * NR) },
-                ldc: n,
-                columns: n - p * NR,
-                accumulate,
-            };
-            // SAFETY: AVX-512 is enabled here; the tile lies in the caller's bounds.
-            unsafe { kernel_1(panel, tile) };
-        }
-    }
-
     /// The tiles of `rows` × the panels of `group` over `depth`.
     ///
     /// # Safety
@@ -205,36 +181,6 @@ unsafe fn kernel<const R: usize, const P: usize>(
     }
     // SAFETY: as the caller promises.
     unsafe { store(&acc, &tile) };
-}
-
-/// One row times one panel: four independent accumulators over `k` (one alone would wait on
-/// each fused multiply-add's latency).
-///
-/// # Safety
-///
-/// AVX-512; `tile.a` holds `panel.len()` values and `tile.c` is writable for the tile's
-/// columns (up to [`NR`]).
-#[inline(always)]
-unsafe fn kernel_1(panel: &[Line], tile: Tile<'_>) {
-    // SAFETY: AVX-512 is available, as the caller promises.
-    let mut acc = [unsafe { _mm512_setzero_ps() }; 4];
-    let a = &tile.a[..panel.len()];
-    let body = panel.len() / 4 * 4;
-    // SAFETY: lines are 64-byte aligned and hold 16 values.
-    unsafe {
-        for (lines, a) in panel[..body].chunks_exact(4).zip(a.chunks_exact(4)) {
-            for (u, acc) in acc.iter_mut().enumerate() {
-                let line = _mm512_load_ps(lines[u].0.as_ptr());
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(a[u]), line, *acc);
-            }
-        }
-        for (line, a) in panel[body..].iter().zip(&a[body..]) {
-            let line = _mm512_load_ps(line.0.as_ptr());
-            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(*a), line, acc[0]);
-        }
-        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        store(&[[sum]], &tile);
-    }
 }
 
 /// Writes (or adds) `R` rows of `P` panels of accumulators into the tile; the columns past

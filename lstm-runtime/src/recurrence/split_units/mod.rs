@@ -14,10 +14,12 @@
 //! half of the units for a whole chunk of steps (`side.rs`): the rows of `W_ih` and `W_hh` that
 //! feed them (packed once per call), its own input projection, product, elementwise step
 //! (`step.rs`), and its half of `c`, which never leaves its core. The only value that crosses
-//! is `h`: each step needs all of `h_prev`. A step first multiplies the half of `h_prev` its
-//! own thread wrote, then waits (spinning) until the other thread has written the other half,
-//! and finishes the product with it: one cache-line transfer per step instead of a round
-//! trip, hidden behind half of the product when the two threads keep pace.
+//! is `h`: each step needs all of `h_prev`. A step waits (spinning, or computing pieces of
+//! later rows of its projection) until the other thread has written its half of `h_prev`,
+//! then multiplies all of it over the full depth of its rows of `W_hh`: each value is then
+//! summed in the order of the step that is not split, so one thread, two threads and a
+//! [`Stepper`](crate::Stepper) agree bit for bit (a product over its own half first, while
+//! the other half is on its way, would sum in another order).
 //!
 //! `h` alternates between two buffers: step `i` reads buffer `i % 2` and writes its half of
 //! the other. A thread writes only after its wait, when the other has finished step `i − 1`
@@ -47,6 +49,7 @@ use self::step::SideWork;
 use super::Record;
 use crate::cell::Cell;
 use crate::direction::Direction;
+use crate::linalg::step::PackedRows;
 use crate::parallel::helper_thread;
 
 /// Hidden units below which a step is not split: each side's elementwise step would be a few
@@ -85,15 +88,19 @@ pub(crate) struct Chunk<'x, F> {
 }
 
 impl<C: Cell> UnitSplit<C> {
-    /// Whether a cell of this type, with `hidden` units, splits at all (its only carried
-    /// state besides `h` must be `c`, whose columns then split as `h`'s do).
-    pub(crate) fn applies(hidden: usize) -> bool {
+    /// Whether a cell of this type, with `input_size` inputs and `hidden` units, splits at
+    /// all: its only carried state besides `h` must be `c` (whose columns then split as
+    /// `h`'s do), and its input projection no deeper than one pass of the packed kernels,
+    /// whose sums then follow the order of the projection that is not split
+    /// (`linalg/ordered.rs`).
+    pub(crate) fn applies(input_size: usize, hidden: usize) -> bool {
         let spec = C::SPEC;
         spec.unit_local
             && spec.states == ["c"]
             && spec.cache.per_row == 0
             && spec.scratch.per_row == 0
             && hidden >= MIN_UNITS
+            && input_size <= PackedRows::<C::Elem>::IN_ORDER_DEPTH
     }
 
     /// Splits `cell` (stepping with the recurrent weights `weight_hh`, the gate-stacked biases
@@ -109,11 +116,8 @@ impl<C: Cell> UnitSplit<C> {
         let dims = cell.dims();
         let hidden = dims.hidden_size;
         let half = hidden / 2;
-        let parts = [0..half, half..hidden];
         let side = |units: Range<usize>| {
-            Side::new(
-                cell, dims, units, &parts, weight_hh, bias_ih, bias_hh, constant,
-            )
+            Side::new(cell, dims, units, weight_hh, bias_ih, bias_hh, constant)
         };
         Some(UnitSplit {
             hidden,
@@ -130,6 +134,7 @@ impl<C: Cell> UnitSplit<C> {
                 step: Workspace {
                     zx: vec![C::Elem::zero(); chunk_steps * width],
                     zh: vec![C::Elem::zero(); width],
+                    h_prev: vec![C::Elem::zero(); self.hidden],
                     scratch: vec![C::Elem::zero(); C::SPEC.scratch.len(n)],
                     cache: vec![C::Elem::zero(); C::SPEC.cache.len(n)],
                 },

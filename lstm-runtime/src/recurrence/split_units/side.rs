@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use ndarray::{ArrayView2, s};
+use ndarray::ArrayView2;
 use num_traits::Zero;
 
 use crate::cell::{Cell, CellDims, ParamShape};
@@ -17,10 +17,9 @@ pub(super) struct Side<C: Cell> {
     pub(super) cell: C,
     /// The rows of `W_ih` that feed these units' gates (gate after gate), packed.
     pub(super) input: PackedRows<C::Elem>,
-    /// The rows of `W_hh` likewise, in two packings: the columns of the first side's units
-    /// and those of the second's, each product over one part of `h_prev` streaming one
-    /// contiguous block (over both parts of one packing it would skip half of each panel).
-    pub(super) recurrent: [PackedRows<C::Elem>; 2],
+    /// The rows of `W_hh` likewise, packed over their full depth: the product with all of
+    /// `h_prev` is then, value for value, the step's product over all units.
+    pub(super) recurrent: PackedRows<C::Elem>,
     pub(super) bias_ih: Vec<C::Elem>,
     pub(super) bias_hh: Vec<C::Elem>,
     /// The constant input's projection for these units, or empty.
@@ -54,6 +53,8 @@ pub(super) struct Workspace<F> {
     pub(super) zx: Vec<F>,
     /// `h_prev · W_hhᵀ` for this side's units: `gates · units`.
     pub(super) zh: Vec<F>,
+    /// All of `h_prev`, gathered from the two sides' parts for the product.
+    pub(super) h_prev: Vec<F>,
     pub(super) scratch: Vec<F>,
     /// The training step's cache for this side's units, before it goes to the tape.
     pub(super) cache: Vec<F>,
@@ -92,13 +93,11 @@ impl<F: Zero + Clone> Lines<F> {
 }
 
 impl<C: Cell> Side<C> {
-    /// The side of `units`, with `W_hh` packed in the column `parts` of the two sides.
-    #[allow(clippy::too_many_arguments)]
+    /// The side of `units`.
     pub(super) fn new(
         cell: &C,
         dims: CellDims,
         units: Range<usize>,
-        parts: &[Range<usize>; 2],
         weight_hh: ArrayView2<'_, C::Elem>,
         bias_ih: &[C::Elem],
         bias_hh: &[C::Elem],
@@ -111,9 +110,7 @@ impl<C: Cell> Side<C> {
             .collect();
         let weights = cell.weights();
         let input = PackedRows::new(weights.weight_ih.view(), &rows)?;
-        let [first, second] = parts
-            .each_ref()
-            .map(|part| PackedRows::new(weight_hh.slice(s![.., part.clone()]), &rows));
+        let recurrent = PackedRows::new(weight_hh, &rows);
         let gather =
             |values: &[C::Elem]| -> Vec<C::Elem> { rows.iter().map(|&row| values[row]).collect() };
         let n = units.len();
@@ -129,7 +126,7 @@ impl<C: Cell> Side<C> {
         Some(Side {
             cell: sub,
             input,
-            recurrent: [first?, second?],
+            recurrent: recurrent?,
             bias_ih: gather(bias_ih),
             bias_hh: gather(bias_hh),
             constant: match constant.rows().into_iter().next() {

@@ -2,6 +2,7 @@
 //! that fill its waits for the other side.
 
 use ndarray::{ArrayViewMut2, Axis, aview1};
+use num_traits::Zero;
 
 use super::handoff::{Other, SharedH};
 use super::side::Workspace;
@@ -9,6 +10,7 @@ use super::{Chunk, SideTape, UnitSplit};
 use crate::cell::{Cell, StepIo};
 use crate::direction::Direction;
 use crate::linalg::prefetch::prefetch;
+use crate::linalg::step::{NR, PackedRows};
 use crate::recurrence::Record;
 
 /// Rows of the chunk's input projection one piece of it covers: one block of the packed
@@ -72,12 +74,20 @@ impl<C: Cell> UnitSplit<C> {
             .x
             .as_slice()
             .expect("the chunk input is in standard layout");
-        side.input.product(
-            &x[rows.start * input..rows.end * input],
-            rows.len(),
-            &mut work.buffers.zx[rows.start * width..rows.end * width],
-            panels,
-        );
+        let x = &x[rows.start * input..rows.end * input];
+        let zx = &mut work.buffers.zx[rows.start * width..rows.end * width];
+        if rows.len() == 1 && !PackedRows::<C::Elem>::one_row_in_order() {
+            // A block of one row would take the one-row kernel, which does not sum in the
+            // order of the projection that is not split: the row goes twice through the
+            // kernels of two rows.
+            let twice = [x, x].concat();
+            let mut pair = vec![C::Elem::zero(); 2 * width];
+            side.input.product(&twice, 2, &mut pair, panels.clone());
+            let columns = panels.start * NR..(panels.end * NR).min(width);
+            zx[columns.clone()].copy_from_slice(&pair[columns]);
+        } else {
+            side.input.product(x, rows.len(), zx, panels);
+        }
         work.projected += 1;
         true
     }
@@ -86,9 +96,9 @@ impl<C: Cell> UnitSplit<C> {
     /// units of `c` buffer `i % 2`, writes its units of both buffers `(i + 1) % 2`.
     ///
     /// The step's row of the chunk's projection comes first if no earlier wait has computed
-    /// it, then the product over its own units of `h_prev`. While the other side has not
-    /// finished its step `i − 1` (`other_side`), pieces of later rows of the projection fill
-    /// the wait; then the step reads the other side's units of `h_prev` and writes.
+    /// it. While the other side has not finished its step `i − 1` (`other_side`), pieces of
+    /// later rows of the projection fill the wait; then the step gathers all of `h_prev`,
+    /// multiplies it over the full depth, and writes.
     ///
     /// # Safety
     ///
@@ -114,22 +124,28 @@ impl<C: Cell> UnitSplit<C> {
         // This step's row of the projection, if earlier waits have not computed it.
         let needed = (i / PROJECTION_ROWS + 1) * self.pieces_per_block(me);
         while work.projected < needed && self.project_piece(me, chunk, work) {}
-        // SAFETY: this side wrote these values in its step `i − 1` (or they are the chunk's
-        // start); the other side writes other units.
-        let own_prev = unsafe { shared.side(i % 2, me) };
-        side.recurrent[me].row_product(own_prev, &mut work.buffers.zh);
         // While the other side is not done, project rows of later steps instead of spinning.
         while !(other_side.ready)() && self.project_piece(me, chunk, work) {}
         (other_side.wait)();
-        let zh = &mut work.buffers.zh;
-        // SAFETY: the other side has finished step `i − 1` (`wait`) and does not write
-        // buffer `i % 2` before this side finishes step `i`.
-        let (other_prev, h_next) =
-            unsafe { (shared.side(i % 2, 1 - me), shared.side_mut(1 - i % 2, me)) };
+        // SAFETY: both sides have finished step `i − 1` (this one, and the other by `wait`),
+        // and neither writes buffer `i % 2` before this side finishes step `i`.
+        let (own_prev, parts, h_next) = unsafe {
+            (
+                shared.side(i % 2, me),
+                [shared.side(i % 2, 0), shared.side(i % 2, 1)],
+                shared.side_mut(1 - i % 2, me),
+            )
+        };
         // Written on the other core: every line asked for at once, not one by one as the
-        // product reads them.
-        prefetch(other_prev);
-        side.recurrent[1 - me].add_row_product(other_prev, zh);
+        // copy reads them.
+        prefetch(parts[1 - me]);
+        let h_prev = &mut work.buffers.h_prev;
+        let at = parts[0].len();
+        h_prev[..at].copy_from_slice(parts[0]);
+        h_prev[at..].copy_from_slice(parts[1]);
+        let panels = 0..side.recurrent.panel_count();
+        side.recurrent
+            .product(h_prev, 1, &mut work.buffers.zh, panels);
         let SideWork {
             c: [c_a, c_b],
             buffers,
