@@ -9,6 +9,12 @@
 //! keep several (one per hypothesis), reorder or duplicate rows ([`StepState::select`]) and
 //! go back to an earlier one.
 //!
+//! Where one step is large enough (from about 131 K multiply-adds of its recurrent product:
+//! hidden 256 at batch 1), the stepper keeps a helper thread for its lifetime
+//! (`parallel/helper_thread.rs`) and splits each step between two cores as the sequence
+//! forward splits its steps, value for value the same; between steps the helper spins for up
+//! to a millisecond, then sleeps until the next step.
+//!
 //! Gradients through steps taken one at a time come from the layer itself: a training call
 //! on each one-step input with that step's initial state, then [`Lstm::backward`] from the
 //! last step to the first, each step's `dL/dh0`, `dL/dc0` fed to the step before as its
@@ -20,6 +26,7 @@ use super::{Lstm, states};
 use crate::cell::Cell;
 use crate::direction::Direction;
 use crate::error::{Error, Result, expect_shape};
+use crate::parallel::helper_thread::Helper;
 use crate::recurrence::Record;
 use crate::recurrence::mask::Validity;
 use crate::recurrence::pass::{Pass, Run};
@@ -97,6 +104,9 @@ pub struct Stepper<'l, C: Cell> {
     runs: Vec<Run<C::Elem>>,
     /// Rows of the constant input the passes projected, when the cell reads one.
     constant_rows: Option<usize>,
+    /// The thread that takes half of each step, kept between steps, when a step of
+    /// [`Self::batch`] rows is worth splitting.
+    helper: Option<Helper>,
 }
 
 /// The recurrent state of every layer of a stack that a [`Stepper`] advances: per layer `h`
@@ -173,6 +183,7 @@ impl<C: Cell> Lstm<C> {
             passes,
             runs: Vec::new(),
             constant_rows: constants.map(|constants| constants.nrows()),
+            helper: None,
         };
         stepper.runs = stepper.workspaces(batch);
         Ok(stepper)
@@ -283,18 +294,31 @@ impl<'l, C: Cell> Stepper<'l, C> {
             self.runs = self.workspaces(batch);
         }
         let x = x.insert_axis(Axis(0));
-        for (layer, (pass, run)) in self.passes.iter().zip(&mut self.runs).enumerate() {
-            let (below, here) = state.h.split_at_mut(layer);
-            std::mem::swap(&mut run.state.h, &mut here[0]);
-            std::mem::swap(&mut run.state.c, &mut state.c[layer]);
-            let input = match below.last() {
-                Some(h) => h.view().insert_axis(Axis(0)),
-                None => x.view(),
-            };
-            let stepped = pass.run_chunk(input, 0, 1, run, None, Record::Nothing);
-            std::mem::swap(&mut run.state.h, &mut here[0]);
-            std::mem::swap(&mut run.state.c, &mut state.c[layer]);
-            stepped?;
+        let Stepper {
+            passes,
+            runs,
+            helper,
+            ..
+        } = self;
+        let mut run_layers = || -> Result<()> {
+            for (layer, (pass, run)) in passes.iter().zip(runs.iter_mut()).enumerate() {
+                let (below, here) = state.h.split_at_mut(layer);
+                std::mem::swap(&mut run.state.h, &mut here[0]);
+                std::mem::swap(&mut run.state.c, &mut state.c[layer]);
+                let input = match below.last() {
+                    Some(h) => h.view().insert_axis(Axis(0)),
+                    None => x.view(),
+                };
+                let stepped = pass.run_chunk(input, 0, 1, run, None, Record::Nothing);
+                std::mem::swap(&mut run.state.h, &mut here[0]);
+                std::mem::swap(&mut run.state.c, &mut state.c[layer]);
+                stepped?;
+            }
+            Ok(())
+        };
+        match helper {
+            Some(helper) => helper.serve(&mut run_layers)?,
+            None => run_layers()?,
         }
         Ok(state.output())
     }
@@ -330,14 +354,25 @@ impl<'l, C: Cell> Stepper<'l, C> {
         Ok(state.output())
     }
 
-    /// Workspaces of every layer for one step of `batch` rows.
-    fn workspaces(&self, batch: usize) -> Vec<Run<C::Elem>> {
+    /// Workspaces of every layer for one step of `batch` rows, and the helper thread if a
+    /// step of that many rows splits between two threads.
+    fn workspaces(&mut self, batch: usize) -> Vec<Run<C::Elem>> {
         let config = &self.layer.config;
         let h0 = Array2::zeros((batch, config.output_size()));
         let c0 = Array2::zeros((batch, C::SPEC.state_width(config.hidden_size)));
+        let worth_it = self
+            .passes
+            .iter()
+            .any(|pass| pass.step_worth_a_helper(batch));
+        if !worth_it {
+            self.helper = None;
+        } else if self.helper.is_none() {
+            self.helper = Helper::start();
+        }
+        let helper = self.helper.is_some();
         self.passes
             .iter()
-            .map(|pass| pass.start(h0.view(), c0.view(), 1))
+            .map(|pass| pass.start_with(h0.view(), c0.view(), 1, helper))
             .collect()
     }
 

@@ -154,6 +154,35 @@ fn every_zoo_cell_steps_as_the_sequence_forward_at_batch_1() {
 }
 
 #[test]
+fn every_zoo_cell_steps_as_the_sequence_forward_with_a_helper_thread() {
+    // Steps large enough for the stepper to keep a helper thread: at batch 1 split by units,
+    // at batch 4 the products by panels.
+    with_threads(2, || {
+        every_zoo_cell(&LstmConfig::new(16, 256), 5, 1);
+        every_zoo_cell(&LstmConfig::new(16, 128).with_num_layers(2), 5, 4);
+    });
+}
+
+#[test]
+fn a_stepper_keeps_a_helper_thread_only_where_a_step_pays_for_it() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let small = Lstm::<zoo::Lstm<f32>>::new(LstmConfig::new(8, 128), &mut rng).unwrap();
+    let large = Lstm::<zoo::Lstm<f32>>::new(LstmConfig::new(8, 512), &mut rng).unwrap();
+    with_threads(2, || {
+        assert!(small.stepper(1).unwrap().helper.is_none());
+        let mut stepper = large.stepper(1).unwrap();
+        // Where a second thread can be had.
+        let kept = stepper.helper.is_some();
+        let mut state = stepper.zero_state();
+        stepper
+            .step(ndarray::Array2::zeros((1, 8)).view(), &mut state)
+            .unwrap();
+        assert_eq!(stepper.helper.is_some(), kept);
+    });
+    with_threads(1, || assert!(large.stepper(1).unwrap().helper.is_none()));
+}
+
+#[test]
 fn projection_and_zoneout_step_as_the_sequence_forward() {
     let config = LstmConfig::new(4, 7).with_num_layers(2).with_proj_size(3);
     visit_zoo_cell::<f32, _>(

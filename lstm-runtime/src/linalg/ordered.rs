@@ -110,9 +110,14 @@ pub(crate) fn project<F: Float>(
     Ok(())
 }
 
+/// Rows up to which [`project`] takes [`FewRows`] where the blocked kernels would apply too:
+/// the `gemm` crate packs the weights at every call, which costs more than the product of a
+/// few rows (a stepper's step at batch 2 took four times its step at batch 1).
+const FEW_ROWS: usize = 16;
+
 /// Whether [`project`] of `m` rows of depth `k` onto `n` columns reads [`FewRows`].
 pub(crate) fn needs_few_rows(m: usize, n: usize, k: usize) -> bool {
-    !blocked(m, n, k) && k <= ONE_BLOCK_DEPTH
+    (!blocked(m, n, k) || m <= FEW_ROWS) && k <= ONE_BLOCK_DEPTH
 }
 
 /// `wᵀ` row-major: `k×n` for `w: n×k`.

@@ -10,11 +10,18 @@
 //! Nothing inside [`with_helper`] should use Rayon: the spinning helper would compete with
 //! Rayon's workers for the cores. So the matrix products and the split steps ask [`active`]
 //! and split through the helper when one is running.
+//!
+//! A [`Helper`] is the same thread kept beyond one call (a stepper's, whose steps are calls of
+//! their own): between calls it spins, then yields, and after [`IDLE_BEFORE_SLEEP`] without
+//! work it sleeps until the next job wakes it, as OpenMP runtimes' workers do after their
+//! block time.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 use super::threads::num_threads;
 
@@ -28,6 +35,13 @@ const RUNNING: u8 = 2;
 const DONE: u8 = 3;
 /// The time loop is over: the helper returns.
 const STOP: u8 = 4;
+/// The helper went to sleep after [`IDLE_BEFORE_SLEEP`] without work: a poster wakes it.
+const SLEEPING: u8 = 5;
+
+/// How long an idle helper keeps looking for work (spinning, then yielding its core) before it
+/// sleeps: long enough that a caller stepping a layer in a loop never waits for it to wake,
+/// short enough that a helper nobody uses soon stops taking a core.
+const IDLE_BEFORE_SLEEP: Duration = Duration::from_millis(1);
 
 /// Looks at the state the poster spends, once its own side is done, before it runs a job the
 /// helper has not started itself: a helper that is not on a core (the system gave both
@@ -50,6 +64,28 @@ struct Shared {
     job: Mutex<Option<SendJob>>,
     /// The panic payload of a job that panicked, resumed on the calling thread.
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    /// The helper thread, set by itself before it can sleep, for waking it.
+    thread: OnceLock<Thread>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Shared {
+            state: AtomicU8::new(IDLE),
+            job: Mutex::new(None),
+            panic: Mutex::new(None),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// Sets the state to `to`, waking the helper if it slept.
+    fn wake_to(&self, to: u8) {
+        if self.state.swap(to, Ordering::AcqRel) == SLEEPING
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
+        }
+    }
 }
 
 /// A [`Job`] pointer that may cross to the helper thread.
@@ -73,43 +109,93 @@ pub(crate) fn active() -> bool {
 /// ([`num_threads`]) and `worth_it`, and no helper runs for this thread already. Otherwise
 /// `body` runs as it is.
 pub(crate) fn with_helper<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
-    if !worth_it || active() || num_threads() < 2 {
+    if !worth_it || active() {
         return body();
     }
-    let shared = Shared {
-        state: AtomicU8::new(IDLE),
-        job: Mutex::new(None),
-        panic: Mutex::new(None),
-    };
-    std::thread::scope(|scope| {
-        let spawned = std::thread::Builder::new()
-            .name("lstm-helper".into())
-            .spawn_scoped(scope, || helper(&shared));
-        if spawned.is_err() {
-            // No thread to be had (a resource limit): the loop runs on this thread alone.
-            return body();
-        }
-        /// Stops the helper even if `body` panics, and clears `CURRENT`.
-        struct Stop<'a>(&'a Shared);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                CURRENT.with(|current| current.set(None));
-                self.0.state.store(STOP, Ordering::Release);
-            }
-        }
-        CURRENT.with(|current| current.set(Some(&shared as *const Shared)));
-        let _stop = Stop(&shared);
-        body()
-    })
+    match Helper::start() {
+        Some(helper) => helper.serve(body),
+        // No thread to be had (a resource limit, or one thread allowed): the loop runs on
+        // this thread alone.
+        None => body(),
+    }
 }
 
-/// The helper's loop: run posted jobs until told to stop.
+/// A helper thread that outlives one call: [`Helper::serve`] lends it to the calling thread's
+/// [`join`]s for the length of a closure. Dropping it stops the thread.
+#[derive(Debug)]
+pub(crate) struct Helper {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Helper {
+    /// Starts a helper thread; `None` when the machine is allowed one thread
+    /// ([`num_threads`]) or no thread can be had.
+    pub(crate) fn start() -> Option<Self> {
+        if num_threads() < 2 {
+            return None;
+        }
+        let shared = Arc::new(Shared::new());
+        let theirs = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("lstm-helper".into())
+            .spawn(move || helper(&theirs))
+            .ok()?;
+        Some(Helper {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `body` with this helper serving the [`join`]s of the calling thread, unless a
+    /// helper serves it already.
+    pub(crate) fn serve<R>(&self, body: impl FnOnce() -> R) -> R {
+        if active() {
+            return body();
+        }
+        /// Clears `CURRENT` even if `body` panics.
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                CURRENT.with(|current| current.set(None));
+            }
+        }
+        CURRENT.with(|current| current.set(Some(Arc::as_ptr(&self.shared))));
+        let _leave = Leave;
+        body()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.shared.wake_to(STOP);
+        if let Some(thread) = self.thread.take() {
+            // A panic of the helper's own loop (jobs' panics are caught and resumed at
+            // their `join`) has nothing left to report.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The helper's loop: run posted jobs until told to stop; look for work spinning, then
+/// yielding, then sleep after [`IDLE_BEFORE_SLEEP`] without any.
 fn helper(shared: &Shared) {
+    let _ = shared.thread.set(std::thread::current());
     let mut spins = 0u32;
+    let mut idle_since: Option<Instant> = None;
     loop {
         match shared.state.load(Ordering::Acquire) {
             POSTED => {
                 spins = 0;
+                idle_since = None;
                 if shared
                     .state
                     .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
@@ -119,8 +205,29 @@ fn helper(shared: &Shared) {
                 }
             }
             STOP => return,
-            _ => {
-                pause(&mut spins);
+            state => {
+                if spins < SPINS_BEFORE_YIELD {
+                    pause(&mut spins);
+                    continue;
+                }
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if state == IDLE
+                    && since.elapsed() >= IDLE_BEFORE_SLEEP
+                    && shared
+                        .state
+                        .compare_exchange(IDLE, SLEEPING, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    // `wake_to` changes the state before it unparks, and an unpark before
+                    // the park makes the park return at once.
+                    while shared.state.load(Ordering::Acquire) == SLEEPING {
+                        std::thread::park();
+                    }
+                    spins = 0;
+                    idle_since = None;
+                } else {
+                    pause(&mut spins);
+                }
             }
         }
     }
@@ -177,7 +284,7 @@ pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
     // the helper has run it, even if `first` panics.
     let job: Job = unsafe { std::mem::transmute(job) };
     *shared.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(SendJob(job));
-    shared.state.store(POSTED, Ordering::Release);
+    shared.wake_to(POSTED);
     /// Waits for the helper to finish the job, on return and on unwinding alike.
     struct Wait<'a>(&'a Shared);
     impl Drop for Wait<'_> {
@@ -229,6 +336,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::parallel::threads;
 
     #[test]
     fn join_runs_both_sides_with_and_without_a_helper() {
@@ -277,13 +385,33 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_helper_sleeps_when_idle_and_wakes_for_the_next_job() {
+        let Some(helper) = threads::with_threads(2, Helper::start) else {
+            // No second thread to be had.
+            return;
+        };
+        let mut sides = (0, 0);
+        helper.serve(|| join(|| sides.0 += 1, || sides.1 += 1));
+        // Idle for longer than it looks for work before it sleeps.
+        let start = Instant::now();
+        while helper.shared.state.load(Ordering::Acquire) != SLEEPING
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(IDLE_BEFORE_SLEEP);
+        }
+        assert_eq!(helper.shared.state.load(Ordering::Acquire), SLEEPING);
+        for _ in 0..3 {
+            helper.serve(|| join(|| sides.0 += 1, || sides.1 += 1));
+        }
+        assert!(!active());
+        assert_eq!(sides, (4, 4));
+        drop(helper);
+    }
+
+    #[test]
     fn the_caller_runs_a_job_the_helper_never_picks_up() {
         // A helper that never runs (as when the system gives it no core).
-        let shared = Shared {
-            state: AtomicU8::new(IDLE),
-            job: Mutex::new(None),
-            panic: Mutex::new(None),
-        };
+        let shared = Shared::new();
         CURRENT.with(|current| current.set(Some(&shared as *const Shared)));
         let mut sides = (0, 0);
         for _ in 0..3 {

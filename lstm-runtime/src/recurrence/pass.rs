@@ -26,6 +26,11 @@ use crate::regularization::in_recurrence::InRecurrence;
 /// thread (`parallel/helper_thread.rs`), which costs tens of microseconds to start.
 const HELPER_MIN_WORK: usize = 1 << 22;
 
+/// Multiply-adds of one step's recurrent product from which a stepper keeps a helper thread:
+/// below, a step on one core is as fast (batch 1 at hidden 128, where a step's weights stream
+/// from one core's L2 cache at about the speed of the hand-overs; README, Performance).
+const STEP_HELPER_MIN_WORK: usize = 1 << 17;
+
 /// Time steps whose input projection runs as one GEMM, at most.
 const CHUNK_STEPS: usize = 64;
 
@@ -269,6 +274,16 @@ impl<'a, C: Cell> Pass<'a, C> {
         work >= HELPER_MIN_WORK
     }
 
+    /// Whether one step of `batch` rows is worth a helper thread kept beside a caller that
+    /// steps one call at a time (a stepper): from [`STEP_HELPER_MIN_WORK`] multiply-adds of
+    /// the recurrent product.
+    pub(crate) fn step_worth_a_helper(&self, batch: usize) -> bool {
+        batch
+            .saturating_mul(self.gate_rows())
+            .saturating_mul(self.dims.head_size())
+            >= STEP_HELPER_MIN_WORK
+    }
+
     /// A run starting from `(h0, c0)` (`c0` packs every carried state) with workspaces for chunks of up to [`chunk_steps`]
     /// steps of a `seq_len`-step sequence.
     pub(crate) fn start(
@@ -276,6 +291,19 @@ impl<'a, C: Cell> Pass<'a, C> {
         h0: ArrayView2<'_, C::Elem>,
         c0: ArrayView2<'_, C::Elem>,
         seq_len: usize,
+    ) -> Run<C::Elem> {
+        let helper = self.helper_worth_it(seq_len, h0.nrows());
+        self.start_with(h0, c0, seq_len, helper)
+    }
+
+    /// As [`Pass::start`], for steps that run with a helper thread (`parallel/helper_thread.rs`)
+    /// if `helper`, whatever their number.
+    pub(crate) fn start_with(
+        &self,
+        h0: ArrayView2<'_, C::Elem>,
+        c0: ArrayView2<'_, C::Elem>,
+        seq_len: usize,
+        helper: bool,
     ) -> Run<C::Elem> {
         let batch = h0.nrows();
         let hidden = self.dims.hidden_size;
@@ -305,17 +333,17 @@ impl<'a, C: Cell> Pass<'a, C> {
             zx: Array2::zeros((chunk_rows, gate_rows)),
             x_dropped: Array2::zeros(if_some(self.reg.input, chunk_rows)),
             units: self
-                .unit_split(seq_len, batch)
+                .unit_split(batch, helper)
                 .map(|split| split.buffers(seq_len.min(chunk_steps(batch)))),
         }
     }
 
-    /// The cell split by units (`split_units/`) if this call's `seq_len` steps of `batch` rows
-    /// run that way: one row, a cell whose units do not interact, no projection, no masks, no
-    /// dropout or zoneout, two threads and enough work for a helper thread, and `f32` with the
-    /// packed kernels; a dense recurrence (the split packs each half's rows of a dense
-    /// `weight_hh`).
-    fn unit_split(&self, seq_len: usize, batch: usize) -> Option<&UnitSplit<C>> {
+    /// The cell split by units (`split_units/`) if steps of `batch` rows run that way: one
+    /// row, a cell whose units do not interact and an input no deeper than one pass of the
+    /// packed kernels, no projection, no masks, no dropout or zoneout, two threads and a
+    /// helper thread for the loop (`helper`), and `f32` with the packed kernels; a dense
+    /// recurrence (the split packs each half's rows of a dense `weight_hh`).
+    fn unit_split(&self, batch: usize, helper: bool) -> Option<&UnitSplit<C>> {
         let applies = batch == 1
             && self.dims.heads == 1
             && UnitSplit::<C>::applies(self.dims.input_size, self.dims.hidden_size)
@@ -326,7 +354,7 @@ impl<'a, C: Cell> Pass<'a, C> {
             && !self.reg.zoneout_c.is_on()
             && !self.reg.zoneout_h.is_on()
             && num_threads() >= 2
-            && self.helper_worth_it(seq_len, batch);
+            && helper;
         if !applies {
             return None;
         }
