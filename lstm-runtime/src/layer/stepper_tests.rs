@@ -138,8 +138,7 @@ fn every_zoo_cell_steps_as_the_sequence_forward_at_batch_1() {
         (5, 40, 129),
     ];
     with_threads(1, || every_zoo_cell(&LstmConfig::new(16, 128), 70, 1));
-    let split =
-        || crate::recurrence::split_units::CHUNKS.load(std::sync::atomic::Ordering::Relaxed);
+    let split = crate::__private::unit_split_chunks;
     let before = split();
     for (input, hidden, seq_len) in shapes {
         with_threads(2, || {
