@@ -1,7 +1,9 @@
 //! A step over many rows runs as two halves on two threads (`recurrence/split_rows.rs`); over few
 //! rows, or on one thread, whole. The two must agree: forward outputs, and every gradient (bias and
 //! spec-parameter gradients are summed over the halves). The whole path is the one the reference
-//! and gradcheck tests cover at their small sizes.
+//! and gradcheck tests cover at their small sizes. In f32 (packed products) the halves also take
+//! their rows of the recurrent product and write their rows of the output: the outputs, the
+//! recorded gates and the input gradient must still be those of the whole step bit for bit.
 //!
 //! One test in its own binary: it sets the process-wide thread count.
 
@@ -11,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use lstm_runtime::zoo::{LayerNorm, Lstm as LstmCell, Peephole};
 use lstm_runtime::{
-    Call, Cell, Lstm, LstmConfig, LstmGradients, LstmOutput, OutputGrad, Parameters, linalg,
+    Call, Cell, Float, Lstm, LstmConfig, LstmGradients, LstmOutput, OutputGrad, Parameters, linalg,
 };
 
 /// Batch and hidden size large enough to split: 32 rows × 4 · 128 gate values.
@@ -20,15 +22,30 @@ const HIDDEN: usize = 128;
 const SEQ_LEN: usize = 4;
 const INPUT: usize = 6;
 
-fn run<C: Cell<Elem = f64>>(config: &LstmConfig) -> (LstmOutput<f64>, LstmGradients<f64>) {
+/// What one configuration computes: a training call's output and gradients, and an inference
+/// call's recorded gates.
+struct Run<F> {
+    output: LstmOutput<F>,
+    grads: LstmGradients<F>,
+    recorded: LstmOutput<F>,
+}
+
+fn run<C: Cell>(config: &LstmConfig) -> Run<C::Elem> {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut layer = Lstm::<C>::new(config.clone(), &mut rng).unwrap();
-    layer.visit_parameters_mut(&mut |_, mut v| v.mapv_inplace(|_| rng.random_range(-0.3..0.3)));
-    let x = Array3::from_shape_simple_fn((SEQ_LEN, BATCH, INPUT), || rng.random_range(-1.0..1.0));
+    layer.visit_parameters_mut(&mut |_, mut v| {
+        v.mapv_inplace(|_| C::Elem::of(rng.random_range(-0.3..0.3)))
+    });
+    let x = Array3::from_shape_simple_fn((SEQ_LEN, BATCH, INPUT), || {
+        C::Elem::of(rng.random_range(-1.0..1.0))
+    });
     let lengths: Vec<usize> = (0..BATCH).map(|b| 1 + b % SEQ_LEN).collect();
     let call = Call::new().with_lengths(&lengths).with_training(true);
     let (output, tape) = layer.forward_train(x.view(), call).unwrap();
-    let d_output = output.output.view().mapv(|v| v.sin());
+    let d_output = output
+        .output
+        .view()
+        .mapv(|v| C::Elem::of(v.to_f64_lossy().sin()));
     let grads = layer
         .backward(
             tape,
@@ -38,33 +55,64 @@ fn run<C: Cell<Elem = f64>>(config: &LstmConfig) -> (LstmOutput<f64>, LstmGradie
             },
         )
         .unwrap();
-    (output, grads)
+    let recorded = layer
+        .forward(x.view(), Call::new().with_record(C::SPEC.record))
+        .unwrap();
+    Run {
+        output,
+        grads,
+        recorded,
+    }
 }
 
-fn agree<C: Cell<Elem = f64>>(config: LstmConfig) {
+/// Runs `config` on one thread and on two; `tolerance` bounds the relative difference of the
+/// parameter gradients, which the split backward step sums in another order.
+fn agree<C: Cell>(config: LstmConfig, tolerance: f64) {
     linalg::set_num_threads(1);
-    let (whole_out, whole_grads) = run::<C>(&config);
+    let whole = run::<C>(&config);
     linalg::set_num_threads(2);
-    let (split_out, split_grads) = run::<C>(&config);
+    let split = run::<C>(&config);
     linalg::set_num_threads(0);
+    let name = C::SPEC.name;
     // Row halves compute each row exactly as the whole step does.
-    assert_eq!(whole_out, split_out, "{}: outputs differ", C::SPEC.name);
-    for (name, whole) in whole_grads.params.iter() {
-        let split = split_grads.params.get(name).unwrap();
-        let worst = whole
+    assert_eq!(whole.output, split.output, "{name}: outputs differ");
+    assert_eq!(
+        whole.recorded, split.recorded,
+        "{name}: recorded values differ"
+    );
+    assert!(
+        !whole.recorded.records.is_empty(),
+        "{name}: nothing recorded"
+    );
+    for (param, values) in whole.grads.params.iter() {
+        let other = split.grads.params.get(param).unwrap();
+        let worst = values
             .iter()
-            .zip(split.iter())
-            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .zip(other.iter())
+            .map(|(a, b)| {
+                let (a, b) = (a.to_f64_lossy(), b.to_f64_lossy());
+                (a - b).abs() / a.abs().max(1.0)
+            })
             .fold(0.0, f64::max);
-        assert!(worst < 1e-12, "{}: {name} differs by {worst}", C::SPEC.name);
+        assert!(worst < tolerance, "{name}: {param} differs by {worst}");
     }
-    assert_eq!(whole_grads.input, split_grads.input);
+    assert_eq!(
+        whole.grads.input, split.grads.input,
+        "{name}: input gradients differ"
+    );
 }
 
 #[test]
 fn split_steps_agree_with_whole_steps() {
     let config = LstmConfig::new(INPUT, HIDDEN).with_bidirectional(true);
-    agree::<LstmCell<f64>>(config.clone());
-    agree::<Peephole<f64>>(config.clone());
-    agree::<LayerNorm<f64>>(config.with_zoneout(0.1, 0.1).with_recurrent_dropout(0.2));
+    agree::<LstmCell<f64>>(config.clone(), 1e-12);
+    agree::<Peephole<f64>>(config.clone(), 1e-12);
+    let regularized = config
+        .clone()
+        .with_zoneout(0.1, 0.1)
+        .with_recurrent_dropout(0.2);
+    agree::<LayerNorm<f64>>(regularized.clone(), 1e-12);
+    agree::<LstmCell<f32>>(config.clone(), 1e-5);
+    agree::<Peephole<f32>>(config, 1e-5);
+    agree::<LayerNorm<f32>>(regularized, 1e-5);
 }

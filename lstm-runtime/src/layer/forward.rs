@@ -189,7 +189,7 @@ impl<C: Cell> Lstm<C> {
                 run
             })
             .collect();
-        let steps_per_chunk = chunk_steps(batch);
+        let steps_per_chunk = chunk_steps(batch, C::SPEC.num_gates() * self.config.hidden_size);
         let chunk = seq_len.min(steps_per_chunk);
         let mut between: Vec<Array3<C::Elem>> = (1..layers)
             .map(|_| Array3::zeros((chunk, batch, width)))

@@ -155,10 +155,12 @@ fn every_zoo_cell_steps_as_the_sequence_forward_at_batch_1() {
 #[test]
 fn every_zoo_cell_steps_as_the_sequence_forward_with_a_helper_thread() {
     // Steps large enough for the stepper to keep a helper thread: at batch 1 split by units,
-    // at batch 4 the products by panels.
+    // at batch 4 the products by panels, at batch 32 the steps by rows with each thread's
+    // rows of the product (`recurrence/split_rows.rs`).
     with_threads(2, || {
         every_zoo_cell(&LstmConfig::new(16, 256), 5, 1);
         every_zoo_cell(&LstmConfig::new(16, 128).with_num_layers(2), 5, 4);
+        every_zoo_cell(&LstmConfig::new(16, 128), 3, 32);
     });
 }
 

@@ -95,7 +95,38 @@ impl StepRhs {
         &self,
         w: ArrayView2<'_, F>,
         a: ArrayView2<'_, F>,
+        c: ArrayViewMut2<'_, F>,
+    ) -> Result<()> {
+        self.product_split(w, a, c, true)
+    }
+
+    /// [`Self::product`] on the calling thread alone: for a thread that runs its own share of
+    /// a step's rows.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::product`].
+    pub(crate) fn product_here<F: Float>(
+        &self,
+        w: ArrayView2<'_, F>,
+        a: ArrayView2<'_, F>,
+        c: ArrayViewMut2<'_, F>,
+    ) -> Result<()> {
+        self.product_split(w, a, c, false)
+    }
+
+    /// Whether the product runs on the packed panels for `w` of this shape (the kernels
+    /// of `packed.rs`), where splitting it by rows leaves each value's sum unchanged.
+    pub(crate) fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    fn product_split<F: Float>(
+        &self,
+        w: ArrayView2<'_, F>,
+        a: ArrayView2<'_, F>,
         mut c: ArrayViewMut2<'_, F>,
+        may_split: bool,
     ) -> Result<()> {
         let b = if self.transposed {
             w.reversed_axes()
@@ -124,7 +155,9 @@ impl StepRhs {
         let run =
             |range: Range<usize>| unsafe { panels.product(a_values, m, out.get(), false, range) };
         let count = panels.panel_count();
-        if helper_thread::active() && work >= self.helper_min_work && count > 1 {
+        if !may_split {
+            run(0..count);
+        } else if helper_thread::active() && work >= self.helper_min_work && count > 1 {
             let mid = count / 2;
             helper_thread::join(
                 || run(0..mid),

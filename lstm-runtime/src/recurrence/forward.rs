@@ -13,13 +13,15 @@
 //! split by units instead (`split_units/`): each thread projects, multiplies and steps half
 //! of the units, and only `h` crosses between the cores.
 
+use std::ops::Range;
+
 use ndarray::{ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray, Ix2, Order, Zip, s};
 use num_traits::{One, Zero};
 
 use super::Record;
 use super::mask::InvalidOutput;
 use super::pass::{DirectionTape, Pass, Run, State, StepBuffers, chunk_steps, flat, flat_mut};
-use super::split_rows;
+use super::split_rows::{self, RowProduct, StepKind};
 use super::split_units::{Chunk, SideTape, SplitBuffers, UnitSplit};
 use crate::cell::{Cell, StepIo};
 use crate::direction::Direction;
@@ -44,7 +46,7 @@ impl<C: Cell> Pass<'_, C> {
     ) -> Result<()> {
         let seq_len = input.len_of(Axis(0));
         let batch = input.len_of(Axis(1));
-        let chunk = chunk_steps(batch);
+        let chunk = chunk_steps(batch, self.gate_rows());
         let mut starts: Vec<usize> = (0..seq_len).step_by(chunk).collect();
         if self.direction == Direction::Reverse {
             starts.reverse();
@@ -123,15 +125,20 @@ impl<C: Cell> Pass<'_, C> {
             let k = self.direction.time_of(k, steps);
             let t = t0 + k;
             let zx_t = &zx[k * step_len..(k + 1) * step_len];
-            self.step(
+            let written = self.step(
                 t,
                 seq_len,
                 zx_t,
                 &mut run.state,
                 &mut run.buffers,
+                output
+                    .as_mut()
+                    .map(|output| output.index_axis_mut(Axis(0), k)),
                 record.reborrow(),
             )?;
-            if let Some(output) = output.as_mut() {
+            if let Some(output) = output.as_mut()
+                && !written
+            {
                 self.write_output(
                     &run.state,
                     &run.buffers.valid,
@@ -202,7 +209,10 @@ impl<C: Cell> Pass<'_, C> {
     }
 
     /// One time step `t`: the recurrent GEMM, the cell's step, the projection, and the
-    /// settling of masked rows; `state` becomes the new state.
+    /// settling of masked rows; `state` becomes the new state. Returns whether the step's
+    /// output went to `output` already (where it is the cell's `h` as it is, the threads that
+    /// step the rows write it), else the caller writes it.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
         t: usize,
@@ -210,14 +220,15 @@ impl<C: Cell> Pass<'_, C> {
         zx_t: &[C::Elem],
         state: &mut State<C::Elem>,
         buffers: &mut StepBuffers<C::Elem>,
+        output: Option<ArrayViewMut2<'_, C::Elem>>,
         mut record: Record<&mut DirectionTape<C::Elem>>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let all_valid = self.validity.fill_step(t, &mut buffers.valid);
         let batch = state.h.nrows();
         if buffers.h_cell.is_empty() {
             // No batch rows or no units: nothing to compute, and generated steps need not
             // handle empty blocks.
-            return Ok(());
+            return Ok(false);
         }
         // Recurrent dropout: the step sees `h_prev ⊙ mask`; the carried state is undropped.
         let h_in = match self.reg.recurrent {
@@ -235,25 +246,60 @@ impl<C: Cell> Pass<'_, C> {
                 .slice_mut(s![t * batch..(t + 1) * batch, ..])
                 .assign(h_in);
         }
-        match self.blocks() {
-            Some(blocks) => {
-                heads::forward(blocks, self.weight_hh(), h_in.view(), buffers.zh.view_mut())?
-            }
-            None => self
-                .recurrent
-                .get_or_init(|| StepRhs::transposed(self.weight_hh()))
-                .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut())?,
-        }
-        prefetch(flat(&buffers.zh));
         let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
             flat(h_in)
         } else {
             &[]
         };
+        let gate_rows = self.gate_rows();
+        let at = split_rows::split_point(batch, gate_rows);
+        // The recurrent product left to the two threads that step the rows, each its own.
+        let by_rows = match (self.blocks(), at) {
+            (None, Some(at)) => {
+                let weight_hh = self.weight_hh();
+                let rhs = self
+                    .recurrent
+                    .get_or_init(|| StepRhs::transposed(weight_hh));
+                split_rows::takes_product(batch, at, rhs.is_packed(), weight_hh.len())
+                    .then_some(rhs)
+            }
+            _ => None,
+        };
+        if by_rows.is_none() {
+            match self.blocks() {
+                Some(blocks) => {
+                    heads::forward(blocks, self.weight_hh(), h_in.view(), buffers.zh.view_mut())?
+                }
+                None => self
+                    .recurrent
+                    .get_or_init(|| StepRhs::transposed(self.weight_hh()))
+                    .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut())?,
+            }
+            prefetch(flat(&buffers.zh));
+        }
+        let product = by_rows.map(|rhs| {
+            let weight_hh = self.weight_hh();
+            move |rows: Range<usize>, zh: &mut [C::Elem]| {
+                let zh = ArrayViewMut2::from_shape((rows.len(), gate_rows), zh)
+                    .expect("a thread's rows of zh are rows × gate rows");
+                rhs.product_here(weight_hh, h_in.slice(s![rows, ..]), zh)
+                    .expect("the layer's own step product has the layer's shapes");
+            }
+        });
+        let (zh, row_product) = match &product {
+            Some(product) => (
+                &[][..],
+                Some(RowProduct {
+                    zh: flat_mut(&mut buffers.zh),
+                    product,
+                }),
+            ),
+            None => (flat(&buffers.zh), None),
+        };
         let io = StepIo {
             rows: batch,
             zx: zx_t,
-            zh: flat(&buffers.zh),
+            zh,
             bias_ih: &self.biases.ih,
             bias_hh: &self.biases.hh,
             constant: flat(&self.constant),
@@ -263,19 +309,22 @@ impl<C: Cell> Pass<'_, C> {
             c: flat_mut(&mut buffers.c),
             scratch: flat_mut(&mut buffers.scratch),
         };
-        match record.reborrow() {
+        let kind = match record.reborrow() {
             Record::Tape(tape) => {
                 let cache_len = C::SPEC.cache.len(self.dims.hidden_size) * batch;
-                let cache = &mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len];
-                split_rows::step_train(self.cell, io, self.gate_rows(), cache);
+                StepKind::Train(&mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len])
             }
             Record::Nothing => match buffers.recording.as_mut() {
-                Some(recording) => {
-                    split_rows::step_record(self.cell, io, self.gate_rows(), recording.gates())
-                }
-                None => split_rows::step(self.cell, io, self.gate_rows()),
+                Some(recording) => StepKind::Record(recording.gates()),
+                None => StepKind::Inference,
             },
-        }
+        };
+        // Where the cell's `h` is the step's output as it is, the threads that step the rows
+        // write them there too.
+        let output =
+            output.filter(|_| all_valid && self.weight_hr.is_none() && !self.reg.zoneout_h.is_on());
+        let written = output.is_some();
+        split_rows::step(self.cell, io, at, kind, output, row_product);
         let next_h = match self.weight_hr {
             Some(weight_hr) => {
                 linalg::matmul_nt(
@@ -337,7 +386,7 @@ impl<C: Cell> Pass<'_, C> {
                 .slice_mut(s![(s + 1) * batch..(s + 2) * batch, ..])
                 .assign(&state.c);
         }
-        Ok(())
+        Ok(written)
     }
 
     /// The step's output `(batch, recurrent_size)`: the new `h` of valid rows; for the others

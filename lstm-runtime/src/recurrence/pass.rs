@@ -39,10 +39,17 @@ const CHUNK_STEPS: usize = 64;
 /// values per row, is workspace that training holds beside the whole tape.
 const CHUNK_ROWS: usize = 1024;
 
-/// Time steps whose input projection runs as one GEMM at `batch` rows per step: enough for
-/// [`CHUNK_ROWS`] rows, at most [`CHUNK_STEPS`].
-pub(crate) fn chunk_steps(batch: usize) -> usize {
-    CHUNK_ROWS.div_ceil(batch.max(1)).clamp(1, CHUNK_STEPS)
+/// Values of a chunk's input projection (rows × `gates · hidden`) that a layer narrower than
+/// 2048 gate rows still fills, with more than [`CHUNK_ROWS`] rows: each GEMM call packs all
+/// of `W_ih`, which a narrow layer's few multiply-adds per row repay only over more rows.
+const CHUNK_VALUES: usize = 1 << 21;
+
+/// Time steps whose input projection runs as one GEMM at `batch` rows per step and
+/// `gate_rows` projected values per row: enough for [`CHUNK_ROWS`] rows and
+/// [`CHUNK_VALUES`] values, at most [`CHUNK_STEPS`].
+pub(crate) fn chunk_steps(batch: usize, gate_rows: usize) -> usize {
+    let rows = CHUNK_ROWS.max(CHUNK_VALUES / gate_rows.max(1));
+    rows.div_ceil(batch.max(1)).clamp(1, CHUNK_STEPS)
 }
 
 /// What a (layer, direction) needs to know about the call besides its weights.
@@ -309,7 +316,7 @@ impl<'a, C: Cell> Pass<'a, C> {
         let hidden = self.dims.hidden_size;
         let gate_rows = self.gate_rows();
         let proj_rows = if self.weight_hr.is_some() { batch } else { 0 };
-        let chunk_rows = seq_len.min(chunk_steps(batch)) * batch;
+        let chunk_rows = seq_len.min(chunk_steps(batch, gate_rows)) * batch;
         let if_some = |mask: Option<ArrayView2<'_, C::Elem>>, rows: usize| match mask {
             Some(mask) => (rows, mask.ncols()),
             None => (0, 0),
@@ -334,7 +341,7 @@ impl<'a, C: Cell> Pass<'a, C> {
             x_dropped: Array2::zeros(if_some(self.reg.input, chunk_rows)),
             units: self
                 .unit_split(batch, helper)
-                .map(|split| split.buffers(seq_len.min(chunk_steps(batch)))),
+                .map(|split| split.buffers(seq_len.min(chunk_steps(batch, gate_rows)))),
         }
     }
 

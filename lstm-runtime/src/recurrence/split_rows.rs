@@ -6,7 +6,15 @@
 //! Per-row buffers are split by rows; shared inputs (the biases) are passed whole; the
 //! backward step's accumulators shared by all rows (bias and spec-parameter gradients) get a
 //! second copy for the second half, added into the first when the pass ends.
+//!
+//! Around the forward step, each thread also copies its rows of the new `h` to the layer's
+//! output, and where `W_hh` is small enough to stay in each core's cache, computes its rows of
+//! the recurrent product first ([`takes_product`]): the step's one hand-over then serves the
+//! product, the step and the output, and no thread reads the other's `zh`.
 
+use std::ops::Range;
+
+use ndarray::{ArrayView1, ArrayViewMut2, Axis};
 use num_traits::Zero;
 
 use crate::cell::{BackwardIo, Cell, CellDims, StepIo};
@@ -34,60 +42,130 @@ fn rows_of_mut<T>(values: &mut [T], rows: usize, at: usize) -> (&mut [T], &mut [
     values.split_at_mut(per_row * at)
 }
 
-/// Runs `cell`'s inference step over `io`, in two halves on two threads when the step is
-/// large enough.
-pub(crate) fn step<C: Cell>(cell: &C, io: StepIo<'_, C::Elem>, gate_rows: usize) {
-    match split_point(io.rows, gate_rows) {
-        Some(at) => {
-            let (first, second) = halves(io, at);
-            helper_thread::fork(|| cell.step(first), || cell.step(second));
+/// Weight values (`W_hh`) up to which a step split by rows also splits its recurrent product
+/// by rows ([`takes_product`]): each thread then streams all of `W_hh` at every step, which
+/// pays while it stays in the core's L2 cache (1 MB at hidden 256), not beyond.
+const ROW_PRODUCT_MAX_WEIGHTS: usize = 1 << 18;
+
+/// Whether a step of `rows` rows split at `at` computes its recurrent product by rows too, each
+/// thread its own rows' `zh` just before stepping them ([`step`] with a [`RowProduct`]): one
+/// hand-over per step instead of two, and each thread's `zh` stays in its own cache. Only
+/// with a helper thread running (`parallel/helper_thread.rs`), for a packed product
+/// (`linalg/packed.rs`) of at most [`ROW_PRODUCT_MAX_WEIGHTS`] weights, and with two rows or
+/// more per half: a lone row is the only block whose sums may run in another order than the
+/// same rows' in a larger block, so every value is then the product over all rows'.
+pub(crate) fn takes_product(rows: usize, at: usize, packed: bool, weights: usize) -> bool {
+    packed
+        && helper_thread::active()
+        && weights <= ROW_PRODUCT_MAX_WEIGHTS
+        && at >= 2
+        && rows - at >= 2
+}
+
+/// What a step writes besides the state: nothing (inference), the training cache, or the
+/// recorded gates, each a per-row buffer.
+pub(crate) enum StepKind<'b, F> {
+    Inference,
+    Train(&'b mut [F]),
+    Record(&'b mut [F]),
+}
+
+impl<F> StepKind<'_, F> {
+    /// The rows `..at` and `at..` of a step of `rows` rows.
+    fn halves(&mut self, rows: usize, at: usize) -> (StepKind<'_, F>, StepKind<'_, F>) {
+        match self {
+            StepKind::Inference => (StepKind::Inference, StepKind::Inference),
+            StepKind::Train(buffer) => {
+                let (first, second) = rows_of_mut(buffer, rows, at);
+                (StepKind::Train(first), StepKind::Train(second))
+            }
+            StepKind::Record(buffer) => {
+                let (first, second) = rows_of_mut(buffer, rows, at);
+                (StepKind::Record(first), StepKind::Record(second))
+            }
         }
-        None => cell.step(io),
+    }
+
+    /// Runs `cell`'s step of this kind over `io`.
+    fn run<C: Cell<Elem = F>>(self, cell: &C, io: StepIo<'_, F>) {
+        match self {
+            StepKind::Inference => cell.step(io),
+            StepKind::Train(cache) => cell.step_train(io, cache),
+            StepKind::Record(record) => cell.step_record(io, record),
+        }
     }
 }
 
-/// Runs `cell`'s training step over `io`, writing the step's cache into `cache`, in two
-/// halves on two threads when the step is large enough.
-pub(crate) fn step_train<C: Cell>(
-    cell: &C,
-    io: StepIo<'_, C::Elem>,
-    gate_rows: usize,
-    cache: &mut [C::Elem],
-) {
-    step_with_rows_of(cell, io, gate_rows, cache, C::step_train);
+/// A step's recurrent product left to the threads that step its rows ([`takes_product`]).
+pub(crate) struct RowProduct<'a, F> {
+    /// Receives the product, `rows × gate_rows`.
+    pub(crate) zh: &'a mut [F],
+    /// Computes the rows given (indices into the step's rows) into their rows of `zh`.
+    pub(crate) product: &'a (dyn Fn(Range<usize>, &mut [F]) + Sync),
 }
 
-/// Runs `cell`'s recording step over `io`, writing every recorded gate into `record`, in two
-/// halves on two threads when the step is large enough.
-pub(crate) fn step_record<C: Cell>(
+/// Runs `cell`'s step of `kind` over `io`, in two halves of rows (`..at`, `at..`) on two
+/// threads when `at` is given ([`split_point`]). With `product`, each thread first computes
+/// its rows' `zh` (`io.zh` is then ignored). With `output` `(rows, hidden)`, each thread
+/// copies its rows' new `h` there.
+pub(crate) fn step<'a, C: Cell>(
     cell: &C,
-    io: StepIo<'_, C::Elem>,
-    gate_rows: usize,
-    record: &mut [C::Elem],
-) {
-    step_with_rows_of(cell, io, gate_rows, record, C::step_record);
-}
-
-/// A step of `C` that also writes a per-row buffer: `Cell::step_train`, `Cell::step_record`.
-type StepWithRows<C> = fn(&C, StepIo<'_, <C as Cell>::Elem>, &mut [<C as Cell>::Elem]);
-
-/// Runs `step` (a step that also writes a per-row buffer) over `io` and `buffer`, both cut
-/// into the same two halves of rows when the step is large enough.
-fn step_with_rows_of<C: Cell>(
-    cell: &C,
-    io: StepIo<'_, C::Elem>,
-    gate_rows: usize,
-    buffer: &mut [C::Elem],
-    step: StepWithRows<C>,
+    io: StepIo<'a, C::Elem>,
+    at: Option<usize>,
+    mut kind: StepKind<'_, C::Elem>,
+    output: Option<ArrayViewMut2<'_, C::Elem>>,
+    product: Option<RowProduct<'a, C::Elem>>,
 ) {
     let rows = io.rows;
-    match split_point(rows, gate_rows) {
-        Some(at) => {
-            let (buffer, buffer2) = rows_of_mut(buffer, rows, at);
-            let (first, second) = halves(io, at);
-            helper_thread::fork(|| step(cell, first, buffer), || step(cell, second, buffer2));
+    let Some(at) = at else {
+        half(cell, 0..rows, io, product, kind, output);
+        return;
+    };
+    let (first, second) = halves(io, at);
+    let (kind, kind2) = kind.halves(rows, at);
+    let (output, output2) = match output {
+        Some(output) => {
+            let (first, second) = output.split_at(Axis(0), at);
+            (Some(first), Some(second))
         }
-        None => step(cell, io, buffer),
+        None => (None, None),
+    };
+    let (product, product2) = match product {
+        Some(RowProduct { zh, product }) => {
+            let (zh, zh2) = rows_of_mut(zh, rows, at);
+            (
+                Some(RowProduct { zh, product }),
+                Some(RowProduct { zh: zh2, product }),
+            )
+        }
+        None => (None, None),
+    };
+    helper_thread::fork(
+        || half(cell, 0..at, first, product, kind, output),
+        || half(cell, at..rows, second, product2, kind2, output2),
+    );
+}
+
+/// One thread's share of [`step`]: the rows `rows` of the step (`io` holds just those).
+fn half<'a, C: Cell>(
+    cell: &C,
+    rows: Range<usize>,
+    mut io: StepIo<'a, C::Elem>,
+    product: Option<RowProduct<'a, C::Elem>>,
+    kind: StepKind<'_, C::Elem>,
+    output: Option<ArrayViewMut2<'_, C::Elem>>,
+) {
+    if let Some(RowProduct { zh, product }) = product {
+        product(rows, zh);
+        io.zh = zh;
+    }
+    let h = std::mem::take(&mut io.h);
+    kind.run(cell, StepIo { h: &mut *h, ..io });
+    if let Some(mut output) = output {
+        let width = output.ncols();
+        for (row, mut out) in output.rows_mut().into_iter().enumerate() {
+            out.assign(&ArrayView1::from(&h[row * width..(row + 1) * width]));
+        }
     }
 }
 
