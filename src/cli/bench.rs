@@ -62,11 +62,15 @@ pub struct BenchArgs {
 /// What one benchmark measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measurement {
-    /// Median milliseconds of an inference forward pass.
+    /// Median milliseconds of an inference forward pass, timed back to back (as the other
+    /// frameworks' passes are timed).
     pub fwd_ms: f64,
     /// Median microseconds per step of a [`lstm::Stepper`] taking the same input one step at a
-    /// time (timed alternately with the forward pass); `None` for a bidirectional layer.
+    /// time; `None` for a bidirectional layer.
     pub step_us: Option<f64>,
+    /// The stepper's time per step over the forward pass's, both timed alternately so that
+    /// the two medians see the same drift of the machine's speed; `None` with `step_us`.
+    pub step_ratio: Option<f64>,
     /// Median milliseconds of a training forward pass plus the full backward pass.
     pub fwdbwd_ms: f64,
     /// Forward matrix-product work (multiply-adds count 2) per second of `fwd_ms`, in GFLOP/s.
@@ -86,13 +90,6 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    /// The stepper's time per step over the forward pass's: `step_us` against
-    /// `fwd_ms / seq_len`.
-    pub fn step_ratio(&self, seq_len: usize) -> Option<f64> {
-        let forward_us = self.fwd_ms * 1e3 / seq_len.max(1) as f64;
-        self.step_us.map(|step_us| step_us / forward_us)
-    }
-
     /// The layer's own part of the training peak, in MB: `train_peak_mb − held_mb`.
     pub fn own_mb(&self) -> f64 {
         self.train_peak_mb - self.held_mb
@@ -129,7 +126,7 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
             args.regularization.describe(),
             measured.fwd_ms,
             json_number(measured.step_us),
-            json_number(measured.step_ratio(args.seq_len)),
+            json_number(measured.step_ratio),
             measured.fwdbwd_ms,
             measured.gflops,
             measured.train_peak_mb,
@@ -161,7 +158,7 @@ pub fn run(args: &BenchArgs, catalog: &Catalog, out: &mut impl Write) -> Result<
             measured.fwd_ms,
             measured.fwdbwd_ms,
             measured.gflops,
-            match (measured.step_us, measured.step_ratio(args.seq_len)) {
+            match (measured.step_us, measured.step_ratio) {
                 (Some(step_us), Some(ratio)) =>
                     format!(" stepper {step_us:.2} µs per step ({ratio:.2}× the forward pass's);"),
                 _ => String::new(),
@@ -204,8 +201,11 @@ impl CellVisitor<f32> for Bench<'_> {
         // One untimed pass of each kind warms caches and the thread pool.
         let forward = |layer: &mut Lstm<C>| layer.forward(input.view(), Call::new()).map(drop);
         forward(&mut layer)?;
-        let (fwd_ms, step_us) = if config.bidirectional {
-            (median_ms(repeats, || forward(&mut layer))?, None)
+        // Back to back, as the other frameworks' passes are timed: a forward pass right after
+        // a stepper's steps runs several percent slower.
+        let fwd_ms = median_ms(repeats, || forward(&mut layer))?;
+        let (step_us, step_ratio) = if config.bidirectional {
+            (None, None)
         } else {
             // The stepper over the same input, timed alternately with the forward pass so
             // that both medians see the same drift of the machine's speed.
@@ -225,7 +225,8 @@ impl CellVisitor<f32> for Bench<'_> {
                 stepping.push(time_ms(&mut steps)?);
             }
             let per_step = 1e3 / args.seq_len.max(1) as f64;
-            (median(forwards), Some(median(stepping) * per_step))
+            let step_us = median(stepping) * per_step;
+            (Some(step_us), Some(step_us / (median(forwards) * per_step)))
         };
         // Returns the values the pass held for its caller (see `Measurement::held_mb`).
         let train = |layer: &mut Lstm<C>| -> Result<usize, lstm::Error> {
@@ -252,6 +253,7 @@ impl CellVisitor<f32> for Bench<'_> {
         Ok(Measurement {
             fwd_ms,
             step_us,
+            step_ratio,
             fwdbwd_ms,
             gflops: flops / (fwd_ms * 1e6),
             train_peak_mb,
