@@ -115,12 +115,14 @@ impl StepRhs {
         self.product_split(w, a, c, false)
     }
 
-    /// Whether the product runs on the packed panels for `w` of this shape (the kernels
-    /// of `packed.rs`), where splitting it by rows leaves each value's sum unchanged.
+    /// Whether the product runs on packed panels (the kernels of `packed.rs`), whose sum for
+    /// each value does not depend on which rows run together, but for a lone row at the AVX2
+    /// level (`packed::one_row_sums_in_order`).
     pub(crate) fn is_packed(&self) -> bool {
         self.packed.is_some()
     }
 
+    /// [`Self::product`], split between threads only if `may_split`.
     fn product_split<F: Float>(
         &self,
         w: ArrayView2<'_, F>,
