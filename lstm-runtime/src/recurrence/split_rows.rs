@@ -65,8 +65,11 @@ pub(crate) fn takes_product(rows: usize, at: usize, packed: bool, weights: usize
 /// What a step writes besides the state: nothing (inference), the training cache, or the
 /// recorded gates, each a per-row buffer.
 pub(crate) enum StepKind<'b, F> {
+    /// [`Cell::step`]: the new state only.
     Inference,
+    /// [`Cell::step_train`], writing the step's cache for the backward pass.
     Train(&'b mut [F]),
+    /// [`Cell::step_record`], writing the values a call records (`Call::record`).
     Record(&'b mut [F]),
 }
 
