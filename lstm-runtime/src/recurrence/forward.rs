@@ -253,32 +253,31 @@ impl<C: Cell> Pass<'_, C> {
         };
         let gate_rows = self.gate_rows();
         let at = split_rows::split_point(batch, gate_rows);
+        let weight_hh = self.weight_hh();
+        let blocks = self.blocks();
+        // The dense product's operand (a block-diagonal recurrence has its own, `heads.rs`).
+        let rhs = blocks.is_none().then(|| {
+            self.recurrent
+                .get_or_init(|| StepRhs::transposed(weight_hh))
+        });
         // The recurrent product left to the two threads that step the rows, each its own.
-        let by_rows = match (self.blocks(), at) {
-            (None, Some(at)) => {
-                let weight_hh = self.weight_hh();
-                let rhs = self
-                    .recurrent
-                    .get_or_init(|| StepRhs::transposed(weight_hh));
+        let by_rows = rhs.filter(|rhs| {
+            at.is_some_and(|at| {
                 split_rows::takes_product(batch, at, rhs.is_packed(), weight_hh.len())
-                    .then_some(rhs)
-            }
-            _ => None,
-        };
+            })
+        });
         if by_rows.is_none() {
-            match self.blocks() {
-                Some(blocks) => {
-                    heads::forward(blocks, self.weight_hh(), h_in.view(), buffers.zh.view_mut())?
+            match (rhs, blocks) {
+                (Some(rhs), _) => rhs.product(weight_hh, h_in.view(), buffers.zh.view_mut())?,
+                (None, Some(blocks)) => {
+                    heads::forward(blocks, weight_hh, h_in.view(), buffers.zh.view_mut())?
                 }
-                None => self
-                    .recurrent
-                    .get_or_init(|| StepRhs::transposed(self.weight_hh()))
-                    .product(self.weight_hh(), h_in.view(), buffers.zh.view_mut())?,
+                // `rhs` is missing only where `blocks` is there.
+                (None, None) => {}
             }
             prefetch(flat(&buffers.zh));
         }
         let product = by_rows.map(|rhs| {
-            let weight_hh = self.weight_hh();
             move |rows: Range<usize>, zh: &mut [C::Elem]| {
                 let zh = ArrayViewMut2::from_shape((rows.len(), gate_rows), zh)
                     .expect("a thread's rows of zh are rows × gate rows");
