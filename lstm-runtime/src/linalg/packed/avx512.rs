@@ -3,6 +3,9 @@
 //! microkernel of up to [`MR`] rows × [`PANELS`] panels whose 24 accumulators stay in 24 of
 //! the 32 `zmm` registers. Each line of `b` loaded feeds [`MR`] fused multiply-adds and each
 //! broadcast of `a` feeds [`PANELS`], so the kernel is bound by the FMA units, not by loads.
+//! Products of one or two rows (batch 1: the step's matrix-vector products) run up to
+//! [`NARROW_PANELS`] panels per call instead, enough independent sums to keep both FMA units
+//! busy; each column is still summed over its depth in order, whatever the panels' grouping.
 
 use std::arch::x86_64::{
     __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_load_ps, _mm512_mask_storeu_ps,
@@ -23,6 +26,15 @@ const PANELS: usize = 3;
 /// (4 KB) then fit in the L1 data cache together.
 const DEPTH_PER_PASS: usize = 128;
 
+/// Rows up to which a product runs [`NARROW_PANELS`] panels per microkernel call: with one
+/// or two rows, [`PANELS`] accumulator chains per row leave the FMA units waiting on each
+/// chain's latency.
+const NARROW_ROWS: usize = 2;
+
+/// Panels side by side in one microkernel call of at most [`NARROW_ROWS`] rows: 16
+/// accumulators and 8 registers of `b`.
+const NARROW_PANELS: usize = 8;
+
 impl Panels {
     /// [`Panels::product`] on AVX-512.
     ///
@@ -38,11 +50,16 @@ impl Panels {
         accumulate: bool,
         panels: Range<usize>,
     ) {
+        let group_len = if m <= NARROW_ROWS {
+            NARROW_PANELS
+        } else {
+            PANELS
+        };
         for_each_tile(
             m,
             self.k,
             panels,
-            PANELS,
+            group_len,
             DEPTH_PER_PASS,
             accumulate,
             |rows, group, depth, accumulate| {
@@ -56,7 +73,8 @@ impl Panels {
     ///
     /// # Safety
     ///
-    /// As [`Self::product_avx512`]; `group` holds 1 to [`PANELS`] panels.
+    /// As [`Self::product_avx512`]; `group` holds 1 to [`PANELS`] panels, or up to
+    /// [`NARROW_PANELS`] in a product of at most [`NARROW_ROWS`] rows.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
     unsafe fn group_tiles(
         &self,
@@ -84,24 +102,17 @@ impl Panels {
             // SAFETY: AVX-512 is enabled here; the panels hold `depth` lines from these
             // pointers and the tile lies in the caller's bounds.
             unsafe {
+                let rows = block.len();
+                let at = group.start;
                 match group.len() {
-                    1 => rows_kernel::<1>(block.len(), [lines(group.start)], depth, tile),
-                    2 => rows_kernel::<2>(
-                        block.len(),
-                        [lines(group.start), lines(group.start + 1)],
-                        depth,
-                        tile,
-                    ),
-                    _ => rows_kernel::<3>(
-                        block.len(),
-                        [
-                            lines(group.start),
-                            lines(group.start + 1),
-                            lines(group.start + 2),
-                        ],
-                        depth,
-                        tile,
-                    ),
+                    1 => rows_kernel::<1>(rows, group_lines(&lines, at), depth, tile),
+                    2 => rows_kernel::<2>(rows, group_lines(&lines, at), depth, tile),
+                    3 => rows_kernel::<3>(rows, group_lines(&lines, at), depth, tile),
+                    4 => narrow_kernel::<4>(rows, group_lines(&lines, at), depth, tile),
+                    5 => narrow_kernel::<5>(rows, group_lines(&lines, at), depth, tile),
+                    6 => narrow_kernel::<6>(rows, group_lines(&lines, at), depth, tile),
+                    7 => narrow_kernel::<7>(rows, group_lines(&lines, at), depth, tile),
+                    _ => narrow_kernel::<8>(rows, group_lines(&lines, at), depth, tile),
                 }
             }
         }
@@ -143,6 +154,37 @@ unsafe fn rows_kernel<const P: usize>(
             6 => kernel::<6, P>(panels, depth, tile),
             7 => kernel::<7, P>(panels, depth, tile),
             _ => kernel::<8, P>(panels, depth, tile),
+        }
+    }
+}
+
+/// The line pointers of `P` panels from panel `first` on.
+fn group_lines<const P: usize>(
+    lines: &impl Fn(usize) -> *const Line,
+    first: usize,
+) -> [*const Line; P] {
+    std::array::from_fn(|j| lines(first + j))
+}
+
+/// [`kernel`] for a block of at most [`NARROW_ROWS`] rows and more than [`PANELS`] panels
+/// (groups that wide are formed only for products of that few rows).
+///
+/// # Safety
+///
+/// As [`kernel`].
+#[inline(always)]
+unsafe fn narrow_kernel<const P: usize>(
+    rows: usize,
+    panels: [*const Line; P],
+    depth: usize,
+    tile: Tile<'_>,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        debug_assert!(rows <= NARROW_ROWS);
+        match rows {
+            1 => kernel::<1, P>(panels, depth, tile),
+            _ => kernel::<2, P>(panels, depth, tile),
         }
     }
 }
