@@ -16,7 +16,7 @@
 //! work it sleeps until the next job wakes it, as OpenMP runtimes' workers do after their
 //! block time.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -59,9 +59,8 @@ type Job = *mut (dyn FnMut() + Send);
 
 /// The state shared by the calling thread and the helper.
 struct Shared {
-    state: AtomicU8,
-    /// The posted job, written before `state` becomes [`POSTED`].
-    job: Mutex<Option<SendJob>>,
+    /// The state and the posted job, on one cache line of their own.
+    post: Post,
     /// The panic payload of a job that panicked, resumed on the calling thread.
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
     /// The helper thread, set by itself before it can sleep, for waking it.
@@ -71,8 +70,10 @@ struct Shared {
 impl Shared {
     fn new() -> Self {
         Shared {
-            state: AtomicU8::new(IDLE),
-            job: Mutex::new(None),
+            post: Post {
+                state: AtomicU8::new(IDLE),
+                job: UnsafeCell::new(None),
+            },
             panic: Mutex::new(None),
             thread: OnceLock::new(),
         }
@@ -80,13 +81,28 @@ impl Shared {
 
     /// Sets the state to `to`, waking the helper if it slept.
     fn wake_to(&self, to: u8) {
-        if self.state.swap(to, Ordering::AcqRel) == SLEEPING
+        if self.post.state.swap(to, Ordering::AcqRel) == SLEEPING
             && let Some(thread) = self.thread.get()
         {
             thread.unpark();
         }
     }
 }
+
+/// What crosses between the cores at each job: the state, and the job beside it, so that
+/// the helper's look at the state brings the job with it.
+#[repr(C, align(64))]
+struct Post {
+    /// [`IDLE`], [`POSTED`], [`RUNNING`], [`DONE`], [`STOP`] or [`SLEEPING`].
+    state: AtomicU8,
+    /// The posted job: written by the poster while the state is [`IDLE`] or [`SLEEPING`],
+    /// before it becomes [`POSTED`]; taken by the thread that turns [`POSTED`] into
+    /// [`RUNNING`].
+    job: UnsafeCell<Option<SendJob>>,
+}
+
+// SAFETY: `job` is accessed by one thread at a time, as the state hands it over (see `job`).
+unsafe impl Sync for Post {}
 
 /// A [`Job`] pointer that may cross to the helper thread.
 struct SendJob(Job);
@@ -131,7 +147,7 @@ pub(crate) struct Helper {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("state", &self.state.load(Ordering::Relaxed))
+            .field("state", &self.post.state.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -192,11 +208,12 @@ fn helper(shared: &Shared) {
     let mut spins = 0u32;
     let mut idle_since: Option<Instant> = None;
     loop {
-        match shared.state.load(Ordering::Acquire) {
+        match shared.post.state.load(Ordering::Acquire) {
             POSTED => {
                 spins = 0;
                 idle_since = None;
                 if shared
+                    .post
                     .state
                     .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
@@ -214,13 +231,14 @@ fn helper(shared: &Shared) {
                 if state == IDLE
                     && since.elapsed() >= IDLE_BEFORE_SLEEP
                     && shared
+                        .post
                         .state
                         .compare_exchange(IDLE, SLEEPING, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                 {
                     // `wake_to` changes the state before it unparks, and an unpark before
                     // the park makes the park return at once.
-                    while shared.state.load(Ordering::Acquire) == SLEEPING {
+                    while shared.post.state.load(Ordering::Acquire) == SLEEPING {
                         std::thread::park();
                     }
                     spins = 0;
@@ -236,11 +254,9 @@ fn helper(shared: &Shared) {
 /// Runs the posted job (the caller won it: `POSTED` → `RUNNING`), keeps a panic for the
 /// poster, and signals `DONE`.
 fn run_posted(shared: &Shared) {
-    let job = shared
-        .job
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    // SAFETY: the caller turned `POSTED` into `RUNNING` (acquiring the poster's write of the
+    // job), so no other thread touches `job` until this one stores `DONE`.
+    let job = unsafe { (*shared.post.job.get()).take() };
     if let Some(SendJob(job)) = job {
         // SAFETY: the poster keeps the job alive until it sees `DONE`.
         let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)() }));
@@ -248,7 +264,7 @@ fn run_posted(shared: &Shared) {
             *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
         }
     }
-    shared.state.store(DONE, Ordering::Release);
+    shared.post.state.store(DONE, Ordering::Release);
 }
 
 /// One wait between two looks at the state: a spin, or after [`SPINS_BEFORE_YIELD`] of them
@@ -283,7 +299,9 @@ pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
     // SAFETY: only the lifetime is erased; `Wait` below keeps `call` alive and borrowed until
     // the helper has run it, even if `first` panics.
     let job: Job = unsafe { std::mem::transmute(job) };
-    *shared.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(SendJob(job));
+    // SAFETY: the state is `IDLE` or `SLEEPING` (the last `join` ended with `IDLE`), so no
+    // other thread touches `job` until the state becomes `POSTED` below.
+    unsafe { *shared.post.job.get() = Some(SendJob(job)) };
     shared.wake_to(POSTED);
     /// Waits for the helper to finish the job, on return and on unwinding alike.
     struct Wait<'a>(&'a Shared);
@@ -291,11 +309,12 @@ pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
         fn drop(&mut self) {
             let mut spins = 0;
             loop {
-                match self.0.state.load(Ordering::Acquire) {
+                match self.0.post.state.load(Ordering::Acquire) {
                     DONE => break,
                     POSTED if spins >= SPINS_BEFORE_TAKING_BACK => {
                         if self
                             .0
+                            .post
                             .state
                             .compare_exchange(POSTED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
                             .is_ok()
@@ -306,7 +325,7 @@ pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
                     _ => pause(&mut spins),
                 }
             }
-            self.0.state.store(IDLE, Ordering::Relaxed);
+            self.0.post.state.store(IDLE, Ordering::Relaxed);
         }
     }
     let wait = Wait(shared);
@@ -394,12 +413,12 @@ mod tests {
         helper.serve(|| join(|| sides.0 += 1, || sides.1 += 1));
         // Idle for longer than it looks for work before it sleeps.
         let start = Instant::now();
-        while helper.shared.state.load(Ordering::Acquire) != SLEEPING
+        while helper.shared.post.state.load(Ordering::Acquire) != SLEEPING
             && start.elapsed() < Duration::from_secs(5)
         {
             std::thread::sleep(IDLE_BEFORE_SLEEP);
         }
-        assert_eq!(helper.shared.state.load(Ordering::Acquire), SLEEPING);
+        assert_eq!(helper.shared.post.state.load(Ordering::Acquire), SLEEPING);
         for _ in 0..3 {
             helper.serve(|| join(|| sides.0 += 1, || sides.1 += 1));
         }
@@ -419,7 +438,7 @@ mod tests {
         }
         CURRENT.with(|current| current.set(None));
         assert_eq!(sides, (3, 3));
-        assert_eq!(shared.state.load(Ordering::Relaxed), IDLE);
+        assert_eq!(shared.post.state.load(Ordering::Relaxed), IDLE);
     }
 
     #[test]
