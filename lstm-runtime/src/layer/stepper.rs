@@ -9,8 +9,8 @@
 //! keep several (one per hypothesis), reorder or duplicate rows ([`StepState::select`]) and
 //! go back to an earlier one.
 //!
-//! Where one step is large enough (from about 131 K multiply-adds of its recurrent product:
-//! hidden 256 at batch 1), the stepper keeps a helper thread for its lifetime
+//! Where one step is large enough (from about 33 K multiply-adds of its recurrent product:
+//! hidden 91 at batch 1), the stepper keeps a helper thread for its lifetime
 //! (`parallel/helper_thread.rs`) and splits each step between two cores as the sequence
 //! forward splits its steps, value for value the same; between steps the helper spins for up
 //! to a millisecond, then sleeps until the next step.

@@ -167,7 +167,7 @@ fn every_zoo_cell_steps_as_the_sequence_forward_with_a_helper_thread() {
 #[test]
 fn a_stepper_keeps_a_helper_thread_only_where_a_step_pays_for_it() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let small = Lstm::<zoo::Lstm<f32>>::new(LstmConfig::new(8, 128), &mut rng).unwrap();
+    let small = Lstm::<zoo::Lstm<f32>>::new(LstmConfig::new(8, 64), &mut rng).unwrap();
     let large = Lstm::<zoo::Lstm<f32>>::new(LstmConfig::new(8, 512), &mut rng).unwrap();
     with_threads(2, || {
         assert!(small.stepper(1).unwrap().helper.is_none());

@@ -27,9 +27,9 @@ use crate::regularization::in_recurrence::InRecurrence;
 const HELPER_MIN_WORK: usize = 1 << 22;
 
 /// Multiply-adds of one step's recurrent product from which a stepper keeps a helper thread:
-/// below, a step on one core is as fast (batch 1 at hidden 128, where a step's weights stream
-/// from one core's L2 cache at about the speed of the hand-overs; README, Performance).
-const STEP_HELPER_MIN_WORK: usize = 1 << 17;
+/// below, the hand-overs between the cores cost about what the split saves (README,
+/// Performance).
+const STEP_HELPER_MIN_WORK: usize = 1 << 15;
 
 /// Time steps whose input projection runs as one GEMM, at most.
 const CHUNK_STEPS: usize = 64;
