@@ -26,7 +26,7 @@ use crate::parallel::helper_thread;
 use crate::params::name::ParamName;
 use crate::recurrence::Record;
 use crate::recurrence::mask::Validity;
-use crate::recurrence::pass::chunk_steps;
+use crate::recurrence::pass::{Pass, chunk_steps, zeros_by_both};
 
 /// What the layers produce, time-major, before the config shapes it into an [`LstmOutput`].
 pub(super) struct Produced<F> {
@@ -162,7 +162,6 @@ impl<C: Cell> Lstm<C> {
     fn run_lockstep(&self, prepared: &Prepared<'_, '_, C::Elem>) -> Result<Produced<C::Elem>> {
         let (seq_len, batch, _) = prepared.input.dim();
         let layers = self.config.num_layers;
-        let width = self.config.output_size();
         let directions = (0..layers)
             .map(|layer| {
                 self.pass(
@@ -174,6 +173,23 @@ impl<C: Cell> Lstm<C> {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        let worth_it = directions
+            .iter()
+            .any(|direction| direction.helper_worth_it(seq_len, batch));
+        // Started before the buffers are allocated, so that both threads zero them.
+        helper_thread::with_helper(worth_it, || self.lockstep_with(prepared, &directions))
+    }
+
+    /// [`Self::run_lockstep`] over its passes, one per layer, with the helper thread (if any)
+    /// already running.
+    fn lockstep_with(
+        &self,
+        prepared: &Prepared<'_, '_, C::Elem>,
+        directions: &[Pass<'_, C>],
+    ) -> Result<Produced<C::Elem>> {
+        let (seq_len, batch, _) = prepared.input.dim();
+        let layers = self.config.num_layers;
+        let width = self.config.output_size();
         let mut runs: Vec<_> = directions
             .iter()
             .enumerate()
@@ -204,43 +220,37 @@ impl<C: Cell> Lstm<C> {
         let mut output = self
             .config
             .return_sequences
-            .then(|| Array3::zeros((seq_len, batch, width)));
-        let worth_it = directions
-            .iter()
-            .any(|direction| direction.helper_worth_it(seq_len, batch));
-        helper_thread::with_helper(worth_it, || {
-            for t0 in (0..seq_len).step_by(steps_per_chunk) {
-                let t1 = (t0 + steps_per_chunk).min(seq_len);
-                let steps = t1 - t0;
-                for layer in 0..layers {
-                    let (below, above) = between.split_at_mut(layer);
-                    let input = match layer {
-                        0 => prepared.input.slice(s![t0..t1, .., ..]),
-                        _ => below[layer - 1].slice(s![..steps, .., ..]),
-                    };
-                    let chunk_output = match above.first_mut() {
-                        Some(next_input) => Some(next_input.slice_mut(s![..steps, .., ..])),
-                        None => output
-                            .as_mut()
-                            .map(|output| output.slice_mut(s![t0..t1, .., ..])),
-                    };
-                    directions[layer].run_chunk(
-                        input,
-                        t0,
-                        seq_len,
-                        &mut runs[layer],
-                        chunk_output,
-                        Record::Nothing,
-                    )?;
-                    if let (Some(next_input), Some(Some(dropout))) =
-                        (above.first_mut(), dropouts.get_mut(layer))
-                    {
-                        dropout.apply(next_input.slice_mut(s![..steps, .., ..]));
-                    }
+            .then(|| zeros_by_both((seq_len, batch, width)));
+        for t0 in (0..seq_len).step_by(steps_per_chunk) {
+            let t1 = (t0 + steps_per_chunk).min(seq_len);
+            let steps = t1 - t0;
+            for layer in 0..layers {
+                let (below, above) = between.split_at_mut(layer);
+                let input = match layer {
+                    0 => prepared.input.slice(s![t0..t1, .., ..]),
+                    _ => below[layer - 1].slice(s![..steps, .., ..]),
+                };
+                let chunk_output = match above.first_mut() {
+                    Some(next_input) => Some(next_input.slice_mut(s![..steps, .., ..])),
+                    None => output
+                        .as_mut()
+                        .map(|output| output.slice_mut(s![t0..t1, .., ..])),
+                };
+                directions[layer].run_chunk(
+                    input,
+                    t0,
+                    seq_len,
+                    &mut runs[layer],
+                    chunk_output,
+                    Record::Nothing,
+                )?;
+                if let (Some(next_input), Some(Some(dropout))) =
+                    (above.first_mut(), dropouts.get_mut(layer))
+                {
+                    dropout.apply(next_input.slice_mut(s![..steps, .., ..]));
                 }
             }
-            Ok(())
-        })?;
+        }
         let mut h_n = Array3::zeros((layers, batch, width));
         let mut c_n = states::zeros(C::SPEC, layers, batch, self.config.hidden_size);
         let mut records = Vec::new();

@@ -15,10 +15,12 @@
 
 mod avx512;
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::gemv::has_avx2_fma;
 use crate::isa::{self, Isa};
+use crate::parallel::helper_thread;
 
 /// Columns of one panel and of the microkernel: two AVX2 registers of f32, one cache line.
 pub(super) const NR: usize = 16;
@@ -65,38 +67,50 @@ impl Panels {
     /// product `h_prev · W_hhᵀ` reads them); `None` on a machine without AVX2 and FMA.
     pub(crate) fn transposed(w: &[f32], n: usize, k: usize) -> Option<Self> {
         debug_assert_eq!(w.len(), n * k);
-        let mut panels = Self::zeroed(k, n)?;
-        for (p, panel) in panels.lines.chunks_mut(k.max(1)).enumerate() {
-            for j in 0..NR.min(n - p * NR) {
-                let row = &w[(p * NR + j) * k..][..k];
-                for (line, &value) in panel.iter_mut().zip(row) {
-                    line.0[j] = value;
-                }
-            }
-        }
-        Some(panels)
+        Self::packed(k, n, |p, kk| {
+            // Row `p·NR + j` of `w`, or past `n` a zero column.
+            std::array::from_fn(|j| {
+                w.get((p * NR + j) * k..(p * NR + j + 1) * k)
+                    .map_or(0.0, |row| row[kk])
+            })
+        })
     }
 
     /// Packs `b = w` for a row-major `w: k×n` (the recurrent weights `W_hh` as the backward
     /// product `dZ · W_hh` reads them); `None` on a machine without AVX2 and FMA.
     pub(crate) fn plain(w: &[f32], k: usize, n: usize) -> Option<Self> {
         debug_assert_eq!(w.len(), k * n);
-        let mut panels = Self::zeroed(k, n)?;
-        for (p, panel) in panels.lines.chunks_mut(k.max(1)).enumerate() {
+        Self::packed(k, n, |p, kk| {
             let columns = p * NR..(p * NR + NR).min(n);
-            for (kk, line) in panel.iter_mut().enumerate() {
-                line.0[..columns.len()].copy_from_slice(&w[kk * n..][columns.clone()]);
-            }
-        }
-        Some(panels)
+            let mut line = [0.0; NR];
+            line[..columns.len()].copy_from_slice(&w[kk * n..][columns]);
+            line
+        })
     }
 
-    fn zeroed(k: usize, n: usize) -> Option<Self> {
-        has_avx2_fma().then(|| Panels {
-            k,
-            n,
-            lines: vec![Line([0.0; NR]); n.div_ceil(NR) * k],
-        })
+    /// The `n.div_ceil(NR)` panels of `k` lines whose line `kk` of panel `p` is
+    /// `line(p, kk)`; the two halves of the panels are packed on two threads where a helper
+    /// thread runs (packing is otherwise the one part of a call's first step that a single
+    /// core does while the other waits). `None` on a machine without AVX2 and FMA.
+    fn packed(k: usize, n: usize, line: impl Fn(usize, usize) -> [f32; NR] + Sync) -> Option<Self> {
+        if !has_avx2_fma() {
+            return None;
+        }
+        let count = n.div_ceil(NR);
+        let mut lines: Vec<Line> = Vec::with_capacity(count * k);
+        let mid = count / 2;
+        let (first, second) = lines.spare_capacity_mut()[..count * k].split_at_mut(mid * k);
+        let fill = |start: usize, lines: &mut [MaybeUninit<Line>]| {
+            for (p, panel) in lines.chunks_mut(k.max(1)).enumerate() {
+                for (kk, slot) in panel.iter_mut().enumerate() {
+                    slot.write(Line(line(start + p, kk)));
+                }
+            }
+        };
+        helper_thread::join(|| fill(0, first), || fill(mid, second));
+        // SAFETY: the two halves cover the first `count · k` slots, each written above.
+        unsafe { lines.set_len(count * k) };
+        Some(Panels { k, n, lines })
     }
 
     /// Depth `k` of the product.

@@ -279,16 +279,24 @@ pub(crate) fn pause(spins: &mut u32) {
 }
 
 /// Runs `first` on this thread and `second` on the helper thread, or both here when no helper
-/// runs (in that order); returns when both are done. A panic in either is resumed here once
-/// both have finished.
+/// runs or it has a job of this thread's already (a `join` inside the `first` of another), in
+/// that order; returns when both are done. A panic in either is resumed here once both have
+/// finished.
 pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
-    let Some(shared) = CURRENT.with(Cell::get) else {
+    // SAFETY: `CURRENT` is set only inside `with_helper`, on its thread, while the `Shared` it
+    // points to lives.
+    let free = CURRENT
+        .with(Cell::get)
+        .map(|shared| unsafe { &*shared })
+        .filter(|shared| {
+            // Only this thread posts, and it sets `IDLE` again before its `join` returns.
+            matches!(shared.post.state.load(Ordering::Relaxed), IDLE | SLEEPING)
+        });
+    let Some(shared) = free else {
         first();
         second();
         return;
     };
-    // SAFETY: `CURRENT` is set only inside `with_helper`, on its thread, while `shared` lives.
-    let shared = unsafe { &*shared };
     let mut second = Some(second);
     let mut call = || {
         if let Some(second) = second.take() {
@@ -341,6 +349,23 @@ pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
     }
 }
 
+/// `len` copies of `value`, each half written by one of the two threads where a helper
+/// thread runs: a time loop's large buffers (its output, the input projection's workspace)
+/// are filled in parallel instead of by the calling core alone while the other waits.
+pub(crate) fn filled<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> {
+    let mut values = Vec::with_capacity(len);
+    let (first, second) = values.spare_capacity_mut()[..len].split_at_mut(len / 2);
+    let fill = |slots: &mut [std::mem::MaybeUninit<T>]| {
+        for slot in slots {
+            slot.write(value);
+        }
+    };
+    join(|| fill(first), || fill(second));
+    // SAFETY: the two halves cover the first `len` slots, each written above.
+    unsafe { values.set_len(len) };
+    values
+}
+
 /// [`join`] through the helper thread when one runs for this thread, else [`rayon::join`].
 pub(crate) fn fork<A: FnOnce() + Send, B: FnOnce() + Send>(first: A, second: B) {
     if active() {
@@ -374,6 +399,32 @@ mod tests {
             });
             assert_eq!((left, count.load(Ordering::Relaxed)), (1000, 1000));
             assert!(!active());
+        }
+    }
+
+    #[test]
+    fn a_join_inside_a_join_runs_every_side_once() {
+        for worth_it in [false, true] {
+            let count = AtomicUsize::new(0);
+            let add = || {
+                count.fetch_add(1, Ordering::Relaxed);
+            };
+            with_helper(worth_it, || {
+                for _ in 0..1000 {
+                    join(|| join(add, add), || join(add, add));
+                }
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 4000);
+        }
+    }
+
+    #[test]
+    fn filled_holds_the_value_everywhere_with_and_without_a_helper() {
+        for worth_it in [false, true] {
+            for len in [0, 1, 2, 3, 1000] {
+                let values = with_helper(worth_it, || filled(len, 7u16));
+                assert_eq!(values, vec![7u16; len], "len {len}, helper {worth_it}");
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array, Array1, Array2, Array3, ArrayView2, Axis, Dimension, IntoDimension, s};
 use num_traits::{One, Zero};
 
 use super::mask::{InvalidOutput, Validity};
@@ -19,6 +19,7 @@ use crate::error::{Error, Result, expect_shape};
 use crate::float::Float;
 use crate::linalg::ordered::FewRows;
 use crate::linalg::{self, heads::Blocks, step::StepRhs};
+use crate::parallel::helper_thread;
 use crate::parallel::threads::num_threads;
 use crate::regularization::in_recurrence::InRecurrence;
 
@@ -337,7 +338,7 @@ impl<'a, C: Cell> Pass<'a, C> {
                 valid: vec![true; batch],
                 recording: None,
             },
-            zx: Array2::zeros((chunk_rows, gate_rows)),
+            zx: zeros_by_both((chunk_rows, gate_rows)),
             x_dropped: Array2::zeros(if_some(self.reg.input, chunk_rows)),
             units: self
                 .unit_split(batch, helper)
@@ -580,6 +581,19 @@ fn bias_slice<F: Float>(bias: Option<&Array1<F>>, gate_rows: usize) -> Cow<'_, [
     }
 }
 
+/// An array of zeros of `shape`, written by both threads where a helper thread runs
+/// (`helper_thread::filled`): for a call's output and its chunk's workspace, megabytes each.
+pub(crate) fn zeros_by_both<F: Float, D: Dimension>(
+    shape: impl IntoDimension<Dim = D>,
+) -> Array<F, D> {
+    let shape = shape.into_dimension();
+    let len = shape
+        .size_checked()
+        .expect("a layer's buffer sizes are checked before its call runs (`alloc.rs`)");
+    Array::from_shape_vec(shape, helper_thread::filled(len, F::zero()))
+        .expect("as many values as the shape holds")
+}
+
 /// An owned copy of `view` in standard layout, whatever the layout of `view`.
 pub(crate) fn standard<F: Float>(view: ArrayView2<'_, F>) -> Array2<F> {
     let mut owned = Array2::zeros(view.raw_dim());
@@ -589,7 +603,7 @@ pub(crate) fn standard<F: Float>(view: ArrayView2<'_, F>) -> Array2<F> {
 
 /// The elements of a buffer this crate allocated, in row-major order.
 pub(crate) fn flat<F>(buffer: &Array2<F>) -> &[F] {
-    // Every buffer passed here comes from `Array2::zeros` (or `standard`), which is in
+    // Every buffer passed here comes from `Array2::zeros` (or `standard`, `zeros_by_both`), in
     // standard layout, and is never re-strided, so the slice always exists.
     buffer
         .as_slice()
