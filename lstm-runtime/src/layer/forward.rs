@@ -317,22 +317,31 @@ impl<C: Cell> Lstm<C> {
                     self.regularization(prepared.masks.as_deref(), prepared.mode, index),
                 )?;
                 let c0 = prepared.c0.index_axis(Axis(0), index);
-                let mut run = pass.start(prepared.h0.index_axis(Axis(0), index), c0, seq_len);
-                if !recording && !prepared.record.is_empty() {
-                    run.record(&prepared.record, C::SPEC.record, seq_len);
-                }
-                let mut sequence = keep_sequence.then(|| Array3::zeros((seq_len, batch, width)));
-                let mut direction_tape = recording.then(|| pass.tape(seq_len, c0));
-                let direction_record = match direction_tape.as_mut() {
-                    Some(tape) => Record::Tape(tape),
-                    None => Record::Nothing,
-                };
-                pass.run_sequence(
-                    layer_input.view(),
-                    &mut run,
-                    sequence.as_mut().map(|sequence| sequence.view_mut()),
-                    direction_record,
-                )?;
+                // The helper `run_sequence` keeps, started before the buffers are allocated
+                // so that both threads zero them.
+                let worth_it = pass.helper_worth_it(seq_len, batch);
+                let (mut run, sequence, direction_tape) =
+                    helper_thread::with_helper(worth_it, || {
+                        let mut run =
+                            pass.start(prepared.h0.index_axis(Axis(0), index), c0, seq_len);
+                        if !recording && !prepared.record.is_empty() {
+                            run.record(&prepared.record, C::SPEC.record, seq_len);
+                        }
+                        let mut sequence =
+                            keep_sequence.then(|| zeros_by_both((seq_len, batch, width)));
+                        let mut direction_tape = recording.then(|| pass.tape(seq_len, c0));
+                        let direction_record = match direction_tape.as_mut() {
+                            Some(tape) => Record::Tape(tape),
+                            None => Record::Nothing,
+                        };
+                        pass.run_sequence(
+                            layer_input.view(),
+                            &mut run,
+                            sequence.as_mut().map(|sequence| sequence.view_mut()),
+                            direction_record,
+                        )
+                        .map(|()| (run, sequence, direction_tape))
+                    })?;
                 outputs.push(match sequence {
                     Some(sequence) => Output::Sequence(sequence),
                     None => Output::Last(run.last_output()),

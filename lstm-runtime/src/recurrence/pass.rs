@@ -388,7 +388,7 @@ impl<'a, C: Cell> Pass<'a, C> {
         let batch = c0.nrows();
         let hidden = self.dims.hidden_size;
         let width = C::SPEC.state_width(hidden);
-        let mut c_states = Array2::zeros(((seq_len + 1) * batch, width));
+        let mut c_states = zeros_by_both(((seq_len + 1) * batch, width));
         c_states.slice_mut(s![..batch, ..]).assign(&c0);
         let cell_rows = if self.weight_hr.is_some() {
             seq_len * batch
@@ -397,8 +397,8 @@ impl<'a, C: Cell> Pass<'a, C> {
         };
         DirectionTape {
             seq_len,
-            cache: Array2::zeros((seq_len * batch, C::SPEC.cache.len(hidden))),
-            h_prev: Array2::zeros((seq_len * batch, self.dims.recurrent_size)),
+            cache: zeros_by_both((seq_len * batch, C::SPEC.cache.len(hidden))),
+            h_prev: zeros_by_both((seq_len * batch, self.dims.recurrent_size)),
             h_cell: Array2::zeros((cell_rows, hidden)),
             c_states,
             c_cell: Array2::zeros((
