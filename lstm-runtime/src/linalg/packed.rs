@@ -15,7 +15,6 @@
 
 mod avx512;
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::gemv::has_avx2_fma;
@@ -97,19 +96,13 @@ impl Panels {
             return None;
         }
         let count = n.div_ceil(NR);
-        let mut lines: Vec<Line> = Vec::with_capacity(count * k);
-        let mid = count / 2;
-        let (first, second) = lines.spare_capacity_mut()[..count * k].split_at_mut(mid * k);
-        let fill = |start: usize, lines: &mut [MaybeUninit<Line>]| {
+        let lines = helper_thread::written_by_both(count * k, count / 2 * k, |start, lines| {
             for (p, panel) in lines.chunks_mut(k.max(1)).enumerate() {
                 for (kk, slot) in panel.iter_mut().enumerate() {
-                    slot.write(Line(line(start + p, kk)));
+                    slot.write(Line(line(start / k.max(1) + p, kk)));
                 }
             }
-        };
-        helper_thread::join(|| fill(0, first), || fill(mid, second));
-        // SAFETY: the two halves cover the first `count · k` slots, each written above.
-        unsafe { lines.set_len(count * k) };
+        });
         Some(Panels { k, n, lines })
     }
 

@@ -17,6 +17,7 @@
 //! block time.
 
 use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -353,15 +354,25 @@ pub(crate) fn join<A: FnOnce(), B: FnOnce() + Send>(first: A, second: B) {
 /// thread runs: a time loop's large buffers (its output, the input projection's workspace)
 /// are filled in parallel instead of by the calling core alone while the other waits.
 pub(crate) fn filled<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> {
-    let mut values = Vec::with_capacity(len);
-    let (first, second) = values.spare_capacity_mut()[..len].split_at_mut(len / 2);
-    let fill = |slots: &mut [std::mem::MaybeUninit<T>]| {
+    written_by_both(len, len / 2, |_, slots| {
         for slot in slots {
             slot.write(value);
         }
-    };
-    join(|| fill(first), || fill(second));
-    // SAFETY: the two halves cover the first `len` slots, each written above.
+    })
+}
+
+/// A vector of `len` values, the slots `..mid` written by `write(0, slots)` on this thread and
+/// the others by `write(mid, slots)` on the helper (both here when none runs); `write` is
+/// given the index of its first slot and must write every slot it is given.
+pub(crate) fn written_by_both<T: Send>(
+    len: usize,
+    mid: usize,
+    write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut values = Vec::with_capacity(len);
+    let (first, second) = values.spare_capacity_mut()[..len].split_at_mut(mid);
+    join(|| write(0, first), || write(mid, second));
+    // SAFETY: the two parts cover the first `len` slots, and `write` writes every slot.
     unsafe { values.set_len(len) };
     values
 }
