@@ -30,7 +30,7 @@ struct Run<F> {
     recorded: LstmOutput<F>,
 }
 
-fn run<C: Cell>(config: &LstmConfig) -> Run<C::Elem> {
+fn run<C: Cell>(config: &LstmConfig, masked: bool) -> Run<C::Elem> {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut layer = Lstm::<C>::new(config.clone(), &mut rng).unwrap();
     layer.visit_parameters_mut(&mut |_, mut v| {
@@ -40,7 +40,12 @@ fn run<C: Cell>(config: &LstmConfig) -> Run<C::Elem> {
         C::Elem::of(rng.random_range(-1.0..1.0))
     });
     let lengths: Vec<usize> = (0..BATCH).map(|b| 1 + b % SEQ_LEN).collect();
-    let call = Call::new().with_lengths(&lengths).with_training(true);
+    let call = Call::new().with_training(true);
+    let call = if masked {
+        call.with_lengths(&lengths)
+    } else {
+        call
+    };
     let (output, tape) = layer.forward_train(x.view(), call).unwrap();
     let d_output = output
         .output
@@ -65,13 +70,14 @@ fn run<C: Cell>(config: &LstmConfig) -> Run<C::Elem> {
     }
 }
 
-/// Runs `config` on one thread and on two; `tolerance` bounds the relative difference of the
-/// parameter gradients, which the split backward step sums in another order.
-fn agree<C: Cell>(config: LstmConfig, tolerance: f64) {
+/// Runs `config` (with sequences of different lengths if `masked`) on one thread and on two;
+/// `tolerance` bounds the relative difference of the parameter gradients, which the split
+/// backward step sums in another order.
+fn agree<C: Cell>(config: LstmConfig, tolerance: f64, masked: bool) {
     linalg::set_num_threads(1);
-    let whole = run::<C>(&config);
+    let whole = run::<C>(&config, masked);
     linalg::set_num_threads(2);
-    let split = run::<C>(&config);
+    let split = run::<C>(&config, masked);
     linalg::set_num_threads(0);
     let name = C::SPEC.name;
     // Row halves compute each row exactly as the whole step does.
@@ -105,14 +111,22 @@ fn agree<C: Cell>(config: LstmConfig, tolerance: f64) {
 #[test]
 fn split_steps_agree_with_whole_steps() {
     let config = LstmConfig::new(INPUT, HIDDEN).with_bidirectional(true);
-    agree::<LstmCell<f64>>(config.clone(), 1e-12);
-    agree::<Peephole<f64>>(config.clone(), 1e-12);
+    agree::<LstmCell<f64>>(config.clone(), 1e-12, true);
+    agree::<Peephole<f64>>(config.clone(), 1e-12, true);
     let regularized = config
         .clone()
         .with_zoneout(0.1, 0.1)
         .with_recurrent_dropout(0.2);
-    agree::<LayerNorm<f64>>(regularized.clone(), 1e-12);
-    agree::<LstmCell<f32>>(config.clone(), 1e-5);
-    agree::<Peephole<f32>>(config, 1e-5);
-    agree::<LayerNorm<f32>>(regularized, 1e-5);
+    agree::<LayerNorm<f64>>(regularized.clone(), 1e-12, true);
+    agree::<LstmCell<f32>>(config.clone(), 1e-5, true);
+    agree::<Peephole<f32>>(config, 1e-5, true);
+    agree::<LayerNorm<f32>>(regularized, 1e-5, true);
+    // Every row valid at every step: the threads that step the rows also record their rows
+    // of the new `c`, and backward reads `dh` and `dc` without copying them into seeds. At
+    // hidden 256 the backward product `dZ · W_hh` splits too, and each of its threads copies
+    // half of the step's `dL/dz` into the spent cache.
+    let wide = LstmConfig::new(INPUT, 2 * HIDDEN);
+    agree::<LstmCell<f64>>(wide.clone(), 1e-12, false);
+    agree::<LstmCell<f32>>(wide.clone(), 1e-5, false);
+    agree::<Peephole<f32>>(wide, 1e-5, false);
 }

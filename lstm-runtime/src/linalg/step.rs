@@ -97,7 +97,25 @@ impl StepRhs {
         a: ArrayView2<'_, F>,
         c: ArrayViewMut2<'_, F>,
     ) -> Result<()> {
-        self.product_split(w, a, c, true)
+        self.product_split(w, a, c, true, || {}, || {})
+    }
+
+    /// [`Self::product`], with two more pieces of work that do not touch `c`: where the
+    /// product splits between two threads, each thread runs one after its share (the step's
+    /// other work rides on the product's hand-over); otherwise both run after it here.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::product`].
+    pub(crate) fn product_beside<F: Float>(
+        &self,
+        w: ArrayView2<'_, F>,
+        a: ArrayView2<'_, F>,
+        c: ArrayViewMut2<'_, F>,
+        first: impl FnOnce(),
+        second: impl FnOnce() + Send,
+    ) -> Result<()> {
+        self.product_split(w, a, c, true, first, second)
     }
 
     /// [`Self::product`] on the calling thread alone: for a thread that runs its own share of
@@ -112,7 +130,7 @@ impl StepRhs {
         a: ArrayView2<'_, F>,
         c: ArrayViewMut2<'_, F>,
     ) -> Result<()> {
-        self.product_split(w, a, c, false)
+        self.product_split(w, a, c, false, || {}, || {})
     }
 
     /// Whether the product runs on packed panels (the kernels of `packed.rs`), whose sum for
@@ -122,13 +140,15 @@ impl StepRhs {
         self.packed.is_some()
     }
 
-    /// [`Self::product`], split between threads only if `may_split`.
+    /// [`Self::product_beside`], split between threads only if `may_split`.
     fn product_split<F: Float>(
         &self,
         w: ArrayView2<'_, F>,
         a: ArrayView2<'_, F>,
         mut c: ArrayViewMut2<'_, F>,
         may_split: bool,
+        first: impl FnOnce(),
+        second: impl FnOnce() + Send,
     ) -> Result<()> {
         let b = if self.transposed {
             w.reversed_axes()
@@ -147,6 +167,8 @@ impl StepRhs {
             (packed, f32_slice(&a), c.as_slice_mut())
         else {
             gemm_views(F::one(), a, b, F::zero(), c);
+            first();
+            second();
             return Ok(());
         };
         let work = m * k * n;
@@ -157,24 +179,31 @@ impl StepRhs {
         let run =
             |range: Range<usize>| unsafe { panels.product(a_values, m, out.get(), false, range) };
         let count = panels.panel_count();
-        if !may_split {
-            run(0..count);
-        } else if helper_thread::active() && work >= self.helper_min_work && count > 1 {
+        if may_split && helper_thread::active() && work >= self.helper_min_work && count > 1 {
             let mid = count / 2;
             helper_thread::join(
-                || run(0..mid),
+                || {
+                    run(0..mid);
+                    first();
+                },
                 || {
                     prefetch(a_values);
                     run(mid..count);
+                    second();
                 },
             );
-        } else if !helper_thread::active()
+            return Ok(());
+        }
+        if may_split
+            && !helper_thread::active()
             && work >= STEP_PARALLEL_MIN_WORK.max(self.helper_min_work)
         {
             split_panels(0..count, num_threads().min(count), &run);
         } else {
             run(0..count);
         }
+        first();
+        second();
         Ok(())
     }
 }

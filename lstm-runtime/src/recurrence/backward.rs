@@ -108,9 +108,10 @@ struct BackwardBuffers<F> {
     dh: Array2<F>,
     /// `dL/dc` of the carried states after the current step (`(batch, states · hidden)`).
     dc: Array2<F>,
-    /// `dh` with masked rows zeroed: the step's seed.
+    /// `dh` with masked rows zeroed and zoneout's share split off: the step's seed, where it
+    /// differs from `dh` (`Pass::seeds_are_state`).
     dh_seed: Array2<F>,
-    /// `dc` with masked rows zeroed.
+    /// `dc` likewise.
     dc_seed: Array2<F>,
     /// `dL/dh` of the cell's output before projection, `(batch, hidden_size)`; `(0, 0)`
     /// without projection.
@@ -218,21 +219,20 @@ impl<C: Cell> Pass<'_, C> {
                     let dz_hh = if shared { &chunk.dzx } else { &chunk.dzh };
                     let (dz_hh, dh_prev) =
                         (dz_hh.slice(s![dz_rows, ..]), buffers.dh_prev.view_mut());
+                    // The step's cache is spent: its rows take the step's `dL/dz`, half of
+                    // them on each thread of the product where it splits.
+                    let spent = chunk
+                        .in_tape
+                        .then(|| tape.cache.slice_mut(s![t * batch..(t + 1) * batch, ..]));
+                    let (top, bottom) = spent_halves(spent, &chunk, gate_rows);
                     match &recurrent {
-                        Recurrent::Dense(rhs) => rhs.product(self.weight_hh(), dz_hh, dh_prev)?,
-                        Recurrent::Blocks(blocks) => {
-                            heads::backward(*blocks, self.weight_hh(), dz_hh, dh_prev)?
+                        Recurrent::Dense(rhs) => {
+                            rhs.product_beside(self.weight_hh(), dz_hh, dh_prev, top, bottom)?
                         }
-                    }
-                    if chunk.in_tape {
-                        // The step's cache is spent: its rows take the step's `dL/dz`.
-                        let rows = t * batch..(t + 1) * batch;
-                        let mut cache = tape.cache.slice_mut(s![rows, ..]);
-                        cache.slice_mut(s![.., ..gate_rows]).assign(&chunk.dzx);
-                        if !shared {
-                            cache
-                                .slice_mut(s![.., gate_rows..2 * gate_rows])
-                                .assign(&chunk.dzh);
+                        Recurrent::Blocks(blocks) => {
+                            heads::backward(*blocks, self.weight_hh(), dz_hh, dh_prev)?;
+                            top();
+                            bottom();
                         }
                     }
                     prefetch(flat(&buffers.dh_prev));
@@ -462,8 +462,9 @@ impl<C: Cell> Pass<'_, C> {
     }
 
     /// Adds step `t`'s output gradient to `dh` (for every row whose output was its `h`: valid
-    /// rows, and masked rows repeating a carried output), then copies `dh`, `dc` into the
-    /// step's seeds with masked rows zeroed.
+    /// rows, and masked rows repeating a carried output), then, unless the step reads `dh`
+    /// and `dc` as they are ([`Self::seeds_are_state`]), copies them into the step's seeds
+    /// with masked rows zeroed and zoneout's share split off.
     fn seed_step(
         &self,
         s: usize,
@@ -486,6 +487,10 @@ impl<C: Cell> Pass<'_, C> {
                 }
             }
         }
+        if self.seeds_are_state(all_valid) {
+            // The step reads `dh` and `dc` as they are.
+            return;
+        }
         buffers.dh_seed.assign(&buffers.dh);
         buffers.dc_seed.assign(&buffers.dc);
         if !all_valid {
@@ -500,6 +505,15 @@ impl<C: Cell> Pass<'_, C> {
         self.reg
             .zoneout_c
             .split(t, buffers.dc_seed.view_mut(), buffers.carry_c.view_mut());
+    }
+
+    /// Whether a step's seeds are `dh` and `dc` as they are: every row valid, no zoneout to
+    /// split them, no projection to read `dh` from its own seed.
+    fn seeds_are_state(&self, all_valid: bool) -> bool {
+        all_valid
+            && self.weight_hr.is_none()
+            && !self.reg.zoneout_h.is_on()
+            && !self.reg.zoneout_c.is_on()
     }
 
     /// The cell's generated backward step for walk position `s` (time `t`).
@@ -525,15 +539,18 @@ impl<C: Cell> Pass<'_, C> {
         } else {
             &[]
         };
-        let dh = if self.weight_hr.is_some() {
-            flat(&buffers.dh_cell)
+        let all_valid = buffers.valid.iter().all(|v| *v);
+        let (dh, dc) = if self.seeds_are_state(all_valid) {
+            (flat(&buffers.dh), flat(&buffers.dc))
+        } else if self.weight_hr.is_some() {
+            (flat(&buffers.dh_cell), flat(&buffers.dc_seed))
         } else {
-            flat(&buffers.dh_seed)
+            (flat(&buffers.dh_seed), flat(&buffers.dc_seed))
         };
         let io = BackwardIo {
             rows: batch,
             dh,
-            dc: flat(&buffers.dc_seed),
+            dc,
             c_prev: &c_states[s * state_len..(s + 1) * state_len],
             c: if self.reg.zoneout_c.is_on() {
                 &flat(&tape.c_cell)[t * state_len..(t + 1) * state_len]
@@ -554,7 +571,7 @@ impl<C: Cell> Pass<'_, C> {
             dbias_hh: &mut buffers.dbias_hh,
             scratch: flat_mut(&mut buffers.scratch),
         };
-        if buffers.valid.iter().all(|v| *v) {
+        if all_valid {
             split_rows::step_backward(self.cell, io, self.gate_rows(), grads, second_half);
         } else {
             split_rows::step_backward_valid(self.cell, io, &buffers.valid, grads);
@@ -567,6 +584,39 @@ impl<C: Cell> Pass<'_, C> {
 enum Recurrent {
     Dense(StepRhs),
     Blocks(Blocks),
+}
+
+/// The copies of a step's `dL/dz` (`chunk.dzx`, and `chunk.dzh` unless they are shared) into
+/// its spent cache rows `spent`, as two closures over the two halves of the rows; two no-ops
+/// without `spent`.
+fn spent_halves<'a, F: Float>(
+    spent: Option<ArrayViewMut2<'a, F>>,
+    chunk: &'a GradChunk<F>,
+    gate_rows: usize,
+) -> (impl FnOnce() + 'a, impl FnOnce() + Send + 'a) {
+    let (first, second) = match spent {
+        Some(spent) => {
+            let at = spent.nrows() / 2;
+            let (top, bottom) = spent.split_at(Axis(0), at);
+            (Some((top, 0..at)), Some((bottom, at..chunk.dzx.nrows())))
+        }
+        None => (None, None),
+    };
+    let copy = move |half: Option<(ArrayViewMut2<'a, F>, std::ops::Range<usize>)>| {
+        let Some((mut cache, rows)) = half else {
+            return;
+        };
+        cache
+            .slice_mut(s![.., ..gate_rows])
+            .assign(&chunk.dzx.slice(s![rows.clone(), ..]));
+        // `dzh` has no rows where it is shared with `dzx`.
+        if chunk.dzh.nrows() > 0 {
+            cache
+                .slice_mut(s![.., gate_rows..2 * gate_rows])
+                .assign(&chunk.dzh.slice(s![rows, ..]));
+        }
+    };
+    (move || copy(first), move || copy(second))
 }
 
 /// Zeros the rows of `rows` (one step's block) whose step was masked.

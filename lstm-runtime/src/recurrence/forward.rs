@@ -21,7 +21,7 @@ use num_traits::{One, Zero};
 use super::Record;
 use super::mask::InvalidOutput;
 use super::pass::{DirectionTape, Pass, Run, State, StepBuffers, chunk_steps, flat, flat_mut};
-use super::split_rows::{self, RowProduct, StepKind};
+use super::split_rows::{self, RowProduct, StepKind, TapeRows};
 use super::split_units::{Chunk, SideTape, SplitBuffers, UnitSplit};
 use crate::cell::{Cell, StepIo};
 use crate::direction::Direction;
@@ -241,11 +241,6 @@ impl<C: Cell> Pass<'_, C> {
             }
             None => &state.h,
         };
-        if let Record::Tape(tape) = record.reborrow() {
-            tape.h_prev
-                .slice_mut(s![t * batch..(t + 1) * batch, ..])
-                .assign(h_in);
-        }
         let h_prev: &[C::Elem] = if C::SPEC.reads_h_prev {
             flat(h_in)
         } else {
@@ -308,14 +303,30 @@ impl<C: Cell> Pass<'_, C> {
             c: flat_mut(&mut buffers.c),
             scratch: flat_mut(&mut buffers.scratch),
         };
-        let kind = match record.reborrow() {
+        // The new `c` is the recorded state as it is unless rows settle or zoneout blends it.
+        let c_by_threads = all_valid && !self.reg.zoneout_c.is_on();
+        let s = self.direction.time_of(t, seq_len);
+        let (kind, tape_rows) = match record.reborrow() {
             Record::Tape(tape) => {
+                let DirectionTape {
+                    cache,
+                    h_prev,
+                    c_states,
+                    ..
+                } = tape;
                 let cache_len = C::SPEC.cache.len(self.dims.hidden_size) * batch;
-                StepKind::Train(&mut flat_mut(&mut tape.cache)[t * cache_len..(t + 1) * cache_len])
+                let rows = TapeRows {
+                    h_in: h_in.view(),
+                    h_prev: h_prev.slice_mut(s![t * batch..(t + 1) * batch, ..]),
+                    c: c_by_threads
+                        .then(|| c_states.slice_mut(s![(s + 1) * batch..(s + 2) * batch, ..])),
+                };
+                let cache = &mut flat_mut(cache)[t * cache_len..(t + 1) * cache_len];
+                (StepKind::Train(cache), Some(rows))
             }
             Record::Nothing => match buffers.recording.as_mut() {
-                Some(recording) => StepKind::Record(recording.gates()),
-                None => StepKind::Inference,
+                Some(recording) => (StepKind::Record(recording.gates()), None),
+                None => (StepKind::Inference, None),
             },
         };
         // Where the cell's `h` is the step's output as it is, the threads that step the rows
@@ -323,7 +334,7 @@ impl<C: Cell> Pass<'_, C> {
         let output =
             output.filter(|_| all_valid && self.weight_hr.is_none() && !self.reg.zoneout_h.is_on());
         let written = output.is_some();
-        split_rows::step(self.cell, io, at, kind, output, row_product);
+        split_rows::step(self.cell, io, at, kind, output, row_product, tape_rows);
         let next_h = match self.weight_hr {
             Some(weight_hr) => {
                 linalg::matmul_nt(
@@ -379,8 +390,9 @@ impl<C: Cell> Pass<'_, C> {
         for (seen, valid) in state.seen.iter_mut().zip(&buffers.valid) {
             *seen |= *valid;
         }
-        if let Record::Tape(tape) = record {
-            let s = self.direction.time_of(t, seq_len);
+        if let Record::Tape(tape) = record
+            && !c_by_threads
+        {
             tape.c_states
                 .slice_mut(s![(s + 1) * batch..(s + 2) * batch, ..])
                 .assign(&state.c);

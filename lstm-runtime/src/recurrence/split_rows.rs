@@ -8,13 +8,14 @@
 //! second copy for the second half, added into the first when the pass ends.
 //!
 //! Around the forward step, each thread also copies its rows of the new `h` to the layer's
-//! output, and where `W_hh` is small enough to stay in each core's cache, computes its rows of
-//! the recurrent product first ([`takes_product`]): the step's one hand-over then serves the
-//! product, the step and the output, and no thread reads the other's `zh`.
+//! output and, in a training pass, its rows of the step's tape ([`TapeRows`]), and where
+//! `W_hh` is small enough to stay in each core's cache, computes its rows of the recurrent
+//! product first ([`takes_product`]): the step's one hand-over then serves the product, the
+//! step, the output and the tape, and no thread reads the other's `zh`.
 
 use std::ops::Range;
 
-use ndarray::{ArrayView1, ArrayViewMut2, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use num_traits::Zero;
 
 use crate::cell::{BackwardIo, Cell, CellDims, StepIo};
@@ -107,10 +108,53 @@ pub(crate) struct RowProduct<'a, F> {
     pub(crate) product: &'a (dyn Fn(Range<usize>, &mut [F]) + Sync),
 }
 
+/// The rows of a training pass's tape that the threads stepping a step's rows fill, each its
+/// own rows, so that the copies do not run on one thread while the other waits.
+pub(crate) struct TapeRows<'a, F> {
+    /// The step's recurrent input `h_prev` `(rows, recurrent_size)`, as the product reads it.
+    pub(crate) h_in: ArrayView2<'a, F>,
+    /// Receives `h_in`.
+    pub(crate) h_prev: ArrayViewMut2<'a, F>,
+    /// Receives the step's new carried states `(rows, states · hidden)`, where nothing changes
+    /// them after the step (no masked row, no zoneout of `c`).
+    pub(crate) c: Option<ArrayViewMut2<'a, F>>,
+}
+
+impl<'a, F> TapeRows<'a, F> {
+    /// The rows `..at` and `at..`.
+    fn halves(self, at: usize) -> (Self, Self) {
+        let (h_in, h_in2) = self.h_in.split_at(Axis(0), at);
+        let (h_prev, h_prev2) = self.h_prev.split_at(Axis(0), at);
+        let (c, c2) = split_rows_of(self.c, at);
+        (
+            TapeRows { h_in, h_prev, c },
+            TapeRows {
+                h_in: h_in2,
+                h_prev: h_prev2,
+                c: c2,
+            },
+        )
+    }
+}
+
+/// An optional `(rows, columns)` view split after row `at`.
+fn split_rows_of<F>(
+    view: Option<ArrayViewMut2<'_, F>>,
+    at: usize,
+) -> (Option<ArrayViewMut2<'_, F>>, Option<ArrayViewMut2<'_, F>>) {
+    match view {
+        Some(view) => {
+            let (first, second) = view.split_at(Axis(0), at);
+            (Some(first), Some(second))
+        }
+        None => (None, None),
+    }
+}
+
 /// Runs `cell`'s step of `kind` over `io`, in two halves of rows (`..at`, `at..`) on two
 /// threads when `at` is given ([`split_point`]). With `product`, each thread first computes
 /// its rows' `zh` (`io.zh` is then ignored). With `output` `(rows, hidden)`, each thread
-/// copies its rows' new `h` there.
+/// copies its rows' new `h` there; with `tape`, its rows of the step's tape.
 pub(crate) fn step<'a, C: Cell>(
     cell: &C,
     io: StepIo<'a, C::Elem>,
@@ -118,17 +162,19 @@ pub(crate) fn step<'a, C: Cell>(
     mut kind: StepKind<'_, C::Elem>,
     output: Option<ArrayViewMut2<'_, C::Elem>>,
     product: Option<RowProduct<'a, C::Elem>>,
+    tape: Option<TapeRows<'_, C::Elem>>,
 ) {
     let rows = io.rows;
     let Some(at) = at else {
-        half(cell, 0..rows, io, product, kind, output);
+        half(cell, 0..rows, io, product, kind, output, tape);
         return;
     };
     let (first, second) = halves(io, at);
     let (kind, kind2) = kind.halves(rows, at);
-    let (output, output2) = match output {
-        Some(output) => {
-            let (first, second) = output.split_at(Axis(0), at);
+    let (output, output2) = split_rows_of(output, at);
+    let (tape, tape2) = match tape {
+        Some(tape) => {
+            let (first, second) = tape.halves(at);
             (Some(first), Some(second))
         }
         None => (None, None),
@@ -144,8 +190,8 @@ pub(crate) fn step<'a, C: Cell>(
         None => (None, None),
     };
     helper_thread::fork(
-        || half(cell, 0..at, first, product, kind, output),
-        || half(cell, at..rows, second, product2, kind2, output2),
+        || half(cell, 0..at, first, product, kind, output, tape),
+        || half(cell, at..rows, second, product2, kind2, output2, tape2),
     );
 }
 
@@ -157,17 +203,43 @@ fn half<'a, C: Cell>(
     product: Option<RowProduct<'a, C::Elem>>,
     kind: StepKind<'_, C::Elem>,
     output: Option<ArrayViewMut2<'_, C::Elem>>,
+    tape: Option<TapeRows<'_, C::Elem>>,
 ) {
+    let c_tape = match tape {
+        Some(TapeRows {
+            h_in,
+            mut h_prev,
+            c,
+        }) => {
+            h_prev.assign(&h_in);
+            c
+        }
+        None => None,
+    };
     if let Some(RowProduct { zh, product }) = product {
         product(rows, zh);
         io.zh = zh;
     }
     let h = std::mem::take(&mut io.h);
-    kind.run(cell, StepIo { h: &mut *h, ..io });
-    if let Some(mut output) = output {
-        let width = output.ncols();
-        for (row, mut out) in output.rows_mut().into_iter().enumerate() {
-            out.assign(&ArrayView1::from(&h[row * width..(row + 1) * width]));
+    let c = std::mem::take(&mut io.c);
+    kind.run(
+        cell,
+        StepIo {
+            h: &mut *h,
+            c: &mut *c,
+            ..io
+        },
+    );
+    copy_rows(output, h);
+    copy_rows(c_tape, c);
+}
+
+/// Copies `values`, row-major with the rows and width of `to`, into `to` if given.
+fn copy_rows<F: Clone>(to: Option<ArrayViewMut2<'_, F>>, values: &[F]) {
+    if let Some(mut to) = to {
+        let width = to.ncols();
+        for (row, mut out) in to.rows_mut().into_iter().enumerate() {
+            out.assign(&ArrayView1::from(&values[row * width..(row + 1) * width]));
         }
     }
 }
