@@ -594,14 +594,13 @@ fn spent_halves<'a, F: Float>(
     chunk: &'a GradChunk<F>,
     gate_rows: usize,
 ) -> (impl FnOnce() + 'a, impl FnOnce() + Send + 'a) {
-    let (first, second) = match spent {
-        Some(spent) => {
+    let (first, second) = spent
+        .map(|spent| {
             let at = spent.nrows() / 2;
             let (top, bottom) = spent.split_at(Axis(0), at);
-            (Some((top, 0..at)), Some((bottom, at..chunk.dzx.nrows())))
-        }
-        None => (None, None),
-    };
+            ((top, 0..at), (bottom, at..chunk.dzx.nrows()))
+        })
+        .unzip();
     let copy = move |half: Option<(ArrayViewMut2<'a, F>, std::ops::Range<usize>)>| {
         let Some((mut cache, rows)) = half else {
             return;

@@ -125,7 +125,7 @@ impl<'a, F> TapeRows<'a, F> {
     fn halves(self, at: usize) -> (Self, Self) {
         let (h_in, h_in2) = self.h_in.split_at(Axis(0), at);
         let (h_prev, h_prev2) = self.h_prev.split_at(Axis(0), at);
-        let (c, c2) = split_rows_of(self.c, at);
+        let (c, c2) = self.c.map(|c| c.split_at(Axis(0), at)).unzip();
         (
             TapeRows { h_in, h_prev, c },
             TapeRows {
@@ -134,20 +134,6 @@ impl<'a, F> TapeRows<'a, F> {
                 c: c2,
             },
         )
-    }
-}
-
-/// An optional `(rows, columns)` view split after row `at`.
-fn split_rows_of<F>(
-    view: Option<ArrayViewMut2<'_, F>>,
-    at: usize,
-) -> (Option<ArrayViewMut2<'_, F>>, Option<ArrayViewMut2<'_, F>>) {
-    match view {
-        Some(view) => {
-            let (first, second) = view.split_at(Axis(0), at);
-            (Some(first), Some(second))
-        }
-        None => (None, None),
     }
 }
 
@@ -171,14 +157,8 @@ pub(crate) fn step<'a, C: Cell>(
     };
     let (first, second) = halves(io, at);
     let (kind, kind2) = kind.halves(rows, at);
-    let (output, output2) = split_rows_of(output, at);
-    let (tape, tape2) = match tape {
-        Some(tape) => {
-            let (first, second) = tape.halves(at);
-            (Some(first), Some(second))
-        }
-        None => (None, None),
-    };
+    let (output, output2) = output.map(|output| output.split_at(Axis(0), at)).unzip();
+    let (tape, tape2) = tape.map(|tape| tape.halves(at)).unzip();
     let (product, product2) = match product {
         Some(RowProduct { zh, product }) => {
             let (zh, zh2) = rows_of_mut(zh, rows, at);
