@@ -11,12 +11,12 @@
 //! Rayon's workers for the cores. So the matrix products and the split steps ask [`active`]
 //! and split through the helper when one is running.
 //!
-//! A [`Helper`] is the same thread kept beyond one call (a stepper's, whose steps are calls of
-//! their own): between calls it spins, then yields, and after [`IDLE_BEFORE_SLEEP`] without
-//! work it sleeps until the next job wakes it, as OpenMP runtimes' workers do after their
-//! block time.
+//! A [`Helper`] is that thread kept beyond one call: [`with_helper`] keeps one for each thread
+//! that calls it, a stepper one of its own (its steps are calls of their own). Between calls
+//! it spins, then yields, and after [`IDLE_BEFORE_SLEEP`] without work it sleeps until the
+//! next job wakes it, as OpenMP runtimes' workers do after their block time.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -122,19 +122,36 @@ pub(crate) fn active() -> bool {
     CURRENT.with(Cell::get).is_some()
 }
 
+thread_local! {
+    /// The helper [`with_helper`] lends this thread's time loops, kept between them.
+    static KEPT: RefCell<Option<Helper>> = const { RefCell::new(None) };
+}
+
 /// Runs `body` with a helper thread for [`join`], when the machine is allowed two threads
 /// ([`num_threads`]) and `worth_it`, and no helper runs for this thread already. Otherwise
 /// `body` runs as it is.
+///
+/// The helper is this thread's kept one ([`Helper`]), started on first use: between calls it
+/// sleeps once idle, and the next call finds it with its caches, its allocator's memory and
+/// the `gemm` crate's per-thread packing buffer in place. A thread started for each call
+/// began every call cold, and ran its half of each product slower than the calling thread
+/// ran the other.
 pub(crate) fn with_helper<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
-    if !worth_it || active() {
+    if !worth_it || active() || num_threads() < 2 {
         return body();
     }
-    match Helper::start() {
-        Some(helper) => helper.serve(body),
-        // No thread to be had (a resource limit, or one thread allowed): the loop runs on
-        // this thread alone.
-        None => body(),
-    }
+    // Out of the cell while `body` runs; a panic in `body` drops it (stopping its thread),
+    // and the next call starts another.
+    let helper = KEPT
+        .with(|kept| kept.borrow_mut().take())
+        .or_else(Helper::start);
+    let Some(helper) = helper else {
+        // No thread to be had (a resource limit): the loop runs on this thread alone.
+        return body();
+    };
+    let result = helper.serve(body);
+    KEPT.with(|kept| *kept.borrow_mut() = Some(helper));
+    result
 }
 
 /// A helper thread that outlives one call: [`Helper::serve`] lends it to the calling thread's
@@ -463,6 +480,45 @@ mod tests {
             }
         });
         assert!(elsewhere > 0);
+    }
+
+    /// The thread that runs `join`'s second side inside `with_helper`, trying until it runs
+    /// elsewhere (or for a second: the system may give both threads one core for a while).
+    fn helper_thread_id() -> Option<std::thread::ThreadId> {
+        let here = std::thread::current().id();
+        with_helper(true, || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(1) {
+                let mut there = None;
+                // The first side lasts long enough for the helper to pick the second up.
+                let busy = || {
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_micros(50) {}
+                };
+                join(busy, || there = Some(std::thread::current().id()));
+                if let Some(there) = there.filter(|&there| there != here) {
+                    return Some(there);
+                }
+            }
+            None
+        })
+    }
+
+    #[test]
+    fn calls_on_one_thread_share_one_kept_helper() {
+        if num_threads() < 2 {
+            return;
+        }
+        let first = helper_thread_id();
+        // Long enough for the idle helper to have gone to sleep.
+        std::thread::sleep(IDLE_BEFORE_SLEEP * 5);
+        let second = helper_thread_id();
+        assert!(first.is_some());
+        assert_eq!(first, second);
+        // Another thread gets a helper of its own.
+        let elsewhere = std::thread::spawn(helper_thread_id).join().unwrap();
+        assert!(elsewhere.is_some());
+        assert_ne!(elsewhere, first);
     }
 
     #[test]
