@@ -134,8 +134,8 @@ thread_local! {
 /// The helper is this thread's kept one ([`Helper`]), started on first use: between calls it
 /// sleeps once idle, and the next call finds it with its caches, its allocator's memory and
 /// the `gemm` crate's per-thread packing buffer in place. A thread started for each call
-/// began every call cold, and ran its half of each product slower than the calling thread
-/// ran the other.
+/// would begin every call cold and run its half of each product slower than the calling
+/// thread runs the other, which then waits for it.
 pub(crate) fn with_helper<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
     if !worth_it || active() || num_threads() < 2 {
         return body();
