@@ -10,10 +10,10 @@
 //! go back to an earlier one.
 //!
 //! Where one step is large enough (from about 33 K multiply-adds of its recurrent product:
-//! hidden 91 at batch 1), the stepper keeps a helper thread for its lifetime
-//! (`parallel/helper_thread.rs`) and splits each step between two cores as the sequence
-//! forward splits its steps, value for value the same; between steps the helper spins for up
-//! to a millisecond, then sleeps until the next step.
+//! hidden 91 at batch 1), the stepper splits each step between two cores as the sequence
+//! forward splits its steps, value for value the same, on the calling thread's helper thread
+//! (`parallel/helper_thread.rs`): the one that thread's sequence calls use too, kept between
+//! steps and calls, spinning for up to a millisecond after each, then sleeping until the next.
 //!
 //! Gradients through steps taken one at a time come from the layer itself: a training call
 //! on each one-step input with that step's initial state, then [`Lstm::backward`] from the
@@ -26,7 +26,8 @@ use super::{Lstm, states};
 use crate::cell::Cell;
 use crate::direction::Direction;
 use crate::error::{Error, Result, expect_shape};
-use crate::parallel::helper_thread::Helper;
+use crate::parallel::helper_thread;
+use crate::parallel::threads::num_threads;
 use crate::recurrence::Record;
 use crate::recurrence::mask::Validity;
 use crate::recurrence::pass::{Pass, Run};
@@ -104,9 +105,9 @@ pub struct Stepper<'l, C: Cell> {
     runs: Vec<Run<C::Elem>>,
     /// Rows of the constant input the passes projected, when the cell reads one.
     constant_rows: Option<usize>,
-    /// The thread that takes half of each step, kept between steps, when a step of
-    /// [`Self::batch`] rows is worth splitting.
-    helper: Option<Helper>,
+    /// Whether a step of [`Self::batch`] rows is worth splitting between two threads (on the
+    /// calling thread's helper, `helper_thread::with_helper`).
+    helper: bool,
 }
 
 /// The recurrent state of every layer of a stack that a [`Stepper`] advances: per layer `h`
@@ -183,7 +184,7 @@ impl<C: Cell> Lstm<C> {
             passes,
             runs: Vec::new(),
             constant_rows: constants.map(|constants| constants.nrows()),
-            helper: None,
+            helper: false,
         };
         stepper.runs = stepper.workspaces(batch);
         Ok(stepper)
@@ -300,7 +301,7 @@ impl<'l, C: Cell> Stepper<'l, C> {
             helper,
             ..
         } = self;
-        let mut run_layers = || -> Result<()> {
+        let run_layers = || -> Result<()> {
             for (layer, (pass, run)) in passes.iter().zip(runs.iter_mut()).enumerate() {
                 let (below, here) = state.h.split_at_mut(layer);
                 std::mem::swap(&mut run.state.h, &mut here[0]);
@@ -316,10 +317,7 @@ impl<'l, C: Cell> Stepper<'l, C> {
             }
             Ok(())
         };
-        match helper {
-            Some(helper) => helper.serve(&mut run_layers)?,
-            None => run_layers()?,
-        }
+        helper_thread::with_helper(*helper, run_layers)?;
         Ok(state.output())
     }
 
@@ -354,8 +352,8 @@ impl<'l, C: Cell> Stepper<'l, C> {
         Ok(state.output())
     }
 
-    /// Workspaces of every layer for one step of `batch` rows, and the helper thread if a
-    /// step of that many rows splits between two threads.
+    /// Workspaces of every layer for one step of `batch` rows, and whether a step of that many
+    /// rows splits between two threads.
     fn workspaces(&mut self, batch: usize) -> Vec<Run<C::Elem>> {
         let config = &self.layer.config;
         let h0 = Array2::zeros((batch, config.output_size()));
@@ -364,12 +362,8 @@ impl<'l, C: Cell> Stepper<'l, C> {
             .passes
             .iter()
             .any(|pass| pass.step_worth_a_helper(batch));
-        if !worth_it {
-            self.helper = None;
-        } else if self.helper.is_none() {
-            self.helper = Helper::start();
-        }
-        let helper = self.helper.is_some();
+        self.helper = worth_it && num_threads() >= 2;
+        let helper = self.helper;
         self.passes
             .iter()
             .map(|pass| pass.start_with(h0.view(), c0.view(), 1, helper))

@@ -12,9 +12,10 @@
 //! and split through the helper when one is running.
 //!
 //! A [`Helper`] is that thread kept beyond one call: [`with_helper`] keeps one for each thread
-//! that calls it, a stepper one of its own (its steps are calls of their own). Between calls
-//! it spins, then yields, and after [`IDLE_BEFORE_SLEEP`] without work it sleeps until the
-//! next job wakes it, as OpenMP runtimes' workers do after their block time.
+//! that calls it, which serves that thread's time loops and a stepper's steps (calls of their
+//! own) alike. Between calls it spins, then yields, and after [`IDLE_BEFORE_SLEEP`] without
+//! work it sleeps until the next job wakes it, as OpenMP runtimes' workers do after their
+//! block time.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::MaybeUninit;

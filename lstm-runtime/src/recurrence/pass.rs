@@ -27,7 +27,8 @@ use crate::regularization::in_recurrence::InRecurrence;
 /// thread (`parallel/helper_thread.rs`), which costs tens of microseconds to start.
 const HELPER_MIN_WORK: usize = 1 << 22;
 
-/// Multiply-adds of one step's recurrent product from which a stepper keeps a helper thread:
+/// Multiply-adds of one step's recurrent product from which a stepper splits its steps on a
+/// helper thread:
 /// below, the hand-overs between the cores cost about what the split saves (README,
 /// Performance).
 const STEP_HELPER_MIN_WORK: usize = 1 << 15;
