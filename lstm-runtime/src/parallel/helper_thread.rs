@@ -142,16 +142,20 @@ pub(crate) fn with_helper<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
         return body();
     }
     // Out of the cell while `body` runs; a panic in `body` drops it (stopping its thread),
-    // and the next call starts another.
+    // and the next call starts another. Once this thread's locals are being destroyed (a call
+    // from another local's destructor) the helper is started for the call alone.
     let helper = KEPT
-        .with(|kept| kept.borrow_mut().take())
+        .try_with(|kept| kept.borrow_mut().take())
+        .ok()
+        .flatten()
         .or_else(Helper::start);
     let Some(helper) = helper else {
         // No thread to be had (a resource limit): the loop runs on this thread alone.
         return body();
     };
     let result = helper.serve(body);
-    KEPT.with(|kept| *kept.borrow_mut() = Some(helper));
+    // Dropped (its thread stopped) if the locals are gone by now.
+    let _ = KEPT.try_with(|kept| kept.borrow_mut().replace(helper));
     result
 }
 
@@ -520,6 +524,34 @@ mod tests {
         let elsewhere = std::thread::spawn(helper_thread_id).join().unwrap();
         assert!(elsewhere.is_some());
         assert_ne!(elsewhere, first);
+    }
+
+    #[test]
+    fn a_call_from_a_thread_local_destructor_runs_after_the_kept_helper_is_gone() {
+        /// Runs a join through `with_helper` when the thread's locals are destroyed.
+        struct JoinsOnDrop(Arc<AtomicUsize>);
+        impl Drop for JoinsOnDrop {
+            fn drop(&mut self) {
+                let count = &self.0;
+                let add = || {
+                    count.fetch_add(1, Ordering::Relaxed);
+                };
+                with_helper(true, || join(add, add));
+            }
+        }
+        thread_local! {
+            static LATE: RefCell<Option<JoinsOnDrop>> = const { RefCell::new(None) };
+        }
+        let count = Arc::new(AtomicUsize::new(0));
+        let theirs = Arc::clone(&count);
+        std::thread::spawn(move || {
+            // Registered before `KEPT`, so (destroyed in reverse order) dropped after it.
+            LATE.with(|late| *late.borrow_mut() = Some(JoinsOnDrop(theirs)));
+            with_helper(true, || join(|| {}, || {}));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(count.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use crate::parallel::threads::num_threads;
 use crate::regularization::in_recurrence::InRecurrence;
 
 /// Multiply-adds of a call's recurrent products from which its time loop runs with a helper
-/// thread (`parallel/helper_thread.rs`), which costs tens of microseconds to start.
+/// thread (`parallel/helper_thread.rs`), which costs tens of microseconds to start (once per
+/// calling thread) or to wake after it has gone to sleep between calls.
 const HELPER_MIN_WORK: usize = 1 << 22;
 
 /// Multiply-adds of one step's recurrent product from which a stepper splits its steps on a
