@@ -124,7 +124,8 @@ pub(crate) fn active() -> bool {
 }
 
 thread_local! {
-    /// The helper [`with_helper`] lends this thread's time loops, kept between them.
+    /// The helper [`with_helper`] lends this thread's time loops and a stepper's steps, kept
+    /// between them.
     static KEPT: RefCell<Option<Helper>> = const { RefCell::new(None) };
 }
 
@@ -162,7 +163,7 @@ pub(crate) fn with_helper<R>(worth_it: bool, body: impl FnOnce() -> R) -> R {
 /// A helper thread that outlives one call: [`Helper::serve`] lends it to the calling thread's
 /// [`join`]s for the length of a closure. Dropping it stops the thread.
 #[derive(Debug)]
-pub(crate) struct Helper {
+struct Helper {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -178,7 +179,7 @@ impl std::fmt::Debug for Shared {
 impl Helper {
     /// Starts a helper thread; `None` when the machine is allowed one thread
     /// ([`num_threads`]) or no thread can be had.
-    pub(crate) fn start() -> Option<Self> {
+    fn start() -> Option<Self> {
         if num_threads() < 2 {
             return None;
         }
@@ -196,7 +197,7 @@ impl Helper {
 
     /// Runs `body` with this helper serving the [`join`]s of the calling thread, unless a
     /// helper serves it already.
-    pub(crate) fn serve<R>(&self, body: impl FnOnce() -> R) -> R {
+    fn serve<R>(&self, body: impl FnOnce() -> R) -> R {
         if active() {
             return body();
         }
