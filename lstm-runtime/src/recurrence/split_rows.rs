@@ -159,16 +159,12 @@ pub(crate) fn step<'a, C: Cell>(
     let (kind, kind2) = kind.halves(rows, at);
     let (output, output2) = output.map(|output| output.split_at(Axis(0), at)).unzip();
     let (tape, tape2) = tape.map(|tape| tape.halves(at)).unzip();
-    let (product, product2) = match product {
-        Some(RowProduct { zh, product }) => {
+    let (product, product2) = product
+        .map(|RowProduct { zh, product }| {
             let (zh, zh2) = rows_of_mut(zh, rows, at);
-            (
-                Some(RowProduct { zh, product }),
-                Some(RowProduct { zh: zh2, product }),
-            )
-        }
-        None => (None, None),
-    };
+            (RowProduct { zh, product }, RowProduct { zh: zh2, product })
+        })
+        .unzip();
     helper_thread::fork(
         || half(cell, 0..at, first, product, kind, output, tape),
         || half(cell, at..rows, second, product2, kind2, output2, tape2),
