@@ -101,6 +101,10 @@ pub struct Function {
     pub signature: &'static str,
     /// Whether a spec may call it (internal functions serve derivatives only).
     pub in_spec: bool,
+    /// Whether the runtime evaluates it by a polynomial (and mostly a division): tens of
+    /// vector instructions with a long dependency chain. A row computing several such calls
+    /// independently gives each a loop of its own (`schedule`).
+    pub costly: bool,
     /// What it computes.
     pub doc: &'static str,
     /// PyTorch's choice where the derivative does not exist everywhere.
@@ -121,6 +125,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "sigmoid(x)",
         in_spec: true,
+        costly: true,
         doc: "logistic sigmoid 1 / (1 + e^(-x))",
         convention: None,
         defaults: &[],
@@ -137,6 +142,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "tanh(x)",
         in_spec: true,
+        costly: true,
         doc: "hyperbolic tangent",
         convention: None,
         defaults: &[],
@@ -153,6 +159,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "hard_sigmoid(x)",
         in_spec: true,
+        costly: false,
         doc: "Keras 3 / PyTorch hard sigmoid relu6(x + 3) / 6",
         convention: Some("the gradient passes where -3 < x < 3"),
         defaults: &[],
@@ -165,6 +172,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "hard_sigmoid_keras2(x)",
         in_spec: true,
+        costly: false,
         doc: "Keras 2 hard sigmoid clip(0.2 x + 0.5, 0, 1)",
         convention: Some("the gradient passes where -2.5 <= x <= 2.5 (TensorFlow's clip_by_value)"),
         defaults: &[],
@@ -177,6 +185,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "relu(x)",
         in_spec: true,
+        costly: false,
         doc: "rectified linear unit max(x, 0)",
         convention: Some("relu'(0) = 0"),
         defaults: &[],
@@ -192,6 +201,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "softsign(x)",
         in_spec: true,
+        costly: false,
         doc: "softsign x / (1 + |x|)",
         convention: None,
         defaults: &[],
@@ -210,6 +220,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "exp(x)",
         in_spec: true,
+        costly: true,
         doc: "exponential",
         convention: None,
         defaults: &[],
@@ -222,6 +233,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (2, 2),
         signature: "min(a, b)",
         in_spec: true,
+        costly: false,
         doc: "the smaller argument",
         convention: Some("tied arguments share the gradient equally"),
         defaults: &[],
@@ -234,6 +246,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (2, 2),
         signature: "max(a, b)",
         in_spec: true,
+        costly: false,
         doc: "the larger argument",
         convention: Some("tied arguments share the gradient equally"),
         defaults: &[],
@@ -246,6 +259,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (3, 3),
         signature: "clip(x, low, high)",
         in_spec: true,
+        costly: false,
         doc: "x clamped to [low, high]",
         convention: Some(
             "the gradient passes to x where low <= x <= high, to low below, to high above",
@@ -268,6 +282,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 3),
         signature: "layer_norm(x, gain, bias)",
         in_spec: true,
+        costly: false,
         doc: "normalisation across the hidden units (and gates, gate-wise), PyTorch's eps = 1e-5 \
               and biased variance, then the optional gain and bias",
         convention: None,
@@ -282,6 +297,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "abs(x)",
         in_spec: true,
+        costly: false,
         doc: "absolute value",
         convention: Some("abs'(0) = 0"),
         defaults: &[],
@@ -299,6 +315,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "sqrt(x)",
         in_spec: true,
+        costly: false,
         doc: "square root",
         convention: Some("sqrt'(0) = inf, as PyTorch's 1 / (2 sqrt(x))"),
         defaults: &[],
@@ -316,6 +333,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "log(x)",
         in_spec: true,
+        costly: true,
         doc: "natural logarithm",
         convention: Some("log'(x) = 1 / x, so log'(0) = inf (log(0) = -inf)"),
         defaults: &[],
@@ -331,6 +349,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "logsigmoid(x)",
         in_spec: true,
+        costly: true,
         doc: "log(sigmoid(x)), computed as PyTorch's F.logsigmoid: min(x, 0) - log1p(e^(-|x|))",
         convention: None,
         defaults: &[],
@@ -348,6 +367,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "softplus(x)",
         in_spec: true,
+        costly: true,
         doc: "log(1 + e^x), and x itself where x > 20 (PyTorch's F.softplus, beta 1, threshold 20)",
         convention: Some("softplus'(x) = sigmoid(x), and 1 where x > 20 (PyTorch's threshold)"),
         defaults: &[],
@@ -368,6 +388,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "silu(x)",
         in_spec: true,
+        costly: true,
         doc: "sigmoid linear unit (swish) x * sigmoid(x)",
         convention: None,
         defaults: &[],
@@ -388,6 +409,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "gelu(x)",
         in_spec: true,
+        costly: true,
         doc: "Gaussian error linear unit x * Φ(x) = x (1 + erf(x / √2)) / 2 (PyTorch's \
               F.gelu, approximate = 'none')",
         convention: None,
@@ -418,6 +440,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 2),
         signature: "elu(x, alpha)",
         in_spec: true,
+        costly: true,
         doc: "exponential linear unit: x where x > 0, else alpha (e^x - 1); alpha defaults to \
               1 (PyTorch's F.elu)",
         convention: Some(
@@ -448,6 +471,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (2, 2),
         signature: "pow(x, p)",
         in_spec: true,
+        costly: false,
         doc: "x to the power p, a number written in the spec (integer powers by repeated \
               multiplication, others as e^(p log x))",
         convention: Some(
@@ -470,6 +494,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "stop_gradient(x)",
         in_spec: true,
+        costly: false,
         doc: "x itself, through which no gradient flows (PyTorch's x.detach(), JAX's \
               lax.stop_gradient)",
         convention: Some("the gradient is 0: x is a constant to everything after it"),
@@ -483,6 +508,7 @@ pub const FUNCTIONS: [Function; 22] = [
         arity: (1, 1),
         signature: "erf(x)",
         in_spec: false,
+        costly: true,
         doc: "error function",
         convention: None,
         defaults: &[],

@@ -517,13 +517,16 @@ impl Interface<'_> {
             };
             row_blocks(kernel, names, None, of);
         }
+        // Every row reuses the first row's scratch: its values are dead once the row is done,
+        // and one row's worth stays in the L1 cache from row to row.
         let scratch = kernel.row.scratch.iter().cloned().map(Some).collect();
-        row_blocks(
-            kernel,
-            scratch,
-            None,
-            io_slice("scratch", Width::Scratch, true),
-        );
+        let of = Arg::Slice {
+            buffer: Buffer::Io("scratch"),
+            per_row: false,
+            width: Width::Scratch,
+            mutable: true,
+        };
+        row_blocks(kernel, scratch, None, of);
     }
 
     /// The backward step's accumulators of the spec's parameter gradients.

@@ -5,8 +5,10 @@
 //! node is at the latest stage of its inputs, and a sum over the units is available one stage
 //! after its items. Per-unit nodes of stage `s` are computed in loop `s`; per-row nodes of
 //! stage `s` just before it. A per-unit value needed in a later loop is spilled to scratch,
-//! unless it is cheap arithmetic that the later loop recomputes. The standard LSTM has no
-//! reduction, so its whole step is one fused loop.
+//! unless it is cheap arithmetic that the later loop recomputes. A row without reductions
+//! would be one fused loop; where it evaluates several costly functions independently (the
+//! standard LSTM's four gate activations), each gets a loop of its own and a last loop
+//! combines them (`own_loops`).
 //!
 //! A value is bound by `let` when it has a name (`f`, `c`, `d_z_f`), is used twice or is
 //! spilled; any other value is written where it is used, so the code reads like the equations.
@@ -125,7 +127,8 @@ impl<'a> Planner<'a> {
     fn new(graph: &'a Graph, sinks: &'a [Sink], sources: &'a HashMap<Id, Load>) -> Self {
         let roots: Vec<Id> = sinks.iter().map(|s| s.id).collect();
         let needed = needed(graph, &roots, sources);
-        let stage = stages(graph, &needed, sources);
+        let mut stage = stages(graph, &needed, sources);
+        own_loops(graph, &needed, sources, &mut stage);
         let mut planner = Planner {
             graph,
             sinks,
@@ -724,4 +727,73 @@ fn stages(graph: &Graph, needed: &[Id], sources: &HashMap<Id, Load>) -> HashMap<
         stage.insert(id, s);
     }
     stage
+}
+
+/// Gives each costly call of a row without sums a loop of its own, when the row computes two
+/// or more that do not depend on one another (the gates' activations): loop `k` computes the
+/// `k`-th such call with the values only it reads (`z_g / temperature`) and spills it, and one
+/// last loop computes everything that reads them. The fused loop evaluates all of them per
+/// unit, a chain too long and a loop too wide (a pointer per operand) for the core to overlap
+/// iterations; apart, each loop is a short chain over a few operands. Every value is computed
+/// by the same operations in the same order.
+fn own_loops(
+    graph: &Graph,
+    needed: &[Id],
+    sources: &HashMap<Id, Load>,
+    stage: &mut HashMap<Id, usize>,
+) {
+    if stage.values().any(|&s| s > 0) {
+        return;
+    }
+    let computed = |id: Id| !sources.contains_key(&id) && !matches!(graph.node(id), Node::Leaf(_));
+    // The costly calls that read no other (`own`), and every node that reads a costly call.
+    let mut reads_costly: BTreeSet<Id> = BTreeSet::new();
+    let mut own: Vec<Id> = Vec::new();
+    for &id in needed {
+        if !computed(id) {
+            continue;
+        }
+        let inputs = graph.node(id).inputs();
+        let reads = inputs.iter().any(|input| reads_costly.contains(input));
+        let costly = matches!(graph.node(id), Node::Call(func, _) if func.row().costly);
+        if costly && !reads && graph.lane(id) == Lane::Unit {
+            own.push(id);
+        }
+        if costly || reads {
+            reads_costly.insert(id);
+        }
+    }
+    if own.len() < 2 {
+        return;
+    }
+    // Each call's loop, and the first of those loops for the per-unit values they read.
+    let mut pinned: HashMap<Id, usize> = HashMap::new();
+    for (k, &id) in own.iter().enumerate() {
+        let mut stack = vec![id];
+        while let Some(node) = stack.pop() {
+            if computed(node) && graph.lane(node) == Lane::Unit && !pinned.contains_key(&node) {
+                pinned.insert(node, k);
+                stack.extend(graph.node(node).inputs());
+            }
+        }
+    }
+    // The rest: as late as their inputs, and per-unit values that read a call in the last loop.
+    for &id in needed {
+        if !computed(id) {
+            continue;
+        }
+        let s = match pinned.get(&id) {
+            Some(&k) => k,
+            None => {
+                let inputs = graph.node(id).inputs();
+                let latest = inputs.iter().map(|i| stage[i]).max().unwrap_or(0);
+                if reads_costly.contains(&id) && graph.lane(id) == Lane::Unit {
+                    latest.max(own.len())
+                } else {
+                    latest
+                }
+            }
+        };
+        stage.insert(id, s);
+    }
 }
