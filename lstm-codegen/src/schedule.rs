@@ -797,3 +797,42 @@ fn own_loops(
         stage.insert(id, s);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The loops over the units in the inference step of the cell `source` defines, and
+    /// whether that step spills the value named `spilled`.
+    fn step(source: &str, spilled: &str) -> (usize, bool) {
+        let cells = crate::cells(source).expect("the cell compiles");
+        let code = cells[0].expand();
+        let start = code.find("fn step(").expect("an inference step");
+        let end = code.find("fn step_train(").expect("a training step");
+        let step = &code[start..end];
+        let spill = format!("spill_{spilled}[j] =");
+        (
+            step.matches("for j in 0..hidden").count(),
+            step.contains(&spill),
+        )
+    }
+
+    #[test]
+    fn each_independent_activation_gets_a_loop_and_what_reads_them_the_last() {
+        // i, f, g and o apart, then `c` and `h = o · tanh(c)`.
+        assert_eq!(step("#[lstm_cell] pub struct Plain;", "f"), (5, true));
+        // `z_g / temperature` is computed in g's loop, which alone reads it; `o` reads `c`.
+        let own = "#[lstm_cell(i = 1.0 - f, g = tanh(z_g / temperature), \
+                   o = sigmoid(z_o + peep * c))] \
+                   pub struct Own { temperature: Scalar, peep: PerUnit }";
+        assert_eq!(step(own, "f"), (3, true));
+        assert!(!step(own, "z_g_over_temperature").1);
+        // The GRU's candidate reads its reset gate: it waits for the last loop.
+        let gru = "#[lstm_cell(zx = zx + b_ih, zh = zh + b_hh, z = zx + zh, \
+                   g = tanh(zx_g + i * zh_g), h = (1.0 - f) * g + f * h_prev)] \
+                   pub struct Gru;";
+        assert_eq!(step(gru, "i"), (3, true));
+        // With cheap gates one costly call is left (`tanh(z_g)`): one fused loop.
+        let hard = "#[lstm_cell(i = hard_sigmoid(z_i), f = hard_sigmoid(z_f), \
+                    o = hard_sigmoid(z_o))] pub struct Hard;";
+        assert_eq!(step(hard, "g"), (1, false));
+    }
+}
