@@ -731,8 +731,8 @@ fn stages(graph: &Graph, needed: &[Id], sources: &HashMap<Id, Load>) -> HashMap<
 
 /// Gives each costly call of a row without sums a loop of its own, when the row computes two
 /// or more that do not depend on one another (the gates' activations): loop `k` computes the
-/// `k`-th such call with the values only it reads (`z_g / temperature`) and spills it, and one
-/// last loop computes everything that reads them. The fused loop evaluates all of them per
+/// `k`-th such call, with the per-unit values it reads that no earlier loop computes
+/// (`z_g / temperature`), and spills it; one last loop computes everything that reads them. The fused loop evaluates all of them per
 /// unit, a chain too long and a loop too wide (a pointer per operand) for the core to overlap
 /// iterations; apart, each loop is a short chain over a few operands. Every value is computed
 /// by the same operations in the same order.

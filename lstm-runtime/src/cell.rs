@@ -320,7 +320,8 @@ pub struct StepIo<'a, F> {
     pub h: &'a mut [F],
     /// New carried states: `rows × states·hidden`.
     pub c: &'a mut [F],
-    /// Working memory: `rows × spec.scratch.len(hidden)`.
+    /// Working memory: `rows × spec.scratch.len(hidden)` (the generated steps reuse the first
+    /// row's share for every row).
     pub scratch: &'a mut [F],
 }
 
@@ -367,7 +368,8 @@ pub struct BackwardIo<'a, F> {
     pub dbias_ih: &'a mut [F],
     /// Accumulated `dL/db_hh`, gate-stacked (`gates·hidden`).
     pub dbias_hh: &'a mut [F],
-    /// Working memory: `rows × spec.backward_scratch.len(hidden)`.
+    /// Working memory: `rows × spec.backward_scratch.len(hidden)` (the generated steps reuse
+    /// the first row's share for every row).
     pub scratch: &'a mut [F],
 }
 
