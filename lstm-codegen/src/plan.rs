@@ -517,16 +517,13 @@ impl Interface<'_> {
             };
             row_blocks(kernel, names, None, of);
         }
-        // Every row reuses the first row's scratch: its values are dead once the row is done,
-        // and one row's worth stays in the L1 cache from row to row.
         let scratch = kernel.row.scratch.iter().cloned().map(Some).collect();
-        let of = Arg::Slice {
-            buffer: Buffer::Io("scratch"),
-            per_row: false,
-            width: Width::Scratch,
-            mutable: true,
-        };
-        row_blocks(kernel, scratch, None, of);
+        row_blocks(
+            kernel,
+            scratch,
+            None,
+            io_slice("scratch", Width::Scratch, true),
+        );
     }
 
     /// The backward step's accumulators of the spec's parameter gradients.
@@ -553,11 +550,13 @@ impl Interface<'_> {
     }
 }
 
-/// A slice of a `StepIo`/`BackwardIo` field: the batch row's, except for the biases.
+/// A slice of a `StepIo`/`BackwardIo` field: the batch row's, except for the biases (shared
+/// by every row) and the scratch (every row reuses the first row's: its values are dead once
+/// the row is done, and one row's worth stays in the L1 cache from row to row).
 fn io_slice(field: &'static str, width: Width, mutable: bool) -> Arg {
     Arg::Slice {
         buffer: Buffer::Io(field),
-        per_row: !matches!(field, "bias_ih" | "bias_hh"),
+        per_row: !matches!(field, "bias_ih" | "bias_hh" | "scratch"),
         width,
         mutable,
     }

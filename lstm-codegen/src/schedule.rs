@@ -127,8 +127,7 @@ impl<'a> Planner<'a> {
     fn new(graph: &'a Graph, sinks: &'a [Sink], sources: &'a HashMap<Id, Load>) -> Self {
         let roots: Vec<Id> = sinks.iter().map(|s| s.id).collect();
         let needed = needed(graph, &roots, sources);
-        let mut stage = stages(graph, &needed, sources);
-        own_loops(graph, &needed, sources, &mut stage);
+        let stage = stages(graph, &needed, sources);
         let mut planner = Planner {
             graph,
             sinks,
@@ -140,6 +139,7 @@ impl<'a> Planner<'a> {
             scratch_names: Vec::new(),
             derived: HashMap::new(),
         };
+        planner.own_loops();
         planner.choose_remat();
         planner.choose_scratch();
         planner
@@ -163,6 +163,72 @@ impl<'a> Planner<'a> {
             self.stage[&id] - 1
         } else {
             self.stage[&id]
+        }
+    }
+
+    /// Gives each costly call of a row without sums a loop of its own, when the row computes
+    /// two or more that do not depend on one another (the gates' activations): loop `k`
+    /// computes the `k`-th such call, with the per-unit values it reads that no earlier loop
+    /// computes (`z_g / temperature`), and spills it; one last loop computes everything that
+    /// reads them. The fused loop evaluates all of them per unit, a chain too long and a loop
+    /// too wide (a pointer per operand) for the core to overlap iterations; apart, each loop
+    /// is a short chain over a few operands. Every value is computed by the same operations in
+    /// the same order.
+    fn own_loops(&mut self) {
+        if self.stage.values().any(|&s| s > 0) {
+            return;
+        }
+        let graph = self.graph;
+        // The costly calls that read no other (`own`), and every node that reads a costly call.
+        let mut reads_costly: BTreeSet<Id> = BTreeSet::new();
+        let mut own: Vec<Id> = Vec::new();
+        for &id in &self.needed {
+            if !self.computed(id) {
+                continue;
+            }
+            let inputs = graph.node(id).inputs();
+            let reads = inputs.iter().any(|input| reads_costly.contains(input));
+            let costly = matches!(graph.node(id), Node::Call(func, _) if func.row().costly);
+            if costly && !reads && self.unit(id) {
+                own.push(id);
+            }
+            if costly || reads {
+                reads_costly.insert(id);
+            }
+        }
+        if own.len() < 2 {
+            return;
+        }
+        // Each call's loop, and the first of those loops for the per-unit values they read.
+        let mut pinned: HashMap<Id, usize> = HashMap::new();
+        for (k, &id) in own.iter().enumerate() {
+            let mut stack = vec![id];
+            while let Some(node) = stack.pop() {
+                if self.computed(node) && self.unit(node) && !pinned.contains_key(&node) {
+                    pinned.insert(node, k);
+                    stack.extend(graph.node(node).inputs());
+                }
+            }
+        }
+        // The rest: as late as their inputs, and per-unit values that read a call in the last
+        // loop.
+        for &id in &self.needed {
+            if !self.computed(id) {
+                continue;
+            }
+            let s = match pinned.get(&id) {
+                Some(&k) => k,
+                None => {
+                    let inputs = graph.node(id).inputs();
+                    let latest = inputs.iter().map(|i| self.stage[i]).max().unwrap_or(0);
+                    if reads_costly.contains(&id) && self.unit(id) {
+                        latest.max(own.len())
+                    } else {
+                        latest
+                    }
+                }
+            };
+            self.stage.insert(id, s);
         }
     }
 
@@ -727,75 +793,6 @@ fn stages(graph: &Graph, needed: &[Id], sources: &HashMap<Id, Load>) -> HashMap<
         stage.insert(id, s);
     }
     stage
-}
-
-/// Gives each costly call of a row without sums a loop of its own, when the row computes two
-/// or more that do not depend on one another (the gates' activations): loop `k` computes the
-/// `k`-th such call, with the per-unit values it reads that no earlier loop computes
-/// (`z_g / temperature`), and spills it; one last loop computes everything that reads them. The fused loop evaluates all of them per
-/// unit, a chain too long and a loop too wide (a pointer per operand) for the core to overlap
-/// iterations; apart, each loop is a short chain over a few operands. Every value is computed
-/// by the same operations in the same order.
-fn own_loops(
-    graph: &Graph,
-    needed: &[Id],
-    sources: &HashMap<Id, Load>,
-    stage: &mut HashMap<Id, usize>,
-) {
-    if stage.values().any(|&s| s > 0) {
-        return;
-    }
-    let computed = |id: Id| !sources.contains_key(&id) && !matches!(graph.node(id), Node::Leaf(_));
-    // The costly calls that read no other (`own`), and every node that reads a costly call.
-    let mut reads_costly: BTreeSet<Id> = BTreeSet::new();
-    let mut own: Vec<Id> = Vec::new();
-    for &id in needed {
-        if !computed(id) {
-            continue;
-        }
-        let inputs = graph.node(id).inputs();
-        let reads = inputs.iter().any(|input| reads_costly.contains(input));
-        let costly = matches!(graph.node(id), Node::Call(func, _) if func.row().costly);
-        if costly && !reads && graph.lane(id) == Lane::Unit {
-            own.push(id);
-        }
-        if costly || reads {
-            reads_costly.insert(id);
-        }
-    }
-    if own.len() < 2 {
-        return;
-    }
-    // Each call's loop, and the first of those loops for the per-unit values they read.
-    let mut pinned: HashMap<Id, usize> = HashMap::new();
-    for (k, &id) in own.iter().enumerate() {
-        let mut stack = vec![id];
-        while let Some(node) = stack.pop() {
-            if computed(node) && graph.lane(node) == Lane::Unit && !pinned.contains_key(&node) {
-                pinned.insert(node, k);
-                stack.extend(graph.node(node).inputs());
-            }
-        }
-    }
-    // The rest: as late as their inputs, and per-unit values that read a call in the last loop.
-    for &id in needed {
-        if !computed(id) {
-            continue;
-        }
-        let s = match pinned.get(&id) {
-            Some(&k) => k,
-            None => {
-                let inputs = graph.node(id).inputs();
-                let latest = inputs.iter().map(|i| stage[i]).max().unwrap_or(0);
-                if reads_costly.contains(&id) && graph.lane(id) == Lane::Unit {
-                    latest.max(own.len())
-                } else {
-                    latest
-                }
-            }
-        };
-        stage.insert(id, s);
-    }
 }
 
 #[cfg(test)]
