@@ -20,6 +20,10 @@ It also times ``torch.matmul`` on two f32 products (1024³ and case 1's input pr
 the median of its repeats, as ``lstm bench``'s times are), against which case 1's forward
 GFLOP/s (``lstm bench``'s ``2·T·B·4H·(I+H)`` over its forward time) is given.
 
+``lstm bench`` runs as a fresh process each round: before its timed passes it runs three
+untimed ones of each kind (its ``--warmup``), after which its allocations no longer fault in
+fresh pages, as the frameworks here, long-lived in this process, are timed.
+
 The machine's speed drifts (up to 2× over minutes), so every round measures everything, the
 anchors and ``lstm`` back to back; the tables give medians over the rounds of each time and
 of each round's ratio (``lstm`` time / anchor time: below 1 means ``lstm`` is faster).

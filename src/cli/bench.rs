@@ -50,6 +50,14 @@ pub struct BenchArgs {
     /// Timed repetitions of each pass (the median is reported).
     #[arg(long, default_value_t = 10)]
     pub repeats: usize,
+    /// Untimed passes of each kind before the timed ones (at least one). A process's first
+    /// passes also fault in the pages of their large buffers until the C allocator has
+    /// adapted to their sizes (glibc serves them from fresh mappings until a freed one raises
+    /// its threshold): three passes leave the timed ones at the steady state in which the
+    /// frameworks `bench/compare_torch.py` compares with, long-lived in its process, are
+    /// timed.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
     /// Print one JSON object per line instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -198,9 +206,11 @@ impl CellVisitor<f32> for Bench<'_> {
             rng.random_range(-1.0f32..1.0)
         });
         let repeats = args.repeats.max(1);
-        // One untimed pass of each kind warms caches and the thread pool.
+        // Untimed passes of each kind warm the caches, the thread pool and the allocator.
         let forward = |layer: &mut Lstm<C>| layer.forward(input.view(), Call::new()).map(drop);
-        forward(&mut layer)?;
+        for _ in 0..args.warmup.max(1) {
+            forward(&mut layer)?;
+        }
         // Back to back, as the other frameworks' passes are timed: a forward pass right after
         // a stepper's steps runs several percent slower.
         let fwd_ms = median_ms(repeats, || forward(&mut layer))?;
@@ -245,6 +255,9 @@ impl CellVisitor<f32> for Bench<'_> {
         Counting::reset_peak();
         let held = train(&mut layer)?;
         let train_peak_mb = Counting::peak().saturating_sub(before) as f64 / 1e6;
+        for _ in 1..args.warmup.max(1) {
+            train(&mut layer)?;
+        }
         let fwdbwd_ms = median_ms(repeats, || train(&mut layer).map(drop))?;
         let flops = forward_flops(&config, C::SPEC.num_gates(), args.seq_len, args.batch);
         let activations = (config.num_layers * config.num_directions() * args.seq_len * args.batch)
@@ -339,6 +352,7 @@ mod tests {
             bidirectional: true,
             threads: Some(1),
             repeats: 2,
+            warmup: 1,
             json: true,
             regularization: RegularizationArgs {
                 recurrent_dropout: 0.25,
@@ -381,6 +395,7 @@ mod tests {
             bidirectional: false,
             threads: None,
             repeats: 1,
+            warmup: 1,
             json: false,
             regularization: RegularizationArgs::default(),
         };
