@@ -121,6 +121,13 @@ pub mod __private {
         crate::recurrence::split_units::CHUNKS.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Chunks of time steps this process has run by rows on two threads with one hand-over
+    /// for the chunk (`recurrence/split_rows.rs`): lets tests check that they exercised that
+    /// path.
+    pub fn row_split_chunks() -> usize {
+        crate::recurrence::split_rows::CHUNKS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The values of a 1-D weight. Cell weights are always contiguous: they are created by
     /// `Cell::zeros`/`init` or checked by the runtime before a step runs.
     pub fn slice<F>(values: &Array1<F>) -> &[F] {

@@ -31,12 +31,14 @@ fn relative<D: Dimension>(a: &Array<f32, D>, b: &Array<f64, D>) -> f64 {
 }
 
 /// Shapes that reach every kernel: batch 1 over enough steps to split the units between the
-/// threads, and a batch of 24 whose products run packed in a duet (partial row blocks and
-/// panel groups, a hidden size that is no multiple of 16).
+/// threads, a batch of 24 whose products run packed in a duet (partial row blocks and panel
+/// groups, a hidden size that is no multiple of 16), and a batch of 32 whose inference steps
+/// run by rows on the two threads, a chunk at a time.
 fn cases() -> Vec<(usize, usize, LstmConfig)> {
     vec![
         (351, 1, LstmConfig::new(5, 64)),
         (40, 24, LstmConfig::new(7, 72).with_bidirectional(true)),
+        (20, 32, LstmConfig::new(6, 128).with_bidirectional(true)),
         (30, 9, LstmConfig::new(6, 40).with_num_layers(2)),
     ]
 }
@@ -153,10 +155,16 @@ fn every_supported_level_matches_the_reference() {
         }
         isa::set_active(level).unwrap();
         assert_eq!(isa::active(), level);
+        let chunks = lstm_runtime::__private::row_split_chunks();
         agree::<LstmCell<f32>, LstmCell<f64>>(level, &|c| zoo_steps::lstm(c));
         agree::<Peephole<f32>, Peephole<f64>>(level, &|c| zoo_steps::peephole(c));
         agree::<ScaledForget<f32>, ScaledForget<f64>>(level, &|c| zoo_steps::scaled_forget(c));
         agree::<LayerNorm<f32>, LayerNorm<f64>>(level, &|c| zoo_steps::layer_norm_cell(c));
         agree::<Functions<f32>, Functions<f64>>(level, &|c| functions_step(c));
+        // The steps by rows take packed products, which every level but the baseline runs.
+        if level != Isa::Baseline {
+            let ran = lstm_runtime::__private::row_split_chunks() - chunks;
+            assert!(ran > 0, "{level}: no chunk ran by rows");
+        }
     }
 }

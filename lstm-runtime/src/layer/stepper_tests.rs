@@ -156,12 +156,20 @@ fn every_zoo_cell_steps_as_the_sequence_forward_at_batch_1() {
 fn every_zoo_cell_steps_as_the_sequence_forward_with_a_helper_thread() {
     // Steps large enough for the stepper to keep a helper thread: at batch 1 split by units,
     // at batch 4 the products by panels, at batch 32 the steps by rows with each thread's
-    // rows of the product (`recurrence/split_rows.rs`).
+    // rows of the product (`recurrence/split_rows.rs`), which the sequence forward runs a
+    // chunk at a time.
+    let chunks = crate::__private::row_split_chunks;
+    let before = chunks();
     with_threads(2, || {
         every_zoo_cell(&LstmConfig::new(16, 256), 5, 1);
         every_zoo_cell(&LstmConfig::new(16, 128).with_num_layers(2), 5, 4);
         every_zoo_cell(&LstmConfig::new(16, 128), 3, 32);
     });
+    // Where the packed kernels run (the rows' products are packed ones).
+    let ones = ndarray::Array2::<f32>::ones((1, 1));
+    if crate::linalg::step::PackedRows::new(ones.view(), &[0]).is_some() {
+        assert!(chunks() > before, "no chunk ran by rows");
+    }
 }
 
 #[test]

@@ -9,13 +9,19 @@
 //! the recurrent GEMM (recurrent dropout; weight drop multiplies by a masked copy of
 //! `weight_hh` made once per call), and the state after the step (zoneout).
 //!
+//! Where each step would split by rows with each thread's own rows of the recurrent product,
+//! an inference chunk with nothing between its steps runs each half of the rows through all of
+//! its steps on one thread (`split_rows::chunk`).
+//!
 //! At batch 1, with two threads, a cell whose units do not read each other runs each chunk
 //! split by units instead (`split_units/`): each thread projects, multiplies and steps half
 //! of the units, and only `h` crosses between the cores.
 
 use std::ops::Range;
 
-use ndarray::{ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray, Ix2, Order, Zip, s};
+use ndarray::{
+    ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray, Ix2, Order, Zip, s,
+};
 use num_traits::{One, Zero};
 
 use super::Record;
@@ -121,6 +127,11 @@ impl<C: Cell> Pass<'_, C> {
             run.zx.slice_mut(s![..steps * batch, ..]),
         )?;
         let zx = flat(&run.zx);
+        if let Some(at) = self.chunk_split((t0, steps, batch), &mut run.buffers, &record) {
+            let zx = (&zx[..steps * step_len], steps);
+            self.run_chunk_by_rows(zx, at, &mut run.state, &mut run.buffers, output);
+            return Ok(());
+        }
         for k in 0..steps {
             let k = self.direction.time_of(k, steps);
             let t = t0 + k;
@@ -147,6 +158,85 @@ impl<C: Cell> Pass<'_, C> {
             }
         }
         Ok(())
+    }
+
+    /// Where the inference steps `t0 .. t0 + steps` of `batch` rows split by rows with one
+    /// hand-over for the chunk ([`split_rows::chunk`]), if they do: where each step would
+    /// split by rows with each thread's rows of the recurrent product
+    /// ([`split_rows::takes_product`]), and nothing between the steps needs the whole batch
+    /// (every row valid at every step, no recurrent dropout, zoneout or projection of `h`,
+    /// nothing recorded). Fills the step buffers' validity as it looks.
+    fn chunk_split(
+        &self,
+        (t0, steps, batch): (usize, usize, usize),
+        buffers: &mut StepBuffers<C::Elem>,
+        record: &Record<&mut DirectionTape<C::Elem>>,
+    ) -> Option<usize> {
+        let plain = matches!(record, Record::Nothing)
+            && buffers.recording.is_none()
+            && self.reg.recurrent.is_none()
+            && !self.reg.zoneout_c.is_on()
+            && !self.reg.zoneout_h.is_on()
+            && self.weight_hr.is_none()
+            && self.blocks().is_none()
+            && !buffers.h_cell.is_empty();
+        if !plain {
+            return None;
+        }
+        let weight_hh = self.weight_hh();
+        let rhs = self
+            .recurrent
+            .get_or_init(|| StepRhs::transposed(weight_hh));
+        split_rows::split_point(batch, self.gate_rows())
+            .filter(|&at| split_rows::takes_product(batch, at, rhs.is_packed(), weight_hh.len()))
+            .filter(|_| (t0..t0 + steps).all(|t| self.validity.fill_step(t, &mut buffers.valid)))
+    }
+
+    /// The chunk's inference steps over its projection `zx` `(steps · batch, gate_rows)`, the
+    /// rows `..at` on this thread and the others on the helper ([`split_rows::chunk`]), where
+    /// [`Self::chunk_split`] found them to split.
+    fn run_chunk_by_rows(
+        &self,
+        (zx, steps): (&[C::Elem], usize),
+        at: usize,
+        state: &mut State<C::Elem>,
+        buffers: &mut StepBuffers<C::Elem>,
+        output: Option<ArrayViewMut3<'_, C::Elem>>,
+    ) {
+        let (batch, recurrent) = state.h.dim();
+        let gate_rows = self.gate_rows();
+        let weight_hh = self.weight_hh();
+        let rhs = self
+            .recurrent
+            .get_or_init(|| StepRhs::transposed(weight_hh));
+        let product = |h_prev: &[C::Elem], zh: &mut [C::Elem]| {
+            let rows = zh.len() / gate_rows;
+            let h_prev = ArrayView2::from_shape((rows, recurrent), h_prev)
+                .expect("a thread's rows of h are rows × recurrent size");
+            let zh = ArrayViewMut2::from_shape((rows, gate_rows), zh)
+                .expect("a thread's rows of zh are rows × gate rows");
+            rhs.product_here(weight_hh, h_prev, zh)
+                .expect("the layer's own step product has the layer's shapes");
+        };
+        let io = split_rows::ChunkIo {
+            rows: batch,
+            zx,
+            bias_ih: &self.biases.ih,
+            bias_hh: &self.biases.hh,
+            constant: flat(&self.constant),
+            h: [flat_mut(&mut state.h), flat_mut(&mut buffers.h_cell)],
+            c: [flat_mut(&mut state.c), flat_mut(&mut buffers.c)],
+            zh: flat_mut(&mut buffers.zh),
+            scratch: flat_mut(&mut buffers.scratch),
+        };
+        split_rows::chunk(self.cell, io, at, (steps, self.direction), output, &product);
+        if steps % 2 == 1 {
+            std::mem::swap(&mut state.h, &mut buffers.h_cell);
+            std::mem::swap(&mut state.c, &mut buffers.c);
+        }
+        if steps > 0 {
+            state.seen.fill(true);
+        }
     }
 
     /// [`Pass::run_chunk`] split by units between the two threads (`split_units/`): each

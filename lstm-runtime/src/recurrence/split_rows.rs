@@ -12,13 +12,20 @@
 //! `W_hh` is small enough to stay in each core's cache, computes its rows of the recurrent
 //! product first ([`takes_product`]): the step's one hand-over then serves the product, the
 //! step, the output and the tape, and no thread reads the other's `zh`.
+//!
+//! With the product taken by rows, a row's steps never read another row's values, so where
+//! nothing between two steps needs the whole batch (an inference chunk with every row valid
+//! and no regulariser or projection between the steps), each thread runs its rows through all
+//! of the chunk's steps without a hand-over at all ([`chunk`]).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, ArrayViewMut3, Axis};
 use num_traits::Zero;
 
 use crate::cell::{BackwardIo, Cell, CellDims, StepIo};
+use crate::direction::Direction;
 use crate::parallel::helper_thread;
 use crate::parallel::threads::num_threads;
 
@@ -210,9 +217,151 @@ fn half<'a, C: Cell>(
     copy_rows(c_tape, c);
 }
 
+/// Chunks whose steps ran by rows with one hand-over for the whole chunk ([`chunk`]), so far
+/// in this process (`__private::row_split_chunks`).
+pub(crate) static CHUNKS: AtomicUsize = AtomicUsize::new(0);
+
+/// What the steps of a chunk read and write, for [`chunk`]: the whole batch's buffers.
+pub(crate) struct ChunkIo<'a, F> {
+    /// Batch rows.
+    pub(crate) rows: usize,
+    /// The chunk's input projection, `(steps, rows, gate_rows)` by time.
+    pub(crate) zx: &'a [F],
+    /// As [`StepIo::bias_ih`].
+    pub(crate) bias_ih: &'a [F],
+    /// As [`StepIo::bias_hh`].
+    pub(crate) bias_hh: &'a [F],
+    /// As [`StepIo::constant`].
+    pub(crate) constant: &'a [F],
+    /// The hidden state before the chunk `(rows, hidden)`, and a second buffer of that shape:
+    /// the steps alternate between the two, the first step reading the first.
+    pub(crate) h: [&'a mut [F]; 2],
+    /// The carried states before the chunk `(rows, states · hidden)`, and a second buffer, as
+    /// `h`.
+    pub(crate) c: [&'a mut [F]; 2],
+    /// The recurrent product of a step, `(rows, gate_rows)`.
+    pub(crate) zh: &'a mut [F],
+    /// As [`StepIo::scratch`].
+    pub(crate) scratch: &'a mut [F],
+}
+
+/// Runs the inference steps of a chunk, the rows `..at` on this thread and `at..` on the
+/// helper, each thread from the chunk's first step to its last without waiting for the other:
+/// a row's step reads only that row's state, and with `product` (its rows' `h_prev · W_hhᵀ`
+/// into their rows of `zh`) each thread computes its own rows' recurrent product, so nothing
+/// crosses between the cores until the chunk ends. The steps run in `direction`'s order over
+/// the chunk's `steps` time indices; each step's new `h` is copied to its index of `output`
+/// `(steps, rows, hidden)` if given. Every row must be valid at every step. Each row computes
+/// what the steps split one at a time compute ([`step`]), in the same order; the new state
+/// ends in the first buffers of `io.h` and `io.c` after an even number of steps, in the
+/// second after an odd one.
+pub(crate) fn chunk<C: Cell>(
+    cell: &C,
+    io: ChunkIo<'_, C::Elem>,
+    at: usize,
+    (steps, direction): (usize, Direction),
+    output: Option<ArrayViewMut3<'_, C::Elem>>,
+    product: &(impl Fn(&[C::Elem], &mut [C::Elem]) + Sync),
+) {
+    let rows = io.rows;
+    let gate_rows = io.zh.len() / rows.max(1);
+    let ChunkIo {
+        zx,
+        bias_ih,
+        bias_hh,
+        constant,
+        h: [h, h_next],
+        c: [c, c_next],
+        zh,
+        scratch,
+        ..
+    } = io;
+    let (constant, constant2) = rows_of(constant, rows, at);
+    let (h, h2) = rows_of_mut(h, rows, at);
+    let (h_next, h_next2) = rows_of_mut(h_next, rows, at);
+    let (c, c2) = rows_of_mut(c, rows, at);
+    let (c_next, c_next2) = rows_of_mut(c_next, rows, at);
+    let (zh, zh2) = rows_of_mut(zh, rows, at);
+    let (scratch, scratch2) = rows_of_mut(scratch, rows, at);
+    let (output, output2) = output.map(|output| output.split_at(Axis(1), at)).unzip();
+    let half = |rows_here: Range<usize>,
+                io: ChunkIo<'_, C::Elem>,
+                mut output: Option<ArrayViewMut3<'_, C::Elem>>| {
+        let ChunkIo {
+            rows: n,
+            bias_ih,
+            bias_hh,
+            constant,
+            h: [mut h, mut h_next],
+            c: [mut c, mut c_next],
+            zh,
+            scratch,
+            ..
+        } = io;
+        for k in 0..steps {
+            let t = direction.time_of(k, steps);
+            let zx_t = &zx[(t * rows + rows_here.start) * gate_rows..][..n * gate_rows];
+            product(h, zh);
+            let step = StepIo {
+                rows: n,
+                zx: zx_t,
+                zh,
+                bias_ih,
+                bias_hh,
+                constant,
+                c_prev: c,
+                h_prev: if C::SPEC.reads_h_prev { h } else { &[] },
+                h: h_next,
+                c: c_next,
+                scratch,
+            };
+            cell.step(step);
+            copy_rows(
+                output
+                    .as_mut()
+                    .map(|output| output.index_axis_mut(Axis(0), t)),
+                h_next,
+            );
+            std::mem::swap(&mut h, &mut h_next);
+            std::mem::swap(&mut c, &mut c_next);
+        }
+    };
+    let first = ChunkIo {
+        rows: at,
+        zx,
+        bias_ih,
+        bias_hh,
+        constant,
+        h: [h, h_next],
+        c: [c, c_next],
+        zh,
+        scratch,
+    };
+    let second = ChunkIo {
+        rows: rows - at,
+        zx,
+        bias_ih,
+        bias_hh,
+        constant: constant2,
+        h: [h2, h_next2],
+        c: [c2, c_next2],
+        zh: zh2,
+        scratch: scratch2,
+    };
+    helper_thread::fork(
+        || half(0..at, first, output),
+        || half(at..rows, second, output2),
+    );
+    CHUNKS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Copies `values`, row-major with the rows and width of `to`, into `to` if given.
-fn copy_rows<F: Clone>(to: Option<ArrayViewMut2<'_, F>>, values: &[F]) {
+fn copy_rows<F: Copy>(to: Option<ArrayViewMut2<'_, F>>, values: &[F]) {
     if let Some(mut to) = to {
+        if let Some(to) = to.as_slice_mut() {
+            to.copy_from_slice(values);
+            return;
+        }
         let width = to.ncols();
         for (row, mut out) in to.rows_mut().into_iter().enumerate() {
             out.assign(&ArrayView1::from(&values[row * width..(row + 1) * width]));
@@ -460,5 +609,74 @@ pub(crate) fn step_backward_valid<C: Cell>(
         };
         cell.step_backward(part, grads);
         start = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array3, ArrayView, Dimension};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use crate::layer::call::Call;
+    use crate::layer::config::LstmConfig;
+    use crate::parallel::threads::with_threads;
+    use crate::{Lstm, zoo};
+
+    fn assert_same_bits<D: Dimension>(
+        what: &str,
+        got: ArrayView<'_, f32, D>,
+        want: ArrayView<'_, f32, D>,
+    ) {
+        assert_eq!(got.shape(), want.shape(), "{what}");
+        for (index, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{what} at {index}: {a} against {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunks_run_by_rows_compute_what_one_thread_computes() {
+        // Both directions, chunks of an even and an odd number of steps (64 steps per chunk at
+        // batch 32 and hidden 128, then 3), and a second layer reading the first's output.
+        let config = LstmConfig::new(16, 128)
+            .with_bidirectional(true)
+            .with_num_layers(2);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut layer = Lstm::<zoo::Lstm<f32>>::new(config, &mut rng).unwrap();
+        let mut random = |shape| Array3::from_shape_fn(shape, |_| rng.random_range(-1.0f32..1.0));
+        let input = random((67, 32, 16));
+        let (h0, c0) = (random((4, 32, 128)), random((4, 32, 128)));
+        let mut run = |threads| {
+            with_threads(threads, || {
+                let call = Call::new().with_initial_state(h0.view(), c0.view());
+                layer.forward(input.view(), call).unwrap()
+            })
+        };
+        let one = run(1);
+        let chunks = crate::__private::row_split_chunks;
+        let before = chunks();
+        let two = run(2);
+        let sequence = |out: &crate::LstmOutput<f32>| out.output.sequence().unwrap().to_owned();
+        assert_same_bits("output", sequence(&two).view(), sequence(&one).view());
+        for (what, got, want) in [("h_n", &two.h_n, &one.h_n), ("c_n", &two.c_n, &one.c_n)] {
+            assert_same_bits(
+                what,
+                got.as_ref().unwrap().view(),
+                want.as_ref().unwrap().view(),
+            );
+        }
+        let ones = ndarray::Array2::<f32>::ones((1, 1));
+        if crate::linalg::step::PackedRows::new(ones.view(), &[0]).is_some() {
+            // Two chunks per layer and direction.
+            assert!(
+                chunks() >= before + 8,
+                "{} chunks ran by rows",
+                chunks() - before
+            );
+        }
     }
 }
