@@ -34,7 +34,7 @@ use crate::direction::Direction;
 use crate::error::Result;
 use crate::linalg::ordered::{self, FewRows};
 use crate::linalg::prefetch::prefetch;
-use crate::linalg::{self, heads, step::StepRhs};
+use crate::linalg::{self, heads};
 use crate::parallel::helper_thread;
 use crate::regularization::in_recurrence::mask_rows;
 
@@ -174,21 +174,15 @@ impl<C: Cell> Pass<'_, C> {
     ) -> Option<usize> {
         let plain = matches!(record, Record::Nothing)
             && buffers.recording.is_none()
-            && self.reg.recurrent.is_none()
-            && !self.reg.zoneout_c.is_on()
-            && !self.reg.zoneout_h.is_on()
-            && self.weight_hr.is_none()
+            && self.nothing_between_steps()
             && self.blocks().is_none()
             && !buffers.h_cell.is_empty();
         if !plain {
             return None;
         }
-        let weight_hh = self.weight_hh();
-        let rhs = self
-            .recurrent
-            .get_or_init(|| StepRhs::transposed(weight_hh));
+        let (rhs, weights) = (self.dense_rhs(), self.weight_hh().len());
         split_rows::split_point(batch, self.gate_rows())
-            .filter(|&at| split_rows::takes_product(batch, at, rhs.is_packed(), weight_hh.len()))
+            .filter(|&at| split_rows::takes_product(batch, at, rhs.is_packed(), weights))
             .filter(|_| (t0..t0 + steps).all(|t| self.validity.fill_step(t, &mut buffers.valid)))
     }
 
@@ -205,10 +199,7 @@ impl<C: Cell> Pass<'_, C> {
     ) {
         let (batch, recurrent) = state.h.dim();
         let gate_rows = self.gate_rows();
-        let weight_hh = self.weight_hh();
-        let rhs = self
-            .recurrent
-            .get_or_init(|| StepRhs::transposed(weight_hh));
+        let (weight_hh, rhs) = (self.weight_hh(), self.dense_rhs());
         let product = |h_prev: &[C::Elem], zh: &mut [C::Elem]| {
             let rows = zh.len() / gate_rows;
             let h_prev = ArrayView2::from_shape((rows, recurrent), h_prev)
@@ -341,10 +332,7 @@ impl<C: Cell> Pass<'_, C> {
         let weight_hh = self.weight_hh();
         let blocks = self.blocks();
         // The dense product's operand (a block-diagonal recurrence has its own, `heads.rs`).
-        let rhs = blocks.is_none().then(|| {
-            self.recurrent
-                .get_or_init(|| StepRhs::transposed(weight_hh))
-        });
+        let rhs = blocks.is_none().then(|| self.dense_rhs());
         // The recurrent product left to the two threads that step the rows, each its own.
         let by_rows = rhs.filter(|rhs| {
             at.is_some_and(|at| {

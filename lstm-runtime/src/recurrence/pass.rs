@@ -251,6 +251,25 @@ impl<'a, C: Cell> Pass<'a, C> {
         })
     }
 
+    /// Whether the time loop runs nothing between one step's cell update and the next step's
+    /// product: no projection of `h`, no recurrent dropout, no zoneout. Each step then reads
+    /// only what the cell wrote, so the steps of a row (or of a unit) can follow each other on
+    /// one thread.
+    pub(crate) fn nothing_between_steps(&self) -> bool {
+        self.weight_hr.is_none()
+            && self.reg.recurrent.is_none()
+            && !self.reg.zoneout_c.is_on()
+            && !self.reg.zoneout_h.is_on()
+    }
+
+    /// The dense recurrent product's operand: the weights `weight_hh` returns, made ready
+    /// once per call (packed where the kernels of `linalg/packed.rs` run). A block-diagonal
+    /// recurrence has its own (`linalg/heads.rs`).
+    pub(crate) fn dense_rhs(&self) -> &StepRhs {
+        self.recurrent
+            .get_or_init(|| StepRhs::transposed(self.weight_hh()))
+    }
+
     /// The recurrent weights the steps multiply by: `weight_hh`, masked under weight drop.
     pub(crate) fn weight_hh(&self) -> ArrayView2<'_, C::Elem> {
         match &self.weight_hh_dropped {
@@ -357,12 +376,9 @@ impl<'a, C: Cell> Pass<'a, C> {
         let applies = batch == 1
             && self.dims.heads == 1
             && UnitSplit::<C>::applies(self.dims.input_size, self.dims.hidden_size)
-            && self.weight_hr.is_none()
+            && self.nothing_between_steps()
             && *self.validity == Validity::All
             && self.reg.input.is_none()
-            && self.reg.recurrent.is_none()
-            && !self.reg.zoneout_c.is_on()
-            && !self.reg.zoneout_h.is_on()
             && num_threads() >= 2
             && helper;
         if !applies {

@@ -245,6 +245,38 @@ pub(crate) struct ChunkIo<'a, F> {
     pub(crate) scratch: &'a mut [F],
 }
 
+impl<'a, F> ChunkIo<'a, F> {
+    /// The rows `..at` and `at..` of every per-row buffer; the biases and `zx` (whose steps
+    /// each hold all rows) whole in both.
+    fn halves(self, at: usize) -> (Self, Self) {
+        let rows = self.rows;
+        let (constant, constant2) = rows_of(self.constant, rows, at);
+        let [h, h_next] = self.h.map(|h| rows_of_mut(h, rows, at));
+        let [c, c_next] = self.c.map(|c| rows_of_mut(c, rows, at));
+        let (zh, zh2) = rows_of_mut(self.zh, rows, at);
+        let (scratch, scratch2) = rows_of_mut(self.scratch, rows, at);
+        let first = ChunkIo {
+            rows: at,
+            constant,
+            h: [h.0, h_next.0],
+            c: [c.0, c_next.0],
+            zh,
+            scratch,
+            ..self
+        };
+        let second = ChunkIo {
+            rows: rows - at,
+            constant: constant2,
+            h: [h.1, h_next.1],
+            c: [c.1, c_next.1],
+            zh: zh2,
+            scratch: scratch2,
+            ..first
+        };
+        (first, second)
+    }
+}
+
 /// Runs the inference steps of a chunk, the rows `..at` on this thread and `at..` on the
 /// helper, each thread from the chunk's first step to its last without waiting for the other:
 /// a row's step reads only that row's state, and with `product` (its rows' `h_prev · W_hhᵀ`
@@ -263,95 +295,54 @@ pub(crate) fn chunk<C: Cell>(
     output: Option<ArrayViewMut3<'_, C::Elem>>,
     product: &(impl Fn(&[C::Elem], &mut [C::Elem]) + Sync),
 ) {
-    let rows = io.rows;
+    let (rows, zx) = (io.rows, io.zx);
     let gate_rows = io.zh.len() / rows.max(1);
-    let ChunkIo {
-        zx,
-        bias_ih,
-        bias_hh,
-        constant,
-        h: [h, h_next],
-        c: [c, c_next],
-        zh,
-        scratch,
-        ..
-    } = io;
-    let (constant, constant2) = rows_of(constant, rows, at);
-    let (h, h2) = rows_of_mut(h, rows, at);
-    let (h_next, h_next2) = rows_of_mut(h_next, rows, at);
-    let (c, c2) = rows_of_mut(c, rows, at);
-    let (c_next, c_next2) = rows_of_mut(c_next, rows, at);
-    let (zh, zh2) = rows_of_mut(zh, rows, at);
-    let (scratch, scratch2) = rows_of_mut(scratch, rows, at);
+    let (first, second) = io.halves(at);
     let (output, output2) = output.map(|output| output.split_at(Axis(1), at)).unzip();
-    let half = |rows_here: Range<usize>,
-                io: ChunkIo<'_, C::Elem>,
-                mut output: Option<ArrayViewMut3<'_, C::Elem>>| {
-        let ChunkIo {
-            rows: n,
-            bias_ih,
-            bias_hh,
-            constant,
-            h: [mut h, mut h_next],
-            c: [mut c, mut c_next],
-            zh,
-            scratch,
-            ..
-        } = io;
-        for k in 0..steps {
-            let t = direction.time_of(k, steps);
-            let zx_t = &zx[(t * rows + rows_here.start) * gate_rows..][..n * gate_rows];
-            product(h, zh);
-            let step = StepIo {
+    // One thread's rows from `start` on, the projection `zx` whole (each step's rows lie
+    // together, so a half's rows are not one slice of it).
+    let half =
+        |start: usize, io: ChunkIo<'_, C::Elem>, mut output: Option<ArrayViewMut3<'_, C::Elem>>| {
+            let ChunkIo {
                 rows: n,
-                zx: zx_t,
-                zh,
                 bias_ih,
                 bias_hh,
                 constant,
-                c_prev: c,
-                h_prev: if C::SPEC.reads_h_prev { h } else { &[] },
-                h: h_next,
-                c: c_next,
+                h: [mut h, mut h_next],
+                c: [mut c, mut c_next],
+                zh,
                 scratch,
-            };
-            cell.step(step);
-            copy_rows(
-                output
-                    .as_mut()
-                    .map(|output| output.index_axis_mut(Axis(0), t)),
-                h_next,
-            );
-            std::mem::swap(&mut h, &mut h_next);
-            std::mem::swap(&mut c, &mut c_next);
-        }
-    };
-    let first = ChunkIo {
-        rows: at,
-        zx,
-        bias_ih,
-        bias_hh,
-        constant,
-        h: [h, h_next],
-        c: [c, c_next],
-        zh,
-        scratch,
-    };
-    let second = ChunkIo {
-        rows: rows - at,
-        zx,
-        bias_ih,
-        bias_hh,
-        constant: constant2,
-        h: [h2, h_next2],
-        c: [c2, c_next2],
-        zh: zh2,
-        scratch: scratch2,
-    };
-    helper_thread::fork(
-        || half(0..at, first, output),
-        || half(at..rows, second, output2),
-    );
+                ..
+            } = io;
+            for k in 0..steps {
+                let t = direction.time_of(k, steps);
+                let zx_t = &zx[(t * rows + start) * gate_rows..][..n * gate_rows];
+                product(h, zh);
+                let step = StepIo {
+                    rows: n,
+                    zx: zx_t,
+                    zh,
+                    bias_ih,
+                    bias_hh,
+                    constant,
+                    c_prev: c,
+                    h_prev: if C::SPEC.reads_h_prev { h } else { &[] },
+                    h: h_next,
+                    c: c_next,
+                    scratch,
+                };
+                cell.step(step);
+                copy_rows(
+                    output
+                        .as_mut()
+                        .map(|output| output.index_axis_mut(Axis(0), t)),
+                    h_next,
+                );
+                std::mem::swap(&mut h, &mut h_next);
+                std::mem::swap(&mut c, &mut c_next);
+            }
+        };
+    helper_thread::fork(|| half(0, first, output), || half(at, second, output2));
     CHUNKS.fetch_add(1, Ordering::Relaxed);
 }
 
