@@ -37,9 +37,14 @@ const ROWS_PER_PASS: usize = 96;
 /// rows stay there while the panels stream past.
 const A_IN_L2_BYTES: usize = 256 * 1024;
 
-/// Depth that one microkernel call covers: a panel's share (`DEPTH_PER_PASS` lines, 16 KB) and
-/// a row block's (6 KB) then fit in the L1 cache together.
+/// Depth that one microkernel call covers, at every level, so that a product no deeper than
+/// this sums each element as one chain in index order at AVX2 and AVX-512 alike: at AVX2 a
+/// panel's share (16 KB) and a row block's (6 KB) then fit in the L1 cache together; the
+/// AVX-512 kernel's three panels (48 KB) are read from L2 by each block of rows in turn.
 pub(super) const DEPTH_PER_PASS: usize = 256;
+
+/// Depth indices per pass of a microkernel's loop.
+const UNROLL: usize = 4;
 
 /// Whether the one-row kernel of the active level computes each element as one chain over
 /// the depth, as the kernels of several rows do: AVX-512's; AVX2's keeps four lanes of sums.
@@ -323,27 +328,56 @@ struct Tile<'a> {
 /// `R` rows of `tile.columns` values at stride `tile.ldc`.
 #[inline(always)]
 unsafe fn kernel<const R: usize>(panel: &[Line], tile: Tile<'_>) {
-    use std::arch::x86_64::{
-        __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_load_ps, _mm256_setzero_ps,
-    };
-    let lda = tile.lda;
+    use std::arch::x86_64::{__m256, _mm256_setzero_ps};
     // SAFETY: AVX2 is available, as the caller promises.
     let mut acc: [[__m256; 2]; R] = [[unsafe { _mm256_setzero_ps() }; 2]; R];
     let a = tile.a.as_ptr();
-    for (kk, line) in panel.iter().enumerate() {
-        // SAFETY: lines are 64-byte aligned and hold 16 values; `a` rows hold `k` values.
-        unsafe {
-            let b0 = _mm256_load_ps(line.0.as_ptr());
-            let b1 = _mm256_load_ps(line.0.as_ptr().add(8));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let x = _mm256_broadcast_ss(&*a.add(i * lda + kk));
-                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-            }
+    // Four depth indices per pass of the loop: their loads of `a` share one address
+    // computation per row (with one per index, the integer work competes with the
+    // multiply-adds for the ports).
+    let mut quads = panel.chunks_exact(UNROLL);
+    let mut kk = 0;
+    for lines in &mut quads {
+        for line in lines {
+            // SAFETY: `kk < k`; `a` rows hold `k` values, as the caller promises.
+            unsafe { depth_step(&mut acc, line, a, tile.lda, kk) };
+            kk += 1;
         }
+    }
+    for line in quads.remainder() {
+        // SAFETY: as above.
+        unsafe { depth_step(&mut acc, line, a, tile.lda, kk) };
+        kk += 1;
     }
     // SAFETY: as the caller promises.
     unsafe { store(&acc, &tile) };
+}
+
+/// Depth index `kk` of [`kernel`]: `R` × 2 fused multiply-adds with the panel's line `line`.
+///
+/// # Safety
+///
+/// AVX2 and FMA; `a` holds `R` rows at stride `lda` of more than `kk` values.
+#[inline(always)]
+unsafe fn depth_step<const R: usize>(
+    acc: &mut [[std::arch::x86_64::__m256; 2]; R],
+    line: &Line,
+    a: *const f32,
+    lda: usize,
+    kk: usize,
+) {
+    use std::arch::x86_64::{_mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_load_ps};
+    // SAFETY: lines are 64-byte aligned and hold 16 values; the rows of `a` as the caller
+    // promises.
+    unsafe {
+        let b0 = _mm256_load_ps(line.0.as_ptr());
+        let b1 = _mm256_load_ps(line.0.as_ptr().add(8));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let x = _mm256_broadcast_ss(&*a.add(i * lda + kk));
+            acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+        }
+    }
 }
 
 /// One row times one panel: four independent pairs of accumulators over `k` (one register
@@ -527,6 +561,54 @@ mod tests {
                             "{what}: column {column} written"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// Up to one pass's depth, every level sums each element as one chain of fused
+    /// multiply-adds in index order (a single row only where the level says so), bit for bit
+    /// what `mul_add` computes: the order `ordered.rs` relies on when a few rows' projection
+    /// runs here and many rows' runs in the `gemm` crate.
+    #[test]
+    fn one_pass_sums_each_element_in_index_order() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (m, k, n) in [
+            (1, 200, 40),
+            (2, 129, 33),
+            (8, 256, 48),
+            (13, 200, 70),
+            (64, 160, 112),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let Some(panels) = Panels::transposed(&w, n, k) else {
+                eprintln!("skipped: no AVX2 and FMA");
+                return;
+            };
+            let chained: Vec<f32> = (0..m * n)
+                .map(|index| {
+                    let (row, column) = (index / n, index % n);
+                    (0..k).fold(0.0f32, |sum, kk| {
+                        a[row * k + kk].mul_add(w[column * k + kk], sum)
+                    })
+                })
+                .collect();
+            for level in [Isa::Avx2, Isa::Avx512] {
+                if !level.supported() || (m == 1 && level != Isa::Avx512) {
+                    continue;
+                }
+                let mut c = vec![f32::NAN; m * n];
+                // SAFETY: the CPU supports `level`; `a` is m×k and `c` m×n.
+                unsafe {
+                    panels.product_at(level, &a, m, c.as_mut_ptr(), false, 0..panels.panel_count())
+                };
+                for (index, (found, expected)) in c.iter().zip(&chained).enumerate() {
+                    assert_eq!(
+                        found.to_bits(),
+                        expected.to_bits(),
+                        "{level} {m}x{k}x{n}: c[{index}] = {found}, the chain gives {expected}"
+                    );
                 }
             }
         }

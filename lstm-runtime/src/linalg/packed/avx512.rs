@@ -13,7 +13,7 @@ use std::arch::x86_64::{
 };
 use std::ops::Range;
 
-use super::{Line, NR, Panels, for_each_tile, row_blocks};
+use super::{DEPTH_PER_PASS, Line, NR, Panels, UNROLL, for_each_tile, row_blocks};
 
 /// Rows of the microkernel: the batch sizes the layers run (32, 64) are whole multiples.
 const MR: usize = 8;
@@ -21,10 +21,6 @@ const MR: usize = 8;
 /// Panels side by side in one microkernel call: [`MR`] × 3 = 24 accumulators, plus 3
 /// registers of `b` and one broadcast, fit in the 32 `zmm` registers.
 const PANELS: usize = 3;
-
-/// Depth that one microkernel call covers: [`PANELS`] panels' share (24 KB) and a row block's
-/// (4 KB) then fit in the L1 data cache together.
-const DEPTH_PER_PASS: usize = 128;
 
 /// Rows up to which a product runs [`NARROW_PANELS`] panels per microkernel call: with one
 /// or two rows, [`PANELS`] accumulator chains per row leave the FMA units waiting on each
@@ -205,24 +201,51 @@ unsafe fn kernel<const R: usize, const P: usize>(
     let a = tile.a.as_ptr();
     // SAFETY: AVX-512 is available, as the caller promises.
     let mut acc: [[__m512; P]; R] = [[unsafe { _mm512_setzero_ps() }; P]; R];
-    for kk in 0..depth {
-        // SAFETY: lines are 64-byte aligned and hold 16 values; each panel has `depth` lines
-        // and each row of `a` `depth` values, as the caller promises.
-        unsafe {
-            let mut b = [_mm512_setzero_ps(); P];
-            for (b, panel) in b.iter_mut().zip(panels) {
-                *b = _mm512_load_ps(panel.add(kk).cast::<f32>());
-            }
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*a.add(i * lda + kk));
-                for (acc, b) in acc.iter_mut().zip(&b) {
-                    *acc = _mm512_fmadd_ps(x, *b, *acc);
-                }
-            }
+    // `UNROLL` depth indices per pass of the loop: their loads of `a` share one address
+    // computation per row (with one per index, the integer work competes with the
+    // multiply-adds for the ports).
+    let whole = depth - depth % UNROLL;
+    for start in (0..whole).step_by(UNROLL) {
+        for kk in start..start + UNROLL {
+            // SAFETY: `kk < depth`, as the caller promises.
+            unsafe { depth_step(&mut acc, panels, a, lda, kk) };
         }
+    }
+    for kk in whole..depth {
+        // SAFETY: as above.
+        unsafe { depth_step(&mut acc, panels, a, lda, kk) };
     }
     // SAFETY: as the caller promises.
     unsafe { store(&acc, &tile) };
+}
+
+/// One depth index `kk` of [`kernel`]: `R × P` fused multiply-adds.
+///
+/// # Safety
+///
+/// As [`kernel`], with `kk < depth`.
+#[inline(always)]
+unsafe fn depth_step<const R: usize, const P: usize>(
+    acc: &mut [[__m512; P]; R],
+    panels: [*const Line; P],
+    a: *const f32,
+    lda: usize,
+    kk: usize,
+) {
+    // SAFETY: lines are 64-byte aligned and hold 16 values; each panel has `depth` lines
+    // and each row of `a` `depth` values, as the caller promises.
+    unsafe {
+        let mut b = [_mm512_setzero_ps(); P];
+        for (b, panel) in b.iter_mut().zip(panels) {
+            *b = _mm512_load_ps(panel.add(kk).cast::<f32>());
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(*a.add(i * lda + kk));
+            for (acc, b) in acc.iter_mut().zip(&b) {
+                *acc = _mm512_fmadd_ps(x, *b, *acc);
+            }
+        }
+    }
 }
 
 /// Writes (or adds) `R` rows of `P` panels of accumulators into the tile; the columns past
