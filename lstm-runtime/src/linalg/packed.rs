@@ -206,29 +206,22 @@ impl Panels {
             1,
             DEPTH_PER_PASS,
             accumulate,
-            |rows, group, depth, accumulate| {
+            |call, _| {
                 // SAFETY: as this function's caller promises; AVX2 and FMA are available.
-                unsafe { self.panel_tiles(a, c, rows, group.start, depth, accumulate) }
+                unsafe { self.panel_tiles(a, c, call) }
             },
         );
     }
 
-    /// The tiles of `rows` × panel `p` over `depth`.
+    /// The tiles of `call`, whose group is one panel.
     ///
     /// # Safety
     ///
     /// As [`Self::product`], on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn panel_tiles(
-        &self,
-        a: &[f32],
-        c: *mut f32,
-        rows: Range<usize>,
-        p: usize,
-        depth: Range<usize>,
-        accumulate: bool,
-    ) {
+    unsafe fn panel_tiles(&self, a: &[f32], c: *mut f32, call: &TileCall) {
         let (k, n) = (self.k, self.n);
+        let (rows, p, depth) = (&call.rows, call.group.start, &call.depth);
         let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
         let columns = NR.min(n - p * NR);
         for block in row_blocks(rows.len(), MR) {
@@ -240,7 +233,7 @@ impl Panels {
                 c: unsafe { c.add(row * n + p * NR) },
                 ldc: n,
                 columns,
-                accumulate,
+                accumulate: call.accumulate,
             };
             // SAFETY: AVX2 and FMA are enabled in this function; the tile lies in the
             // caller's bounds.
@@ -258,12 +251,23 @@ impl Panels {
     }
 }
 
-/// Runs `tile(rows, group, depth, accumulate)` over every tile of an `m×k` by panels product:
-/// passes of up to [`ROWS_PER_PASS`] rows, the `panels` in groups of `group_len`, the depth in
-/// ranges of `depth_per_pass` (each range past the first accumulates onto the one before).
-/// When a pass's rows fit in L2, each group runs to its full depth before the next (its tiles
-/// of `c` stay in L1 between depths, the rows of `a` in L2 across groups); rows too deep for
-/// L2 run every group at one depth range, then the next.
+/// One call of a tile function: `rows` of `a` times the panels of `group` over `depth`,
+/// written onto `c` (`accumulate`) or over it.
+#[derive(Clone, Debug, PartialEq)]
+struct TileCall {
+    rows: Range<usize>,
+    group: Range<usize>,
+    depth: Range<usize>,
+    accumulate: bool,
+}
+
+/// Runs `tile(call, next)` over every tile of an `m×k` by panels product, `next` being the
+/// call that follows in the same pass of rows (whose panels `tile` may prefetch while it
+/// computes): passes of up to [`ROWS_PER_PASS`] rows, the `panels` in groups of `group_len`,
+/// the depth in ranges of `depth_per_pass` (each range past the first accumulates onto the one
+/// before). When a pass's rows fit in L2, each group runs to its full depth before the next
+/// (its tiles of `c` stay in L1 between depths, the rows of `a` in L2 across groups); rows too
+/// deep for L2 run every group at one depth range, then the next.
 fn for_each_tile(
     m: usize,
     k: usize,
@@ -271,28 +275,46 @@ fn for_each_tile(
     group_len: usize,
     depth_per_pass: usize,
     accumulate: bool,
-    mut tile: impl FnMut(Range<usize>, Range<usize>, Range<usize>, bool),
+    mut tile: impl FnMut(&TileCall, Option<&TileCall>),
 ) {
-    let groups = panels
-        .clone()
-        .step_by(group_len)
-        .map(|p| p..(p + group_len).min(panels.end));
-    let depths = (0..k)
-        .step_by(depth_per_pass)
-        .map(|depth| depth..(depth + depth_per_pass).min(k));
+    let group = |g: usize| {
+        let first = panels.start + g * group_len;
+        first..(first + group_len).min(panels.end)
+    };
+    let depth = |d: usize| d * depth_per_pass..((d + 1) * depth_per_pass).min(k);
+    let (groups, depths) = (panels.len().div_ceil(group_len), k.div_ceil(depth_per_pass));
     for pass in (0..m).step_by(ROWS_PER_PASS) {
         let rows = pass..(pass + ROWS_PER_PASS).min(m);
-        let mut run = |group: Range<usize>, depth: Range<usize>| {
-            let accumulate = accumulate || depth.start > 0;
-            tile(rows.clone(), group, depth, accumulate);
+        let call = |g: usize, d: usize| TileCall {
+            rows: rows.clone(),
+            group: group(g),
+            depth: depth(d),
+            accumulate: accumulate || d > 0,
+        };
+        let mut run = |g: usize, d: usize, next: Option<(usize, usize)>| {
+            tile(&call(g, d), next.map(|(g, d)| call(g, d)).as_ref());
         };
         if rows.len() * k * size_of::<f32>() <= A_IN_L2_BYTES {
-            for group in groups.clone() {
-                depths.clone().for_each(|depth| run(group.clone(), depth));
+            for g in 0..groups {
+                for d in 0..depths {
+                    let next = if d + 1 < depths {
+                        Some((g, d + 1))
+                    } else {
+                        (g + 1 < groups).then_some((g + 1, 0))
+                    };
+                    run(g, d, next);
+                }
             }
         } else {
-            for depth in depths.clone() {
-                groups.clone().for_each(|group| run(group, depth.clone()));
+            for d in 0..depths {
+                for g in 0..groups {
+                    let next = if g + 1 < groups {
+                        Some((g + 1, d))
+                    } else {
+                        (d + 1 < depths).then_some((0, d + 1))
+                    };
+                    run(g, d, next);
+                }
             }
         }
     }
@@ -643,5 +665,45 @@ mod tests {
             row_blocks(32, MR).map(|b| b.len()).collect::<Vec<_>>(),
             [6, 6, 5, 5, 5, 5]
         );
+    }
+
+    /// Every tile call of a product covers each (row, panel, depth) once, accumulates exactly
+    /// past the first depth range, and is told of the call that really comes next in its
+    /// pass of rows (the panels it prefetches), in both orders of the walk.
+    #[test]
+    fn tile_calls_cover_the_product_and_name_the_next_call() {
+        // (m, k): rows whose depth fits the L2 budget (groups first) and rows that do not
+        // (depth first); more rows than one pass; a depth that is not a whole number of ranges.
+        for (m, k) in [(64, 512), (64, 2048), (200, 300), (3, 1), (1, 700)] {
+            for (panels, group_len) in [(0..7, 3), (2..9, 1), (0..1, 3)] {
+                let mut calls = Vec::new();
+                for_each_tile(m, k, panels.clone(), group_len, 256, false, |call, next| {
+                    calls.push((call.clone(), next.cloned()));
+                });
+                let mut seen = vec![0u32; m * panels.end * k];
+                for (i, (call, next)) in calls.iter().enumerate() {
+                    assert_eq!(call.accumulate, call.depth.start > 0, "{m}×{k}: {call:?}");
+                    assert!(call.group.len() <= group_len && !call.group.is_empty());
+                    for row in call.rows.clone() {
+                        for p in call.group.clone() {
+                            for kk in call.depth.clone() {
+                                seen[(row * panels.end + p) * k + kk] += 1;
+                            }
+                        }
+                    }
+                    let following = calls.get(i + 1).map(|(c, _)| c);
+                    let expected = following.filter(|c| c.rows == call.rows);
+                    assert_eq!(next.as_ref(), expected, "{m}×{k}, call {i}: {call:?}");
+                }
+                for row in 0..m {
+                    for p in 0..panels.end {
+                        for kk in 0..k {
+                            let count = seen[(row * panels.end + p) * k + kk];
+                            assert_eq!(count, u32::from(panels.contains(&p)), "{m}×{k}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,11 @@
 //! Products of one or two rows (batch 1: the step's matrix-vector products) run up to
 //! [`NARROW_PANELS`] panels per call instead, enough independent sums to keep both FMA units
 //! busy; each column is still summed over its depth in order, whatever the panels' grouping.
+//!
+//! While a call of several rows computes, its blocks of rows prefetch the panels of the next
+//! call into L2, one line per depth index: where `W_hh` does not fit in L2 (hidden 512), each
+//! step streams it from L3, and the hardware prefetcher alone does not keep ahead of the
+//! kernel (it starts afresh at every 4 KB page).
 
 use std::arch::x86_64::{
     __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_load_ps, _mm512_mask_storeu_ps,
@@ -13,7 +18,7 @@ use std::arch::x86_64::{
 };
 use std::ops::Range;
 
-use super::{DEPTH_PER_PASS, Line, NR, Panels, UNROLL, for_each_tile, row_blocks};
+use super::{DEPTH_PER_PASS, Line, NR, Panels, TileCall, UNROLL, for_each_tile, row_blocks};
 
 /// Rows of the microkernel: the batch sizes the layers run (32, 64) are whole multiples.
 const MR: usize = 8;
@@ -58,32 +63,29 @@ impl Panels {
             group_len,
             DEPTH_PER_PASS,
             accumulate,
-            |rows, group, depth, accumulate| {
+            |call, next| {
+                // Narrow products' weights are small enough to stay in cache (batch 1), where
+                // a prefetch costs more than it brings.
+                let next = next.filter(|_| m > NARROW_ROWS);
                 // SAFETY: as this function's caller promises; AVX-512 is available.
-                unsafe { self.group_tiles(a, c, rows, group, depth, accumulate) }
+                unsafe { self.group_tiles(a, c, call, next) }
             },
         );
     }
 
-    /// The tiles of `rows` × the panels of `group` over `depth`.
+    /// The tiles of `call`, each block of rows prefetching its share of `next`'s panels
+    /// ([`Panels::prefetch_target`]).
     ///
     /// # Safety
     ///
-    /// As [`Self::product_avx512`]; `group` holds 1 to [`PANELS`] panels, or up to
+    /// As [`Self::product_avx512`]; the call's group holds 1 to [`PANELS`] panels, or up to
     /// [`NARROW_PANELS`] in a product of at most [`NARROW_ROWS`] rows.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    unsafe fn group_tiles(
-        &self,
-        a: &[f32],
-        c: *mut f32,
-        rows: Range<usize>,
-        group: Range<usize>,
-        depth: Range<usize>,
-        accumulate: bool,
-    ) {
+    unsafe fn group_tiles(&self, a: &[f32], c: *mut f32, call: &TileCall, next: Option<&TileCall>) {
         let (k, n) = (self.k, self.n);
+        let (rows, group, depth) = (&call.rows, &call.group, &call.depth);
         let lines = |p: usize| self.lines[p * k..(p + 1) * k][depth.clone()].as_ptr();
-        for block in row_blocks(rows.len(), MR) {
+        for (j, block) in row_blocks(rows.len(), MR).enumerate() {
             let row = rows.start + block.start;
             let tile = Tile {
                 a: &a[row * k + depth.start..],
@@ -92,7 +94,8 @@ impl Panels {
                 c: unsafe { c.add(row * n + group.start * NR) },
                 ldc: n,
                 columns: n - group.start * NR,
-                accumulate,
+                accumulate: call.accumulate,
+                prefetch: self.prefetch_target(next, j, lines(group.start)),
             };
             let depth = depth.len();
             // SAFETY: AVX-512 is enabled here; the panels hold `depth` lines from these
@@ -113,6 +116,25 @@ impl Panels {
             }
         }
     }
+
+    /// The lines that block `block` of a tile call's rows prefetches into L2 as it computes:
+    /// panel `block` of the `next` call's group from that call's depth on, so that the blocks
+    /// of rows together bring in the next call's panels before the kernel reaches them.
+    /// Blocks past the group's panels, and the last call, prefetch `own` (their own lines,
+    /// already in L1).
+    fn prefetch_target(
+        &self,
+        next: Option<&TileCall>,
+        block: usize,
+        own: *const Line,
+    ) -> *const Line {
+        match next {
+            Some(next) if block < next.group.len() => {
+                self.lines[(next.group.start + block) * self.k + next.depth.start..].as_ptr()
+            }
+            _ => own,
+        }
+    }
 }
 
 /// One microkernel call: rows of `a` (row stride `lda`, one value per depth index) times a
@@ -125,9 +147,12 @@ struct Tile<'a> {
     ldc: usize,
     columns: usize,
     accumulate: bool,
+    /// A line the kernel prefetches into L2 at each depth index, from this one on (never
+    /// read, so it may point anywhere).
+    prefetch: *const Line,
 }
 
-/// [`kernel`] for a block of `rows` (1 to [`MR`]) rows.
+/// [`kernel`] for a block of `rows` (1 to [`MR`]) rows, prefetching as the tile asks.
 ///
 /// # Safety
 ///
@@ -142,14 +167,14 @@ unsafe fn rows_kernel<const P: usize>(
     // SAFETY: as the caller promises.
     unsafe {
         match rows {
-            1 => kernel::<1, P>(panels, depth, tile),
-            2 => kernel::<2, P>(panels, depth, tile),
-            3 => kernel::<3, P>(panels, depth, tile),
-            4 => kernel::<4, P>(panels, depth, tile),
-            5 => kernel::<5, P>(panels, depth, tile),
-            6 => kernel::<6, P>(panels, depth, tile),
-            7 => kernel::<7, P>(panels, depth, tile),
-            _ => kernel::<8, P>(panels, depth, tile),
+            1 => kernel::<1, P, true>(panels, depth, tile),
+            2 => kernel::<2, P, true>(panels, depth, tile),
+            3 => kernel::<3, P, true>(panels, depth, tile),
+            4 => kernel::<4, P, true>(panels, depth, tile),
+            5 => kernel::<5, P, true>(panels, depth, tile),
+            6 => kernel::<6, P, true>(panels, depth, tile),
+            7 => kernel::<7, P, true>(panels, depth, tile),
+            _ => kernel::<8, P, true>(panels, depth, tile),
         }
     }
 }
@@ -163,7 +188,8 @@ fn group_lines<const P: usize>(
 }
 
 /// [`kernel`] for a block of at most [`NARROW_ROWS`] rows and more than [`PANELS`] panels
-/// (groups that wide are formed only for products of that few rows).
+/// (groups that wide are formed only for products of that few rows), without prefetching:
+/// at one or two rows a prefetch per depth index costs more than it brings.
 ///
 /// # Safety
 ///
@@ -179,20 +205,21 @@ unsafe fn narrow_kernel<const P: usize>(
     unsafe {
         debug_assert!(rows <= NARROW_ROWS);
         match rows {
-            1 => kernel::<1, P>(panels, depth, tile),
-            _ => kernel::<2, P>(panels, depth, tile),
+            1 => kernel::<1, P, false>(panels, depth, tile),
+            _ => kernel::<2, P, false>(panels, depth, tile),
         }
     }
 }
 
-/// `R` rows times `P` panels, `R × P` accumulators in registers.
+/// `R` rows times `P` panels, `R × P` accumulators in registers; with `PREFETCH`, one line
+/// from `tile.prefetch` on per depth index is prefetched into L2.
 ///
 /// # Safety
 ///
 /// AVX-512; each panel pointer reads `depth` lines, `tile.a` holds `R` rows of `depth` values
 /// at stride `tile.lda`, and `tile.c` is writable for `R` rows of the tile's columns.
 #[inline(always)]
-unsafe fn kernel<const R: usize, const P: usize>(
+unsafe fn kernel<const R: usize, const P: usize, const PREFETCH: bool>(
     panels: [*const Line; P],
     depth: usize,
     tile: Tile<'_>,
@@ -207,6 +234,9 @@ unsafe fn kernel<const R: usize, const P: usize>(
     let whole = depth - depth % UNROLL;
     for start in (0..whole).step_by(UNROLL) {
         for kk in start..start + UNROLL {
+            if PREFETCH {
+                prefetch_l2(tile.prefetch.wrapping_add(kk));
+            }
             // SAFETY: `kk < depth`, as the caller promises.
             unsafe { depth_step(&mut acc, panels, a, lda, kk) };
         }
@@ -246,6 +276,16 @@ unsafe fn depth_step<const R: usize, const P: usize>(
             }
         }
     }
+}
+
+/// Asks for the cache line at `line` to be brought into L2: a hint, which never faults, so
+/// `line` may point anywhere.
+#[inline(always)]
+fn prefetch_l2(line: *const Line) {
+    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+    // SAFETY: a prefetch reads nothing and cannot fault, whatever the address; SSE is part
+    // of x86-64.
+    unsafe { _mm_prefetch::<_MM_HINT_T1>(line.cast::<i8>()) };
 }
 
 /// Writes (or adds) `R` rows of `P` panels of accumulators into the tile; the columns past
