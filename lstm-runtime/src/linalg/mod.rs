@@ -4,7 +4,8 @@
 //! products every time step repeats with the same weights (`h_prev · W_hhᵀ`, `dZ · W_hh`) go
 //! through `step.rs`, which in f32 packs the weights once per call for kernels of its own
 //! (`packed.rs`); `prefetch.rs` requests what those kernels read from the other core;
-//! `ordered.rs` gives the input projection one summation order for any number of rows;
+//! `ordered.rs` gives the input projection one summation order for any number of rows (and
+//! at the AVX-512 level runs it on the packed kernels too);
 //! `heads.rs` the products of a block-diagonal recurrence (`heads > 1`), block by block.
 //!
 //! They follow BLAS's convention `c ← beta·c + alpha·op(a)·op(b)` (the `gemm` crate itself

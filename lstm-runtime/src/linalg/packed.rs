@@ -10,7 +10,9 @@
 //! step's batch of `h_prev` or `dZ` rows) is read in place.
 //!
 //! The panels are split between threads (each thread owns a column range of the output), so
-//! each core streams only its share of the weights. On a CPU with AVX-512 the same panels run
+//! each core streams only its share of the weights. At the AVX-512 level the input projection
+//! `x · W_ihᵀ` of a chunk of steps runs here as well (`ordered.rs`), on `W_ih` packed once
+//! per call. On a CPU with AVX-512 the same panels run
 //! through the wider kernels of [`avx512`], chosen at every call by [`crate::isa::active`].
 
 mod avx512;
@@ -38,7 +40,8 @@ const ROWS_PER_PASS: usize = 96;
 const A_IN_L2_BYTES: usize = 256 * 1024;
 
 /// Depth that one microkernel call covers, at every level, so that a product no deeper than
-/// this sums each element as one chain in index order at AVX2 and AVX-512 alike: at AVX2 a
+/// this sums each element as one chain in index order at AVX2 and AVX-512 alike (deeper,
+/// only AVX-512's kernels continue the chain from one call to the next): at AVX2 a
 /// panel's share (16 KB) and a row block's (6 KB) then fit in the L1 cache together; the
 /// AVX-512 kernel's three panels (48 KB) are read from L2 by each block of rows in turn.
 pub(super) const DEPTH_PER_PASS: usize = 256;
@@ -54,6 +57,19 @@ pub(crate) fn one_row_sums_in_order() -> bool {
 
 /// [`one_row_sums_in_order`] at the level `level`.
 fn one_row_sums_in_order_at(level: Isa) -> bool {
+    level == Isa::Avx512
+}
+
+/// Whether every product at the active level computes each element as one chain of fused
+/// multiply-adds over its whole depth in index order, whatever the number of rows: the
+/// AVX-512 kernels resume each depth range's sums from the ones before, where the AVX2
+/// kernels add a range's sums onto them (and sum a single row in four lanes).
+pub(crate) fn sums_in_order() -> bool {
+    sums_in_order_at(isa::active())
+}
+
+/// [`sums_in_order`] at the level `level`.
+fn sums_in_order_at(level: Isa) -> bool {
     level == Isa::Avx512
 }
 
@@ -219,7 +235,7 @@ impl Panels {
     ///
     /// As [`Self::product`], on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn panel_tiles(&self, a: &[f32], c: *mut f32, call: &TileCall) {
+    unsafe fn panel_tiles(&self, a: &[f32], c: *mut f32, call: TileCall) {
         let (k, n) = (self.k, self.n);
         let (rows, p, depth) = (&call.rows, call.group.start, &call.depth);
         let panel = &self.lines[p * k..(p + 1) * k][depth.clone()];
@@ -233,7 +249,8 @@ impl Panels {
                 c: unsafe { c.add(row * n + p * NR) },
                 ldc: n,
                 columns,
-                accumulate: call.accumulate,
+                // The AVX2 kernels add a later depth range's sums onto the earlier ones'.
+                accumulate: call.accumulate || call.resume,
             };
             // SAFETY: AVX2 and FMA are enabled in this function; the tile lies in the
             // caller's bounds.
@@ -252,20 +269,22 @@ impl Panels {
 }
 
 /// One call of a tile function: `rows` of `a` times the panels of `group` over `depth`,
-/// written onto `c` (`accumulate`) or over it.
+/// added onto `c` (`accumulate`, the caller's own `c += a · b`) or written over it, or, past
+/// the first depth range (`resume`), continuing the sums that `c` holds.
 #[derive(Clone, Debug, PartialEq)]
 struct TileCall {
     rows: Range<usize>,
     group: Range<usize>,
     depth: Range<usize>,
     accumulate: bool,
+    resume: bool,
 }
 
 /// Runs `tile(call, next)` over every tile of an `m×k` by panels product, `next` being the
 /// call that follows in the same pass of rows (whose panels `tile` may prefetch while it
 /// computes): passes of up to [`ROWS_PER_PASS`] rows, the `panels` in groups of `group_len`,
-/// the depth in ranges of `depth_per_pass` (each range past the first accumulates onto the one
-/// before). When a pass's rows fit in L2, each group runs to its full depth before the next
+/// the depth in ranges of `depth_per_pass` (each range past the first resumes the sums of the
+/// ones before). When a pass's rows fit in L2, each group runs to its full depth before the next
 /// (its tiles of `c` stay in L1 between depths, the rows of `a` in L2 across groups); rows too
 /// deep for L2 run every group at one depth range, then the next.
 fn for_each_tile(
@@ -275,7 +294,7 @@ fn for_each_tile(
     group_len: usize,
     depth_per_pass: usize,
     accumulate: bool,
-    mut tile: impl FnMut(&TileCall, Option<&TileCall>),
+    mut tile: impl FnMut(TileCall, Option<TileCall>),
 ) {
     let group = |g: usize| {
         let first = panels.start + g * group_len;
@@ -289,10 +308,11 @@ fn for_each_tile(
             rows: rows.clone(),
             group: group(g),
             depth: depth(d),
-            accumulate: accumulate || d > 0,
+            accumulate: accumulate && d == 0,
+            resume: d > 0,
         };
         let mut run = |g: usize, d: usize, next: Option<(usize, usize)>| {
-            tile(&call(g, d), next.map(|(g, d)| call(g, d)).as_ref());
+            tile(call(g, d), next.map(|(g, d)| call(g, d)));
         };
         if rows.len() * k * size_of::<f32>() <= A_IN_L2_BYTES {
             for g in 0..groups {
@@ -596,9 +616,10 @@ mod tests {
     /// Up to one pass's depth, every level sums each element as one chain of fused
     /// multiply-adds in index order (a single row only where the level says so), bit for bit
     /// what `mul_add` computes: the order `ordered.rs` relies on when a few rows' projection
-    /// runs here and many rows' runs in the `gemm` crate.
+    /// runs here and many rows' runs in the `gemm` crate. Deeper, the levels that say so
+    /// ([`sums_in_order_at`]) still do, whatever the rows.
     #[test]
-    fn one_pass_sums_each_element_in_index_order() {
+    fn sums_each_element_in_index_order() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for (m, k, n) in [
             (1, 200, 40),
@@ -606,6 +627,11 @@ mod tests {
             (8, 256, 48),
             (13, 200, 70),
             (64, 160, 112),
+            (1, 600, 130),
+            (2, 257, 40),
+            (9, 513, 50),
+            (64, 2048, 48),
+            (100, 700, 33),
         ] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -626,7 +652,9 @@ mod tests {
                     eprintln!("skipped: this CPU does not run the {level} kernels");
                     continue;
                 }
-                if m == 1 && !one_row_sums_in_order_at(level) {
+                if m == 1 && !one_row_sums_in_order_at(level)
+                    || k > DEPTH_PER_PASS && !sums_in_order_at(level)
+                {
                     continue;
                 }
                 let mut c = vec![f32::NAN; m * n];
@@ -667,7 +695,8 @@ mod tests {
         );
     }
 
-    /// Every tile call of a product covers each (row, panel, depth) once, accumulates exactly
+    /// Every tile call of a product covers each (row, panel, depth) once, each (row, panel)'s
+    /// depth ranges in order (a sum resumed where the one before stopped), resumes exactly
     /// past the first depth range, and is told of the call that really comes next in its
     /// pass of rows (the panels it prefetches), in both orders of the walk.
     #[test]
@@ -678,14 +707,20 @@ mod tests {
             for (panels, group_len) in [(0..7, 3), (2..9, 1), (0..1, 3)] {
                 let mut calls = Vec::new();
                 for_each_tile(m, k, panels.clone(), group_len, 256, false, |call, next| {
-                    calls.push((call.clone(), next.cloned()));
+                    calls.push((call, next));
                 });
                 let mut seen = vec![0u32; m * panels.end * k];
+                // Depth reached so far by each (row, panel).
+                let mut reached = vec![0usize; m * panels.end];
                 for (i, (call, next)) in calls.iter().enumerate() {
-                    assert_eq!(call.accumulate, call.depth.start > 0, "{m}×{k}: {call:?}");
+                    assert_eq!(call.resume, call.depth.start > 0, "{m}×{k}: {call:?}");
+                    assert!(!call.accumulate, "{m}×{k}: {call:?}");
                     assert!(call.group.len() <= group_len && !call.group.is_empty());
                     for row in call.rows.clone() {
                         for p in call.group.clone() {
+                            let reached = &mut reached[row * panels.end + p];
+                            assert_eq!(call.depth.start, *reached, "{m}×{k}: {call:?}");
+                            *reached = call.depth.end;
                             for kk in call.depth.clone() {
                                 seen[(row * panels.end + p) * k + kk] += 1;
                             }

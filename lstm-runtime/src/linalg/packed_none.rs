@@ -6,6 +6,16 @@ use std::ops::Range;
 /// Depth of one pass of the packed kernels (none here).
 pub(super) const DEPTH_PER_PASS: usize = 0;
 
+/// Always `false`: no kernels for this architecture.
+pub(crate) fn one_row_sums_in_order() -> bool {
+    false
+}
+
+/// Always `false`: no kernels for this architecture.
+pub(crate) fn sums_in_order() -> bool {
+    false
+}
+
 /// Never constructed off x86_64.
 pub(crate) enum Panels {}
 

@@ -74,14 +74,11 @@ impl StepRhs {
     }
 
     /// Whether [`Self::product`] computes each element as one chain of fused multiply-adds
-    /// over the depth in index order, for any number of rows: packed, no deeper than one pass
-    /// of the kernels, and at a level whose one-row kernel chains too (AVX2's sums a single row
-    /// in four lanes).
+    /// over the depth in index order, for any number of rows: packed, at a level whose
+    /// kernels chain at every depth and row count ([`packed::sums_in_order`]; AVX2's add a
+    /// later depth range's sums onto the earlier ones' and sum a single row in four lanes).
     pub(crate) fn sums_in_order(&self) -> bool {
-        self.packed
-            .as_ref()
-            .is_some_and(|panels| panels.depth() <= packed::DEPTH_PER_PASS)
-            && packed::one_row_sums_in_order()
+        self.packed.is_some() && packed::sums_in_order()
     }
 
     /// `c ← a·b` with `a: m×k` and `c: m×n`; `w` is the matrix this operand was made from

@@ -1,5 +1,5 @@
 //! The forward time loop of one (layer, direction): chunk by chunk, the input projection
-//! `zx = x · W_ihᵀ` of the chunk's steps as one GEMM, then step by step the recurrent product
+//! `zx = x · W_ihᵀ` of the chunk's steps as one product, then step by step the recurrent product
 //! `zh = h_prev · W_hhᵀ`, the cell's fused step, the LSTMP projection, zoneout, and the
 //! settling of masked rows (which keep their state). A training pass records what backward
 //! reads ([`Record::Tape`]).
@@ -118,7 +118,7 @@ impl<C: Cell> Pass<'_, C> {
         };
         let weight_ih = self.cell.weights().weight_ih.view();
         let (input_size, gate_rows) = (weight_ih.ncols(), weight_ih.nrows());
-        let few_rows = ordered::needs_few_rows(steps * batch, gate_rows, input_size)
+        let few_rows = ordered::needs_few_rows::<C::Elem>(steps * batch, gate_rows, input_size)
             .then(|| self.weight_ih_few.get_or_init(|| FewRows::new(weight_ih)));
         ordered::project(
             rows,

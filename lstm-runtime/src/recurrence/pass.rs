@@ -92,8 +92,9 @@ pub(crate) struct Pass<'a, C: Cell> {
     /// [`Self::weight_hh`] packed for the forward steps' `h_prev · W_hhᵀ`, on first use (a
     /// pass set up for backward only never packs it).
     pub(super) recurrent: OnceLock<StepRhs>,
-    /// `weight_ih` laid out for input projections of too few rows for the blocked GEMM
-    /// (`linalg/ordered.rs`), on first use.
+    /// `weight_ih` laid out for the input projections that do not run on the `gemm` crate
+    /// (too few rows for its blocked kernels, or any f32 projection at the AVX-512 level;
+    /// `linalg/ordered.rs`), on first use.
     pub(super) weight_ih_few: OnceLock<FewRows<C::Elem>>,
     /// The cell split by units for batch-1 steps on two threads (`split_units/`), made by
     /// [`Self::start`] when the call's steps run that way.

@@ -6,6 +6,9 @@
 //! Products of one or two rows (batch 1: the step's matrix-vector products) run up to
 //! [`NARROW_PANELS`] panels per call instead, enough independent sums to keep both FMA units
 //! busy; each column is still summed over its depth in order, whatever the panels' grouping.
+//! A call past the first depth range starts from the sums in `c` rather than adding onto
+//! them, so each element is one chain of fused multiply-adds over the whole depth, as
+//! `ordered.rs` needs to run projections of any depth here.
 //!
 //! While a call of several rows computes, its blocks of rows prefetch the panels of the next
 //! call into L2, one line per depth index: where `W_hh` does not fit in L2 (hidden 512), each
@@ -51,26 +54,20 @@ impl Panels {
         accumulate: bool,
         panels: Range<usize>,
     ) {
-        let group_len = if m <= NARROW_ROWS {
-            NARROW_PANELS
-        } else {
-            PANELS
+        let tiles = |call: TileCall, next: Option<TileCall>| {
+            // SAFETY: as this function's caller promises; AVX-512 is available.
+            unsafe { self.group_tiles(a, c, call, next) }
         };
-        for_each_tile(
-            m,
-            self.k,
-            panels,
-            group_len,
-            DEPTH_PER_PASS,
-            accumulate,
-            |call, next| {
-                // Narrow products' weights are small enough to stay in cache (batch 1), where
-                // a prefetch costs more than it brings.
-                let next = next.filter(|_| m > NARROW_ROWS);
-                // SAFETY: as this function's caller promises; AVX-512 is available.
-                unsafe { self.group_tiles(a, c, call, next) }
-            },
-        );
+        let (k, depth) = (self.k, DEPTH_PER_PASS);
+        if m <= NARROW_ROWS {
+            // Narrow products' weights are small enough to stay in cache (batch 1), where a
+            // prefetch costs more than it brings.
+            for_each_tile(m, k, panels, NARROW_PANELS, depth, accumulate, |call, _| {
+                tiles(call, None)
+            });
+        } else {
+            for_each_tile(m, k, panels, PANELS, depth, accumulate, tiles);
+        }
     }
 
     /// The tiles of `call`, each block of rows prefetching its share of `next`'s panels
@@ -81,7 +78,7 @@ impl Panels {
     /// As [`Self::product_avx512`]; the call's group holds 1 to [`PANELS`] panels, or up to
     /// [`NARROW_PANELS`] in a product of at most [`NARROW_ROWS`] rows.
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    unsafe fn group_tiles(&self, a: &[f32], c: *mut f32, call: &TileCall, next: Option<&TileCall>) {
+    unsafe fn group_tiles(&self, a: &[f32], c: *mut f32, call: TileCall, next: Option<TileCall>) {
         let (k, n) = (self.k, self.n);
         let (rows, group, depth) = (&call.rows, &call.group, &call.depth);
         let lines = |p: usize| self.lines[p * k..(p + 1) * k][depth.clone()].as_ptr();
@@ -95,7 +92,8 @@ impl Panels {
                 ldc: n,
                 columns: n - group.start * NR,
                 accumulate: call.accumulate,
-                prefetch: self.prefetch_target(next, j, lines(group.start)),
+                resume: call.resume,
+                prefetch: self.prefetch_target(next.as_ref(), j, lines(group.start)),
             };
             let depth = depth.len();
             // SAFETY: AVX-512 is enabled here; the panels hold `depth` lines from these
@@ -146,7 +144,11 @@ struct Tile<'a> {
     c: *mut f32,
     ldc: usize,
     columns: usize,
+    /// Whether the tile's sums are added onto `c` (rather than written over it).
     accumulate: bool,
+    /// Whether the tile's sums start from the values in `c` (the sums of the depths before,
+    /// which each element's chain of multiply-adds continues), rather than from zero.
+    resume: bool,
     /// A line the kernel prefetches into L2 at each depth index, from this one on (never
     /// read, so it may point anywhere).
     prefetch: *const Line,
@@ -228,6 +230,10 @@ unsafe fn kernel<const R: usize, const P: usize, const PREFETCH: bool>(
     let a = tile.a.as_ptr();
     // SAFETY: AVX-512 is available, as the caller promises.
     let mut acc: [[__m512; P]; R] = [[unsafe { _mm512_setzero_ps() }; P]; R];
+    if tile.resume {
+        // SAFETY: as the caller promises.
+        unsafe { load(&mut acc, &tile) };
+    }
     // `UNROLL` depth indices per pass of the loop: their loads of `a` share one address
     // computation per row (with one per index, the integer work competes with the
     // multiply-adds for the ports).
@@ -288,6 +294,36 @@ fn prefetch_l2(line: *const Line) {
     unsafe { _mm_prefetch::<_MM_HINT_T1>(line.cast::<i8>()) };
 }
 
+/// Sets `acc` to the values of the tile in `c` (zero past `tile.columns`): the sums to resume.
+///
+/// # Safety
+///
+/// AVX-512; `tile.c` is readable for `R` rows of `min(tile.columns, P·NR)` values at stride
+/// `tile.ldc`.
+#[inline(always)]
+unsafe fn load<const R: usize, const P: usize>(acc: &mut [[__m512; P]; R], tile: &Tile<'_>) {
+    for (i, acc) in acc.iter_mut().enumerate() {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row `i`, panel `j` of the tile: the masked lanes lie within the caller's
+            // bounds, the others are not read.
+            *acc = unsafe {
+                _mm512_maskz_loadu_ps(column_mask(tile, j), tile.c.add(i * tile.ldc + j * NR))
+            };
+        }
+    }
+}
+
+/// The lanes of panel `j` of the tile that hold columns of `c` (all but past `tile.columns`).
+#[inline(always)]
+fn column_mask(tile: &Tile<'_>, j: usize) -> u16 {
+    let columns = tile.columns.saturating_sub(j * NR).min(NR);
+    if columns == NR {
+        u16::MAX
+    } else {
+        (1u16 << columns) - 1
+    }
+}
+
 /// Writes (or adds) `R` rows of `P` panels of accumulators into the tile; the columns past
 /// `tile.columns` are neither read nor written.
 ///
@@ -299,12 +335,7 @@ fn prefetch_l2(line: *const Line) {
 unsafe fn store<const R: usize, const P: usize>(acc: &[[__m512; P]; R], tile: &Tile<'_>) {
     for (i, acc) in acc.iter().enumerate() {
         for (j, &value) in acc.iter().enumerate() {
-            let columns = tile.columns.saturating_sub(j * NR).min(NR);
-            let mask = if columns == NR {
-                u16::MAX
-            } else {
-                (1u16 << columns) - 1
-            };
+            let mask = column_mask(tile, j);
             // SAFETY: row `i`, panel `j` of the tile: the masked lanes lie within the
             // caller's bounds, the others are not touched.
             unsafe {
