@@ -48,7 +48,7 @@ const IDLE_BEFORE_SLEEP: Duration = Duration::from_millis(1);
 /// Looks at the state the poster spends, once its own side is done, before it runs a job the
 /// helper has not started itself: a helper that is not on a core (the system gave both
 /// threads one core for a while) must not hold the time loop up.
-const SPINS_BEFORE_TAKING_BACK: u32 = 256;
+pub(crate) const SPINS_BEFORE_TAKING_BACK: u32 = 256;
 
 /// Looks at the state, spinning, before a waiting thread starts yielding its core at every
 /// look: if the two threads ever share one core (another process takes the other), a spinning

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::parallel::helper_thread;
+use crate::parallel::helper_thread::{self, SPINS_BEFORE_TAKING_BACK};
 
 /// How a step learns that the other side has finished the step before it.
 #[derive(Clone, Copy)]
@@ -65,12 +65,17 @@ impl Progress {
                 .is_ok()
     }
 
-    /// Returns once the second side's step `i` has finished, running it here if unclaimed.
-    /// The caller has seen its step `i − 1` finish.
+    /// Returns once the second side's step `i` has finished, running it here if still
+    /// unclaimed after [`SPINS_BEFORE_TAKING_BACK`] looks. The caller has seen its step
+    /// `i − 1` finish.
+    ///
+    /// Looking at the claim at once, at every step, would pull its cache line to this core
+    /// while the helper claims each step: every claim would then cross between the cores on
+    /// the helper's way to its next step.
     pub(super) fn complete_second(&self, i: usize, run: &dyn Fn(usize)) {
         let mut spins = 0;
         while self.second.0.load(Ordering::Acquire) <= i {
-            if self.claim(i) {
+            if spins >= SPINS_BEFORE_TAKING_BACK && self.claim(i) {
                 run(i);
                 self.second.0.store(i + 1, Ordering::Release);
                 return;
