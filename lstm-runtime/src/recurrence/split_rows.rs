@@ -9,9 +9,9 @@
 //!
 //! Around the forward step, each thread also copies its rows of the new `h` to the layer's
 //! output and, in a training pass, its rows of the step's tape ([`TapeRows`]), and where
-//! `W_hh` is small enough to stay in each core's cache, computes its rows of the recurrent
-//! product first ([`takes_product`]): the step's one hand-over then serves the product, the
-//! step, the output and the tape, and no thread reads the other's `zh`.
+//! streaming all of `W_hh` on each core costs less than a second hand-over, computes its rows
+//! of the recurrent product first ([`takes_product`]): the step's one hand-over then serves
+//! the product, the step, the output and the tape, and no thread reads the other's `zh`.
 //!
 //! With the product taken by rows, a row's steps never read another row's values, so where
 //! nothing between two steps needs the whole batch (an inference chunk with every row valid
@@ -26,6 +26,7 @@ use num_traits::Zero;
 
 use crate::cell::{BackwardIo, Cell, CellDims, StepIo};
 use crate::direction::Direction;
+use crate::isa::{self, Isa};
 use crate::parallel::helper_thread;
 use crate::parallel::threads::num_threads;
 
@@ -51,21 +52,29 @@ fn rows_of_mut<T>(values: &mut [T], rows: usize, at: usize) -> (&mut [T], &mut [
 }
 
 /// Weight values (`W_hh`) up to which a step split by rows also splits its recurrent product
-/// by rows ([`takes_product`]): each thread then streams all of `W_hh` at every step, which
-/// pays while it stays in the core's L2 cache (1 MB at hidden 256), not beyond.
-const ROW_PRODUCT_MAX_WEIGHTS: usize = 1 << 18;
+/// by rows ([`takes_product`]) at the kernels of `level`: each thread then streams all of
+/// `W_hh` at every step. With the AVX2 kernels that pays while `W_hh` stays in the core's L2
+/// cache (1 MB at hidden 256), not beyond; the AVX-512 kernels prefetch the next panels into
+/// L2 as they go, so that streaming `W_hh` from L3 costs less than the second hand-over and
+/// reading the other core's `zh`, up to 2²¹ weights (hidden 724).
+fn row_product_max_weights(level: Isa) -> usize {
+    match level {
+        Isa::Avx512 => 1 << 21,
+        Isa::Avx2 | Isa::Baseline => 1 << 18,
+    }
+}
 
 /// Whether a step of `rows` rows split at `at` computes its recurrent product by rows too, each
 /// thread its own rows' `zh` just before stepping them ([`step`] with a [`RowProduct`]): one
 /// hand-over per step instead of two, and each thread's `zh` stays in its own cache. Only
 /// with a helper thread running (`parallel/helper_thread.rs`), for a packed product
-/// (`linalg/packed.rs`) of at most [`ROW_PRODUCT_MAX_WEIGHTS`] weights, and with two rows or
+/// (`linalg/packed.rs`) of at most [`row_product_max_weights`] weights, and with two rows or
 /// more per half: a lone row is the only block whose sums may run in another order than the
 /// same rows' in a larger block, so every value is then the product over all rows'.
 pub(crate) fn takes_product(rows: usize, at: usize, packed: bool, weights: usize) -> bool {
     packed
         && helper_thread::active()
-        && weights <= ROW_PRODUCT_MAX_WEIGHTS
+        && weights <= row_product_max_weights(isa::active())
         && at >= 2
         && rows - at >= 2
 }
@@ -609,6 +618,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    use crate::isa::{self, Isa};
     use crate::layer::call::Call;
     use crate::layer::config::LstmConfig;
     use crate::parallel::threads::with_threads;
@@ -629,18 +639,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chunks_run_by_rows_compute_what_one_thread_computes() {
-        // Both directions, chunks of an even and an odd number of steps (64 steps per chunk at
-        // batch 32 and hidden 128, then 3), and a second layer reading the first's output.
-        let config = LstmConfig::new(16, 128)
-            .with_bidirectional(true)
-            .with_num_layers(2);
+    /// Runs `config`'s layer over a random `(seq_len, batch, input)` input and initial state
+    /// on one thread and on two, asserts that every output has the same bits, and returns the
+    /// chunks that ran by rows on two threads.
+    fn two_threads_agree_with_one(config: LstmConfig, (seq_len, batch): (usize, usize)) -> usize {
+        let layers = config.num_layers * if config.bidirectional { 2 } else { 1 };
+        let (input_size, hidden) = (config.input_size, config.hidden_size);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let mut layer = Lstm::<zoo::Lstm<f32>>::new(config, &mut rng).unwrap();
         let mut random = |shape| Array3::from_shape_fn(shape, |_| rng.random_range(-1.0f32..1.0));
-        let input = random((67, 32, 16));
-        let (h0, c0) = (random((4, 32, 128)), random((4, 32, 128)));
+        let input = random((seq_len, batch, input_size));
+        let (h0, c0) = (
+            random((layers, batch, hidden)),
+            random((layers, batch, hidden)),
+        );
         let mut run = |threads| {
             with_threads(threads, || {
                 let call = Call::new().with_initial_state(h0.view(), c0.view());
@@ -660,14 +672,37 @@ mod tests {
                 want.as_ref().unwrap().view(),
             );
         }
+        chunks() - before
+    }
+
+    /// Whether the packed kernels run here (the rows' products are packed ones).
+    fn packed_kernels_run() -> bool {
         let ones = ndarray::Array2::<f32>::ones((1, 1));
-        if crate::linalg::step::PackedRows::new(ones.view(), &[0]).is_some() {
+        crate::linalg::step::PackedRows::new(ones.view(), &[0]).is_some()
+    }
+
+    #[test]
+    fn chunks_run_by_rows_compute_what_one_thread_computes() {
+        // Both directions, chunks of an even and an odd number of steps (64 steps per chunk at
+        // batch 32 and hidden 128, then 3), and a second layer reading the first's output.
+        let config = LstmConfig::new(16, 128)
+            .with_bidirectional(true)
+            .with_num_layers(2);
+        let ran = two_threads_agree_with_one(config, (67, 32));
+        if packed_kernels_run() {
             // Two chunks per layer and direction.
-            assert!(
-                chunks() >= before + 8,
-                "{} chunks ran by rows",
-                chunks() - before
-            );
+            assert!(ran >= 8, "{ran} chunks ran by rows");
+        }
+    }
+
+    #[test]
+    fn chunks_run_by_rows_over_more_than_one_depth_range_compute_what_one_thread_computes() {
+        // Hidden 512: each product runs over two depth ranges of the kernels, and its rows'
+        // sums resume from one range to the next; at the AVX-512 level `W_hh` has few enough
+        // weights for the threads to take its product by rows.
+        let ran = two_threads_agree_with_one(LstmConfig::new(16, 512), (20, 8));
+        if packed_kernels_run() && isa::active() == Isa::Avx512 {
+            assert!(ran >= 1, "no chunk ran by rows");
         }
     }
 }
