@@ -45,10 +45,11 @@ use num_traits::Zero;
 use self::handoff::{Claimed, Ended, Other, Progress, SharedH};
 pub(crate) use self::side::SplitBuffers;
 use self::side::{Lines, Side, SideBuffers, Workspace};
-use self::step::SideWork;
+use self::step::{Piece, SideWork};
 use super::Record;
 use crate::cell::Cell;
 use crate::direction::Direction;
+use crate::isa;
 use crate::linalg::step::PackedRows;
 use crate::parallel::helper_thread;
 
@@ -64,6 +65,8 @@ pub(crate) struct UnitSplit<C: Cell> {
     /// The cell's hidden units.
     hidden: usize,
     sides: [Side<C>; 2],
+    /// The pieces of the projection, for the level active when the call began.
+    piece: Piece,
 }
 
 /// A chunk's share of the tape for one side: whole-sequence arrays cut to its units.
@@ -122,6 +125,7 @@ impl<C: Cell> UnitSplit<C> {
         Some(UnitSplit {
             hidden,
             sides: [side(0..half)?, side(half..hidden)?],
+            piece: Piece::at(isa::active()),
         })
     }
 

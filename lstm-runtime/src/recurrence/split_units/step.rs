@@ -9,17 +9,31 @@ use super::side::Workspace;
 use super::{Chunk, SideTape, UnitSplit};
 use crate::cell::{Cell, StepIo};
 use crate::direction::Direction;
+use crate::isa::Isa;
 use crate::linalg::prefetch::prefetch;
 use crate::linalg::step::{NR, PackedRows};
 use crate::recurrence::Record;
 
-/// Rows of the chunk's input projection one piece of it covers: one block of the packed
-/// kernel's rows.
-const PROJECTION_ROWS: usize = 6;
+/// The share of a chunk's input projection that one piece of it covers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Piece {
+    /// Rows (steps): one block of the packed kernel's rows.
+    rows: usize,
+    /// Panels of 16 columns: whole calls of the kernel, about half a microsecond of work, the
+    /// size of the waits a piece fills.
+    panels: usize,
+}
 
-/// Panels (16 columns each) one piece of the projection covers: about half a microsecond of
-/// work, the size of the waits it fills.
-const PROJECTION_PANELS: usize = 4;
+impl Piece {
+    /// The piece for the kernels of `level`: 8 rows × 6 panels (two calls of 8 × 3) at
+    /// AVX-512, 6 rows × 4 panels (four calls of 6 × 1) at AVX2.
+    pub(super) fn at(level: Isa) -> Self {
+        match level {
+            Isa::Avx512 => Piece { rows: 8, panels: 6 },
+            Isa::Avx2 | Isa::Baseline => Piece { rows: 6, panels: 4 },
+        }
+    }
+}
 
 /// One side's share of a chunk's buffers.
 pub(super) struct SideWork<'a, 't, F> {
@@ -40,13 +54,13 @@ impl<C: Cell> UnitSplit<C> {
         self.sides[me]
             .input
             .panel_count()
-            .div_ceil(PROJECTION_PANELS)
+            .div_ceil(self.piece.panels)
             .max(1)
     }
 
     /// The next piece of the chunk's input projection for side `me`'s units, into its `zx`:
-    /// [`PROJECTION_PANELS`] panels of a block of [`PROJECTION_ROWS`] rows, blocks in the
-    /// order the steps read them. `false` once the whole chunk is projected.
+    /// a [`Piece`]'s panels of a block of its rows, blocks in the order the steps read them.
+    /// `false` once the whole chunk is projected.
     pub(super) fn project_piece(
         &self,
         me: usize,
@@ -58,13 +72,16 @@ impl<C: Cell> UnitSplit<C> {
         let count = side.input.panel_count();
         let per_block = self.pieces_per_block(me);
         let (block, piece) = (work.projected / per_block, work.projected % per_block);
-        let first = block * PROJECTION_ROWS;
+        let Piece {
+            rows: block_rows,
+            panels: piece_panels,
+        } = self.piece;
+        let first = block * block_rows;
         if first >= steps {
             return false;
         }
-        let panels =
-            (piece * PROJECTION_PANELS).min(count)..((piece + 1) * PROJECTION_PANELS).min(count);
-        let last = steps.min(first + PROJECTION_ROWS);
+        let panels = (piece * piece_panels).min(count)..((piece + 1) * piece_panels).min(count);
+        let last = steps.min(first + block_rows);
         let rows = match chunk.direction {
             Direction::Forward => first..last,
             Direction::Reverse => steps - last..steps - first,
@@ -122,7 +139,7 @@ impl<C: Cell> UnitSplit<C> {
         let k = chunk.direction.time_of(i, steps);
         let t = chunk.t0 + k;
         // This step's row of the projection, if earlier waits have not computed it.
-        let needed = (i / PROJECTION_ROWS + 1) * self.pieces_per_block(me);
+        let needed = (i / self.piece.rows + 1) * self.pieces_per_block(me);
         while work.projected < needed && self.project_piece(me, chunk, work) {}
         // While the other side is not done, project rows of later steps instead of spinning.
         while !(other_side.ready)() && self.project_piece(me, chunk, work) {}
