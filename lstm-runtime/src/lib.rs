@@ -128,6 +128,13 @@ pub mod __private {
         crate::recurrence::split_rows::CHUNKS.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Time steps whose input projection the forward pass runs as one product, at `batch`
+    /// rows per step and `gate_rows` projected values per row: lets the GEMM benchmarks time
+    /// the shapes the layer runs.
+    pub fn chunk_steps(batch: usize, gate_rows: usize) -> usize {
+        crate::recurrence::pass::chunk_steps(batch, gate_rows)
+    }
+
     /// The values of a 1-D weight. Cell weights are always contiguous: they are created by
     /// `Cell::zeros`/`init` or checked by the runtime before a step runs.
     pub fn slice<F>(values: &Array1<F>) -> &[F] {

@@ -32,7 +32,7 @@ pub struct Shape {
 }
 
 /// `(batch, seq_len, input_size, hidden_size)` of each case; the forward pass projects the
-/// input in chunks of 64 steps.
+/// input in chunks of `__private::chunk_steps` steps.
 const CASES: &[(&str, usize, usize, usize, usize)] = &[
     ("case1", 64, 100, 512, 512),
     ("case2", 32, 200, 128, 256),
@@ -44,7 +44,7 @@ pub fn shapes() -> Vec<Shape> {
     for &(case, batch, seq_len, input_size, hidden_size) in CASES {
         let gates = 4 * hidden_size;
         let rows = seq_len * batch;
-        let chunk_rows = seq_len.min(64) * batch;
+        let chunk_rows = seq_len.min(lstm_runtime::__private::chunk_steps(batch, gates)) * batch;
         let mut push = |product, layout, m, k, n| {
             shapes.push(Shape {
                 case,
