@@ -146,7 +146,13 @@ impl Panels {
     }
 
     /// `c ← a · b` (or `c += a · b` when `accumulate`) for the columns of the panels in
-    /// `panels`, with `a` row-major `m×k` and `c` row-major `m×n`.
+    /// `panels`, with `a` row-major `m×k` and `c` row-major `m×n`; `backwards` walks the
+    /// groups of panels from the last to the first, which computes the same values.
+    ///
+    /// A product that every step repeats with weights larger than the L1 cache but within
+    /// L2 (batch 1's `h_prev · W_hhᵀ`) reads them faster walking back and forth, one step
+    /// forwards and the next backwards: each step then starts on the panels that the one
+    /// before read last, which are still in L1.
     ///
     /// # Safety
     ///
@@ -158,10 +164,10 @@ impl Panels {
         m: usize,
         c: *mut f32,
         accumulate: bool,
-        panels: Range<usize>,
+        (panels, backwards): (Range<usize>, bool),
     ) {
         // SAFETY: as the caller promises.
-        unsafe { self.product_at(isa::active(), a, m, c, accumulate, panels) }
+        unsafe { self.product_at(isa::active(), a, m, c, accumulate, (panels, backwards)) }
     }
 
     /// [`Self::product`] with the kernels of `level` (AVX2's below AVX-512).
@@ -176,7 +182,7 @@ impl Panels {
         m: usize,
         c: *mut f32,
         accumulate: bool,
-        panels: Range<usize>,
+        (panels, backwards): (Range<usize>, bool),
     ) {
         debug_assert_eq!(a.len(), m * self.k);
         debug_assert!(panels.end <= self.panel_count());
@@ -195,8 +201,10 @@ impl Panels {
         // bounds as the caller promises.
         unsafe {
             match level {
-                Isa::Avx512 => self.product_avx512(a, m, c, accumulate, panels),
-                Isa::Avx2 | Isa::Baseline => self.product_avx2(a, m, c, accumulate, panels),
+                Isa::Avx512 => self.product_avx512(a, m, c, accumulate, (panels, backwards)),
+                Isa::Avx2 | Isa::Baseline => {
+                    self.product_avx2(a, m, c, accumulate, (panels, backwards))
+                }
             }
         }
     }
@@ -216,26 +224,28 @@ struct TileCall {
 
 /// Runs `tile(call, next)` over every tile of an `m×k` by panels product, `next` being the
 /// call that follows in the same pass of rows (whose panels `tile` may prefetch while it
-/// computes): passes of up to [`ROWS_PER_PASS`] rows, the `panels` in groups of `group_len`,
-/// the depth in ranges of `depth_per_pass` (each range past the first resumes the sums of the
-/// ones before). When a pass's rows fit in L2, each group runs to its full depth before the next
+/// computes): passes of up to [`ROWS_PER_PASS`] rows, the `panels` in groups of `group_len`
+/// (first to last, or last to first when `backwards`), the depth in ranges of
+/// `depth_per_pass` (each range past the first resumes the sums of the ones before). When a pass's rows fit in L2, each group runs to its full depth before the next
 /// (its tiles of `c` stay in L1 between depths, the rows of `a` in L2 across groups); rows too
 /// deep for L2 run every group at one depth range, then the next.
 fn for_each_tile(
     m: usize,
     k: usize,
-    panels: Range<usize>,
+    (panels, backwards): (Range<usize>, bool),
     group_len: usize,
     depth_per_pass: usize,
     accumulate: bool,
     mut tile: impl FnMut(TileCall, Option<TileCall>),
 ) {
+    let (groups, depths) = (panels.len().div_ceil(group_len), k.div_ceil(depth_per_pass));
+    // The `g`-th group of the walk.
     let group = |g: usize| {
+        let g = if backwards { groups - 1 - g } else { g };
         let first = panels.start + g * group_len;
         first..(first + group_len).min(panels.end)
     };
     let depth = |d: usize| d * depth_per_pass..((d + 1) * depth_per_pass).min(k);
-    let (groups, depths) = (panels.len().div_ceil(group_len), k.div_ceil(depth_per_pass));
     for pass in (0..m).step_by(ROWS_PER_PASS) {
         let rows = pass..(pass + ROWS_PER_PASS).min(m);
         let call = |g: usize, d: usize| TileCall {
@@ -359,20 +369,38 @@ mod tests {
             for &level in &levels {
                 let what = format!("{level} {m}x{k}x{n}");
                 let mut c = vec![f32::NAN; m * n];
+                let forwards = (all.clone(), false);
                 // SAFETY: the CPU supports `level`; `a` is m×k and `c` m×n.
-                unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), false, all.clone()) };
+                unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), false, forwards) };
                 assert_close(&c, &naive(&a, &w, m, k, n, None), &what);
+                // Walking the panels backwards computes the same values, bit for bit.
+                let mut back = vec![f32::NAN; m * n];
+                let backwards = (all.clone(), true);
+                // SAFETY: as above.
+                unsafe { panels.product_at(level, &a, m, back.as_mut_ptr(), false, backwards) };
+                for (index, (found, expected)) in back.iter().zip(&c).enumerate() {
+                    assert_eq!(
+                        found.to_bits(),
+                        expected.to_bits(),
+                        "{what} backwards: {index}"
+                    );
+                }
                 let mut c = c0.clone();
                 // SAFETY: as above.
-                unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), true, all.clone()) };
+                unsafe {
+                    panels.product_at(level, &a, m, c.as_mut_ptr(), true, (all.clone(), false))
+                };
                 assert_close(
                     &c,
                     &naive(&a, &w, m, k, n, Some(&c0)),
                     &format!("{what} +="),
                 );
                 let mut c = c0.clone();
-                // SAFETY: as above; `part` lies within the panel count.
-                unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), false, part.clone()) };
+                // SAFETY: as above; `part` lies within the panel count. Walked backwards, as
+                // every other step of batch 1 walks its part of the panels.
+                unsafe {
+                    panels.product_at(level, &a, m, c.as_mut_ptr(), false, (part.clone(), true))
+                };
                 let expected = naive(&a, &w, m, k, n, None);
                 for (index, (&found, &old)) in c.iter().zip(&c0).enumerate() {
                     let column = index % n;
@@ -438,17 +466,19 @@ mod tests {
                 {
                     continue;
                 }
-                let mut c = vec![f32::NAN; m * n];
-                // SAFETY: the CPU supports `level`; `a` is m×k and `c` m×n.
-                unsafe {
-                    panels.product_at(level, &a, m, c.as_mut_ptr(), false, 0..panels.panel_count())
-                };
-                for (index, (found, expected)) in c.iter().zip(&chained).enumerate() {
-                    assert_eq!(
-                        found.to_bits(),
-                        expected.to_bits(),
-                        "{level} {m}x{k}x{n}: c[{index}] = {found}, the chain gives {expected}"
-                    );
+                for backwards in [false, true] {
+                    let mut c = vec![f32::NAN; m * n];
+                    let walk = (0..panels.panel_count(), backwards);
+                    // SAFETY: the CPU supports `level`; `a` is m×k and `c` m×n.
+                    unsafe { panels.product_at(level, &a, m, c.as_mut_ptr(), false, walk) };
+                    for (index, (found, expected)) in c.iter().zip(&chained).enumerate() {
+                        assert_eq!(
+                            found.to_bits(),
+                            expected.to_bits(),
+                            "{level} {m}x{k}x{n} (backwards: {backwards}): c[{index}] = {found}, \
+                             the chain gives {expected}"
+                        );
+                    }
                 }
             }
         }
@@ -481,17 +511,32 @@ mod tests {
     /// Every tile call of a product covers each (row, panel, depth) once, each (row, panel)'s
     /// depth ranges in order (a sum resumed where the one before stopped), resumes exactly
     /// past the first depth range, and is told of the call that really comes next in its
-    /// pass of rows (the panels it prefetches), in both orders of the walk.
+    /// pass of rows (the panels it prefetches), in both orders of the walk (groups first or
+    /// depth first), over the groups first to last and last to first.
     #[test]
     fn tile_calls_cover_the_product_and_name_the_next_call() {
         // (m, k): rows whose depth fits the L2 budget (groups first) and rows that do not
         // (depth first); more rows than one pass; a depth that is not a whole number of ranges.
         for (m, k) in [(64, 512), (64, 2048), (200, 300), (3, 1), (1, 700)] {
-            for (panels, group_len) in [(0..7, 3), (2..9, 1), (0..1, 3)] {
+            for ((panels, group_len), backwards) in [(0..7, 3), (2..9, 1), (0..1, 3)]
+                .into_iter()
+                .flat_map(|groups| [(groups.clone(), false), (groups, true)])
+            {
                 let mut calls = Vec::new();
-                for_each_tile(m, k, panels.clone(), group_len, 256, false, |call, next| {
+                let walk = (panels.clone(), backwards);
+                for_each_tile(m, k, walk, group_len, 256, false, |call, next| {
                     calls.push((call, next));
                 });
+                // The groups come in the order of the walk.
+                let firsts: Vec<usize> = calls.iter().map(|(call, _)| call.group.start).collect();
+                let mut ordered = firsts.clone();
+                ordered.sort_unstable();
+                if backwards {
+                    ordered.reverse();
+                }
+                if k <= 256 && m <= ROWS_PER_PASS {
+                    assert_eq!(firsts, ordered, "{m}×{k} backwards: {backwards}");
+                }
                 let mut seen = vec![0u32; m * panels.end * k];
                 // Depth reached so far by each (row, panel).
                 let mut reached = vec![0usize; m * panels.end];

@@ -51,7 +51,7 @@ impl Panels {
         _: usize,
         _: *mut f32,
         _: bool,
-        _: Range<usize>,
+        _: (Range<usize>, bool),
     ) {
         match *self {}
     }

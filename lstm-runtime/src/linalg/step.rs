@@ -94,12 +94,29 @@ impl StepRhs {
         a: ArrayView2<'_, F>,
         c: ArrayViewMut2<'_, F>,
     ) -> Result<()> {
-        self.product_split(w, a, c, true, || {}, || {})
+        self.product_walking(w, a, c, false)
     }
 
-    /// [`Self::product`], with two more pieces of work that do not touch `c`: where the
-    /// product splits between two threads, each thread runs one after its share (the step's
-    /// other work rides on the product's hand-over); otherwise both run after it here.
+    /// [`Self::product`], walking the panels from the last to the first if `backwards` (the
+    /// same values): a product repeated at every step reads its weights faster walking them
+    /// one way and then the other (`packed::Panels::product`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::product`].
+    pub(crate) fn product_walking<F: Float>(
+        &self,
+        w: ArrayView2<'_, F>,
+        a: ArrayView2<'_, F>,
+        c: ArrayViewMut2<'_, F>,
+        backwards: bool,
+    ) -> Result<()> {
+        self.product_split(w, a, c, (true, backwards), || {}, || {})
+    }
+
+    /// [`Self::product_walking`], with two more pieces of work that do not touch `c`: where
+    /// the product splits between two threads, each thread runs one after its share (the
+    /// step's other work rides on the product's hand-over); otherwise both run after it here.
     ///
     /// # Errors
     ///
@@ -109,10 +126,11 @@ impl StepRhs {
         w: ArrayView2<'_, F>,
         a: ArrayView2<'_, F>,
         c: ArrayViewMut2<'_, F>,
+        backwards: bool,
         first: impl FnOnce(),
         second: impl FnOnce() + Send,
     ) -> Result<()> {
-        self.product_split(w, a, c, true, first, second)
+        self.product_split(w, a, c, (true, backwards), first, second)
     }
 
     /// [`Self::product`] on the calling thread alone: for a thread that runs its own share of
@@ -127,7 +145,7 @@ impl StepRhs {
         a: ArrayView2<'_, F>,
         c: ArrayViewMut2<'_, F>,
     ) -> Result<()> {
-        self.product_split(w, a, c, false, || {}, || {})
+        self.product_split(w, a, c, (false, false), || {}, || {})
     }
 
     /// Whether the product runs on packed panels (the kernels of `packed.rs`), whose sum for
@@ -137,13 +155,14 @@ impl StepRhs {
         self.packed.is_some()
     }
 
-    /// [`Self::product_beside`], split between threads only if `may_split`.
+    /// [`Self::product_beside`], split between threads only if `may_split`, walking
+    /// backwards if `backwards`.
     fn product_split<F: Float>(
         &self,
         w: ArrayView2<'_, F>,
         a: ArrayView2<'_, F>,
         mut c: ArrayViewMut2<'_, F>,
-        may_split: bool,
+        (may_split, backwards): (bool, bool),
         first: impl FnOnce(),
         second: impl FnOnce() + Send,
     ) -> Result<()> {
@@ -173,8 +192,9 @@ impl StepRhs {
         // SAFETY: `F` is `f32` (`f32_slice` succeeded). `a` holds `m·k` values and `c` `m·n`
         // (both checked above, contiguous); each thread gets a disjoint panel range, hence
         // disjoint columns of `c`, which the unique view `c` lets no one else touch meanwhile.
-        let run =
-            |range: Range<usize>| unsafe { panels.product(a_values, m, out.get(), false, range) };
+        let run = |range: Range<usize>| unsafe {
+            panels.product(a_values, m, out.get(), false, (range, backwards))
+        };
         let count = panels.panel_count();
         if may_split && helper_thread::active() && work >= self.helper_min_work && count > 1 {
             let mid = count / 2;
@@ -268,13 +288,20 @@ impl<F: Float> PackedRows<F> {
     }
 
     /// `c ← a · b` for the columns of the panels `panels`, with `a` row-major `m×k` and `c`
-    /// row-major `m×n` (its other columns untouched).
+    /// row-major `m×n` (its other columns untouched); `backwards` walks the panels from the
+    /// last to the first (the same values; see `packed::Panels::product`).
     ///
     /// # Panics
     ///
     /// If `a` or `c` is not of that length or `panels` exceeds the panel count (a bug of the
     /// caller, which sizes both once).
-    pub(crate) fn product(&self, a: &[F], m: usize, c: &mut [F], panels: Range<usize>) {
+    pub(crate) fn product(
+        &self,
+        a: &[F],
+        m: usize,
+        c: &mut [F],
+        (panels, backwards): (Range<usize>, bool),
+    ) {
         let (k, n) = (self.panels.depth(), self.panels.width());
         assert!(
             a.len() == m * k && c.len() == m * n && panels.end <= self.panels.panel_count(),
@@ -286,8 +313,13 @@ impl<F: Float> PackedRows<F> {
         // `m·n` writable ones, the panels exist (checked above); the unique borrow keeps `c`
         // to this call.
         unsafe {
-            self.panels
-                .product(as_f32(a), m, as_f32_mut(c).as_mut_ptr(), false, panels);
+            self.panels.product(
+                as_f32(a),
+                m,
+                as_f32_mut(c).as_mut_ptr(),
+                false,
+                (panels, backwards),
+            );
         }
     }
 }

@@ -227,7 +227,17 @@ impl<C: Cell> Pass<'_, C> {
                     let (top, bottom) = spent_halves(spent, &chunk, gate_rows);
                     match &recurrent {
                         Recurrent::Dense(rhs) => {
-                            rhs.product_beside(self.weight_hh(), dz_hh, dh_prev, top, bottom)?
+                            // Back and forth over the weights, one step each way
+                            // (`StepRhs::product_walking`).
+                            let backwards = t % 2 == 1;
+                            rhs.product_beside(
+                                self.weight_hh(),
+                                dz_hh,
+                                dh_prev,
+                                backwards,
+                                top,
+                                bottom,
+                            )?
                         }
                         Recurrent::Blocks(blocks) => {
                             heads::backward(*blocks, self.weight_hh(), dz_hh, dh_prev)?;

@@ -341,7 +341,11 @@ impl<C: Cell> Pass<'_, C> {
         });
         if by_rows.is_none() {
             match (rhs, blocks) {
-                (Some(rhs), _) => rhs.product(weight_hh, h_in.view(), buffers.zh.view_mut())?,
+                // Back and forth over the weights, one step each way
+                // (`StepRhs::product_walking`).
+                (Some(rhs), _) => {
+                    rhs.product_walking(weight_hh, h_in.view(), buffers.zh.view_mut(), t % 2 == 1)?
+                }
                 (None, Some(blocks)) => {
                     heads::forward(blocks, weight_hh, h_in.view(), buffers.zh.view_mut())?
                 }

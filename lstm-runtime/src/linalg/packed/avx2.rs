@@ -26,20 +26,12 @@ impl Panels {
         m: usize,
         c: *mut f32,
         accumulate: bool,
-        panels: Range<usize>,
+        walk: (Range<usize>, bool),
     ) {
-        for_each_tile(
-            m,
-            self.k,
-            panels,
-            1,
-            DEPTH_PER_PASS,
-            accumulate,
-            |call, _| {
-                // SAFETY: as this function's caller promises; AVX2 and FMA are available.
-                unsafe { self.panel_tiles(a, c, call) }
-            },
-        );
+        for_each_tile(m, self.k, walk, 1, DEPTH_PER_PASS, accumulate, |call, _| {
+            // SAFETY: as this function's caller promises; AVX2 and FMA are available.
+            unsafe { self.panel_tiles(a, c, call) }
+        });
     }
 
     /// The tiles of `call`, whose group is one panel.

@@ -52,7 +52,7 @@ impl Panels {
         m: usize,
         c: *mut f32,
         accumulate: bool,
-        panels: Range<usize>,
+        walk: (Range<usize>, bool),
     ) {
         let tiles = |call: TileCall, next: Option<TileCall>| {
             // SAFETY: as this function's caller promises; AVX-512 is available.
@@ -62,11 +62,11 @@ impl Panels {
         if m <= NARROW_ROWS {
             // Narrow products' weights are small enough to stay in cache (batch 1), where a
             // prefetch costs more than it brings.
-            for_each_tile(m, k, panels, NARROW_PANELS, depth, accumulate, |call, _| {
+            for_each_tile(m, k, walk, NARROW_PANELS, depth, accumulate, |call, _| {
                 tiles(call, None)
             });
         } else {
-            for_each_tile(m, k, panels, PANELS, depth, accumulate, tiles);
+            for_each_tile(m, k, walk, PANELS, depth, accumulate, tiles);
         }
     }
 

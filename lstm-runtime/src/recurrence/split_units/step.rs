@@ -99,11 +99,12 @@ impl<C: Cell> UnitSplit<C> {
             // kernels of two rows.
             let twice = [x, x].concat();
             let mut pair = vec![C::Elem::zero(); 2 * width];
-            side.input.product(&twice, 2, &mut pair, panels.clone());
+            side.input
+                .product(&twice, 2, &mut pair, (panels.clone(), false));
             let columns = panels.start * NR..(panels.end * NR).min(width);
             zx[columns.clone()].copy_from_slice(&pair[columns]);
         } else {
-            side.input.product(x, rows.len(), zx, panels);
+            side.input.product(x, rows.len(), zx, (panels, false));
         }
         work.projected += 1;
         true
@@ -160,9 +161,11 @@ impl<C: Cell> UnitSplit<C> {
         let at = parts[0].len();
         h_prev[..at].copy_from_slice(parts[0]);
         h_prev[at..].copy_from_slice(parts[1]);
-        let panels = 0..side.recurrent.panel_count();
+        // Back and forth over the weights, one step each way: each step starts on the panels
+        // the step before read last, still in L1.
+        let walk = (0..side.recurrent.panel_count(), i % 2 == 1);
         side.recurrent
-            .product(h_prev, 1, &mut work.buffers.zh, panels);
+            .product(h_prev, 1, &mut work.buffers.zh, walk);
         let SideWork {
             c: [c_a, c_b],
             buffers,
