@@ -152,7 +152,8 @@ impl Panels {
     /// A product that every step repeats with weights larger than the L1 cache but within
     /// L2 (batch 1's `h_prev · W_hhᵀ`) reads them faster walking back and forth, one step
     /// forwards and the next backwards: each step then starts on the panels that the one
-    /// before read last, which are still in L1.
+    /// before read last, which are still in L1. The AVX2 kernels always walk forwards: their
+    /// one-row products, one panel per call, did not gain from it.
     ///
     /// # Safety
     ///
@@ -202,9 +203,7 @@ impl Panels {
         unsafe {
             match level {
                 Isa::Avx512 => self.product_avx512(a, m, c, accumulate, (panels, backwards)),
-                Isa::Avx2 | Isa::Baseline => {
-                    self.product_avx2(a, m, c, accumulate, (panels, backwards))
-                }
+                Isa::Avx2 | Isa::Baseline => self.product_avx2(a, m, c, accumulate, panels),
             }
         }
     }

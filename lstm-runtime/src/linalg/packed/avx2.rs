@@ -26,8 +26,9 @@ impl Panels {
         m: usize,
         c: *mut f32,
         accumulate: bool,
-        walk: (Range<usize>, bool),
+        panels: Range<usize>,
     ) {
+        let walk = (panels, false);
         for_each_tile(m, self.k, walk, 1, DEPTH_PER_PASS, accumulate, |call, _| {
             // SAFETY: as this function's caller promises; AVX2 and FMA are available.
             unsafe { self.panel_tiles(a, c, call) }
