@@ -225,9 +225,10 @@ struct TileCall {
 /// call that follows in the same pass of rows (whose panels `tile` may prefetch while it
 /// computes): passes of up to [`ROWS_PER_PASS`] rows, the `panels` in groups of `group_len`
 /// (first to last, or last to first when `backwards`), the depth in ranges of
-/// `depth_per_pass` (each range past the first resumes the sums of the ones before). When a pass's rows fit in L2, each group runs to its full depth before the next
-/// (its tiles of `c` stay in L1 between depths, the rows of `a` in L2 across groups); rows too
-/// deep for L2 run every group at one depth range, then the next.
+/// `depth_per_pass` (each range past the first resumes the sums of the ones before). When a
+/// pass's rows fit in L2, each group runs to its full depth before the next (its tiles of `c`
+/// stay in L1 between depths, the rows of `a` in L2 across groups); rows too deep for L2 run
+/// every group at one depth range, then the next.
 fn for_each_tile(
     m: usize,
     k: usize,
