@@ -144,7 +144,7 @@ pub(crate) fn needs_few_rows<F: Float>(m: usize, n: usize, k: usize) -> bool {
 /// Whether every projection of `F` values runs on the packed step kernels: f32 at a level
 /// whose kernels chain each element in index order at any depth and row count
 /// ([`packed::sums_in_order`]).
-fn packs_every_row<F: Float>() -> bool {
+pub(crate) fn packs_every_row<F: Float>() -> bool {
     TypeId::of::<F>() == TypeId::of::<f32>() && packed::sums_in_order()
 }
 

@@ -27,13 +27,14 @@ use num_traits::{One, Zero};
 use super::Record;
 use super::mask::InvalidOutput;
 use super::pass::{DirectionTape, Pass, Run, State, StepBuffers, chunk_steps, flat, flat_mut};
-use super::split_rows::{self, RowProduct, StepKind, TapeRows};
+use super::split_rows::{self, ChunkZx, RowProduct, StepKind, TapeRows};
 use super::split_units::{Chunk, SideTape, SplitBuffers, UnitSplit};
 use crate::cell::{Cell, StepIo};
 use crate::direction::Direction;
 use crate::error::Result;
 use crate::linalg::ordered::{self, FewRows};
 use crate::linalg::prefetch::prefetch;
+use crate::linalg::step::StepRhs;
 use crate::linalg::{self, heads};
 use crate::parallel::helper_thread;
 use crate::regularization::in_recurrence::mask_rows;
@@ -118,6 +119,28 @@ impl<C: Cell> Pass<'_, C> {
         };
         let weight_ih = self.cell.weights().weight_ih.view();
         let (input_size, gate_rows) = (weight_ih.ncols(), weight_ih.nrows());
+        let split = self.chunk_split((t0, steps, batch), &mut run.buffers, &record);
+        if let Some(at) = split
+            && let Some(packed) = self.projection_by_steps(weight_ih)
+        {
+            // Each thread projects its own rows of a step just before the step (the packed
+            // kernels sum each value in the same order for any rows).
+            let x = rows.as_standard_layout();
+            let project = |t: usize, rows: Range<usize>, zx: &mut [C::Elem]| {
+                let x = x.slice(s![t * batch + rows.start..t * batch + rows.end, ..]);
+                let zx = ArrayViewMut2::from_shape((rows.len(), gate_rows), zx)
+                    .expect("a thread's rows of zx are rows × gate rows");
+                packed
+                    .product_here(weight_ih, x, zx)
+                    .expect("the layer's own input projection has the layer's shapes");
+            };
+            let zx = ChunkZx::PerStep {
+                project: &project,
+                scratch: &mut flat_mut(&mut run.zx)[..step_len],
+            };
+            self.run_chunk_by_rows((zx, steps), at, &mut run.state, &mut run.buffers, output);
+            return Ok(());
+        }
         let few_rows = ordered::needs_few_rows::<C::Elem>(steps * batch, gate_rows, input_size)
             .then(|| self.weight_ih_few.get_or_init(|| FewRows::new(weight_ih)));
         ordered::project(
@@ -127,8 +150,8 @@ impl<C: Cell> Pass<'_, C> {
             run.zx.slice_mut(s![..steps * batch, ..]),
         )?;
         let zx = flat(&run.zx);
-        if let Some(at) = self.chunk_split((t0, steps, batch), &mut run.buffers, &record) {
-            let zx = (&zx[..steps * step_len], steps);
+        if let Some(at) = split {
+            let zx = (ChunkZx::Projected(&zx[..steps * step_len]), steps);
             self.run_chunk_by_rows(zx, at, &mut run.state, &mut run.buffers, output);
             return Ok(());
         }
@@ -186,12 +209,28 @@ impl<C: Cell> Pass<'_, C> {
             .filter(|_| (t0..t0 + steps).all(|t| self.validity.fill_step(t, &mut buffers.valid)))
     }
 
-    /// The chunk's inference steps over its projection `zx` `(steps · batch, gate_rows)`, the
-    /// rows `..at` on this thread and the others on the helper ([`split_rows::chunk`]), where
-    /// [`Self::chunk_split`] found them to split.
+    /// `W_ih` packed for the step kernels, where a chunk split by rows projects each step's
+    /// rows on the thread that steps them ([`ChunkZx::PerStep`]): where those kernels sum
+    /// each value in index order for any rows, as [`ordered::project`] does, so that the
+    /// values are the ones a projection of the whole chunk would give (f32 at the AVX-512
+    /// level).
+    fn projection_by_steps(&self, weight_ih: ArrayView2<'_, C::Elem>) -> Option<&StepRhs> {
+        if !ordered::packs_every_row::<C::Elem>() {
+            return None;
+        }
+        match self.weight_ih_few.get_or_init(|| FewRows::new(weight_ih)) {
+            FewRows::Packed(packed) if packed.sums_in_order() => Some(packed),
+            // Laid out at another level, active earlier in the call.
+            _ => None,
+        }
+    }
+
+    /// The chunk's inference steps over its projection `zx`, the rows `..at` on this thread
+    /// and the others on the helper ([`split_rows::chunk`]), where [`Self::chunk_split`] found
+    /// them to split.
     fn run_chunk_by_rows(
         &self,
-        (zx, steps): (&[C::Elem], usize),
+        (zx, steps): (ChunkZx<'_, C::Elem>, usize),
         at: usize,
         state: &mut State<C::Elem>,
         buffers: &mut StepBuffers<C::Elem>,

@@ -16,7 +16,10 @@
 //! With the product taken by rows, a row's steps never read another row's values, so where
 //! nothing between two steps needs the whole batch (an inference chunk with every row valid
 //! and no regulariser or projection between the steps), each thread runs its rows through all
-//! of the chunk's steps without a hand-over at all ([`chunk`]).
+//! of the chunk's steps without a hand-over at all ([`chunk`]), and where the input
+//! projection sums in the same order for any rows, projects its own rows of each step just
+//! before it ([`ChunkZx::PerStep`]), so that they are still in its cache when the step reads
+//! them.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -230,12 +233,28 @@ fn half<'a, C: Cell>(
 /// in this process (`__private::row_split_chunks`).
 pub(crate) static CHUNKS: AtomicUsize = AtomicUsize::new(0);
 
+/// Writes the rows `rows` (of the batch) of step `t`'s input projection into `zx`:
+/// `project(t, rows, zx)`.
+pub(crate) type ProjectRows<'a, F> = dyn Fn(usize, Range<usize>, &mut [F]) + Sync + 'a;
+
+/// Where the steps of a chunk find their input projection `zx`.
+pub(crate) enum ChunkZx<'a, F> {
+    /// Projected before the chunk: `(steps, rows, gate_rows)` by time.
+    Projected(&'a [F]),
+    /// Projected by each thread for its own rows just before each step, by `project`, into
+    /// `scratch` `(rows, gate_rows)`.
+    PerStep {
+        project: &'a ProjectRows<'a, F>,
+        scratch: &'a mut [F],
+    },
+}
+
 /// What the steps of a chunk read and write, for [`chunk`]: the whole batch's buffers.
 pub(crate) struct ChunkIo<'a, F> {
     /// Batch rows.
     pub(crate) rows: usize,
-    /// The chunk's input projection, `(steps, rows, gate_rows)` by time.
-    pub(crate) zx: &'a [F],
+    /// The chunk's input projection.
+    pub(crate) zx: ChunkZx<'a, F>,
     /// As [`StepIo::bias_ih`].
     pub(crate) bias_ih: &'a [F],
     /// As [`StepIo::bias_hh`].
@@ -255,8 +274,8 @@ pub(crate) struct ChunkIo<'a, F> {
 }
 
 impl<'a, F> ChunkIo<'a, F> {
-    /// The rows `..at` and `at..` of every per-row buffer; the biases and `zx` (whose steps
-    /// each hold all rows) whole in both.
+    /// The rows `..at` and `at..` of every per-row buffer; the biases and a projection made
+    /// before the chunk (whose steps each hold all rows) whole in both.
     fn halves(self, at: usize) -> (Self, Self) {
         let rows = self.rows;
         let (constant, constant2) = rows_of(self.constant, rows, at);
@@ -264,8 +283,25 @@ impl<'a, F> ChunkIo<'a, F> {
         let [c, c_next] = self.c.map(|c| rows_of_mut(c, rows, at));
         let (zh, zh2) = rows_of_mut(self.zh, rows, at);
         let (scratch, scratch2) = rows_of_mut(self.scratch, rows, at);
+        let (zx, zx2) = match self.zx {
+            ChunkZx::Projected(zx) => (ChunkZx::Projected(zx), ChunkZx::Projected(zx)),
+            ChunkZx::PerStep { project, scratch } => {
+                let (first, second) = rows_of_mut(scratch, rows, at);
+                (
+                    ChunkZx::PerStep {
+                        project,
+                        scratch: first,
+                    },
+                    ChunkZx::PerStep {
+                        project,
+                        scratch: second,
+                    },
+                )
+            }
+        };
         let first = ChunkIo {
             rows: at,
+            zx,
             constant,
             h: [h.0, h_next.0],
             c: [c.0, c_next.0],
@@ -275,12 +311,14 @@ impl<'a, F> ChunkIo<'a, F> {
         };
         let second = ChunkIo {
             rows: rows - at,
+            zx: zx2,
             constant: constant2,
             h: [h.1, h_next.1],
             c: [c.1, c_next.1],
             zh: zh2,
             scratch: scratch2,
-            ..first
+            bias_ih: first.bias_ih,
+            bias_hh: first.bias_hh,
         };
         (first, second)
     }
@@ -304,53 +342,61 @@ pub(crate) fn chunk<C: Cell>(
     output: Option<ArrayViewMut3<'_, C::Elem>>,
     product: &(impl Fn(&[C::Elem], &mut [C::Elem]) + Sync),
 ) {
-    let (rows, zx) = (io.rows, io.zx);
+    let rows = io.rows;
     let gate_rows = io.zh.len() / rows.max(1);
     let (first, second) = io.halves(at);
     let (output, output2) = output.map(|output| output.split_at(Axis(1), at)).unzip();
-    // One thread's rows from `start` on, the projection `zx` whole (each step's rows lie
-    // together, so a half's rows are not one slice of it).
-    let half =
-        |start: usize, io: ChunkIo<'_, C::Elem>, mut output: Option<ArrayViewMut3<'_, C::Elem>>| {
-            let ChunkIo {
+    // One thread's rows from `start` on; a projection made before the chunk whole (each
+    // step's rows lie together, so a half's rows are not one slice of it).
+    let half = |start: usize,
+                io: ChunkIo<'_, C::Elem>,
+                mut output: Option<ArrayViewMut3<'_, C::Elem>>| {
+        let ChunkIo {
+            rows: n,
+            mut zx,
+            bias_ih,
+            bias_hh,
+            constant,
+            h: [mut h, mut h_next],
+            c: [mut c, mut c_next],
+            zh,
+            scratch,
+            ..
+        } = io;
+        for k in 0..steps {
+            let t = direction.time_of(k, steps);
+            let zx_t: &[C::Elem] = match &mut zx {
+                ChunkZx::Projected(zx) => &zx[(t * rows + start) * gate_rows..][..n * gate_rows],
+                ChunkZx::PerStep { project, scratch } => {
+                    project(t, start..start + n, scratch);
+                    scratch
+                }
+            };
+            product(h, zh);
+            let step = StepIo {
                 rows: n,
+                zx: zx_t,
+                zh,
                 bias_ih,
                 bias_hh,
                 constant,
-                h: [mut h, mut h_next],
-                c: [mut c, mut c_next],
-                zh,
+                c_prev: c,
+                h_prev: if C::SPEC.reads_h_prev { h } else { &[] },
+                h: h_next,
+                c: c_next,
                 scratch,
-                ..
-            } = io;
-            for k in 0..steps {
-                let t = direction.time_of(k, steps);
-                let zx_t = &zx[(t * rows + start) * gate_rows..][..n * gate_rows];
-                product(h, zh);
-                let step = StepIo {
-                    rows: n,
-                    zx: zx_t,
-                    zh,
-                    bias_ih,
-                    bias_hh,
-                    constant,
-                    c_prev: c,
-                    h_prev: if C::SPEC.reads_h_prev { h } else { &[] },
-                    h: h_next,
-                    c: c_next,
-                    scratch,
-                };
-                cell.step(step);
-                copy_rows(
-                    output
-                        .as_mut()
-                        .map(|output| output.index_axis_mut(Axis(0), t)),
-                    h_next,
-                );
-                std::mem::swap(&mut h, &mut h_next);
-                std::mem::swap(&mut c, &mut c_next);
-            }
-        };
+            };
+            cell.step(step);
+            copy_rows(
+                output
+                    .as_mut()
+                    .map(|output| output.index_axis_mut(Axis(0), t)),
+                h_next,
+            );
+            std::mem::swap(&mut h, &mut h_next);
+            std::mem::swap(&mut c, &mut c_next);
+        }
+    };
     helper_thread::fork(|| half(0, first, output), || half(at, second, output2));
     CHUNKS.fetch_add(1, Ordering::Relaxed);
 }
