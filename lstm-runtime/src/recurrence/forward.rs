@@ -11,7 +11,8 @@
 //!
 //! Where each step would split by rows with each thread's own rows of the recurrent product,
 //! an inference chunk with nothing between its steps runs each half of the rows through all of
-//! its steps on one thread (`split_rows::chunk`).
+//! its steps on one thread (`split_rows::chunk`); at the AVX-512 level that thread also
+//! projects its rows of each step, just before the step, instead of the chunk's projection.
 //!
 //! At batch 1, with two threads, a cell whose units do not read each other runs each chunk
 //! split by units instead (`split_units/`): each thread projects, multiplies and steps half
